@@ -1,0 +1,53 @@
+"""`edgeloop agent ...`: thin commands over the daemon."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import click
+
+from edgeloop.shared import config as cfg
+
+
+@click.group()
+def agent() -> None:
+    """The device daemon and its tools."""
+
+
+@agent.command("run")
+@click.option("--device", "device_id", required=True, help="Device id; also its MQTT username.")
+@click.option("--site", required=True, help="Site id: the relay that serves this device.")
+@click.option("--broker", default="mqtt://127.0.0.1:1883", show_default=True, help="The site broker.")
+@click.option("--source", default="sim:cam-000", show_default=True,
+              help="sim:CAMERA (simulated), a video file, a device index (0) or a URL (rtsp://...).")
+@click.option("--camera", "camera_id", default=None, help="Camera id for a non-simulated source.")
+@click.option("--data", "data_dir", type=click.Path(path_type=Path), required=True,
+              help="Folder for the outbox database and the models.")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None, help="TOML config file.")
+@click.option("--quota", default="50MB", show_default=True, help="Outbox byte quota.")
+@click.option("--max-fps", default=0.0, show_default=True, help="Process at most this many frames a second (0: no cap).")
+@click.option("--frames-per-model", default=0, show_default=True,
+              help="Simulation: process N frames per model version, then wait for the next model (0: run on).")
+@click.option("--sim-seed", default=0, show_default=True, help="Seed of the simulated world.")
+@click.option("--threads", default=1, show_default=True, help="onnxruntime intra-op threads.")
+@click.option("--state-interval", default=2.0, show_default=True, help="Seconds between state reports.")
+def run(device_id, site, broker, source, camera_id, data_dir, config_path, quota, max_fps, frames_per_model,
+        sim_seed, threads, state_interval) -> None:
+    """Capture, infer, keep the frames worth a label, and uplink them.
+
+    \b
+    Example (a simulated camera):
+      edgeloop agent run --device dev-1 --site site-0 --source sim:cam-001 --data /var/lib/edgeloop/agent
+    """
+    from .daemon import Agent, AgentSettings
+
+    conf = cfg.load(config_path)
+    settings = AgentSettings(
+        device_id=device_id, site=site, broker=broker, source=source, camera_id=camera_id, data_dir=data_dir,
+        sampling=conf.sampling, sim_seed=sim_seed, outbox_quota=cfg.parse_size(quota, "--quota"),
+        max_fps=max_fps, frames_per_model=frames_per_model, threads=threads, state_interval=state_interval)
+    daemon = Agent(settings)
+    signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
+    signal.signal(signal.SIGINT, lambda *_: daemon.stop())
+    daemon.run()

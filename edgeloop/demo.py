@@ -1,0 +1,146 @@
+"""`edgeloop demo`: the whole loop on one box, round after round, measured.
+
+Round 0 is the seed model (trained on a labeled seed set that has no night frames). Each later
+round: every agent runs `--frames` frames of its simulated camera with the current model and keeps
+the best under its budget; relays keep the best of their site; the hub selects `--labels` for
+labeling; the simulated labeler answers; the hub fine-tunes a new model from its parent, evaluates
+it on the held-out golden set, and rolls it out down the tree.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from edgeloop.onebox import OneBox, OneBoxSettings
+
+console = Console(stderr=True)
+
+
+def _row(round_no: int, version: str, train: dict, frames: dict, nbytes: dict) -> dict:
+    m = train["metrics"]
+    return {"round": round_no, "model_version": version, "labels_total": train["labels_total"],
+            "accuracy": round(m["accuracy"], 4), "per_slice": {k: round(v, 4) for k, v in sorted(m["per_slice"].items())},
+            "frames": frames, "bytes": nbytes}
+
+
+def _table(rounds: list[dict]) -> Table:
+    slices = sorted({k for r in rounds for k in r["per_slice"]})
+    t = Table(title="edgeloop demo")
+    for col in ["round", "model", "labels", "accuracy", *slices, "seen", "agent kept", "relay kept", "selected",
+                "raw MB", "agent→relay KB", "relay→hub KB", "models↓ KB"]:
+        t.add_column(col, justify="right")
+    for r in rounds:
+        f, b = r["frames"], r["bytes"]
+        t.add_row(str(r["round"]), r["model_version"], str(r["labels_total"]), f"{r['accuracy']:.3f}",
+                  *[f"{r['per_slice'].get(s, 0):.3f}" for s in slices], str(f["seen"]), str(f["agent_kept"]),
+                  str(f["relay_kept"]), str(f["hub_selected"]), f"{b['raw'] / 1e6:.1f}", f"{b['agent_to_relay'] / 1e3:.0f}",
+                  f"{b['relay_to_hub'] / 1e3:.0f}", f"{b['models_down'] / 1e3:.0f}")
+    return t
+
+
+def run_demo(s: OneBoxSettings, rounds: int, labels_per_round: int) -> dict:
+    box = OneBox(s)
+    t_start = time.monotonic()
+    report = {"broker": s.broker, "settings": {"agents": s.agents, "relays": s.relays, "rounds": rounds,
+                                                 "frames_per_round": s.frames_per_round,
+                                                 "labels_per_round": labels_per_round, "seed": s.seed},
+              "rounds": []}
+    try:
+        with console.status("[bold]building the simulated world (golden and seed sets)") as status:
+            golden, seed = box.make_datasets()
+            status.update("[bold]round 0: training the seed model at the hub")
+            box.seed_hub(golden, seed)
+            status.update(f"[bold]starting the {s.broker} broker, hub, {s.relays} relays, {s.agents} agents")
+            box.start_broker()
+            hub = box.start_hub(golden)
+            box.start_relays()
+            box.watch_states()
+            box.start_agents()
+        v0 = hub.get("/api/v1/stats")["desired"]
+        seed_model = next(m for m in hub.get("/api/v1/models")["models"] if m["version"] == v0)
+        zero = {"seen": 0, "agent_kept": 0, "relay_kept": 0, "hub_selected": 0, "labeled": 0}
+        zb = {"raw": 0, "agent_to_relay": 0, "relay_to_hub": 0, "models_down": 0}
+        report["rounds"].append(_row(0, v0, {"metrics": seed_model["metrics"],
+                                             "labels_total": seed_model["labels_total"]}, zero, zb))
+        console.print(_table(report["rounds"]))
+        version, before = v0, {k: 0 for k in ("seen", "agent_kept", "relay_kept", "raw", "agent_to_relay",
+                                               "relay_to_hub", "models_down")}
+        for r in range(1, rounds + 1):
+            with console.status(f"[bold]round {r}: model {version} going down to the agents") as status:
+                box.wait(f"round {r} to finish", lambda: box.round_done(version, s.frames_per_round), timeout=600,
+                         progress=lambda d: status.update(f"[bold]round {r} with {version}: {d}" if d is not True
+                                                          else f"[bold]round {r}: done"))
+                now = box.totals()
+                status.update(f"[bold]round {r}: selecting {labels_per_round} samples for labeling")
+                selected = hub.post("/api/v1/selection", {"budget": labels_per_round})["selected"]
+                from edgeloop.sim import World
+                from edgeloop.sim.oracle import label_queue
+
+                labeled = label_queue(hub, World(seed=s.seed))
+                status.update(f"[bold]round {r}: training a new model from {version} on the hub")
+                train = hub.post("/api/v1/train", {"epochs": s.epochs})
+                hub.post("/api/v1/desired", {"version": train["version"]})
+            d = {k: now[k] - before[k] for k in before}
+            report["rounds"].append(_row(r, train["version"], train, {
+                "seen": d["seen"], "agent_kept": d["agent_kept"], "relay_kept": d["relay_kept"],
+                "hub_selected": len(selected), "labeled": labeled},
+                {k: d[k] for k in ("raw", "agent_to_relay", "relay_to_hub", "models_down")}))
+            before, version = now, train["version"]
+            console.print(_table(report["rounds"]))
+        # The last model goes down too: wait until every agent runs it.
+        with console.status(f"[bold]rolling {version} out to every agent"):
+            box.wait(f"every agent to run {version}", lambda: all(
+                box.agent_states().get(d) and box.agent_states()[d].model_version == version for d in box.agent_ids),
+                timeout=120)
+        report["final_model_on_agents"] = version
+    finally:
+        codes = box.stop()
+        report["exit_codes"] = codes
+    report["seconds"] = round(time.monotonic() - t_start, 1)
+    return report
+
+
+@click.command()
+@click.option("--rounds", default=3, show_default=True, help="Rounds of the loop after the seed model.")
+@click.option("--agents", default=4, show_default=True, help="Simulated devices (one camera each).")
+@click.option("--relays", default=2, show_default=True, help="Relays, one site each; agents spread over them.")
+@click.option("--broker", type=click.Choice(["embedded", "mosquitto"]), default="embedded", show_default=True,
+              help="embedded: amqtt in a child process (zero set-up); mosquitto: the real thing.")
+@click.option("--frames", default=600, show_default=True, help="Frames each camera shows per round.")
+@click.option("--labels", default=100, show_default=True, help="Label budget per round at the hub.")
+@click.option("--epochs", default=15, show_default=True, help="Training epochs per round.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the simulated world.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/demo"), show_default=True,
+              help="Output folder: report.json, logs/, and every service's data.")
+def demo(rounds, agents, relays, broker, frames, labels, epochs, seed, out) -> None:
+    """Run the whole loop on one box: broker, hub, relays and agents as separate processes.
+
+    Prints a table per round and writes OUT/report.json.
+
+    \b
+    Example:
+      edgeloop demo --rounds 3 --agents 4 --relays 2 --out runs/demo
+    """
+    marker = out / ".edgeloop-demo"
+    if out.exists() and any(out.iterdir()):
+        if not marker.exists():
+            raise click.UsageError(f"{out} is not empty and not an earlier demo's folder; pick another --out")
+        import shutil
+
+        shutil.rmtree(out)  # an earlier demo's folder: a demo starts from nothing
+    out.mkdir(parents=True, exist_ok=True)
+    marker.touch()
+    s = OneBoxSettings(out=out, agents=agents, relays=relays, broker=broker, frames_per_round=frames, seed=seed,
+                       epochs=epochs)
+    report = run_demo(s, rounds, labels)
+    (out / "report.json").write_text(json.dumps(report, indent=1))
+    first, last = report["rounds"][0], report["rounds"][-1]
+    console.print(f"accuracy {first['accuracy']:.3f} -> {last['accuracy']:.3f}; "
+                  f"per slice {json.dumps(first['per_slice'])} -> {json.dumps(last['per_slice'])}")
+    console.print(f"report: {out / 'report.json'} ({report['seconds']}s)")

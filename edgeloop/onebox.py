@@ -1,0 +1,233 @@
+"""Everything on one box as separate processes: broker, hub, R relays, N agents on loopback.
+
+Used by `edgeloop demo` and by the end-to-end tests. Watches the agents through their retained
+`state` topics (as an MQTT client) and the relays through their /status pages.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgeloop.broker import free_port
+from edgeloop.procs import Service, ServiceFailed, mosquitto_service, wait_port
+from edgeloop.shared import topics
+from edgeloop.shared.hubclient import HubClient
+from edgeloop.shared.mqtt import Connection
+from edgeloop.shared.protocol import DeviceState, decode
+
+AGENT_TOML = """
+[sampling]
+budget = {{ per_hour = {agent_per_hour}, window_s = 60 }}
+seed = {seed}
+[[sampling.signals]]
+kind = "least_confidence"
+weight = 1.0
+[[sampling.signals]]
+kind = "margin"
+weight = 0.5
+[[sampling.signals]]
+kind = "random"
+weight = 0.1
+"""
+
+RELAY_TOML = """
+[sampling]
+budget = {{ per_hour = {relay_per_hour}, window_s = 60 }}
+seed = {seed}
+[[sampling.signals]]
+kind = "least_confidence"
+weight = 1.0
+[[sampling.signals]]
+kind = "entropy"
+weight = 0.5
+"""
+
+
+@dataclass
+class OneBoxSettings:
+    out: Path
+    agents: int = 4
+    relays: int = 2
+    broker: str = "embedded"  # or "mosquitto"
+    frames_per_round: int = 600
+    agent_per_hour: float = 600  # a simulated camera runs at 1 frame per second of capture time
+    relay_per_hour_per_agent: float = 300
+    seed: int = 0
+    seed_set: int = 300
+    golden_per_condition: int = 300
+    epochs: int = 15
+
+
+class OneBox:
+    def __init__(self, s: OneBoxSettings):
+        self.s = s
+        self.logs = s.out / "logs"
+        self.token = secrets.token_hex(16)
+        self.services: list[Service] = []
+        self.states: dict[str, DeviceState] = {}
+        self._lock = threading.Lock()
+        self.hub: HubClient | None = None
+        self.relay_urls: list[str] = []
+        self.agent_ids = [f"dev-{i:03d}" for i in range(s.agents)]
+        self.sites = [f"site-{i}" for i in range(s.relays)]
+        self.watcher: Connection | None = None
+        self.broker_url = ""
+
+    def site_of(self, agent_index: int) -> str:
+        return self.sites[agent_index % len(self.sites)]
+
+    # -- start -------------------------------------------------------------------------------
+    def make_datasets(self) -> tuple[Path, Path]:
+        from edgeloop.sim import World
+
+        data = self.s.out / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        world = World(seed=self.s.seed)
+        golden, seed = data / "golden.npz", data / "seed.npz"
+        world.golden_set(per_condition=self.s.golden_per_condition).save(golden)
+        world.seed_set(n=self.s.seed_set).save(seed)
+        return golden, seed
+
+    def start_broker(self) -> str:
+        if self.s.broker == "mosquitto":
+            port = free_port()
+            svc = mosquitto_service(port, self.s.out / "mosquitto", self.logs)
+            self._add(svc.start())
+            wait_port(port)
+            self.broker_url = f"mqtt://127.0.0.1:{port}"
+        else:
+            svc = Service.edgeloop("broker", ["broker", "--port", "0"], self.logs, ready=True)
+            self._add(svc.start())
+            self.broker_url = svc.wait_ready()["url"]
+            wait_port(int(self.broker_url.rsplit(":", 1)[1]))
+        return self.broker_url
+
+    def seed_hub(self, golden: Path, seed: Path) -> str:
+        svc = Service.edgeloop("hub-seed", ["hub", "seed", "--data", str(self.s.out / "hub"), "--dataset", str(seed),
+                                            "--golden", str(golden), "--epochs", str(self.s.epochs)], self.logs)
+        code = svc.start().proc.wait()
+        if code != 0:
+            raise ServiceFailed(f"hub seed failed ({code}); see {svc.log_path}\n{svc.tail()}")
+        return svc.tail(1)
+
+    def start_hub(self, golden: Path) -> HubClient:
+        svc = Service.edgeloop("hub", ["hub", "serve", "--data", str(self.s.out / "hub"), "--golden", str(golden),
+                                       "--port", "0", "--token", self.token], self.logs, ready=True)
+        self._add(svc.start())
+        self.hub = HubClient(svc.wait_ready(timeout=120)["url"], self.token)
+        return self.hub
+
+    def start_relays(self) -> None:
+        per_hour = self.s.relay_per_hour_per_agent * max(1, self.s.agents // max(1, self.s.relays))
+        conf = self.s.out / "relay.toml"
+        conf.write_text(RELAY_TOML.format(relay_per_hour=per_hour, seed=self.s.seed))
+        svcs = []
+        for i, site in enumerate(self.sites):
+            svc = Service.edgeloop(f"relay-{i}", [
+                "relay", "run", "--id", f"relay-{i}", "--site", site, "--broker", self.broker_url,
+                "--hub", self.hub.url, "--token", self.token, "--data", str(self.s.out / f"relay-{i}"),
+                "--config", str(conf), "--port", "0", "--flush-idle", "1.5", "--poll", "1"], self.logs, ready=True)
+            svcs.append(self._add(svc.start()))
+        self.relay_urls = [svc.wait_ready(timeout=60)["url"] for svc in svcs]
+
+    def agent_service(self, i: int) -> Service:
+        conf = self.s.out / "agent.toml"
+        if not conf.exists():
+            conf.write_text(AGENT_TOML.format(agent_per_hour=self.s.agent_per_hour, seed=self.s.seed))
+        return Service.edgeloop(self.agent_ids[i], [
+            "agent", "run", "--device", self.agent_ids[i], "--site", self.site_of(i), "--broker", self.broker_url,
+            "--source", f"sim:cam-{i:03d}", "--sim-seed", str(self.s.seed), "--data", str(self.s.out / self.agent_ids[i]),
+            "--config", str(conf), "--frames-per-model", str(self.s.frames_per_round), "--state-interval", "0.5"],
+            self.logs)
+
+    def start_agents(self) -> None:
+        for i in range(self.s.agents):
+            self._add(self.agent_service(i).start())
+
+    def watch_states(self) -> None:
+        def on_message(client, userdata, msg):
+            try:
+                st = decode(msg.payload, DeviceState)
+            except Exception:  # noqa: BLE001 - a watcher ignores what it cannot read
+                return
+            with self._lock:
+                self.states[st.device_id] = st
+
+        self.watcher = Connection(self.broker_url, client_id=f"onebox-watch-{secrets.token_hex(3)}",
+                                  on_message=on_message, subscriptions=[(f"{topics.ROOT}/+/+/state", 1)]).start()
+        if not self.watcher.wait_connected(20):
+            raise ServiceFailed(f"cannot connect to the broker at {self.broker_url}")
+
+    # -- observe -----------------------------------------------------------------------------
+    def relay_status(self) -> list[dict]:
+        out = []
+        for url in self.relay_urls:
+            with urllib.request.urlopen(f"{url}/status", timeout=10) as resp:
+                out.append(json.loads(resp.read()))
+        return out
+
+    def agent_states(self) -> dict[str, DeviceState]:
+        with self._lock:
+            return dict(self.states)
+
+    def check_alive(self) -> None:
+        for svc in self.services:
+            if not svc.alive() and svc.name != "hub-seed":
+                raise ServiceFailed(f"{svc.name} exited with code {svc.proc.returncode}; see {svc.log_path}\n{svc.tail()}")
+
+    def wait(self, what: str, cond, timeout: float, progress=None) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            self.check_alive()
+            done = cond()
+            if progress:
+                progress(done)
+            if done is True:
+                return
+            if time.monotonic() > deadline:
+                raise ServiceFailed(f"timed out after {timeout:.0f}s waiting for {what} (logs in {self.logs})")
+            time.sleep(0.2)
+
+    def round_done(self, version: str, target_frames: int):
+        """True when every agent ran `target_frames` with `version`, its outbox is empty and the relays drained."""
+        states = self.agent_states()
+        ready = [st for d, st in states.items() if d in self.agent_ids and st.status == "online"
+                 and st.model_version == version and st.stats.get("frames_this_model", 0) >= target_frames
+                 and st.stats.get("outbox_items", 1) == 0]
+        if len(ready) < len(self.agent_ids):
+            return f"agents done {len(ready)}/{len(self.agent_ids)}"
+        relays = self.relay_status()
+        if any(r["pending"] or r["queued"] for r in relays):
+            return "relays forwarding"
+        return True
+
+    def totals(self) -> dict:
+        """Cumulative counters across the fleet (agents, relays, hub)."""
+        states = self.agent_states()
+        relays = self.relay_status()
+        hub = self.hub.get("/api/v1/stats")
+        a = lambda key: int(sum(states[d].stats.get(key, 0) for d in self.agent_ids if d in states))  # noqa: E731
+        r = lambda key: int(sum(x["counts"][key] for x in relays))  # noqa: E731
+        return {"seen": a("frames_seen"), "agent_kept": a("kept"), "relay_kept": r("kept"),
+                "raw": a("raw_bytes"), "agent_to_relay": a("bytes_sent"), "relay_to_hub": r("bytes_to_hub"),
+                "models_down": hub.get("model_bytes_out", 0) + r("model_bytes_out"), "hub_samples": hub["samples"]}
+
+    # -- stop --------------------------------------------------------------------------------
+    def _add(self, svc: Service) -> Service:
+        self.services.append(svc)
+        return svc
+
+    def stop(self) -> dict[str, int | None]:
+        if self.watcher:
+            self.watcher.stop()
+        codes = {}
+        # Agents first, then relays, hub, broker last: the order data flows.
+        for svc in reversed(self.services):
+            codes[svc.name] = svc.stop()
+        return codes

@@ -1,0 +1,53 @@
+"""`edgeloop relay ...`: thin commands over the relay service."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+
+import click
+
+from edgeloop.shared import config as cfg
+
+
+@click.group()
+def relay() -> None:
+    """The site gateway service."""
+
+
+@relay.command("run")
+@click.option("--id", "relay_id", required=True, help="Relay id (also its hub identity).")
+@click.option("--site", required=True, help="The site whose agents this relay serves.")
+@click.option("--broker", default="mqtt://127.0.0.1:1883", show_default=True)
+@click.option("--hub", "hub_url", required=True, help="Hub base URL, e.g. http://hub.example:8080")
+@click.option("--token", envvar="EDGELOOP_RELAY_TOKEN", required=True, help="Bearer token for the hub (env EDGELOOP_RELAY_TOKEN).")
+@click.option("--data", "data_dir", type=click.Path(path_type=Path), required=True, help="Folder for the relay's database and model cache.")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None, help="TOML config file.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to serve models and /status on.")
+@click.option("--port", default=0, show_default=True, help="HTTP port (0: any free port, see --ready-file).")
+@click.option("--ready-file", type=click.Path(path_type=Path), default=None, help="Write {port, url} here once serving.")
+@click.option("--flush-idle", default=2.0, show_default=True, help="Close open selection windows after this many idle seconds.")
+@click.option("--poll", default=2.0, show_default=True, help="Seconds between desired-model polls.")
+def run(relay_id, site, broker, hub_url, token, data_dir, config_path, host, port, ready_file, flush_idle, poll):
+    """Aggregate a site's agents, keep the best under the budget, forward them to the hub.
+
+    \b
+    Example:
+      edgeloop relay run --id relay-0 --site site-0 --hub http://127.0.0.1:8080 --token $TOKEN --data /var/lib/edgeloop/relay
+    """
+    from .service import RelaySettings, serve
+
+    conf = cfg.load(config_path)
+    s = RelaySettings(relay_id=relay_id, site=site, broker=broker, hub_url=hub_url.rstrip("/"), token=token,
+                      data_dir=data_dir, sampling=conf.sampling, host=host, port=port, flush_idle_s=flush_idle,
+                      poll_s=poll)
+
+    async def main():
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(s, ready_file, stop)
+
+    asyncio.run(main())

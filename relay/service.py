@@ -1,0 +1,248 @@
+"""The relay: MQTT ingest from a site's agents -> dedup -> windowed selection -> store and forward
+to the hub; and the site's model cache: poll the hub's desired model, fetch it once, serve it to
+the agents over HTTP, set each agent's retained `desired` topic.
+
+One asyncio loop runs the HTTP server and the background tasks; paho's thread runs the MQTT
+callbacks, which write to SQLite before returning (so before the PUBACK).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+from edgeloop.shared import topics
+from edgeloop.shared.config import SamplingConfig
+from edgeloop.shared.errors import ProtocolError
+from edgeloop.shared.mqtt import Connection
+from edgeloop.shared.protocol import DesiredModel, DeviceState, SampleBatch, decode, encode
+from edgeloop.shared.sampling import WindowedSelector, score
+
+from .store import RelayStore
+
+log = logging.getLogger("edgeloop.relay")
+
+
+@dataclass(frozen=True)
+class RelaySettings:
+    relay_id: str
+    site: str
+    broker: str
+    hub_url: str
+    token: str
+    data_dir: Path
+    sampling: SamplingConfig
+    host: str = "127.0.0.1"
+    port: int = 0
+    public_url: str | None = None  # how agents reach this relay's HTTP (default http://host:port)
+    flush_idle_s: float = 2.0  # close every open window after this long without a new candidate
+    poll_s: float = 2.0  # how often to ask the hub for the desired model
+    forward_quota: int = 500 << 20
+    batch_items: int = 128
+
+
+class Relay:
+    def __init__(self, s: RelaySettings):
+        self.s = s
+        self.store = RelayStore(s.data_dir / "relay.sqlite", s.forward_quota)
+        self.cache = s.data_dir / "models"
+        self.cache.mkdir(parents=True, exist_ok=True)
+        self.selector = WindowedSelector(s.sampling.budget, s.sampling.min_value, track_dropped=True)
+        self._lock = threading.Lock()  # guards the selector between paho's thread and the loop
+        self._last_arrival = 0.0
+        for c in self.store.pending():  # windows that were open when we stopped
+            self.selector.offer(c)
+        self.devices: dict[str, DeviceState] = {}
+        self.desired: DesiredModel | None = None
+        self.counts = {"received": 0, "duplicates": 0, "rejected": 0, "kept": 0, "dropped": 0, "forwarded": 0,
+                       "bytes_in": 0, "bytes_to_hub": 0, "model_bytes_in": 0, "model_bytes_out": 0}
+        self.url = ""
+        self.conn = Connection(s.broker, client_id=f"relay-{s.relay_id}", username=s.relay_id,
+                               on_message=self._on_message,
+                               subscriptions=[(topics.site_filter(s.site, "samples"), 1),
+                                              (topics.site_filter(s.site, "state"), 1)])
+
+    # -- MQTT (paho's thread) ----------------------------------------------------------------
+    def _on_message(self, client, userdata, msg) -> None:
+        try:
+            device = topics.device_of(msg.topic)
+            if msg.topic.endswith("/state"):
+                self._on_state(device, decode(msg.payload, DeviceState))
+                return
+            batch = decode(msg.payload, SampleBatch)
+            if batch.source != device or any(c.device_id != device for c in batch.samples):
+                raise ProtocolError(f"batch on {msg.topic} claims another device")
+        except (ProtocolError, ValueError) as exc:
+            self.counts["rejected"] += 1
+            log.warning("refused a message on %s: %s", msg.topic, exc)
+            return
+        rescored = []
+        for c in batch.samples:
+            value, scores, reasons = score(c.probs, c.sample_id, self.s.sampling.signals, self.s.sampling.seed)
+            rescored.append(c.with_value(value, tuple(dict.fromkeys(c.reasons + reasons)), **{
+                f"relay_{k}": v for k, v in scores.items()}))
+        new = self.store.accept(rescored)  # on disk before we return, i.e. before the PUBACK
+        with self._lock:
+            for c in new:
+                self.selector.offer(c)
+            self._last_arrival = time.monotonic()
+        self.counts["received"] += len(batch.samples)
+        self.counts["duplicates"] += len(batch.samples) - len(new)
+        self.counts["bytes_in"] += len(msg.payload)
+
+    def _on_state(self, device: str, state: DeviceState) -> None:
+        first = device not in self.devices
+        self.devices[device] = state
+        if first and self.desired and state.status == "online":
+            self._set_desired(device)
+
+    def _set_desired(self, device: str) -> None:
+        d = self.desired
+        msg = DesiredModel(d.version, d.sha256, d.size, f"{self.url}/models/{d.version}", d.phase)
+        self.conn.publish(topics.desired(self.s.site, device), encode(msg), qos=1, retain=True)
+
+    # -- selection windows -------------------------------------------------------------------
+    async def windows(self) -> None:
+        while True:
+            await asyncio.sleep(0.25)
+            with self._lock:
+                if not self.selector.pending or time.monotonic() - self._last_arrival < self.s.flush_idle_s:
+                    continue
+                kept = self.selector.close_until(None)
+                dropped = [c.sample_id for c in self.selector.drain_dropped()]
+            await asyncio.to_thread(self.store.settle, kept, dropped)
+            self.counts["kept"] += len(kept)
+            self.counts["dropped"] += len(dropped)
+            log.info("window closed: kept %d, dropped %d", len(kept), len(dropped))
+
+    # -- store and forward -------------------------------------------------------------------
+    async def forwarder(self, http: aiohttp.ClientSession) -> None:
+        backoff = 0.5
+        while True:
+            batch = await asyncio.to_thread(self.store.forward.lease, self.s.batch_items, 4 << 20)
+            if not batch:
+                await asyncio.sleep(0.25)
+                continue
+            body = encode(SampleBatch(source=self.s.relay_id, site=self.s.site, samples=tuple(batch)))
+            ids = [c.sample_id for c in batch]
+            try:
+                async with http.post(f"{self.s.hub_url}/api/v1/samples", data=body, headers=self._auth(
+                        {"Content-Type": "application/msgpack"})) as resp:
+                    reply = await resp.json() if resp.status == 200 else {}
+                    status = resp.status
+                    text = "" if status == 200 else await resp.text()
+            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+                await asyncio.to_thread(self.store.forward.release, ids)
+                log.warning("hub unreachable (%s); %d samples wait, retry in %.1fs", exc, len(ids), backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 30)
+                continue
+            if status != 200:
+                await asyncio.to_thread(self.store.forward.release, ids)
+                log.error("hub answered %d: %s", status, text[:300])
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 30)
+                continue
+            # Delete only what the hub confirms it holds (stored now or before).
+            confirmed = set(reply.get("stored", [])) | set(reply.get("duplicates", []))
+            await asyncio.to_thread(self.store.forward.ack, [i for i in ids if i in confirmed])
+            await asyncio.to_thread(self.store.forward.release, [i for i in ids if i not in confirmed])
+            self.counts["forwarded"] += len(confirmed)
+            self.counts["bytes_to_hub"] += len(body)
+            backoff = 0.5
+
+    # -- model cache -------------------------------------------------------------------------
+    async def model_poller(self, http: aiohttp.ClientSession) -> None:
+        while True:
+            try:
+                await self._poll_once(http)
+            except (aiohttp.ClientError, asyncio.TimeoutError, ProtocolError, ValueError) as exc:
+                log.warning("desired-model poll failed: %s", exc)
+            await asyncio.sleep(self.s.poll_s)
+
+    async def _poll_once(self, http: aiohttp.ClientSession) -> None:
+        async with http.get(f"{self.s.hub_url}/api/v1/desired", params={"site": self.s.site},
+                            headers=self._auth()) as resp:
+            if resp.status == 204:
+                return
+            resp.raise_for_status()
+            info = await resp.json()
+        if self.desired and self.desired.version == info["version"]:
+            return
+        path = self.cache / f"{info['version']}.model"
+        if not path.exists():
+            async with http.get(f"{self.s.hub_url}{info['artifact']}", headers=self._auth()) as resp:
+                resp.raise_for_status()
+                data = await resp.read()
+            if hashlib.sha256(data).hexdigest() != info["sha256"]:
+                raise ProtocolError(f"model {info['version']}: the hub's artifact does not match its sha256")
+            self.counts["model_bytes_in"] += len(data)
+            tmp = path.with_suffix(".part")
+            tmp.write_bytes(data)
+            tmp.replace(path)
+        self.desired = DesiredModel(info["version"], info["sha256"], info["size"], self.url, "active")
+        log.info("desired model is now %s; telling %d devices", info["version"], len(self.devices))
+        for device, state in list(self.devices.items()):
+            self._set_desired(device)
+
+    async def serve_model(self, request: web.Request) -> web.StreamResponse:
+        version = request.match_info["version"]
+        path = self.cache / f"{version}.model"
+        if "/" in version or not path.exists():
+            raise web.HTTPNotFound(text=f"model {version} is not in this relay's cache")
+        data = await asyncio.to_thread(path.read_bytes)
+        self.counts["model_bytes_out"] += len(data)
+        return web.Response(body=data, content_type="application/octet-stream")
+
+    async def status(self, request: web.Request) -> web.Response:
+        with self._lock:
+            pending = self.selector.pending
+        return web.json_response({
+            "relay_id": self.s.relay_id, "site": self.s.site, "pending": pending,
+            "queued": await asyncio.to_thread(len, self.store.forward),
+            "desired": self.desired.version if self.desired else None,
+            "devices": {d: {"status": st.status, "model_version": st.model_version} for d, st in self.devices.items()},
+            "counts": self.counts})
+
+    def _auth(self, headers: dict | None = None) -> dict:
+        return {**(headers or {}), "Authorization": f"Bearer {self.s.token}"}
+
+
+async def serve(s: RelaySettings, ready_file: Path | None, stop: asyncio.Event) -> None:
+    relay = Relay(s)
+    app = web.Application()
+    app.router.add_get("/models/{version}", relay.serve_model)
+    app.router.add_get("/status", relay.status)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, s.host, s.port)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    relay.url = s.public_url or f"http://{s.host}:{port}"
+    relay.conn.start()
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+        tasks = [asyncio.create_task(relay.windows()), asyncio.create_task(relay.forwarder(http)),
+                 asyncio.create_task(relay.model_poller(http))]
+        if ready_file:
+            ready_file.write_text(json.dumps({"port": port, "url": relay.url}))
+        log.info("relay %s for site %s serving on %s", s.relay_id, s.site, relay.url)
+        await stop.wait()
+        log.info("relay %s stopping", s.relay_id)
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+    relay.conn.stop()
+    await runner.cleanup()
+    relay.store.close()

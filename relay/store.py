@@ -1,0 +1,63 @@
+"""The relay's one SQLite file: which ids it has seen, what waits in an open selection window,
+and the store-and-forward queue to the hub (a SqliteOutbox in the same file).
+
+Incoming candidates are written here before the MQTT callback returns, i.e. before the broker
+gets our PUBACK: once an agent deletes a candidate, the relay has it on disk.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+import msgpack
+
+from edgeloop.shared.outbox import SqliteOutbox
+from edgeloop.shared.protocol import Candidate
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS seen (sample_id TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS pending (sample_id TEXT PRIMARY KEY, payload BLOB NOT NULL);
+"""
+
+
+class RelayStore:
+    def __init__(self, path: Path, forward_quota: int):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.forward = SqliteOutbox(path, forward_quota)
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+        self._lock = threading.Lock()
+
+    def accept(self, cands: list[Candidate]) -> list[Candidate]:
+        """Record candidates not seen before as pending; -> the new ones (duplicates are dropped)."""
+        new = []
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            for c in cands:
+                if self._db.execute("INSERT OR IGNORE INTO seen (sample_id) VALUES (?)", (c.sample_id,)).rowcount:
+                    self._db.execute("INSERT INTO pending (sample_id, payload) VALUES (?, ?)",
+                                     (c.sample_id, msgpack.packb(c.to_wire(), use_bin_type=True)))
+                    new.append(c)
+            self._db.execute("COMMIT")
+        return new
+
+    def pending(self) -> list[Candidate]:
+        with self._lock:
+            rows = self._db.execute("SELECT payload FROM pending").fetchall()
+        return [Candidate.from_wire(msgpack.unpackb(p, raw=False)) for (p,) in rows]
+
+    def settle(self, kept: list[Candidate], dropped_ids: list[str]) -> None:
+        """A window closed: the kept go to the forward queue, the rest are done with."""
+        for c in kept:
+            self.forward.put(c, c.value)
+        with self._lock:
+            self._db.executemany("DELETE FROM pending WHERE sample_id = ?",
+                                 [(c.sample_id,) for c in kept] + [(s,) for s in dropped_ids])
+
+    def close(self) -> None:
+        self._db.close()
+        self.forward.close()

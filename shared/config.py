@@ -1,0 +1,180 @@
+"""TOML configuration shared by every tier, validated once at start.
+
+    [sampling]
+    budget = { per_hour = 120, bytes_per_hour = "20MB", window_s = 60 }
+    seed = 0
+    [[sampling.signals]]
+    kind = "confidence_band"; low = 0.35; high = 0.65; weight = 1.0
+
+Unknown keys are refused with the path of the key and the keys that are allowed, so a typo
+never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*((?:[KMGT]i?)?B)?\s*$", re.I)
+_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+          "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+
+
+class ByteSize(int):
+    """An int of bytes that config accepts as 20000000 or "20MB" / "16MiB"."""
+
+
+def parse_size(value: Any, where: str) -> ByteSize:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return ByteSize(value)
+    if isinstance(value, str) and (m := _SIZE.match(value)):
+        unit = (m.group(2) or "").upper()
+        n = float(m.group(1)) * _UNITS[unit]
+        if math.isfinite(n):
+            return ByteSize(int(n))
+    raise ConfigError(f"{where}: expected a byte size such as 20000000 or \"20MB\", got {value!r}")
+
+
+@dataclass(frozen=True)
+class Budget:
+    per_hour: float | None = None  # candidates per hour of capture time; None = unlimited
+    bytes_per_hour: ByteSize | None = None
+    window_s: float = 60.0  # selection window on the capture clock
+
+    def __post_init__(self):
+        if self.window_s <= 0:
+            raise ConfigError("budget.window_s: must be positive")
+        for name in ("per_hour", "bytes_per_hour"):
+            v = getattr(self, name)
+            if v is not None and v < 0:
+                raise ConfigError(f"budget.{name}: must not be negative")
+
+    @property
+    def per_window(self) -> float:
+        return float("inf") if self.per_hour is None else self.per_hour * self.window_s / 3600.0
+
+    @property
+    def bytes_per_window(self) -> float:
+        return float("inf") if self.bytes_per_hour is None else self.bytes_per_hour * self.window_s / 3600.0
+
+
+SIGNAL_KINDS = ("random", "least_confidence", "margin", "entropy", "confidence_band")
+
+
+@dataclass(frozen=True)
+class SignalConfig:
+    kind: str
+    weight: float = 1.0
+    low: float = 0.35  # confidence_band only
+    high: float = 0.65  # confidence_band only
+
+    def __post_init__(self):
+        if self.kind not in SIGNAL_KINDS:
+            raise ConfigError(f"signals.kind: unknown signal {self.kind!r} (known: {', '.join(SIGNAL_KINDS)})")
+        if not 0.0 <= self.low <= self.high <= 1.0:
+            raise ConfigError(f"signals[{self.kind}]: need 0 <= low <= high <= 1, got low={self.low} high={self.high}")
+
+
+def _default_signals() -> tuple[SignalConfig, ...]:
+    return (SignalConfig("least_confidence", 1.0), SignalConfig("margin", 0.5), SignalConfig("random", 0.1))
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    budget: Budget = field(default_factory=Budget)
+    signals: tuple[SignalConfig, ...] = field(default_factory=_default_signals)
+    min_value: float = 0.0  # candidates scoring below this are never kept
+    seed: int = 0
+
+    def __post_init__(self):
+        kinds = [s.kind for s in self.signals]
+        if len(set(kinds)) != len(kinds):
+            raise ConfigError(f"signals: each kind may appear once, got {', '.join(kinds)}")
+
+
+@dataclass(frozen=True)
+class Config:
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+
+
+def load(path: str | Path | None) -> Config:
+    """Read and validate a TOML file; None gives the defaults."""
+    if path is None:
+        return Config()
+    try:
+        raw = tomllib.loads(Path(path).read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file {path} does not exist") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from exc
+    return parse(raw, Config)
+
+
+def loads(text: str) -> Config:
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML ({exc})") from exc
+    return parse(raw, Config)
+
+
+def parse(raw: Any, cls: type, where: str = "") -> Any:
+    """A dict from TOML -> a frozen dataclass `cls`, refusing unknown keys and wrong types."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where or 'config'}: expected a table")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where or 'config'}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(fields)})")
+    missing = sorted(f.name for f in fields.values() if f.name not in raw
+                     and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+    if missing:
+        raise ConfigError(f"{where or 'config'}: missing required key(s) {', '.join(missing)}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {name: _value(value, hints[name], f"{where}.{name}" if where else name) for name, value in raw.items()}
+    try:
+        return cls(**kwargs)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}" if where else str(exc)) from None
+
+
+def _value(value: Any, hint: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        return _value(value, inner[0], where)
+    if dataclasses.is_dataclass(hint):
+        return parse(value, hint, where)
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list")
+        return tuple(_value(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+    if hint is ByteSize:
+        return parse_size(value, where)
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    raise ConfigError(f"{where}: unsupported setting type {hint!r}")  # a bug in the schema, not the file

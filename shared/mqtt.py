@@ -1,0 +1,85 @@
+"""paho-mqtt glue shared by agent and relay: connect with a last will, reconnect with backoff.
+
+Decides nothing: callers pass callbacks. Errors from paho are mapped to PeerUnavailable.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from urllib.parse import urlparse
+
+import paho.mqtt.client as mqtt
+
+from .errors import ConfigError, PeerUnavailable
+
+log = logging.getLogger(__name__)
+
+
+def parse_url(url: str) -> tuple[str, int]:
+    """mqtt://host:port -> (host, port)."""
+    u = urlparse(url if "://" in url else f"mqtt://{url}")
+    if u.scheme not in ("mqtt", "tcp") or not u.hostname:
+        raise ConfigError(f"broker URL {url!r}: expected mqtt://host:port")
+    return u.hostname, u.port or 1883
+
+
+class Connection:
+    """A paho client running its network loop in a thread; `connected` tells the link state."""
+
+    def __init__(self, url: str, client_id: str, *, username: str | None = None, password: str | None = None,
+                 will: tuple[str, bytes] | None = None, on_message=None, subscriptions: list[tuple[str, int]] = (),
+                 clean_session: bool = True):
+        self.host, self.port = parse_url(url)
+        self.connected = threading.Event()
+        self._subs = list(subscriptions)
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean_session)
+        if username:
+            self.client.username_pw_set(username, password)
+        if will:
+            self.client.will_set(will[0], will[1], qos=1, retain=True)
+        self.client.reconnect_delay_set(min_delay=1, max_delay=30)
+        self.client.max_inflight_messages_set(64)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        if on_message:
+            self.client.on_message = on_message
+
+    def start(self) -> "Connection":
+        try:
+            self.client.connect_async(self.host, self.port, keepalive=15)
+        except (OSError, ValueError) as exc:
+            raise PeerUnavailable(f"broker {self.host}:{self.port}: {exc}") from exc
+        self.client.loop_start()
+        return self
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self.connected.wait(timeout)
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> mqtt.MQTTMessageInfo:
+        return self.client.publish(topic, payload, qos=qos, retain=retain)
+
+    def stop(self, final: tuple[str, bytes] | None = None) -> None:
+        """Optionally publish a last retained message (e.g. state offline), then disconnect."""
+        if final and self.connected.is_set():
+            info = self.client.publish(final[0], final[1], qos=1, retain=True)
+            try:
+                info.wait_for_publish(timeout=2)
+            except (RuntimeError, ValueError):
+                pass
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties):
+        if reason_code.is_failure:
+            log.warning("broker %s:%s refused the connection: %s", self.host, self.port, reason_code)
+            return
+        log.info("connected to broker %s:%s", self.host, self.port)
+        for topic, qos in self._subs:
+            client.subscribe(topic, qos)
+        self.connected.set()
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties):
+        if self.connected.is_set():
+            log.warning("lost the broker %s:%s (%s); reconnecting", self.host, self.port, reason_code)
+        self.connected.clear()

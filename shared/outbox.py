@@ -1,0 +1,172 @@
+"""A priority outbox in one SQLite file (WAL), with a byte quota.
+
+    box = SqliteOutbox(path, quota_bytes)
+    box.put(candidate, value)        # False: refused (worth less than everything it would displace)
+    batch = box.lease(64, 1 << 20)   # highest value first; leased items are never evicted
+    box.ack(ids)                     # delete after the peer confirmed (PUBACK, hub 2xx)
+    box.release(ids)                 # the send failed: lease them again later
+
+When full, the lowest-value unleased candidates go first, and are counted. Each put is one
+transaction with synchronous=FULL: once put() returns, a SIGKILL or power cut cannot lose it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Protocol
+
+import msgpack
+
+from .errors import StorageError
+from .protocol import Candidate
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    sample_id TEXT PRIMARY KEY,
+    value REAL NOT NULL,
+    nbytes INTEGER NOT NULL,
+    leased INTEGER NOT NULL DEFAULT 0,
+    created REAL NOT NULL,
+    payload BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outbox_by_value ON outbox (leased, value);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, n INTEGER NOT NULL);
+"""
+
+
+class Outbox(Protocol):
+    def put(self, c: Candidate, value: float) -> bool: ...
+    def lease(self, max_items: int, max_bytes: int) -> list[Candidate]: ...
+    def ack(self, sample_ids: Iterable[str]) -> None: ...
+    def release(self, sample_ids: Iterable[str]) -> None: ...
+
+
+class SqliteOutbox:
+    def __init__(self, path: str | Path, quota_bytes: int, on_evict=None):
+        self.path = Path(path)
+        self.quota = int(quota_bytes)
+        self._on_evict = on_evict  # called with the evicted sample ids, e.g. for an audit log
+        self._lock = threading.Lock()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+            # A lease does not outlive the process that took it: resend after a restart.
+            self._db.execute("UPDATE outbox SET leased = 0 WHERE leased = 1")
+        except sqlite3.DatabaseError as exc:
+            raise StorageError(f"{self.path}: cannot open the outbox ({exc})") from exc
+
+    # -- writes ------------------------------------------------------------------------------
+    def put(self, c: Candidate, value: float) -> bool:
+        payload = msgpack.packb(c.to_wire(), use_bin_type=True)
+        size = len(payload)
+        victims: list[str] = []
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                if self._db.execute("SELECT 1 FROM outbox WHERE sample_id = ?", (c.sample_id,)).fetchone():
+                    self._db.execute("COMMIT")
+                    return True  # idempotent
+                if size > self.quota:
+                    self._bump("refused", 1)
+                    self._db.execute("COMMIT")
+                    return False
+                used = self._used()
+                if used + size > self.quota:
+                    for sid, v, n in self._db.execute(
+                        "SELECT sample_id, value, nbytes FROM outbox WHERE leased = 0 ORDER BY value, created"
+                    ):
+                        if v >= value:
+                            break
+                        victims.append(sid)
+                        used -= n
+                        if used + size <= self.quota:
+                            break
+                    if used + size > self.quota:  # cannot make room with cheaper items
+                        self._bump("refused", 1)
+                        self._db.execute("COMMIT")
+                        return False
+                    self._db.executemany("DELETE FROM outbox WHERE sample_id = ?", [(s,) for s in victims])
+                    self._bump("evicted", len(victims))
+                self._db.execute(
+                    "INSERT INTO outbox (sample_id, value, nbytes, created, payload) VALUES (?, ?, ?, ?, ?)",
+                    (c.sample_id, float(value), size, time.time(), payload))
+                self._bump("accepted", 1)
+                self._db.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                self._rollback()
+                raise StorageError(f"{self.path}: outbox write failed ({exc})") from exc
+        if victims and self._on_evict:
+            self._on_evict(victims)
+        return True
+
+    def lease(self, max_items: int, max_bytes: int) -> list[Candidate]:
+        """Up to max_items unleased candidates, highest value first, within max_bytes (at least one)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT sample_id, nbytes, payload FROM outbox WHERE leased = 0 ORDER BY value DESC, sample_id LIMIT ?",
+                (max_items,)).fetchall()
+            chosen, used = [], 0
+            for sid, n, payload in rows:
+                if chosen and used + n > max_bytes:
+                    break
+                chosen.append((sid, payload))
+                used += n
+            self._db.executemany("UPDATE outbox SET leased = 1 WHERE sample_id = ?", [(s,) for s, _ in chosen])
+        return [Candidate.from_wire(msgpack.unpackb(p, raw=False)) for _, p in chosen]
+
+    def ack(self, sample_ids: Iterable[str]) -> None:
+        ids = [(s,) for s in sample_ids]
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            before = self._db.total_changes
+            self._db.executemany("DELETE FROM outbox WHERE sample_id = ?", ids)
+            self._bump("sent", self._db.total_changes - before)
+            self._db.execute("COMMIT")
+
+    def release(self, sample_ids: Iterable[str]) -> None:
+        with self._lock:
+            self._db.executemany("UPDATE outbox SET leased = 0 WHERE sample_id = ?", [(s,) for s in sample_ids])
+
+    # -- reads -------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+
+    @property
+    def used_bytes(self) -> int:
+        with self._lock:
+            return self._used()
+
+    def ids(self) -> set[str]:
+        with self._lock:
+            return {r[0] for r in self._db.execute("SELECT sample_id FROM outbox")}
+
+    def counters(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._db.execute("SELECT name, n FROM counters").fetchall())
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _used(self) -> int:
+        return self._db.execute("SELECT COALESCE(SUM(nbytes), 0) FROM outbox").fetchone()[0]
+
+    def _bump(self, name: str, n: int) -> None:
+        if n:
+            self._db.execute("INSERT INTO counters (name, n) VALUES (?, ?) "
+                             "ON CONFLICT(name) DO UPDATE SET n = n + excluded.n", (name, n))
+
+    def _rollback(self) -> None:
+        try:
+            self._db.execute("ROLLBACK")
+        except sqlite3.OperationalError:
+            pass

@@ -1,0 +1,306 @@
+"""Wire protocol: msgpack maps with `v` (major schema version) and `type`.
+
+Decoders validate every field and name the bad one (`samples[3].embedding: ...`); unknown
+fields are ignored (a newer minor version may add some), a newer major `v` is refused.
+Arrays travel as raw little-endian bytes: probabilities float32, embeddings float16.
+
+    encode(msg) -> bytes          decode(data, expect=Type) -> msg
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import msgpack
+import numpy as np
+
+from .errors import ProtocolError, TooLarge
+
+VERSION = 1
+MAX_MESSAGE_BYTES = 8 << 20
+MAX_IMAGE_BYTES = 1 << 20
+MAX_BATCH = 512
+MAX_CLASSES = 1000
+MAX_EMBEDDING = 2048
+MAX_STR = 256
+MAX_ITEMS = 64  # tags, reasons, scores, stats entries
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")  # device, camera, site, version ids: MQTT-topic safe
+
+
+def check_id(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not _ID.fullmatch(value):
+        raise ProtocolError(f"{where}: expected an id of letters, digits and _.:- (1-128 chars), got {value!r}")
+    return value
+
+
+@dataclass(frozen=True, eq=False)
+class Candidate:
+    """A frame an agent kept. `sample_id` never changes on the way up."""
+
+    sample_id: str
+    device_id: str
+    camera_id: str
+    captured_at: float
+    model_version: str
+    probs: np.ndarray  # (C,) float32
+    embedding: np.ndarray | None  # (D,) float16
+    image: bytes  # JPEG
+    image_sha256: str
+    tags: dict[str, str] = field(default_factory=dict)
+    scores: dict[str, float] = field(default_factory=dict)
+    reasons: tuple[str, ...] = ()
+    value: float = 0.0  # selection value at the tier that last scored it
+
+    @property
+    def predicted(self) -> int:
+        return int(np.argmax(self.probs))
+
+    @property
+    def confidence(self) -> float:
+        return float(np.max(self.probs))
+
+    @property
+    def nbytes(self) -> int:
+        """Approximate wire size, for byte budgets and quotas."""
+        emb = 0 if self.embedding is None else self.embedding.nbytes
+        return len(self.image) + self.probs.nbytes + emb + 200
+
+    def with_value(self, value: float, reasons: tuple[str, ...] | None = None, **scores: float) -> "Candidate":
+        merged = {**self.scores, **scores}
+        return Candidate(**{**self.__dict__, "value": value, "scores": merged,
+                            "reasons": self.reasons if reasons is None else reasons})
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "sample_id": self.sample_id, "device_id": self.device_id, "camera_id": self.camera_id,
+            "captured_at": self.captured_at, "model_version": self.model_version,
+            "probs": np.asarray(self.probs, "<f4").tobytes(),
+            "embedding": None if self.embedding is None else np.asarray(self.embedding, "<f2").tobytes(),
+            "image": self.image, "image_sha256": self.image_sha256,
+            "tags": dict(self.tags), "scores": dict(self.scores), "reasons": list(self.reasons), "value": self.value,
+        }
+
+    @classmethod
+    def from_wire(cls, raw: Any, where: str = "candidate") -> "Candidate":
+        m = _map(raw, where)
+        image = _bytes(m, "image", where, MAX_IMAGE_BYTES)
+        sha = _str(m, "image_sha256", where)
+        if hashlib.sha256(image).hexdigest() != sha:
+            raise ProtocolError(f"{where}.image_sha256: does not match the image bytes")
+        probs_b = _bytes(m, "probs", where, MAX_CLASSES * 4)
+        if not probs_b or len(probs_b) % 4:
+            raise ProtocolError(f"{where}.probs: expected a non-empty float32 vector, got {len(probs_b)} bytes")
+        probs = np.frombuffer(probs_b, "<f4").astype(np.float32)
+        if not np.all(np.isfinite(probs)) or np.any(probs < 0) or abs(float(probs.sum()) - 1.0) > 1e-2:
+            raise ProtocolError(f"{where}.probs: expected finite probabilities summing to 1")
+        emb = None
+        if m.get("embedding") is not None:
+            emb_b = _bytes(m, "embedding", where, MAX_EMBEDDING * 2)
+            if not emb_b or len(emb_b) % 2:
+                raise ProtocolError(f"{where}.embedding: expected a float16 vector, got {len(emb_b)} bytes")
+            emb = np.frombuffer(emb_b, "<f2").astype(np.float16)
+            if not np.all(np.isfinite(emb)):
+                raise ProtocolError(f"{where}.embedding: contains NaN or infinity")
+        return cls(
+            sample_id=_sample_id(m, where), device_id=check_id(m.get("device_id"), f"{where}.device_id"),
+            camera_id=check_id(m.get("camera_id"), f"{where}.camera_id"), captured_at=_float(m, "captured_at", where),
+            model_version=check_id(m.get("model_version"), f"{where}.model_version"),
+            probs=probs, embedding=emb, image=image, image_sha256=sha,
+            tags=_str_map(m, "tags", where), scores=_float_map(m, "scores", where),
+            reasons=tuple(_str_list(m, "reasons", where)), value=_float(m, "value", where, 0.0),
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class SampleBatch:
+    """Candidates from one sender: agent -> relay over MQTT, relay -> hub over HTTP."""
+
+    TYPE = "samples"
+    source: str  # device id or relay id
+    site: str
+    samples: tuple[Candidate, ...]
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"source": self.source, "site": self.site, "samples": [c.to_wire() for c in self.samples]}
+
+    @classmethod
+    def from_wire(cls, m: dict) -> "SampleBatch":
+        items = m.get("samples")
+        if not isinstance(items, list):
+            raise ProtocolError("samples: expected a list")
+        if len(items) > MAX_BATCH:
+            raise TooLarge(f"samples: {len(items)} candidates exceeds the limit of {MAX_BATCH}")
+        cands = tuple(Candidate.from_wire(c, f"samples[{i}]") for i, c in enumerate(items))
+        return cls(source=check_id(m.get("source"), "source"), site=check_id(m.get("site"), "site"), samples=cands)
+
+
+@dataclass(frozen=True)
+class DeviceState:
+    """An agent's reported state, retained on its `state` topic; the last will says offline."""
+
+    TYPE = "state"
+    device_id: str
+    status: str  # online | offline
+    model_version: str | None = None
+    ts: float = 0.0
+    stats: dict[str, float] = field(default_factory=dict)
+    last_error: str = ""
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"device_id": self.device_id, "status": self.status, "model_version": self.model_version,
+                "ts": self.ts, "stats": dict(self.stats), "last_error": self.last_error}
+
+    @classmethod
+    def from_wire(cls, m: dict) -> "DeviceState":
+        status = _str(m, "status", "state")
+        if status not in ("online", "offline"):
+            raise ProtocolError(f"state.status: expected online or offline, got {status!r}")
+        mv = m.get("model_version")
+        return cls(device_id=check_id(m.get("device_id"), "state.device_id"), status=status,
+                   model_version=None if mv is None else check_id(mv, "state.model_version"),
+                   ts=_float(m, "ts", "state", 0.0), stats=_float_map(m, "stats", "state"),
+                   last_error=_str(m, "last_error", "state", "", max_len=4 * MAX_STR))
+
+
+@dataclass(frozen=True)
+class DesiredModel:
+    """The model a device should run: set retained on its `desired` topic by the relay."""
+
+    TYPE = "desired"
+    version: str
+    sha256: str  # of the artifact file
+    size: int
+    url: str  # where the agent fetches the artifact (the relay's HTTP cache)
+    phase: str = "active"
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"version": self.version, "sha256": self.sha256, "size": self.size, "url": self.url, "phase": self.phase}
+
+    @classmethod
+    def from_wire(cls, m: dict) -> "DesiredModel":
+        sha = _str(m, "sha256", "desired")
+        if not re.fullmatch(r"[0-9a-f]{64}", sha):
+            raise ProtocolError("desired.sha256: expected 64 lowercase hex digits")
+        size = m.get("size")
+        if not isinstance(size, int) or isinstance(size, bool) or not 0 < size <= 512 << 20:
+            raise ProtocolError(f"desired.size: expected a positive byte count, got {size!r}")
+        url = _str(m, "url", "desired", max_len=1024)
+        if not url.startswith(("http://", "https://")):
+            raise ProtocolError("desired.url: expected an http(s) URL")
+        phase = _str(m, "phase", "desired", "active")
+        if phase not in ("active", "shadow"):
+            raise ProtocolError(f"desired.phase: expected active or shadow, got {phase!r}")
+        return cls(version=check_id(m.get("version"), "desired.version"), sha256=sha, size=size, url=url, phase=phase)
+
+
+Message = SampleBatch | DeviceState | DesiredModel
+_TYPES: dict[str, type] = {t.TYPE: t for t in (SampleBatch, DeviceState, DesiredModel)}
+M = TypeVar("M", SampleBatch, DeviceState, DesiredModel)
+
+
+def encode(msg: Message) -> bytes:
+    data = msgpack.packb({"v": VERSION, "type": msg.TYPE, **msg.to_wire()}, use_bin_type=True)
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise TooLarge(f"{msg.TYPE}: {len(data)} bytes exceeds the limit of {MAX_MESSAGE_BYTES}")
+    return data
+
+
+def decode(data: bytes, expect: type[M]) -> M:
+    """bytes -> a validated message of type `expect`, or ProtocolError naming the bad field."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise ProtocolError(f"expected bytes, got {type(data).__name__}")
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise TooLarge(f"message: {len(data)} bytes exceeds the limit of {MAX_MESSAGE_BYTES}")
+    try:
+        raw = msgpack.unpackb(data, raw=False, strict_map_key=True, max_bin_len=MAX_MESSAGE_BYTES,
+                              max_str_len=MAX_MESSAGE_BYTES, max_array_len=1 << 16, max_map_len=1 << 16)
+    except (ValueError, msgpack.UnpackException, TypeError) as exc:
+        raise ProtocolError(f"message: not valid msgpack ({exc})") from exc
+    if not isinstance(raw, dict):
+        raise ProtocolError("message: expected a map")
+    v = raw.get("v")
+    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+        raise ProtocolError(f"v: expected a positive integer schema version, got {v!r}")
+    if v > VERSION:
+        raise ProtocolError(f"v: schema version {v} is newer than this build understands ({VERSION}); upgrade")
+    kind = raw.get("type")
+    if kind != expect.TYPE:
+        raise ProtocolError(f"type: expected {expect.TYPE!r}, got {kind!r}")
+    return expect.from_wire(raw)
+
+
+# --- field readers: each names the path of what it refuses -------------------------------------
+
+def _map(raw: Any, where: str) -> dict:
+    if not isinstance(raw, dict):
+        raise ProtocolError(f"{where}: expected a map")
+    return raw
+
+
+def _str(m: dict, key: str, where: str, default: str | None = None, max_len: int = MAX_STR) -> str:
+    v = m.get(key, default)
+    if not isinstance(v, str):
+        raise ProtocolError(f"{where}.{key}: expected a string, got {type(v).__name__}")
+    if len(v) > max_len:
+        raise TooLarge(f"{where}.{key}: {len(v)} characters exceeds the limit of {max_len}")
+    return v
+
+
+def _bytes(m: dict, key: str, where: str, max_len: int) -> bytes:
+    v = m.get(key)
+    if not isinstance(v, bytes):
+        raise ProtocolError(f"{where}.{key}: expected bytes, got {type(v).__name__}")
+    if len(v) > max_len:
+        raise TooLarge(f"{where}.{key}: {len(v)} bytes exceeds the limit of {max_len}")
+    return v
+
+
+def _float(m: dict, key: str, where: str, default: float | None = None) -> float:
+    v = m.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise ProtocolError(f"{where}.{key}: expected a finite number, got {v!r}")
+    return float(v)
+
+
+def _sample_id(m: dict, where: str) -> str:
+    v = m.get("sample_id")
+    if not isinstance(v, str) or not re.fullmatch(r"[0-9A-HJKMNP-TV-Z]{26}", v):
+        raise ProtocolError(f"{where}.sample_id: expected a 26-character ULID, got {v!r}")
+    return v
+
+
+def _str_map(m: dict, key: str, where: str) -> dict[str, str]:
+    v = m.get(key, {})
+    if not isinstance(v, dict) or len(v) > MAX_ITEMS:
+        raise ProtocolError(f"{where}.{key}: expected a map of at most {MAX_ITEMS} strings")
+    for k, x in v.items():
+        if not isinstance(k, str) or not isinstance(x, str) or len(k) > MAX_STR or len(x) > MAX_STR:
+            raise ProtocolError(f"{where}.{key}.{k}: expected a string of at most {MAX_STR} characters")
+    return dict(v)
+
+
+def _float_map(m: dict, key: str, where: str) -> dict[str, float]:
+    v = m.get(key, {})
+    if not isinstance(v, dict) or len(v) > MAX_ITEMS:
+        raise ProtocolError(f"{where}.{key}: expected a map of at most {MAX_ITEMS} numbers")
+    return {_key(k, f"{where}.{key}"): _float(v, k, f"{where}.{key}") for k in v}
+
+
+def _key(k: Any, where: str) -> str:
+    if not isinstance(k, str) or len(k) > MAX_STR:
+        raise ProtocolError(f"{where}: keys must be strings of at most {MAX_STR} characters")
+    return k
+
+
+def _str_list(m: dict, key: str, where: str) -> list[str]:
+    v = m.get(key, [])
+    if not isinstance(v, list) or len(v) > MAX_ITEMS:
+        raise ProtocolError(f"{where}.{key}: expected a list of at most {MAX_ITEMS} strings")
+    for i, x in enumerate(v):
+        if not isinstance(x, str) or len(x) > MAX_STR:
+            raise ProtocolError(f"{where}.{key}[{i}]: expected a string of at most {MAX_STR} characters")
+    return v

@@ -1,0 +1,30 @@
+"""MQTT topic names, one broker per site (see DESIGN.md)."""
+
+from .protocol import check_id
+
+ROOT = "edgeloop"
+
+
+def samples(site: str, device: str) -> str:
+    return f"{ROOT}/{site}/{device}/samples"
+
+
+def state(site: str, device: str) -> str:
+    return f"{ROOT}/{site}/{device}/state"
+
+
+def desired(site: str, device: str) -> str:
+    return f"{ROOT}/{site}/{device}/desired"
+
+
+def site_filter(site: str, leaf: str) -> str:
+    """The filter a relay subscribes with, e.g. site_filter("s1", "samples") -> edgeloop/s1/+/samples."""
+    return f"{ROOT}/{site}/+/{leaf}"
+
+
+def device_of(topic: str) -> str:
+    """edgeloop/{site}/{device}/{leaf} -> device (validated)."""
+    parts = topic.split("/")
+    if len(parts) != 4 or parts[0] != ROOT:
+        raise ValueError(f"not an edgeloop device topic: {topic!r}")
+    return check_id(parts[2], "topic.device")

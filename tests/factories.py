@@ -1,0 +1,48 @@
+"""Test data builders shared by the test suites.
+
+    from factories import make_candidate
+    c = make_candidate(value=0.9, image_bytes=b"\\xff\\xd8" + bytes(1000), camera_id="cam-2")
+
+A candidate built here always decodes: valid ULID, ids matching the protocol's id pattern,
+float32 probabilities summing to 1, and `image_sha256` computed from `image_bytes` (unless you
+override `image_sha256` on purpose).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import numpy as np
+
+from edgeloop.shared.ids import new_sample_id
+from edgeloop.shared.protocol import Candidate
+
+# A few bytes that look like the start and end of a JPEG; the protocol only checks the sha256.
+FAKE_JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(range(64)) + b"\xff\xd9"
+
+
+def make_candidate(value: float = 0.5, image_bytes: bytes = FAKE_JPEG, **overrides: Any) -> Candidate:
+    """A valid Candidate; any Candidate field can be overridden by keyword."""
+    fields: dict[str, Any] = {
+        "sample_id": new_sample_id(),
+        "device_id": "dev-1",
+        "camera_id": "cam-1",
+        "captured_at": 1_700_000_000.0,
+        "model_version": "m-1",
+        "probs": np.array([0.7, 0.2, 0.1], dtype=np.float32),
+        "embedding": None,
+        "image": image_bytes,
+        "image_sha256": hashlib.sha256(image_bytes).hexdigest(),
+        "tags": {},
+        "scores": {},
+        "reasons": (),
+        "value": float(value),
+    }
+    unknown = set(overrides) - set(fields)
+    if unknown:
+        raise TypeError(f"make_candidate: unknown field(s) {sorted(unknown)}")
+    if "image" in overrides and "image_sha256" not in overrides:
+        overrides["image_sha256"] = hashlib.sha256(overrides["image"]).hexdigest()
+    fields.update(overrides)
+    return Candidate(**fields)

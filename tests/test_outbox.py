@@ -1,0 +1,337 @@
+"""SqliteOutbox: a stateful model test against a plain-Python outbox, plus the basic promises."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import tempfile
+from collections import Counter
+from dataclasses import dataclass
+from types import SimpleNamespace
+from unittest import mock
+
+import msgpack
+import pytest
+from hypothesis import event, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from edgeloop.shared import outbox as outbox_module
+from edgeloop.shared.errors import StorageError
+from edgeloop.shared.outbox import SqliteOutbox
+
+from factories import make_candidate
+
+QUOTA = 4000
+
+
+def sid(n: int) -> str:
+    """A valid, deterministic ULID-shaped id (digits are Crockford characters)."""
+    return f"01J{n:023d}"
+
+
+def payload_size(c) -> int:
+    """What the outbox charges against its quota: the stored msgpack payload."""
+    return len(msgpack.packb(c.to_wire(), use_bin_type=True))
+
+
+@dataclass
+class Entry:
+    sample_id: str
+    value: float
+    size: int
+    seq: int  # insertion order: the outbox breaks value ties by creation time
+    leased: bool
+    wire: dict
+
+
+class OutboxModel:
+    """The outbox as the docstring describes it, in plain Python."""
+
+    def __init__(self, quota: int):
+        self.quota = quota
+        self.items: dict[str, Entry] = {}
+        self.counters: Counter[str] = Counter()
+        self.seq = itertools.count()
+
+    @property
+    def used(self) -> int:
+        return sum(e.size for e in self.items.values())
+
+    def put(self, c, value: float) -> tuple[bool, list[str]]:
+        size = payload_size(c)
+        if c.sample_id in self.items:
+            return True, []
+        if size > self.quota:
+            self.counters["refused"] += 1
+            return False, []
+        used, victims = self.used, []
+        if used + size > self.quota:
+            for e in sorted((e for e in self.items.values() if not e.leased), key=lambda e: (e.value, e.seq)):
+                if e.value >= value:
+                    break
+                victims.append(e.sample_id)
+                used -= e.size
+                if used + size <= self.quota:
+                    break
+            if used + size > self.quota:
+                self.counters["refused"] += 1
+                return False, []
+            for v in victims:
+                del self.items[v]
+            self.counters["evicted"] += len(victims)
+        self.items[c.sample_id] = Entry(c.sample_id, float(value), size, next(self.seq), False, c.to_wire())
+        self.counters["accepted"] += 1
+        return True, victims
+
+    def lease(self, max_items: int, max_bytes: int) -> list[str]:
+        ranked = sorted((e for e in self.items.values() if not e.leased), key=lambda e: (-e.value, e.sample_id))
+        chosen, used = [], 0
+        for e in ranked[:max_items]:
+            if chosen and used + e.size > max_bytes:
+                break
+            chosen.append(e)
+            used += e.size
+        for e in chosen:
+            e.leased = True
+        return [e.sample_id for e in chosen]
+
+    def ack(self, ids) -> None:
+        for i in set(ids):
+            if self.items.pop(i, None) is not None:
+                self.counters["sent"] += 1
+
+    def release(self, ids) -> None:
+        for i in ids:
+            if i in self.items:
+                self.items[i].leased = False
+
+    def reopen(self) -> None:
+        for e in self.items.values():
+            e.leased = False
+
+
+values = st.sampled_from([0.0, 0.25, 0.5, 0.75, 1.0]) | st.floats(0.0, 1.0)
+image_sizes = st.integers(0, 2500) | st.integers(3700, 4200)  # the second range is near or over the quota
+
+
+class OutboxMachine(RuleBasedStateMachine):
+    def __init__(self):
+        super().__init__()
+        self.dir = tempfile.mkdtemp(prefix="edgeloop-outbox-")
+        self.path = os.path.join(self.dir, "outbox.db")
+        # Creation times 1, 2, 3, ...: value ties are evicted oldest first, as in the model.
+        clock = itertools.count(1)
+        self._clock = mock.patch.object(outbox_module, "time", SimpleNamespace(time=lambda: float(next(clock))))
+        self._clock.start()
+        self.evictions: list[str] = []
+        self.box = SqliteOutbox(self.path, QUOTA, on_evict=self.evictions.extend)
+        self.model = OutboxModel(QUOTA)
+        self.ever: dict[str, object] = {}  # every candidate built, by id
+        self.n = 0
+
+    def teardown(self):
+        try:
+            self.box.close()
+        finally:
+            self._clock.stop()
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    # -- rules ---------------------------------------------------------------------------------
+    @rule(value=values, size=image_sizes, data=st.data())
+    def put(self, value, size, data):
+        if self.ever and data.draw(st.booleans(), label="the same candidate again"):
+            # At-least-once delivery: a candidate comes back (stored, acked or evicted meanwhile),
+            # possibly scored differently.
+            c = self.ever[data.draw(st.sampled_from(sorted(self.ever)), label="sample_id")]
+        else:
+            c = make_candidate(value=value, image_bytes=bytes([size % 251]) * size, sample_id=sid(self.n))
+            self.n += 1
+            self.ever[c.sample_id] = c
+        leased_before = {i for i, e in self.model.items.items() if e.leased}
+        values_before = {i: e.value for i, e in self.model.items.items()}
+        expected, victims = self.model.put(c, value)
+        n_evictions = len(self.evictions)
+
+        assert self.box.put(c, value) is expected
+        event("put: " + ("evicted" if victims else "accepted" if expected else "refused"))
+
+        evicted = self.evictions[n_evictions:]
+        assert evicted == victims
+        assert not set(evicted) & leased_before, "a leased item was evicted"
+        assert all(values_before[v] < value for v in evicted), "evicted an item worth as much as the new one"
+
+    @rule(max_items=st.integers(0, 6), max_bytes=st.integers(0, 6000))
+    def lease(self, max_items, max_bytes):
+        expected = self.model.lease(max_items, max_bytes)
+        got = self.box.lease(max_items, max_bytes)
+        assert [c.sample_id for c in got] == expected
+        for c in got:
+            assert c.to_wire() == self.model.items[c.sample_id].wire
+
+    @precondition(lambda self: any(e.leased for e in self.model.items.values()))
+    @rule(data=st.data())
+    def ack(self, data):
+        leased = sorted(i for i, e in self.model.items.items() if e.leased)
+        ids = data.draw(st.lists(st.sampled_from(leased), min_size=1, unique=True), label="ack")
+        if data.draw(st.booleans(), label="also ack an unknown id"):
+            ids.append(sid(10**9))
+        self.model.ack(ids)
+        self.box.ack(ids)
+
+    @precondition(lambda self: any(e.leased for e in self.model.items.values()))
+    @rule(data=st.data())
+    def release(self, data):
+        leased = sorted(i for i, e in self.model.items.items() if e.leased)
+        ids = data.draw(st.lists(st.sampled_from(leased), min_size=1, unique=True), label="release")
+        self.model.release(ids)
+        self.box.release(ids)
+
+    @rule()
+    def reopen(self):
+        self.box.close()
+        self.box = SqliteOutbox(self.path, QUOTA, on_evict=self.evictions.extend)
+        self.model.reopen()
+
+    # -- invariants ----------------------------------------------------------------------------
+    @invariant()
+    def within_quota(self):
+        assert self.box.used_bytes <= QUOTA
+        assert self.box.used_bytes == self.model.used
+
+    @invariant()
+    def same_contents(self):
+        assert len(self.box) == len(self.model.items)
+        assert self.box.ids() == set(self.model.items)
+
+    @invariant()
+    def counters_consistent(self):
+        counters = self.box.counters()
+        assert counters == {k: v for k, v in self.model.counters.items() if v}
+        assert counters.get("accepted", 0) - counters.get("evicted", 0) - counters.get("sent", 0) == len(self.box)
+
+
+OutboxMachine.TestCase.settings = settings(max_examples=40, stateful_step_count=25, deadline=None)
+TestOutboxMachine = OutboxMachine.TestCase
+
+
+# --- plain tests --------------------------------------------------------------------------------
+
+@pytest.fixture
+def box(tmp_path):
+    b = SqliteOutbox(tmp_path / "outbox.db", 1 << 20)
+    yield b
+    b.close()
+
+
+def test_lease_is_highest_value_first(box):
+    for i, v in enumerate([0.2, 0.9, 0.5, 0.7, 0.5]):
+        assert box.put(make_candidate(value=v, sample_id=sid(i)), v)
+    got = box.lease(10, 1 << 20)
+    assert [c.sample_id for c in got] == [sid(1), sid(3), sid(2), sid(4), sid(0)]  # ties by sample_id
+    assert box.lease(10, 1 << 20) == []  # all leased
+
+
+def test_lease_limits_and_release(box):
+    for i in range(5):
+        box.put(make_candidate(image_bytes=bytes(1000), sample_id=sid(i)), i / 10)
+    size = payload_size(make_candidate(image_bytes=bytes(1000), sample_id=sid(0)))
+    assert [c.sample_id for c in box.lease(2, 1 << 20)] == [sid(4), sid(3)]
+    assert [c.sample_id for c in box.lease(10, 2 * size)] == [sid(2), sid(1)]
+    assert [c.sample_id for c in box.lease(10, 1)] == [sid(0)]  # at least one, whatever its size
+    box.release([sid(3), sid(1)])
+    assert [c.sample_id for c in box.lease(10, 1 << 20)] == [sid(3), sid(1)]
+
+
+def test_put_is_idempotent_by_sample_id(box):
+    c = make_candidate(value=0.3)
+    assert box.put(c, 0.3) is True
+    assert box.put(c, 0.3) is True
+    assert box.put(c.with_value(0.9), 0.9) is True
+    assert len(box) == 1 and box.ids() == {c.sample_id}
+    assert box.counters() == {"accepted": 1}
+    assert box.used_bytes == payload_size(c)
+
+
+def test_data_survives_close_and_reopen(tmp_path):
+    path = tmp_path / "sub" / "outbox.db"
+    box = SqliteOutbox(path, 1 << 20)
+    cands = [make_candidate(value=v, image_bytes=bytes([i]) * 100, tags={"i": str(i)})
+             for i, v in enumerate([0.1, 0.8, 0.4])]
+    for c in cands:
+        box.put(c, c.value)
+    assert [c.sample_id for c in box.lease(1, 1 << 20)] == [cands[1].sample_id]
+    box.ack([cands[1].sample_id])
+    box.lease(10, 1 << 20)  # leased, not acked: must come back after a restart
+    used = box.used_bytes
+    box.close()
+
+    box = SqliteOutbox(path, 1 << 20)
+    try:
+        assert box.ids() == {cands[0].sample_id, cands[2].sample_id}
+        assert box.used_bytes == used
+        assert box.counters() == {"accepted": 3, "sent": 1}
+        got = box.lease(10, 1 << 20)
+        assert [c.to_wire() for c in got] == [cands[2].to_wire(), cands[0].to_wire()]
+    finally:
+        box.close()
+
+
+def test_candidate_larger_than_quota_is_refused(tmp_path):
+    box = SqliteOutbox(tmp_path / "o.db", 1000)
+    try:
+        assert box.put(make_candidate(image_bytes=bytes(2000)), 1.0) is False
+        assert len(box) == 0 and box.used_bytes == 0
+        assert box.counters() == {"refused": 1}
+    finally:
+        box.close()
+
+
+def test_full_outbox_evicts_lowest_value_first(tmp_path):
+    evicted: list[list[str]] = []
+    small = payload_size(make_candidate(image_bytes=bytes(500), sample_id=sid(0)))
+    box = SqliteOutbox(tmp_path / "o.db", 3 * small, on_evict=evicted.append)
+    try:
+        for i, v in enumerate([0.5, 0.2, 0.8]):
+            assert box.put(make_candidate(image_bytes=bytes(500), sample_id=sid(i)), v)
+        assert box.put(make_candidate(image_bytes=bytes(500), sample_id=sid(3)), 0.2) is False  # ties stay
+        assert box.put(make_candidate(image_bytes=bytes(500), sample_id=sid(4)), 0.6) is True
+        assert evicted == [[sid(1)]]
+        assert box.ids() == {sid(0), sid(2), sid(4)}
+        assert box.counters() == {"accepted": 4, "evicted": 1, "refused": 1}
+    finally:
+        box.close()
+
+
+def test_leased_items_are_never_evicted(tmp_path):
+    small = payload_size(make_candidate(image_bytes=bytes(500), sample_id=sid(0)))
+    box = SqliteOutbox(tmp_path / "o.db", 2 * small)
+    try:
+        box.put(make_candidate(image_bytes=bytes(500), sample_id=sid(0)), 0.1)
+        box.put(make_candidate(image_bytes=bytes(500), sample_id=sid(1)), 0.2)
+        box.lease(10, 1 << 20)
+        assert box.put(make_candidate(image_bytes=bytes(500), sample_id=sid(2)), 1.0) is False
+        assert box.ids() == {sid(0), sid(1)}
+        box.release([sid(0)])
+        assert box.put(make_candidate(image_bytes=bytes(500), sample_id=sid(2)), 1.0) is True
+        assert box.ids() == {sid(1), sid(2)}
+    finally:
+        box.close()
+
+
+def test_ack_counts_only_what_it_deleted(box):
+    c = make_candidate()
+    box.put(c, 0.5)
+    box.lease(1, 1 << 20)
+    box.ack([c.sample_id, sid(999), c.sample_id])
+    box.ack([c.sample_id])
+    assert len(box) == 0
+    assert box.counters() == {"accepted": 1, "sent": 1}
+
+
+def test_a_file_that_is_not_a_database_is_a_storage_error(tmp_path):
+    path = tmp_path / "o.db"
+    path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StorageError, match="cannot open the outbox"):
+        SqliteOutbox(path, 1 << 20)
