@@ -38,7 +38,7 @@ weight = 0.1
 
 RELAY_TOML = """
 [sampling]
-budget = {{ per_hour = {relay_per_hour}, window_s = 60 }}
+budget = {{ {relay_budget}window_s = 60 }}
 seed = {seed}
 [[sampling.signals]]
 kind = "least_confidence"
@@ -57,7 +57,7 @@ class OneBoxSettings:
     broker: str = "embedded"  # or "mosquitto"
     frames_per_round: int = 600
     agent_per_hour: float = 600  # a simulated camera runs at 1 frame per second of capture time
-    relay_per_hour_per_agent: float = 300
+    relay_per_hour_per_agent: float | None = 300  # None: relays forward everything
     seed: int = 0
     seed_set: int = 300
     golden_per_condition: int = 300
@@ -124,9 +124,12 @@ class OneBox:
         return self.hub
 
     def start_relays(self) -> None:
-        per_hour = self.s.relay_per_hour_per_agent * max(1, self.s.agents // max(1, self.s.relays))
+        budget = ""
+        if self.s.relay_per_hour_per_agent is not None:
+            agents_per_site = max(1, self.s.agents // max(1, self.s.relays))
+            budget = f"per_hour = {self.s.relay_per_hour_per_agent * agents_per_site}, "
         conf = self.s.out / "relay.toml"
-        conf.write_text(RELAY_TOML.format(relay_per_hour=per_hour, seed=self.s.seed))
+        conf.write_text(RELAY_TOML.format(relay_budget=budget, seed=self.s.seed))
         svcs = []
         for i, site in enumerate(self.sites):
             svc = Service.edgeloop(f"relay-{i}", [
@@ -136,7 +139,7 @@ class OneBox:
             svcs.append(self._add(svc.start()))
         self.relay_urls = [svc.wait_ready(timeout=60)["url"] for svc in svcs]
 
-    def agent_service(self, i: int) -> Service:
+    def agent_service(self, i: int, env: dict | None = None) -> Service:
         conf = self.s.out / "agent.toml"
         if not conf.exists():
             conf.write_text(AGENT_TOML.format(agent_per_hour=self.s.agent_per_hour, seed=self.s.seed))
@@ -144,11 +147,10 @@ class OneBox:
             "agent", "run", "--device", self.agent_ids[i], "--site", self.site_of(i), "--broker", self.broker_url,
             "--source", f"sim:cam-{i:03d}", "--sim-seed", str(self.s.seed), "--data", str(self.s.out / self.agent_ids[i]),
             "--config", str(conf), "--frames-per-model", str(self.s.frames_per_round), "--state-interval", "0.5"],
-            self.logs)
+            self.logs, env=env)
 
-    def start_agents(self) -> None:
-        for i in range(self.s.agents):
-            self._add(self.agent_service(i).start())
+    def start_agents(self, env: dict | None = None) -> list[Service]:
+        return [self._add(self.agent_service(i, env).start()) for i in range(self.s.agents)]
 
     def watch_states(self) -> None:
         def on_message(client, userdata, msg):

@@ -1,0 +1,130 @@
+"""End to end: agents, relays and hub as separate processes against a real mosquitto."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import time
+
+import pytest
+
+from edgeloop.onebox import OneBox, OneBoxSettings
+from edgeloop.shared import topics
+from edgeloop.shared.mqtt import Connection
+from edgeloop.shared.protocol import DeviceState, decode
+
+pytestmark = pytest.mark.e2e
+
+
+def hub_ids(box: OneBox) -> list[str]:
+    with sqlite3.connect(box.s.out / "hub" / "hub.sqlite") as db:
+        return [r[0] for r in db.execute("SELECT sample_id FROM samples WHERE device_id LIKE 'dev-%'")]
+
+
+def outbox_ids(path) -> set[str]:
+    with sqlite3.connect(path) as db:
+        return {r[0] for r in db.execute("SELECT sample_id FROM outbox")}
+
+
+def relay_accepted(box: OneBox) -> int:
+    total = 0
+    for i in range(box.s.relays):
+        with sqlite3.connect(box.s.out / f"relay-{i}" / "relay.sqlite") as db:
+            row = db.execute("SELECT n FROM counters WHERE name = 'accepted'").fetchone()
+            total += row[0] if row else 0
+    return total
+
+
+def start_box(tmp_path, agents=2, relays=2, frames=90, relay_per_hour=None, agent_env=None) -> OneBox:
+    s = OneBoxSettings(out=tmp_path, agents=agents, relays=relays, broker="mosquitto", frames_per_round=frames,
+                       agent_per_hour=1200, relay_per_hour_per_agent=relay_per_hour, seed_set=120,
+                       golden_per_condition=20, epochs=2)
+    box = OneBox(s)
+    golden, seed = box.make_datasets()
+    box.seed_hub(golden, seed)
+    box.start_broker()
+    box.start_hub(golden)
+    box.start_relays()
+    box.watch_states()
+    box.agents = box.start_agents(env=agent_env)
+    return box
+
+
+@pytest.fixture
+def box_factory(tmp_path):
+    boxes = []
+
+    def make(**kw):
+        box = start_box(tmp_path, **kw)
+        boxes.append(box)
+        return box
+
+    yield make
+    for box in boxes:
+        codes = box.stop()
+        assert all(c == 0 for name, c in codes.items() if name != "hub-seed" and c is not None and c != -9), codes
+
+
+def test_loop_delivers_once_and_rolls_a_new_model_to_every_agent(box_factory):
+    # Every agent process records its imports: the device must never load torch.
+    box = box_factory(agent_env={"PYTHONPROFILEIMPORTTIME": "1"}, relay_per_hour=None)
+    box.wait("the first round", lambda: box.round_done("v0", 90), timeout=240)
+
+    ids = hub_ids(box)
+    assert ids, "no sample reached the hub"
+    assert len(ids) == len(set(ids)), "a sample id is stored twice"
+    # Relays forward everything here: the hub holds exactly what the relays accepted.
+    assert len(ids) == relay_accepted(box)
+
+    trained = box.hub.post("/api/v1/train", {"epochs": 1})
+    box.hub.post("/api/v1/desired", {"version": trained["version"]})
+    box.wait("every agent to run the new model", lambda: all(
+        (st := box.agent_states().get(d)) is not None and st.model_version == trained["version"]
+        for d in box.agent_ids), timeout=120)
+
+    # The retained state says so to anyone who subscribes later.
+    seen: dict[str, DeviceState] = {}
+    late = Connection(box.broker_url, "late-subscriber", subscriptions=[(f"{topics.ROOT}/+/+/state", 1)],
+                      on_message=lambda c, u, m: seen.__setitem__(topics.device_of(m.topic), decode(m.payload, DeviceState)))
+    late.start()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and set(seen) != set(box.agent_ids):
+        time.sleep(0.1)
+    late.stop()
+    assert {d: seen[d].model_version for d in box.agent_ids} == {d: trained["version"] for d in box.agent_ids}
+
+    for agent in box.agents:
+        log = agent.log_path.read_text()
+        assert "import time:" in log and "edgeloop.agent.daemon" in log  # the import log is really there
+        assert " torch" not in log.replace("edgeloop", ""), f"{agent.name} imported torch"
+
+
+def test_agent_killed_with_sigkill_loses_nothing_it_committed(box_factory):
+    box = box_factory(agents=1, relays=1, frames=240, relay_per_hour=None)
+    agent = box.agents[0]
+    mosquitto = next(s for s in box.services if s.name == "mosquitto")
+    box.wait("the agent to start processing", lambda: (
+        (st := box.agent_states().get("dev-000")) is not None and st.stats.get("frames_this_model", 0) >= 30), 120)
+
+    # Freeze the broker: PUBACKs stop, committed candidates pile up in the outbox.
+    os.kill(mosquitto.proc.pid, signal.SIGSTOP)
+    outbox = box.s.out / "dev-000" / "outbox.sqlite"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(outbox_ids(outbox)) < 5:
+            time.sleep(0.2)
+        agent.kill()  # SIGKILL mid-stream: no clean-up, no flush
+    finally:
+        os.kill(mosquitto.proc.pid, signal.SIGCONT)
+    committed = outbox_ids(outbox)
+    assert len(committed) >= 5
+
+    box.services.remove(agent)
+    restarted = box._add(box.agent_service(0).start())
+    box.agents = [restarted]
+    box.wait("the restarted agent to drain", lambda: box.round_done("v0", 240), timeout=240)
+    at_hub = set(hub_ids(box))
+    assert committed <= at_hub, f"{len(committed - at_hub)} committed candidates never reached the hub"
+    ids = hub_ids(box)
+    assert len(ids) == len(set(ids))
