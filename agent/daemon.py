@@ -20,12 +20,12 @@ import numpy as np
 
 from edgeloop.shared import topics
 from edgeloop.shared.config import SamplingConfig
-from edgeloop.shared.errors import EdgeloopError, ImageError, ProtocolError
+from edgeloop.shared.errors import ConfigError, EdgeloopError, ImageError, ProtocolError
 from edgeloop.shared.ids import new_sample_id
 from edgeloop.shared.images import encode_jpeg, sha256
 from edgeloop.shared.mqtt import Connection
 from edgeloop.shared.outbox import SqliteOutbox
-from edgeloop.shared.protocol import Candidate, DesiredModel, DeviceState, decode, encode
+from edgeloop.shared.protocol import Candidate, DesiredModel, DeviceState, check_id, decode, encode
 from edgeloop.shared.runtime import ModelRuntime
 from edgeloop.shared.sampling import WindowedSelector, score
 
@@ -57,6 +57,11 @@ class AgentSettings:
 
 class Agent:
     def __init__(self, s: AgentSettings):
+        for name in ("device_id", "site"):
+            try:
+                check_id(getattr(s, name), name)
+            except ProtocolError as exc:  # an id that cannot be an MQTT topic level
+                raise ConfigError(f"--{name.split('_')[0]}: {exc}") from exc
         self.s = s
         s.data_dir.mkdir(parents=True, exist_ok=True)
         self.outbox = SqliteOutbox(s.data_dir / "outbox.sqlite", s.outbox_quota)

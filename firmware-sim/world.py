@@ -67,23 +67,28 @@ class Dataset:
     """A labelled set of frames.
 
     images: (N, S, S, 3) uint8 BGR; labels: (N,) int64; slices: N lighting conditions.
+    digits: (N,) int64 index of the load_digits instance behind each image, kept for leakage
+    checks; None for data that did not come straight from a World.
     """
 
     images: np.ndarray
     labels: np.ndarray
     slices: list[str]
+    digits: np.ndarray | None = None
 
     def save(self, path) -> None:
         """Write a compressed .npz at exactly `path` (numpy would otherwise append '.npz')."""
+        extra = {} if self.digits is None else {"digits": np.asarray(self.digits, np.int64)}
         with open(path, "wb") as f:
             np.savez_compressed(f, images=self.images, labels=self.labels,
-                                slices=np.asarray(self.slices, dtype=str))
+                                slices=np.asarray(self.slices, dtype=str), **extra)
 
     @classmethod
     def load(cls, path) -> "Dataset":
         with np.load(Path(path), allow_pickle=False) as z:
             return cls(images=z["images"], labels=z["labels"].astype(np.int64),
-                       slices=[str(s) for s in z["slices"]])
+                       slices=[str(s) for s in z["slices"]],
+                       digits=z["digits"] if "digits" in z.files else None)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -106,6 +111,8 @@ class World:
     """The simulated world. All outputs are deterministic given `seed`."""
 
     def __init__(self, seed: int = 0, frame_size: int = 64, holdout_fraction: float = 0.3):
+        if seed < 0:
+            raise ValueError(f"seed must be >= 0, got {seed}")
         if frame_size < 16:
             raise ValueError(f"frame_size must be >= 16, got {frame_size}")
         if not 0.0 < holdout_fraction < 1.0:
@@ -250,7 +257,7 @@ class World:
         lighting, weather = self.condition(camera_id, index), self.weather(camera_id, index)
         rng = np.random.default_rng([self.seed, cam.key, index, _S_RENDER])
         image = self._render(rng, digit, lighting, weather)
-        return Frame(camera_id, index, image, label, SIM_EPOCH + index / cam.fps,
+        return Frame(camera_id, int(index), image, label, SIM_EPOCH + index / cam.fps,
                      {"lighting": lighting, "weather": weather, "camera": camera_id})
 
     def frames(self, camera_id: str, start: int = 0) -> Iterator[Frame]:
@@ -264,7 +271,7 @@ class World:
 
     def golden_set(self, per_condition: int = 300) -> Dataset:
         """Held-out digits only; every condition (and, within it, every class) equally often."""
-        images, labels, slices = [], [], []
+        images, labels, slices, digits = [], [], [], []
         for ci, lighting in enumerate(CONDITIONS):
             order = np.random.default_rng([self.seed, _S_GOLDEN, ci])
             perms = [order.permutation(h) for h in self._holdout_by_class]
@@ -272,11 +279,12 @@ class World:
                 label = k % 10
                 perm = perms[label]
                 rng = np.random.default_rng([self.seed, _S_GOLDEN, ci, k])
-                weather = _draw_weather(rng)
-                images.append(self._render(rng, int(perm[(k // 10) % len(perm)]), lighting, weather))
+                digit = int(perm[(k // 10) % len(perm)])
+                images.append(self._render(rng, digit, lighting, _draw_weather(rng)))
                 labels.append(label)
                 slices.append(lighting)
-        return _dataset(images, labels, slices, self.frame_size)
+                digits.append(digit)
+        return _dataset(images, labels, slices, digits, self.frame_size)
 
     def seed_set(self, n: int = 300, conditions=("day", "dusk")) -> Dataset:
         """Training digits only, classes and the given conditions balanced. By default there
@@ -284,17 +292,18 @@ class World:
         bad = set(conditions) - set(CONDITIONS)
         if bad or not conditions:
             raise ValueError(f"conditions must be a non-empty subset of {CONDITIONS}, got {conditions}")
-        images, labels, slices = [], [], []
+        images, labels, slices, digits = [], [], [], []
         for k in range(n):
             lighting = conditions[k % len(conditions)]
             label = (k // len(conditions)) % 10  # independent of the condition
             rng = np.random.default_rng([self.seed, _S_SEED_SET, k])
             pool = self._train_by_class[label]
-            weather = _draw_weather(rng)
-            images.append(self._render(rng, int(pool[rng.integers(len(pool))]), lighting, weather))
+            digit = int(pool[rng.integers(len(pool))])
+            images.append(self._render(rng, digit, lighting, _draw_weather(rng)))
             labels.append(label)
             slices.append(lighting)
-        return _dataset(images, labels, slices, self.frame_size)
+            digits.append(digit)
+        return _dataset(images, labels, slices, digits, self.frame_size)
 
     # ---- rendering ---------------------------------------------------------------------
 
@@ -431,6 +440,8 @@ def _draw_weather(rng: np.random.Generator) -> str:
     return WEATHER[min(int(np.searchsorted(_WEATHER_CDF, rng.random(), side="right")), 2)]
 
 
-def _dataset(images: list[np.ndarray], labels: list[int], slices: list[str], s: int) -> Dataset:
+def _dataset(images: list[np.ndarray], labels: list[int], slices: list[str],
+             digits: list[int], s: int) -> Dataset:
     arr = np.stack(images) if images else np.empty((0, s, s, 3), np.uint8)
-    return Dataset(arr, np.asarray(labels, dtype=np.int64), list(slices))
+    return Dataset(arr, np.asarray(labels, dtype=np.int64), list(slices),
+                   np.asarray(digits, dtype=np.int64))

@@ -41,7 +41,23 @@ TRAIN_LOCK = web.AppKey("train_lock", asyncio.Lock)
 
 
 def _error(status: type[web.HTTPException], message: str) -> web.HTTPException:
-    return status(text=json.dumps({"error": message}), content_type="application/json")
+    body = {"text": json.dumps({"error": message}), "content_type": "application/json"}
+    if status is web.HTTPRequestEntityTooLarge:  # its constructor wants the sizes
+        return status(MAX_MESSAGE_BYTES, 0, **body)
+    return status(**body)
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler):
+    """Every error answer is JSON {"error": "..."}, aiohttp's own (404, 405, 413) included."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400 or exc.content_type == "application/json":
+            raise
+        exc.text = json.dumps({"error": exc.text or exc.reason})
+        exc.content_type = "application/json"
+        raise
 
 
 @web.middleware
@@ -193,7 +209,7 @@ async def health(request: web.Request) -> web.Response:
 
 
 def make_app(store: HubStore, golden: LabeledSet, tokens: list[str]) -> web.Application:
-    app = web.Application(middlewares=[auth], client_max_size=MAX_MESSAGE_BYTES + (1 << 16))
+    app = web.Application(middlewares=[json_errors, auth], client_max_size=MAX_MESSAGE_BYTES + (1 << 16))
     app[STORE], app[GOLDEN], app[TOKENS], app[TRAIN_LOCK] = store, golden, list(tokens), asyncio.Lock()
     r = app.router
     r.add_post("/api/v1/samples", post_samples)

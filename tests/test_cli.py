@@ -1,0 +1,61 @@
+"""Every command is documented: `--help` says what it does and gives an example."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from edgeloop.cli import COMMANDS, main
+
+
+def walk(cmd: click.Command, ctx: click.Context, path: tuple[str, ...]):
+    yield path, cmd
+    if isinstance(cmd, click.Group):
+        for name in cmd.list_commands(ctx):
+            yield from walk(cmd.get_command(ctx, name), ctx, path + (name,))
+
+
+def all_commands():
+    ctx = click.Context(main)
+    return [p for p, _ in walk(main, ctx, ())]
+
+
+@pytest.mark.parametrize("path", all_commands(), ids=lambda p: " ".join(p) or "edgeloop")
+def test_every_command_has_help_with_an_example(path):
+    result = CliRunner().invoke(main, [*path, "--help"])
+    assert result.exit_code == 0, result.output
+    assert len(result.output.splitlines()) > 3
+    ctx = click.Context(main)
+    cmd = main
+    for name in path:
+        cmd = cmd.get_command(ctx, name)
+    if not isinstance(cmd, click.Group):
+        assert "Example" in result.output, f"`edgeloop {' '.join(path)} --help` gives no example"
+
+
+def test_the_root_lists_every_verb():
+    out = CliRunner().invoke(main, ["--help"]).output
+    for verb in COMMANDS:
+        assert verb in out
+
+
+def test_an_operator_error_prints_a_message_not_a_traceback(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[sampling]\nbudgit = 3\n")
+    proc = subprocess.run([sys.executable, "-m", "edgeloop", "agent", "run", "--device", "d1", "--site", "s1",
+                           "--data", str(tmp_path / "a"), "--config", str(bad)], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 2
+    assert "unknown key(s) budgit" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_source_that_does_not_open_is_a_clear_error(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "edgeloop", "agent", "run", "--device", "d1", "--site", "s1",
+                           "--data", str(tmp_path / "a"), "--source", str(tmp_path / "missing.mp4")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "did not open" in proc.stderr and "Traceback" not in proc.stderr

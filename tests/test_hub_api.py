@@ -1,0 +1,121 @@
+"""The hub's API as a real process on loopback: ingest is idempotent, bad input changes nothing."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+
+import msgpack
+import numpy as np
+import pytest
+
+from edgeloop.procs import Service
+from edgeloop.shared.protocol import SampleBatch, encode
+
+from factories import make_candidate
+
+TOKEN = "test-token"
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hub")
+    golden = root / "golden.npz"
+    rng = np.random.default_rng(0)
+    np.savez(golden, images=rng.integers(0, 255, (6, 64, 64, 3), dtype=np.uint8), labels=np.arange(6),
+             slices=np.array(["day", "dusk", "night"] * 2))
+    svc = Service.edgeloop("hub", ["hub", "serve", "--data", str(root / "data"), "--golden", str(golden),
+                                   "--port", "0", "--token", TOKEN], root / "logs", ready=True).start()
+    info = svc.wait_ready(timeout=60)
+    yield info["url"]
+    assert svc.stop() == 0
+
+
+def call(url, method, path, body: bytes | None = None, token: str | None = TOKEN, ctype="application/msgpack"):
+    req = urllib.request.Request(url + path, data=body, method=method, headers={
+        "Content-Type": ctype, **({"Authorization": f"Bearer {token}"} if token else {})})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+
+
+def sample_count(url) -> int:
+    return call(url, "GET", "/api/v1/stats")[1]["samples"]
+
+
+def batch(*cands) -> bytes:
+    return encode(SampleBatch(source="relay-t", site="site-t", samples=tuple(cands)))
+
+
+def test_ingest_is_idempotent_by_sample_id(hub):
+    a, b = make_candidate(), make_candidate()
+    before = sample_count(hub)
+    status, reply = call(hub, "POST", "/api/v1/samples", batch(a, b))
+    assert status == 200 and sorted(reply["stored"]) == sorted([a.sample_id, b.sample_id]) and reply["duplicates"] == []
+    status, reply = call(hub, "POST", "/api/v1/samples", batch(b, a))
+    assert status == 200 and reply["stored"] == [] and sorted(reply["duplicates"]) == sorted([a.sample_id, b.sample_id])
+    assert sample_count(hub) == before + 2
+
+
+def bad_second_candidate() -> bytes:
+    raw = msgpack.unpackb(batch(make_candidate(), make_candidate()), raw=False)
+    raw["samples"][1]["probs"] = np.array([0.9, 0.9], "<f4").tobytes()
+    return msgpack.packb(raw, use_bin_type=True)
+
+
+@pytest.mark.parametrize("body, status, names", [
+    (b"\xc1not msgpack", 400, "msgpack"),
+    (msgpack.packb([1, 2, 3]), 400, "map"),
+    (msgpack.packb({"v": 99, "type": "samples"}), 400, "newer"),
+    (msgpack.packb({"v": 1, "type": "state"}), 400, "type"),
+    (bad_second_candidate(), 400, "samples[1].probs"),
+])
+def test_malformed_batch_gets_a_4xx_naming_the_problem_and_stores_nothing(hub, body, status, names):
+    before = sample_count(hub)
+    code, reply = call(hub, "POST", "/api/v1/samples", body)
+    assert code == status and names in reply["error"]
+    assert sample_count(hub) == before
+
+
+def test_oversized_batch_is_refused_with_413(hub):
+    before = sample_count(hub)
+    code, reply = call(hub, "POST", "/api/v1/samples", b"\x00" * (9 << 20))
+    assert code == 413
+    assert sample_count(hub) == before
+
+
+def test_without_the_token_nothing_is_accepted(hub):
+    before = sample_count(hub)
+    code, reply = call(hub, "POST", "/api/v1/samples", batch(make_candidate()), token=None)
+    assert code == 401 and "token" in reply["error"]
+    code, _ = call(hub, "POST", "/api/v1/samples", batch(make_candidate()), token="wrong")
+    assert code == 401
+    assert sample_count(hub) == before
+
+
+@pytest.mark.parametrize("path, body, names", [
+    ("/api/v1/selection", {"budget": -1}, "budget"),
+    ("/api/v1/selection", {"budget": 3, "strategy": "psychic"}, "strategy"),
+    ("/api/v1/labels", {"labels": [1, 2]}, "labels"),
+    ("/api/v1/labels", {"labels": {"x": "seven"}}, "labels.x"),
+    ("/api/v1/desired", {"version": "v404"}, "v404"),
+])
+def test_bad_json_requests_name_the_field(hub, path, body, names):
+    code, reply = call(hub, "POST", path, json.dumps(body).encode(), ctype="application/json")
+    assert 400 <= code < 500 and names in reply["error"]
+
+
+def test_selection_queues_the_least_confident_first(hub):
+    sure = make_candidate(probs=np.array([0.98, 0.01, 0.01], np.float32))
+    unsure = make_candidate(probs=np.array([0.4, 0.35, 0.25], np.float32))
+    assert call(hub, "POST", "/api/v1/samples", batch(sure, unsure))[0] == 200
+    code, reply = call(hub, "POST", "/api/v1/selection", json.dumps({"budget": 1}).encode(), ctype="application/json")
+    assert code == 200 and len(reply["selected"]) == 1
+    queue = call(hub, "GET", "/api/v1/label-queue")[1]["items"]
+    assert unsure.sample_id in [q["sample_id"] for q in queue] and sure.sample_id not in [q["sample_id"] for q in queue]
+    code, reply = call(hub, "POST", "/api/v1/labels", json.dumps({"labels": {unsure.sample_id: 1}, "source": "oracle"}).encode(),
+                       ctype="application/json")
+    assert code == 200 and reply["labeled"] == 1
