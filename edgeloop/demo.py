@@ -10,6 +10,7 @@ it on the held-out golden set, and rolls it out down the tree.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from rich.table import Table
 
 from edgeloop.onebox import OneBox, OneBoxSettings
 
-console = Console(stderr=True)
+console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
 def _row(round_no: int, version: str, train: dict, frames: dict, nbytes: dict) -> dict:
