@@ -111,12 +111,13 @@ def test_finetune_starts_from_parent(trained, data):
     # With zero epochs the child is exactly its parent.
     child = train(x, y, parent_state=parent.state, epochs=0)
     assert child.state == parent.state
-    # One epoch on fresh data: the child starts where the parent is (low loss), a fresh net does not.
+    # One epoch on new data: the child starts where the parent is (it already knows digits), a fresh net
+    # starts at chance (loss ~ ln 10 = 2.3).
     x2, y2, _ = make_digits(128, seed=3)
     first = {}
     for name, state in (("child", parent.state), ("fresh", None)):
         train(x2, y2, parent_state=state, epochs=1, progress=lambda e, n, loss, name=name: first.setdefault(name, loss))
-    assert first["child"] < 0.5 < 1.5 < first["fresh"], first
+    assert first["child"] < first["fresh"] / 2, first
 
 
 def test_same_seed_same_model_other_seed_other_model(data):
