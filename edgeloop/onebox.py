@@ -62,6 +62,7 @@ class OneBoxSettings:
     seed_set: int = 300
     golden_per_condition: int = 300
     epochs: int = 15
+    agent_max_fps: float = 0.0  # 0: as fast as the CPU goes
 
 
 class OneBox:
@@ -146,7 +147,8 @@ class OneBox:
         return Service.edgeloop(self.agent_ids[i], [
             "agent", "run", "--device", self.agent_ids[i], "--site", self.site_of(i), "--broker", self.broker_url,
             "--source", f"sim:cam-{i:03d}", "--sim-seed", str(self.s.seed), "--data", str(self.s.out / self.agent_ids[i]),
-            "--config", str(conf), "--frames-per-model", str(self.s.frames_per_round), "--state-interval", "0.5"],
+            "--config", str(conf), "--frames-per-model", str(self.s.frames_per_round), "--state-interval", "0.5",
+            "--max-fps", str(self.s.agent_max_fps)],
             self.logs, env=env)
 
     def start_agents(self, env: dict | None = None) -> list[Service]:

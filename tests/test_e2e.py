@@ -36,10 +36,10 @@ def relay_accepted(box: OneBox) -> int:
     return total
 
 
-def start_box(tmp_path, agents=2, relays=2, frames=90, relay_per_hour=None, agent_env=None) -> OneBox:
+def start_box(tmp_path, agents=2, relays=2, frames=90, relay_per_hour=None, agent_env=None, max_fps=0.0) -> OneBox:
     s = OneBoxSettings(out=tmp_path, agents=agents, relays=relays, broker="mosquitto", frames_per_round=frames,
                        agent_per_hour=1200, relay_per_hour_per_agent=relay_per_hour, seed_set=120,
-                       golden_per_condition=20, epochs=2)
+                       golden_per_condition=20, epochs=2, agent_max_fps=max_fps)
     box = OneBox(s)
     golden, seed = box.make_datasets()
     box.seed_hub(golden, seed)
@@ -101,7 +101,8 @@ def test_loop_delivers_once_and_rolls_a_new_model_to_every_agent(box_factory):
 
 
 def test_agent_killed_with_sigkill_loses_nothing_it_committed(box_factory):
-    box = box_factory(agents=1, relays=1, frames=240, relay_per_hour=None)
+    # 100 fps: slow enough that the broker freezes while the agent is still committing.
+    box = box_factory(agents=1, relays=1, frames=600, relay_per_hour=None, max_fps=100)
     agent = box.agents[0]
     mosquitto = next(s for s in box.services if s.name == "mosquitto")
     box.wait("the agent to start processing", lambda: (
@@ -115,15 +116,17 @@ def test_agent_killed_with_sigkill_loses_nothing_it_committed(box_factory):
         while time.monotonic() < deadline and len(outbox_ids(outbox)) < 5:
             time.sleep(0.2)
         agent.kill()  # SIGKILL mid-stream: no clean-up, no flush
+        box.services.remove(agent)
     finally:
         os.kill(mosquitto.proc.pid, signal.SIGCONT)
     committed = outbox_ids(outbox)
     assert len(committed) >= 5
+    # The broker saw the connection die: the last will marks the agent offline.
+    box.wait("the last will", lambda: box.agent_states()["dev-000"].status == "offline", timeout=30)
 
-    box.services.remove(agent)
     restarted = box._add(box.agent_service(0).start())
     box.agents = [restarted]
-    box.wait("the restarted agent to drain", lambda: box.round_done("v0", 240), timeout=240)
+    box.wait("the restarted agent to drain", lambda: box.round_done("v0", 600), timeout=240)
     at_hub = set(hub_ids(box))
     assert committed <= at_hub, f"{len(committed - at_hub)} committed candidates never reached the hub"
     ids = hub_ids(box)
