@@ -32,6 +32,7 @@ class Connection:
                  clean_session: bool = True):
         self.host, self.port = parse_url(url)
         self.connected = threading.Event()
+        self._stopping = False
         self._subs = list(subscriptions)
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean_session)
         if username:
@@ -67,6 +68,7 @@ class Connection:
                 info.wait_for_publish(timeout=2)
             except (RuntimeError, ValueError):
                 pass
+        self._stopping = True
         self.client.disconnect()
         self.client.loop_stop()
 
@@ -80,6 +82,6 @@ class Connection:
         self.connected.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):
-        if self.connected.is_set():
+        if self.connected.is_set() and not self._stopping:
             log.warning("lost the broker %s:%s (%s); reconnecting", self.host, self.port, reason_code)
         self.connected.clear()
