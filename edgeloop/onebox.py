@@ -21,32 +21,17 @@ from edgeloop.shared.hubclient import HubClient
 from edgeloop.shared.mqtt import Connection
 from edgeloop.shared.protocol import DeviceState, decode
 
-AGENT_TOML = """
-[sampling]
-budget = {{ per_hour = {agent_per_hour}, window_s = 60 }}
-seed = {seed}
-[[sampling.signals]]
-kind = "least_confidence"
-weight = 1.0
-[[sampling.signals]]
-kind = "margin"
-weight = 0.5
-[[sampling.signals]]
-kind = "random"
-weight = 0.1
-"""
+def sampling_toml(per_hour: float | None, signals: dict[str, float], seed: int) -> str:
+    """A [sampling] section: budget per hour of capture time (None: unlimited), signal kind -> weight."""
+    budget = "" if per_hour is None else f"per_hour = {per_hour}, "
+    lines = ["[sampling]", f"budget = {{ {budget}window_s = 60 }}", f"seed = {seed}"]
+    for kind, weight in signals.items():
+        lines += ["[[sampling.signals]]", f'kind = "{kind}"', f"weight = {weight}"]
+    return "\n".join(lines) + "\n"
 
-RELAY_TOML = """
-[sampling]
-budget = {{ {relay_budget}window_s = 60 }}
-seed = {seed}
-[[sampling.signals]]
-kind = "least_confidence"
-weight = 1.0
-[[sampling.signals]]
-kind = "entropy"
-weight = 0.5
-"""
+
+AGENT_SIGNALS = {"least_confidence": 1.0, "margin": 0.5, "random": 0.1}
+RELAY_SIGNALS = {"least_confidence": 1.0, "entropy": 0.5}
 
 
 @dataclass
@@ -125,12 +110,11 @@ class OneBox:
         return self.hub
 
     def start_relays(self) -> None:
-        budget = ""
+        per_hour = None
         if self.s.relay_per_hour_per_agent is not None:
-            agents_per_site = max(1, self.s.agents // max(1, self.s.relays))
-            budget = f"per_hour = {self.s.relay_per_hour_per_agent * agents_per_site}, "
+            per_hour = self.s.relay_per_hour_per_agent * max(1, self.s.agents // max(1, self.s.relays))
         conf = self.s.out / "relay.toml"
-        conf.write_text(RELAY_TOML.format(relay_budget=budget, seed=self.s.seed))
+        conf.write_text(sampling_toml(per_hour, RELAY_SIGNALS, self.s.seed))
         svcs = []
         for i, site in enumerate(self.sites):
             svc = Service.edgeloop(f"relay-{i}", [
@@ -143,7 +127,7 @@ class OneBox:
     def agent_service(self, i: int, env: dict | None = None) -> Service:
         conf = self.s.out / "agent.toml"
         if not conf.exists():
-            conf.write_text(AGENT_TOML.format(agent_per_hour=self.s.agent_per_hour, seed=self.s.seed))
+            conf.write_text(sampling_toml(self.s.agent_per_hour, AGENT_SIGNALS, self.s.seed))
         return Service.edgeloop(self.agent_ids[i], [
             "agent", "run", "--device", self.agent_ids[i], "--site", self.site_of(i), "--broker", self.broker_url,
             "--source", f"sim:cam-{i:03d}", "--sim-seed", str(self.s.seed), "--data", str(self.s.out / self.agent_ids[i]),
