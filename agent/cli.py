@@ -24,6 +24,8 @@ def agent() -> None:
 @click.option("--camera", "camera_id", default=None, help="Camera id for a non-simulated source.")
 @click.option("--data", "data_dir", type=click.Path(path_type=Path), required=True,
               help="Folder for the outbox database and the models.")
+@click.option("--pubkey", "pubkey_path", type=click.Path(path_type=Path), required=True,
+              help="The hub's public key (hub.pub): only models it signed are loaded.")
 @click.option("--config", "config_path", type=click.Path(path_type=Path), default=None, help="TOML config file.")
 @click.option("--quota", default="50MB", show_default=True, help="Outbox byte quota.")
 @click.option("--max-fps", default=0.0, show_default=True, help="Process at most this many frames a second (0: no cap).")
@@ -32,21 +34,29 @@ def agent() -> None:
 @click.option("--sim-seed", default=0, show_default=True, help="Seed of the simulated world.")
 @click.option("--threads", default=1, show_default=True, help="onnxruntime intra-op threads.")
 @click.option("--state-interval", default=2.0, show_default=True, help="Seconds between state reports.")
-def run(device_id, site, broker, source, camera_id, data_dir, config_path, quota, max_fps, frames_per_model,
-        sim_seed, threads, state_interval) -> None:
+def run(device_id, site, broker, source, camera_id, data_dir, pubkey_path, config_path, quota, max_fps,
+        frames_per_model, sim_seed, threads, state_interval) -> None:
     """Capture, infer, keep the frames worth a label, and uplink them.
 
     \b
     Example (a simulated camera):
-      edgeloop agent run --device dev-1 --site site-0 --source sim:cam-001 --data /var/lib/edgeloop/agent
+      edgeloop agent run --device dev-1 --site site-0 --source sim:cam-001 \\
+          --pubkey /etc/edgeloop/hub.pub --data /var/lib/edgeloop/agent
     """
+    from edgeloop.shared.signing import load_public_key
+
     from .daemon import Agent, AgentSettings
 
+    try:
+        public_key = load_public_key(pubkey_path.read_bytes())
+    except OSError as exc:
+        raise cfg.ConfigError(f"--pubkey {pubkey_path}: {exc.strerror}") from exc
     conf = cfg.load(config_path)
     settings = AgentSettings(
         device_id=device_id, site=site, broker=broker, source=source, camera_id=camera_id, data_dir=data_dir,
         sampling=conf.sampling, sim_seed=sim_seed, outbox_quota=cfg.parse_size(quota, "--quota"),
-        max_fps=max_fps, frames_per_model=frames_per_model, threads=threads, state_interval=state_interval)
+        max_fps=max_fps, frames_per_model=frames_per_model, threads=threads, state_interval=state_interval,
+        public_key=public_key)
     daemon = Agent(settings)
     signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
     signal.signal(signal.SIGINT, lambda *_: daemon.stop())

@@ -51,6 +51,7 @@ class AgentSettings:
     frames_per_model: int = 0  # sim only: process N frames per model version, then wait for the next
     state_interval: float = 2.0
     threads: int = 1
+    public_key: object = None  # Ed25519 public key of the hub (required to load any model)
     username: str | None = None
     password: str | None = None
 
@@ -65,7 +66,9 @@ class Agent:
         self.s = s
         s.data_dir.mkdir(parents=True, exist_ok=True)
         self.outbox = SqliteOutbox(s.data_dir / "outbox.sqlite", s.outbox_quota)
-        self.models = ModelStore(s.data_dir / "models", threads=s.threads)
+        if s.public_key is None:
+            raise ConfigError("the agent needs the hub's public key (--pubkey) to verify models")
+        self.models = ModelStore(s.data_dir / "models", s.public_key, threads=s.threads)
         self.runtime: ModelRuntime | None = self.models.load_active()
         self._cursor_path = s.data_dir / "cursor.json"
         cursor = self._read_cursor()

@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 class ModelStore:
     """`active.model` and `previous.model` under the agent's data folder."""
 
-    def __init__(self, folder: Path, threads: int = 1):
+    def __init__(self, folder: Path, public_key, threads: int = 1):
+        self.public_key = public_key  # the hub's, from provisioning: nothing unsigned by it loads
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.threads = threads
@@ -44,7 +45,9 @@ class ModelStore:
             return None
 
     def load_bytes(self, data: bytes) -> ModelRuntime:
+        """Verify the signature, then load: a tampered, truncated or foreign model never reaches onnxruntime."""
         art = unpack(data)
+        art.verify(self.public_key)
         return ModelRuntime.load(art.onnx, art.manifest, threads=self.threads)
 
     def fetch(self, desired: DesiredModel, timeout: float = 30) -> bytes:

@@ -65,6 +65,11 @@ class OneBox:
         self.watcher: Connection | None = None
         self.broker_url = ""
 
+    @property
+    def public_key_path(self) -> Path:
+        """The hub's public key, created by `hub seed`; agents are provisioned with it."""
+        return self.s.out / "hub" / "keys" / "hub.pub"
+
     def site_of(self, agent_index: int) -> str:
         return self.sites[agent_index % len(self.sites)]
 
@@ -131,6 +136,7 @@ class OneBox:
         return Service.edgeloop(self.agent_ids[i], [
             "agent", "run", "--device", self.agent_ids[i], "--site", self.site_of(i), "--broker", self.broker_url,
             "--source", f"sim:cam-{i:03d}", "--sim-seed", str(self.s.seed), "--data", str(self.s.out / self.agent_ids[i]),
+            "--pubkey", str(self.public_key_path),
             "--config", str(conf), "--frames-per-model", str(self.s.frames_per_round), "--state-interval", "0.5",
             "--max-fps", str(self.s.agent_max_fps)],
             self.logs, env=env)

@@ -38,6 +38,7 @@ STORE = web.AppKey("store", HubStore)
 GOLDEN = web.AppKey("golden", LabeledSet)
 TOKENS = web.AppKey("tokens", list)
 TRAIN_LOCK = web.AppKey("train_lock", asyncio.Lock)
+SIGNING_KEY = web.AppKey("signing_key", object)
 
 
 def _error(status: type[web.HTTPException], message: str) -> web.HTTPException:
@@ -193,7 +194,8 @@ async def post_train(request: web.Request) -> web.Response:
         raise _error(web.HTTPBadRequest, "epochs: expected an integer from 1 to 500")
     async with request.app[TRAIN_LOCK]:  # one training at a time
         try:
-            result = await asyncio.to_thread(train_round, request.app[STORE], request.app[GOLDEN], epochs=epochs)
+            result = await asyncio.to_thread(train_round, request.app[STORE], request.app[GOLDEN],
+                                             request.app[SIGNING_KEY], epochs=epochs)
         except EdgeloopError as exc:
             raise _error(web.HTTPConflict, str(exc)) from exc
     return web.json_response(result)
@@ -208,9 +210,10 @@ async def health(request: web.Request) -> web.Response:
     return web.json_response({"ok": True})
 
 
-def make_app(store: HubStore, golden: LabeledSet, tokens: list[str]) -> web.Application:
+def make_app(store: HubStore, golden: LabeledSet, tokens: list[str], signing_key) -> web.Application:
     app = web.Application(middlewares=[json_errors, auth], client_max_size=MAX_MESSAGE_BYTES + (1 << 16))
     app[STORE], app[GOLDEN], app[TOKENS], app[TRAIN_LOCK] = store, golden, list(tokens), asyncio.Lock()
+    app[SIGNING_KEY] = signing_key
     r = app.router
     r.add_post("/api/v1/samples", post_samples)
     r.add_get("/api/v1/desired", get_desired)

@@ -28,7 +28,9 @@ def hub() -> None:
 @click.option("--token", "tokens", multiple=True, envvar="EDGELOOP_HUB_TOKENS",
               help="Accepted bearer token; repeat for several (env EDGELOOP_HUB_TOKENS, space-separated).")
 @click.option("--ready-file", type=click.Path(path_type=Path), default=None, help="Write {port, url} here once serving.")
-def serve(data_dir, golden, host, port, tokens, ready_file) -> None:
+@click.option("--key", "key_path", type=click.Path(path_type=Path), default=None,
+              help="Private key models are signed with (default DATA/keys/hub.key, created if missing).")
+def serve(data_dir, golden, host, port, tokens, ready_file, key_path) -> None:
     """Serve the hub's API.
 
     \b
@@ -47,7 +49,10 @@ def serve(data_dir, golden, host, port, tokens, ready_file) -> None:
     tokens = [t for tok in tokens for t in tok.split()]
     if not tokens:
         log.warning("no --token given: the API is open to anyone who can reach it")
-    app = make_app(HubStore(data_dir), load_set(golden), tokens)
+    from .keys import default_key_path, load_or_create
+
+    key = load_or_create(key_path or default_key_path(data_dir))
+    app = make_app(HubStore(data_dir), load_set(golden), tokens, key)
 
     async def main():
         runner = web.AppRunner(app)
@@ -75,7 +80,9 @@ def serve(data_dir, golden, host, port, tokens, ready_file) -> None:
               help="Labeled seed set (.npz: images, labels, slices).")
 @click.option("--golden", type=click.Path(exists=True, path_type=Path), required=True, help="Golden set (.npz).")
 @click.option("--epochs", default=15, show_default=True)
-def seed(data_dir, dataset, golden, epochs) -> None:
+@click.option("--key", "key_path", type=click.Path(path_type=Path), default=None,
+              help="Private key models are signed with (default DATA/keys/hub.key, created if missing).")
+def seed(data_dir, dataset, golden, epochs, key_path) -> None:
     """Import a labeled seed set, train the round-0 model from scratch and make it the fleet's desired model.
 
     \b
@@ -83,12 +90,14 @@ def seed(data_dir, dataset, golden, epochs) -> None:
       edgeloop hub seed --data /var/lib/edgeloop/hub --dataset seed.npz --golden golden.npz
     """
     from .golden import load_set
+    from .keys import default_key_path, load_or_create
     from .store import HubStore
     from .trainer import import_labeled_set, train_round
 
+    key = load_or_create(key_path or default_key_path(data_dir))
     store = HubStore(data_dir)
     n = import_labeled_set(store, load_set(dataset))
-    result = train_round(store, load_set(golden), epochs=epochs, from_scratch=True)
+    result = train_round(store, load_set(golden), key, epochs=epochs, from_scratch=True)
     store.set_desired(result["version"])
     click.echo(f"seeded {n} labels; model {result['version']} accuracy {result['metrics']['accuracy']:.3f} "
                f"per slice {json.dumps(result['metrics']['per_slice'])}")

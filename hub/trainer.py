@@ -10,7 +10,8 @@ import time
 
 import numpy as np
 
-from edgeloop.shared.artifact import pack
+from edgeloop.shared.artifact import model_digest, pack
+from edgeloop.shared.signing import key_id, sign_digest
 from edgeloop.shared.errors import EdgeloopError
 from edgeloop.shared.ids import new_sample_id
 from edgeloop.shared.images import decode_image, encode_jpeg, sha256
@@ -47,7 +48,7 @@ def next_version(store: HubStore) -> str:
     return f"v{len(store.models())}"
 
 
-def train_round(store: HubStore, golden: LabeledSet, *, epochs: int = 15, seed: int = 0,
+def train_round(store: HubStore, golden: LabeledSet, signing_key, *, epochs: int = 15, seed: int = 0,
                 from_scratch: bool = False) -> dict:
     """-> {"version", "parent", "metrics", "labels_total", "seconds"}; registers the new model."""
     t0 = time.monotonic()
@@ -68,7 +69,10 @@ def train_round(store: HubStore, golden: LabeledSet, *, epochs: int = 15, seed: 
     metrics = {**manifest.metrics, **training.evaluate(runtime, golden.images, golden.labels, golden.slices),
                "train_seconds": round(result.seconds, 2), "train_loss": result.train_loss}
     manifest = dataclasses.replace(manifest, metrics=metrics)
-    store.add_model(version, parent, pack(manifest, onnx), result.state, metrics, labels_total=len(rows))
+    manifest_bytes = manifest.to_json()
+    signature = sign_digest(signing_key, model_digest(manifest_bytes, onnx))
+    artifact = pack(manifest, onnx, signature=signature, key_id=key_id(signing_key))
+    store.add_model(version, parent, artifact, result.state, metrics, labels_total=len(rows))
     log.info("%s: accuracy %.3f %s", version, metrics["accuracy"],
              " ".join(f"{k}={v:.3f}" for k, v in sorted(metrics["per_slice"].items())))
     return {"version": version, "parent": parent, "metrics": metrics, "labels_total": len(rows),

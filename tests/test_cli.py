@@ -43,19 +43,35 @@ def test_the_root_lists_every_verb():
         assert verb in out
 
 
+def pubkey(tmp_path):
+    from edgeloop.shared.signing import generate_keypair
+
+    path = tmp_path / "hub.pub"
+    path.write_bytes(generate_keypair()[1])
+    return str(path)
+
+
 def test_an_operator_error_prints_a_message_not_a_traceback(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("[sampling]\nbudgit = 3\n")
     proc = subprocess.run([sys.executable, "-m", "edgeloop", "agent", "run", "--device", "d1", "--site", "s1",
-                           "--data", str(tmp_path / "a"), "--config", str(bad)], capture_output=True, text=True,
-                          timeout=60)
+                           "--data", str(tmp_path / "a"), "--config", str(bad), "--pubkey", pubkey(tmp_path)],
+                          capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "unknown key(s) budgit" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_a_source_that_does_not_open_is_a_clear_error(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "edgeloop", "agent", "run", "--device", "d1", "--site", "s1",
-                           "--data", str(tmp_path / "a"), "--source", str(tmp_path / "missing.mp4")],
+                           "--data", str(tmp_path / "a"), "--source", str(tmp_path / "missing.mp4"),
+                           "--pubkey", pubkey(tmp_path)],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "did not open" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_an_agent_without_a_readable_public_key_refuses_to_start(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "edgeloop", "agent", "run", "--device", "d1", "--site", "s1",
+                           "--data", str(tmp_path / "a"), "--pubkey", str(tmp_path / "nope.pub")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "--pubkey" in proc.stderr and "Traceback" not in proc.stderr

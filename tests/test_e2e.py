@@ -131,3 +131,75 @@ def test_agent_killed_with_sigkill_loses_nothing_it_committed(box_factory):
     assert committed <= at_hub, f"{len(committed - at_hub)} committed candidates never reached the hub"
     ids = hub_ids(box)
     assert len(ids) == len(set(ids))
+
+
+def serve_bytes(files: dict[str, bytes]):
+    """A real HTTP server on loopback serving `files` by path; -> (base url, server)."""
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = files.get(self.path)
+            self.send_response(200 if body is not None else 404)
+            self.end_headers()
+            self.wfile.write(body or b"")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_address[1]}", server
+
+
+def bad_artifacts(good: bytes) -> dict[str, bytes]:
+    """Four ways a model can be wrong: unsigned, a tampered byte, truncated, signed by another key."""
+    from edgeloop.shared.artifact import pack, sign_artifact, unpack
+    from edgeloop.shared.signing import generate_keypair, load_private_key
+
+    art = unpack(good)
+    onnx = bytearray(art.onnx)
+    onnx[len(onnx) // 2] ^= 0xFF
+    other = load_private_key(generate_keypair()[0])
+    return {
+        "unsigned": pack(art.manifest, art.onnx),
+        "tampered": pack(art.manifest, bytes(onnx), signature=art.signature, key_id=art.key_id),
+        "truncated": good[:-200],
+        "wrongkey": sign_artifact(good, other),
+    }
+
+
+def test_agent_refuses_unsigned_tampered_truncated_and_foreign_models_and_keeps_running(box_factory):
+    import hashlib
+
+    from edgeloop.shared.protocol import DesiredModel, encode
+
+    box = box_factory(agents=1, relays=1, frames=100_000, max_fps=50)
+    box.wait("the agent to run v0", lambda: (st := box.agent_states().get("dev-000")) is not None
+             and st.model_version == "v0" and st.stats.get("frames_seen", 0) > 10, timeout=120)
+    good = (box.s.out / "dev-000" / "models" / "active.model").read_bytes()
+    bads = bad_artifacts(good)
+    url, server = serve_bytes({f"/{name}": data for name, data in bads.items()})
+    pub = Connection(box.broker_url, "test-relay")
+    pub.start().wait_connected(10)
+    try:
+        for name, data in bads.items():
+            seen_before = box.agent_states()["dev-000"].stats["frames_seen"]
+            desired = DesiredModel(version=f"bad-{name}", sha256=hashlib.sha256(data).hexdigest(), size=len(data),
+                                   url=f"{url}/{name}")
+            pub.publish(topics.desired("site-0", "dev-000"), encode(desired), retain=True).wait_for_publish(10)
+            box.wait(f"the agent to refuse the {name} model", lambda: f"bad-{name} refused" in
+                     box.agent_states()["dev-000"].last_error, timeout=60)
+            box.wait("frames to keep flowing", lambda: box.agent_states()["dev-000"].stats["frames_seen"] > seen_before + 20,
+                     timeout=60)
+            st = box.agent_states()["dev-000"]
+            assert st.model_version == "v0", f"the {name} model replaced the active one"
+        # A malformed desired message is logged and ignored, the active model untouched.
+        pub.publish(topics.desired("site-0", "dev-000"), b"\x93not-a-map", retain=True).wait_for_publish(10)
+        box.wait("the agent to report the malformed message", lambda: "malformed desired" in
+                 box.agent_states()["dev-000"].last_error, timeout=60)
+        assert box.agent_states()["dev-000"].model_version == "v0"
+    finally:
+        pub.stop()
+        server.shutdown()

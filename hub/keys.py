@@ -1,0 +1,36 @@
+"""The hub's signing key: every model it registers is signed with it.
+
+By default the key pair lives in the hub's data folder (`keys/hub.key`, `keys/hub.pub`) and is
+created on first use; `--key` points at one made by `edgeloop keys init` instead. Devices are
+provisioned with `hub.pub`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from edgeloop.shared.signing import generate_keypair, key_id, load_private_key
+
+log = logging.getLogger("edgeloop.hub")
+
+
+def default_key_path(data_dir: Path) -> Path:
+    return Path(data_dir) / "keys" / "hub.key"
+
+
+def load_or_create(path: Path):
+    """-> the private key at `path`, creating a new pair (hub.key 0600 + hub.pub) if there is none."""
+    if not path.exists():
+        private_pem, public_pem = generate_keypair()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(private_pem)
+        path.with_suffix(".pub").write_bytes(public_pem)
+        key = load_private_key(private_pem)
+        log.info("created the hub signing key %s (key id %s); provision devices with %s",
+                 path, key_id(key), path.with_suffix(".pub"))
+        return key
+    return load_private_key(path.read_bytes())
