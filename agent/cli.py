@@ -34,8 +34,10 @@ def agent() -> None:
 @click.option("--sim-seed", default=0, show_default=True, help="Seed of the simulated world.")
 @click.option("--threads", default=1, show_default=True, help="onnxruntime intra-op threads.")
 @click.option("--state-interval", default=2.0, show_default=True, help="Seconds between state reports.")
+@click.option("--password", envvar="EDGELOOP_MQTT_PASSWORD", default=None,
+              help="MQTT password; the username is the device id (env EDGELOOP_MQTT_PASSWORD).")
 def run(device_id, site, broker, source, camera_id, data_dir, pubkey_path, config_path, quota, max_fps,
-        frames_per_model, sim_seed, threads, state_interval) -> None:
+        frames_per_model, sim_seed, threads, state_interval, password) -> None:
     """Capture, infer, keep the frames worth a label, and uplink them.
 
     \b
@@ -56,7 +58,7 @@ def run(device_id, site, broker, source, camera_id, data_dir, pubkey_path, confi
         device_id=device_id, site=site, broker=broker, source=source, camera_id=camera_id, data_dir=data_dir,
         sampling=conf.sampling, sim_seed=sim_seed, outbox_quota=cfg.parse_size(quota, "--quota"),
         max_fps=max_fps, frames_per_model=frames_per_model, threads=threads, state_interval=state_interval,
-        public_key=public_key)
+        public_key=public_key, password=password)
     daemon = Agent(settings)
     signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
     signal.signal(signal.SIGINT, lambda *_: daemon.stop())

@@ -16,16 +16,18 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from edgeloop.shared import topics
 from edgeloop.shared.config import SamplingConfig
-from edgeloop.shared.errors import ConfigError, EdgeloopError, ImageError, ProtocolError
+from edgeloop.shared.errors import ConfigError, ImageError, ProtocolError
 from edgeloop.shared.ids import new_sample_id
 from edgeloop.shared.images import encode_jpeg, sha256
 from edgeloop.shared.mqtt import Connection
 from edgeloop.shared.outbox import SqliteOutbox
-from edgeloop.shared.protocol import Candidate, DesiredModel, DeviceState, check_id, decode, encode
+from edgeloop.shared.protocol import (MAX_IMAGE_BYTES, Candidate, DesiredModel, DeviceState, check_id, decode,
+                                      encode)
 from edgeloop.shared.runtime import ModelRuntime
 from edgeloop.shared.sampling import WindowedSelector, score
 
@@ -77,6 +79,7 @@ class Agent:
         self.stop_event = threading.Event()
         self.model_changed = threading.Event()
         self._desired: queue.Queue[DesiredModel] = queue.Queue()
+        self._swap = threading.Lock()  # the runtime and its frame count change together
         self.frames_seen = 0
         self.frames_this_model = cursor.get("frames_this_model", 0) if self.runtime and cursor.get(
             "model_version") == self.runtime.version else 0
@@ -151,12 +154,18 @@ class Agent:
         pred = rt.predict(frame.image)
         self.latencies.append(pred.latency_ms)
         self.frames_seen += 1
-        self.frames_this_model += 1
+        with self._swap:
+            if rt is self.runtime:  # a frame of the model that just left does not count for the new one
+                self.frames_this_model += 1
         self.raw_bytes += frame.image.nbytes
         sid = new_sample_id()
         value, scores, reasons = score(pred.probs, sid, self.s.sampling.signals, self.s.sampling.seed)
         if value >= self.s.sampling.min_value:
             jpeg = encode_jpeg(frame.image)
+            image = frame.image
+            while len(jpeg) > MAX_IMAGE_BYTES:  # a 4K frame: halve it until the protocol accepts it
+                image = cv2.resize(image, (image.shape[1] // 2, image.shape[0] // 2), interpolation=cv2.INTER_AREA)
+                jpeg = encode_jpeg(image)
             cand = Candidate(
                 sample_id=sid, device_id=self.s.device_id, camera_id=frame.camera_id, captured_at=frame.captured_at,
                 model_version=rt.version, probs=pred.probs,
@@ -187,36 +196,44 @@ class Agent:
         self._desired.put(desired)
 
     def _ota_worker(self) -> None:
-        failed: dict[str, float] = {}
+        """Apply the newest desired model; on failure retry it with backoff while it stays the newest."""
+        pending: DesiredModel | None = None
+        retry_at, backoff = 0.0, 2.0
         while not self.stop_event.is_set():
             try:
-                desired = self._desired.get(timeout=0.5)
+                pending = self._desired.get(timeout=0.5)
+                while not self._desired.empty():  # only the newest desired state matters
+                    pending = self._desired.get_nowait()
+                retry_at, backoff = 0.0, 2.0
             except queue.Empty:
+                pass
+            if pending is None or time.monotonic() < retry_at:
                 continue
-            while not self._desired.empty():  # only the newest desired state matters
-                desired = self._desired.get_nowait()
-            if self.runtime and self.runtime.version == desired.version:
-                continue
-            if time.monotonic() < failed.get(desired.version, 0):
+            if self.runtime and self.runtime.version == pending.version:
+                pending = None
                 continue
             try:
-                data = self.models.fetch(desired)
-                rt = self.models.load_bytes(data)
-                if rt.version != desired.version:
-                    raise ProtocolError(f"artifact holds version {rt.version}, desired {desired.version}")
-                self.models.install(data)
-            except EdgeloopError as exc:
-                failed[desired.version] = time.monotonic() + 10
-                self.last_error = f"model {desired.version} refused: {exc}"
+                self._apply(pending)
+                pending = None
+            except Exception as exc:  # noqa: BLE001 - whatever went wrong, the active model stays
+                self.last_error = f"model {pending.version} refused: {exc}"
                 log.error(self.last_error)
+                retry_at, backoff = time.monotonic() + backoff, min(backoff * 2, 120.0)
                 self.publish_state()
-                continue
-            previous = self.runtime.version if self.runtime else None
+
+    def _apply(self, desired: DesiredModel) -> None:
+        data = self.models.fetch(desired)
+        rt = self.models.load_bytes(data)
+        if rt.version != desired.version:
+            raise ProtocolError(f"artifact holds version {rt.version}, desired says {desired.version}")
+        self.models.install(data)
+        previous = self.runtime.version if self.runtime else None
+        with self._swap:
             self.runtime = rt
             self.frames_this_model = 0
-            self.model_changed.set()
-            log.info("model %s active (was %s)", rt.version, previous)
-            self.publish_state()
+        self.model_changed.set()
+        log.info("model %s active (was %s)", rt.version, previous)
+        self.publish_state()
 
     # -- telemetry ---------------------------------------------------------------------------
     def state(self, status: str = "online") -> DeviceState:

@@ -29,6 +29,14 @@ class Uplink(threading.Thread):
         self.batches_sent = 0
 
     def run(self) -> None:
+        while not self.stop_event.is_set():
+            try:
+                self._send_until_stopped()
+            except Exception:  # noqa: BLE001 - the uplink must outlive any one bad pass
+                log.exception("uplink pass failed; retrying in 2s")
+                self.stop_event.wait(2.0)
+
+    def _send_until_stopped(self) -> None:
         topic = topics.samples(self.site, self.device)
         while not self.stop_event.is_set():
             if not self.conn.connected.wait(0.5):

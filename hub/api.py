@@ -30,6 +30,7 @@ from edgeloop.shared.protocol import MAX_MESSAGE_BYTES, SampleBatch, check_id, d
 from . import selection
 from .golden import LabeledSet
 from .store import HubStore
+from .training import LABELS
 from .trainer import train_round
 
 log = logging.getLogger("edgeloop.hub")
@@ -176,8 +177,8 @@ async def post_labels(request: web.Request) -> web.Response:
     if not isinstance(labels, dict):
         raise _error(web.HTTPBadRequest, "labels: expected an object of sample_id -> class index")
     for sid, label in labels.items():
-        if not isinstance(label, int) or isinstance(label, bool) or not 0 <= label < 1000:
-            raise _error(web.HTTPBadRequest, f"labels.{sid}: expected a class index")
+        if not isinstance(label, int) or isinstance(label, bool) or not 0 <= label < len(LABELS):
+            raise _error(web.HTTPBadRequest, f"labels.{sid}: expected a class index from 0 to {len(LABELS) - 1}")
     try:
         check_id(source, "source")
     except ProtocolError as exc:

@@ -26,10 +26,15 @@ def relay() -> None:
 @click.option("--config", "config_path", type=click.Path(path_type=Path), default=None, help="TOML config file.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to serve models and /status on.")
 @click.option("--port", default=0, show_default=True, help="HTTP port (0: any free port, see --ready-file).")
+@click.option("--public-url", default=None,
+              help="How agents reach this relay's HTTP (default http://HOST:PORT; set it when HOST is 0.0.0.0).")
+@click.option("--password", envvar="EDGELOOP_MQTT_PASSWORD", default=None,
+              help="MQTT password; the username is the relay id (env EDGELOOP_MQTT_PASSWORD).")
 @click.option("--ready-file", type=click.Path(path_type=Path), default=None, help="Write {port, url} here once serving.")
 @click.option("--flush-idle", default=2.0, show_default=True, help="Close open selection windows after this many idle seconds.")
 @click.option("--poll", default=2.0, show_default=True, help="Seconds between desired-model polls.")
-def run(relay_id, site, broker, hub_url, token, data_dir, config_path, host, port, ready_file, flush_idle, poll):
+def run(relay_id, site, broker, hub_url, token, data_dir, config_path, host, port, public_url, password, ready_file,
+        flush_idle, poll):
     """Aggregate a site's agents, keep the best under the budget, forward them to the hub.
 
     \b
@@ -41,7 +46,7 @@ def run(relay_id, site, broker, hub_url, token, data_dir, config_path, host, por
     conf = cfg.load(config_path)
     s = RelaySettings(relay_id=relay_id, site=site, broker=broker, hub_url=hub_url.rstrip("/"), token=token,
                       data_dir=data_dir, sampling=conf.sampling, host=host, port=port, flush_idle_s=flush_idle,
-                      poll_s=poll)
+                      poll_s=poll, public_url=public_url, password=password)
 
     async def main():
         stop = asyncio.Event()

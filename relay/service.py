@@ -9,7 +9,6 @@ callbacks, which write to SQLite before returning (so before the PUBACK).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import logging
@@ -23,9 +22,10 @@ from aiohttp import web
 
 from edgeloop.shared import topics
 from edgeloop.shared.config import SamplingConfig
-from edgeloop.shared.errors import ProtocolError
+from edgeloop.shared.errors import ProtocolError, StorageError
 from edgeloop.shared.mqtt import Connection
-from edgeloop.shared.protocol import DesiredModel, DeviceState, SampleBatch, decode, encode
+from edgeloop.shared.protocol import (MAX_ITEMS, Candidate, DesiredModel, DeviceState, SampleBatch, check_id, decode,
+                                      encode)
 from edgeloop.shared.sampling import WindowedSelector, score
 
 from .store import RelayStore
@@ -45,6 +45,7 @@ class RelaySettings:
     host: str = "127.0.0.1"
     port: int = 0
     public_url: str | None = None  # how agents reach this relay's HTTP (default http://host:port)
+    password: str | None = None  # MQTT password (username = relay id)
     flush_idle_s: float = 2.0  # close every open window after this long without a new candidate
     poll_s: float = 2.0  # how often to ask the hub for the desired model
     forward_quota: int = 500 << 20
@@ -62,18 +63,39 @@ class Relay:
         self._last_arrival = 0.0
         for c in self.store.pending():  # windows that were open when we stopped
             self.selector.offer(c)
+        self.selector_refused: list[str] = []
+        self.storage_failed = False
         self.devices: dict[str, DeviceState] = {}
         self.desired: DesiredModel | None = None
+        self.versions: dict[str, str] = {}  # model version -> sha256 of its cached artifact
         self.counts = {"received": 0, "duplicates": 0, "rejected": 0, "kept": 0, "dropped": 0, "forwarded": 0,
-                       "bytes_in": 0, "bytes_to_hub": 0, "model_bytes_in": 0, "model_bytes_out": 0}
+                       "bytes_in": 0, "bytes_to_hub": 0, "model_bytes_in": 0, "model_bytes_out": 0,
+                       "refused_by_hub": 0}
         self.url = ""
+        # A persistent session: while the relay restarts, the broker queues what agents send
+        # (agents delete on the broker's PUBACK, so a clean session would drop it).
         self.conn = Connection(s.broker, client_id=f"relay-{s.relay_id}", username=s.relay_id,
-                               on_message=self._on_message,
+                               password=s.password, on_message=self._on_message, clean_session=False,
+                               manual_ack=True,
                                subscriptions=[(topics.site_filter(s.site, "samples"), 1),
                                               (topics.site_filter(s.site, "state"), 1)])
+        self._clock = float("-inf")  # newest capture time seen: closes windows under steady traffic
 
     # -- MQTT (paho's thread) ----------------------------------------------------------------
     def _on_message(self, client, userdata, msg) -> None:
+        try:
+            self._receive(msg)
+        except StorageError as exc:
+            # Not acked: the broker redelivers it once we are back (at-least-once, dedup by id).
+            log.error("could not store a message from %s: %s; it will be redelivered", msg.topic, exc)
+            self.storage_failed = True
+            return
+        except Exception:  # noqa: BLE001 - a bug must not kill paho's network thread
+            log.exception("unexpected error handling %s", msg.topic)
+            return
+        client.ack(msg.mid, msg.qos)
+
+    def _receive(self, msg) -> None:
         try:
             device = topics.device_of(msg.topic)
             if msg.topic.endswith("/state"):
@@ -89,12 +111,17 @@ class Relay:
         rescored = []
         for c in batch.samples:
             value, scores, reasons = score(c.probs, c.sample_id, self.s.sampling.signals, self.s.sampling.seed)
-            rescored.append(c.with_value(value, tuple(dict.fromkeys(c.reasons + reasons)), **{
-                f"relay_{k}": v for k, v in scores.items()}))
-        new = self.store.accept(rescored)  # on disk before we return, i.e. before the PUBACK
+            # Keep within the protocol's limits, or the hub would refuse the candidate.
+            merged_reasons = tuple(dict.fromkeys(c.reasons + reasons))[:MAX_ITEMS]
+            merged_scores = dict(list({**c.scores, **{f"relay_{k}": v for k, v in scores.items()}}.items())[:MAX_ITEMS])
+            rescored.append(Candidate(**{**c.__dict__, "value": value, "reasons": merged_reasons,
+                                         "scores": merged_scores}))
+        new = self.store.accept(rescored)  # on disk before we ack
         with self._lock:
             for c in new:
-                self.selector.offer(c)
+                if not self.selector.offer(c):  # below min_value: never forwarded
+                    self.selector_refused.append(c.sample_id)
+                self._clock = max(self._clock, c.captured_at)
             self._last_arrival = time.monotonic()
         self.counts["received"] += len(batch.samples)
         self.counts["duplicates"] += len(batch.samples) - len(new)
@@ -116,10 +143,17 @@ class Relay:
         while True:
             await asyncio.sleep(0.25)
             with self._lock:
-                if not self.selector.pending or time.monotonic() - self._last_arrival < self.s.flush_idle_s:
+                if not self.selector.pending:
                     continue
-                kept = self.selector.close_until(None)
-                dropped = [c.sample_id for c in self.selector.drain_dropped()]
+                if time.monotonic() - self._last_arrival >= self.s.flush_idle_s:
+                    kept = self.selector.close_until(None)  # quiet: close everything open
+                else:
+                    # Steady traffic: close windows a full window behind the newest capture time.
+                    kept = self.selector.close_until(self._clock - self.s.sampling.budget.window_s)
+                dropped = [c.sample_id for c in self.selector.drain_dropped()] + self.selector_refused
+                self.selector_refused = []
+                if not kept and not dropped:
+                    continue
             await asyncio.to_thread(self.store.settle, kept, dropped)
             self.counts["kept"] += len(kept)
             self.counts["dropped"] += len(dropped)
@@ -147,6 +181,10 @@ class Relay:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 30)
                 continue
+            if 400 <= status < 500 and status not in (401, 403, 408, 429):
+                # The hub refuses these bytes; resending them won't help. Find the bad ones alone.
+                await self._post_one_by_one(http, batch, text)
+                continue
             if status != 200:
                 await asyncio.to_thread(self.store.forward.release, ids)
                 log.error("hub answered %d: %s", status, text[:300])
@@ -161,12 +199,30 @@ class Relay:
             self.counts["bytes_to_hub"] += len(body)
             backoff = 0.5
 
+    async def _post_one_by_one(self, http: aiohttp.ClientSession, batch: list[Candidate], why: str) -> None:
+        log.warning("hub refused a batch of %d (%s); sending one by one", len(batch), why[:200])
+        for c in batch:
+            body = encode(SampleBatch(source=self.s.relay_id, site=self.s.site, samples=(c,)))
+            async with http.post(f"{self.s.hub_url}/api/v1/samples", data=body,
+                                 headers=self._auth({"Content-Type": "application/msgpack"})) as resp:
+                status, text = resp.status, await resp.text()
+            if status == 200:
+                self.counts["forwarded"] += 1
+                self.counts["bytes_to_hub"] += len(body)
+            elif 400 <= status < 500:
+                self.counts["refused_by_hub"] += 1
+                log.error("hub refused sample %s for good: %s", c.sample_id, text[:300])
+            else:
+                await asyncio.to_thread(self.store.forward.release, [c.sample_id])
+                continue
+            await asyncio.to_thread(self.store.forward.ack, [c.sample_id])
+
     # -- model cache -------------------------------------------------------------------------
     async def model_poller(self, http: aiohttp.ClientSession) -> None:
         while True:
             try:
                 await self._poll_once(http)
-            except (aiohttp.ClientError, asyncio.TimeoutError, ProtocolError, ValueError) as exc:
+            except (aiohttp.ClientError, asyncio.TimeoutError, ProtocolError, ValueError, KeyError, OSError) as exc:
                 log.warning("desired-model poll failed: %s", exc)
             await asyncio.sleep(self.s.poll_s)
 
@@ -177,9 +233,10 @@ class Relay:
                 return
             resp.raise_for_status()
             info = await resp.json()
-        if self.desired and self.desired.version == info["version"]:
+        if self.desired and self.desired.sha256 == info["sha256"]:
             return
-        path = self.cache / f"{info['version']}.model"
+        check_id(info["version"], "desired.version")
+        path = self.cache / f"{info['sha256']}.model"  # by content: a re-used version name can't serve stale bytes
         if not path.exists():
             async with http.get(f"{self.s.hub_url}{info['artifact']}", headers=self._auth()) as resp:
                 resp.raise_for_status()
@@ -190,6 +247,7 @@ class Relay:
             tmp = path.with_suffix(".part")
             tmp.write_bytes(data)
             tmp.replace(path)
+        self.versions[info["version"]] = info["sha256"]
         self.desired = DesiredModel(info["version"], info["sha256"], info["size"], self.url, "active")
         log.info("desired model is now %s; telling %d devices", info["version"], len(self.devices))
         for device, state in list(self.devices.items()):
@@ -197,8 +255,9 @@ class Relay:
 
     async def serve_model(self, request: web.Request) -> web.StreamResponse:
         version = request.match_info["version"]
-        path = self.cache / f"{version}.model"
-        if "/" in version or not path.exists():
+        sha = self.versions.get(version, "")
+        path = self.cache / f"{sha}.model"
+        if not sha or not path.exists():
             raise web.HTTPNotFound(text=f"model {version} is not in this relay's cache")
         data = await asyncio.to_thread(path.read_bytes)
         self.counts["model_bytes_out"] += len(data)
@@ -207,12 +266,13 @@ class Relay:
     async def status(self, request: web.Request) -> web.Response:
         with self._lock:
             pending = self.selector.pending
+        devices = dict(self.devices)  # paho's thread may add one meanwhile
         return web.json_response({
             "relay_id": self.s.relay_id, "site": self.s.site, "pending": pending,
             "queued": await asyncio.to_thread(len, self.store.forward),
             "desired": self.desired.version if self.desired else None,
-            "devices": {d: {"status": st.status, "model_version": st.model_version} for d, st in self.devices.items()},
-            "counts": self.counts})
+            "devices": {d: {"status": st.status, "model_version": st.model_version} for d, st in devices.items()},
+            "counts": self.counts, "storage_failed": self.storage_failed})
 
     def _auth(self, headers: dict | None = None) -> dict:
         return {**(headers or {}), "Authorization": f"Bearer {self.s.token}"}
@@ -231,8 +291,9 @@ async def serve(s: RelaySettings, ready_file: Path | None, stop: asyncio.Event) 
     relay.url = s.public_url or f"http://{s.host}:{port}"
     relay.conn.start()
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
-        tasks = [asyncio.create_task(relay.windows()), asyncio.create_task(relay.forwarder(http)),
-                 asyncio.create_task(relay.model_poller(http))]
+        tasks = [asyncio.create_task(_forever(name, loop)) for name, loop in (
+            ("windows", relay.windows), ("forwarder", lambda: relay.forwarder(http)),
+            ("model poller", lambda: relay.model_poller(http)))]
         if ready_file:
             ready_file.write_text(json.dumps({"port": port, "url": relay.url}))
         log.info("relay %s for site %s serving on %s", s.relay_id, s.site, relay.url)
@@ -240,9 +301,20 @@ async def serve(s: RelaySettings, ready_file: Path | None, stop: asyncio.Event) 
         log.info("relay %s stopping", s.relay_id)
         for t in tasks:
             t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+        await asyncio.gather(*tasks, return_exceptions=True)
     relay.conn.stop()
     await runner.cleanup()
-    relay.store.close()
+    with relay._lock:
+        relay.store.close()
+
+
+async def _forever(name: str, loop) -> None:
+    """Run a background loop; a bug in one pass is logged and the loop restarts after a pause."""
+    while True:
+        try:
+            await loop()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - keep the relay serving; the log says what broke
+            log.exception("%s failed; restarting it in 2s", name)
+            await asyncio.sleep(2)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import msgpack
 
+from edgeloop.shared.errors import StorageError
 from edgeloop.shared.outbox import SqliteOutbox
 from edgeloop.shared.protocol import Candidate
 
@@ -36,13 +37,18 @@ class RelayStore:
         """Record candidates not seen before as pending; -> the new ones (duplicates are dropped)."""
         new = []
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            for c in cands:
-                if self._db.execute("INSERT OR IGNORE INTO seen (sample_id) VALUES (?)", (c.sample_id,)).rowcount:
-                    self._db.execute("INSERT INTO pending (sample_id, payload) VALUES (?, ?)",
-                                     (c.sample_id, msgpack.packb(c.to_wire(), use_bin_type=True)))
-                    new.append(c)
-            self._db.execute("COMMIT")
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                for c in cands:
+                    if self._db.execute("INSERT OR IGNORE INTO seen (sample_id) VALUES (?)", (c.sample_id,)).rowcount:
+                        self._db.execute("INSERT INTO pending (sample_id, payload) VALUES (?, ?)",
+                                         (c.sample_id, msgpack.packb(c.to_wire(), use_bin_type=True)))
+                        new.append(c)
+                self._db.execute("COMMIT")
+            except sqlite3.DatabaseError as exc:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise StorageError(f"relay store: {exc}") from exc
         return new
 
     def pending(self) -> list[Candidate]:

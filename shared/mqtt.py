@@ -29,12 +29,14 @@ class Connection:
 
     def __init__(self, url: str, client_id: str, *, username: str | None = None, password: str | None = None,
                  will: tuple[str, bytes] | None = None, on_message=None, subscriptions: list[tuple[str, int]] = (),
-                 clean_session: bool = True):
+                 clean_session: bool = True, manual_ack: bool = False):
         self.host, self.port = parse_url(url)
         self.connected = threading.Event()
         self._stopping = False
         self._subs = list(subscriptions)
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean_session)
+        # manual_ack: the receiver sends PUBACK itself, once what it received is on disk.
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean_session,
+                                  manual_ack=manual_ack)
         if username:
             self.client.username_pw_set(username, password)
         if will:

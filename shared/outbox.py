@@ -12,6 +12,7 @@ transaction with synchronous=FULL: once put() returns, a SIGKILL or power cut ca
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 import time
@@ -21,8 +22,10 @@ from typing import Protocol
 
 import msgpack
 
-from .errors import StorageError
+from .errors import ProtocolError, StorageError
 from .protocol import Candidate
+
+log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -119,7 +122,18 @@ class SqliteOutbox:
                 chosen.append((sid, payload))
                 used += n
             self._db.executemany("UPDATE outbox SET leased = 1 WHERE sample_id = ?", [(s,) for s, _ in chosen])
-        return [Candidate.from_wire(msgpack.unpackb(p, raw=False)) for _, p in chosen]
+        out, bad = [], []
+        for sid, payload in chosen:
+            try:
+                out.append(Candidate.from_wire(msgpack.unpackb(payload, raw=False)))
+            except (ProtocolError, ValueError, msgpack.UnpackException) as exc:
+                bad.append(sid)  # unsendable forever: drop it, count it, never block the queue behind it
+                log.error("outbox: dropping unreadable candidate %s (%s)", sid, exc)
+        if bad:
+            with self._lock:
+                self._db.executemany("DELETE FROM outbox WHERE sample_id = ?", [(s,) for s in bad])
+                self._bump("unreadable", len(bad))
+        return out
 
     def ack(self, sample_ids: Iterable[str]) -> None:
         ids = [(s,) for s in sample_ids]

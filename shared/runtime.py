@@ -77,7 +77,10 @@ class ModelRuntime:
             if name not in outputs:
                 raise ModelMismatch(f"manifest.outputs.{role} = {name!r} is not an output of the model (has {sorted(outputs)})")
         rt = cls(session, manifest)
-        probe = rt._run(np.zeros(want, np.float32))
+        try:
+            probe = rt._run(np.zeros(want, np.float32))
+        except Exception as exc:  # onnxruntime's own errors: the model cannot run on this input
+            raise ModelMismatch(f"a test inference failed: {exc}") from exc
         if probe[0].shape[-1] != manifest.num_classes:
             raise ModelMismatch(f"model gives {probe[0].shape[-1]} classes, manifest has {manifest.num_classes} labels")
         return rt

@@ -203,3 +203,22 @@ def test_agent_refuses_unsigned_tampered_truncated_and_foreign_models_and_keeps_
     finally:
         pub.stop()
         server.shutdown()
+
+
+def test_what_agents_send_while_the_relay_is_down_reaches_the_hub(box_factory):
+    box = box_factory(agents=1, relays=1, frames=900, relay_per_hour=None, max_fps=100)
+    relay = next(s for s in box.services if s.name == "relay-0")
+    box.wait("the agent to start", lambda: (st := box.agent_states().get("dev-000")) is not None
+             and st.stats.get("sent", 0) > 0, timeout=120)
+    assert relay.stop() == 0  # the relay goes away; the agent keeps publishing to the broker
+    sent_at_stop = box.agent_states()["dev-000"].stats["sent"]
+    box.services.remove(relay)
+    box.wait("the agent to publish more while the relay is down",
+             lambda: box.agent_states()["dev-000"].stats["sent"] > sent_at_stop + 10, timeout=60)
+    restarted = box._add(relay.__class__(relay.name, relay.argv, box.logs, relay.ready_file).start())
+    box.relay_urls = [restarted.wait_ready(timeout=60)["url"]]
+    box.wait("everything to drain", lambda: box.round_done("v0", 900), timeout=240)
+    sent = box.agent_states()["dev-000"].stats["sent"]
+    ids = hub_ids(box)
+    # Every candidate the broker acknowledged to the agent is at the hub, once.
+    assert len(ids) == len(set(ids)) == sent

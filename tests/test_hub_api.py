@@ -101,6 +101,7 @@ def test_without_the_token_nothing_is_accepted(hub):
     ("/api/v1/selection", {"budget": 3, "strategy": "psychic"}, "strategy"),
     ("/api/v1/labels", {"labels": [1, 2]}, "labels"),
     ("/api/v1/labels", {"labels": {"x": "seven"}}, "labels.x"),
+    ("/api/v1/labels", {"labels": {"x": 10}}, "labels.x"),
     ("/api/v1/desired", {"version": "v404"}, "v404"),
 ])
 def test_bad_json_requests_name_the_field(hub, path, body, names):
