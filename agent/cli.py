@@ -63,3 +63,53 @@ def run(device_id, site, broker, source, camera_id, data_dir, pubkey_path, confi
     signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
     signal.signal(signal.SIGINT, lambda *_: daemon.stop())
     daemon.run()
+
+
+@agent.command("check-model")
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--manifest", "manifest_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Manifest JSON for a bare .onnx file (not needed for a packed artifact).")
+@click.option("--runs", default=50, show_default=True, help="Test inferences to time.")
+@click.option("--threads", default=1, show_default=True, help="onnxruntime intra-op threads.")
+def check_model(model, manifest_path, runs, threads) -> None:
+    """Validate a model against its manifest, run test inferences, print its specs and latency.
+
+    MODEL is an .onnx file (with --manifest) or a packed artifact. A mismatch between model and
+    manifest is an error here, before it could ever reach a device.
+
+    \b
+    Example:
+      edgeloop agent check-model model.onnx --manifest manifest.json
+    """
+    import time
+
+    import numpy as np
+
+    from edgeloop.shared.artifact import unpack
+    from edgeloop.shared.manifest import ModelManifest
+    from edgeloop.shared.runtime import ModelRuntime
+
+    data = model.read_bytes()
+    if manifest_path is None:
+        art = unpack(data)
+        onnx, manifest = art.onnx, art.manifest
+    else:
+        onnx, manifest = data, ModelManifest.from_json(manifest_path.read_bytes())
+    rt = ModelRuntime.load(onnx, manifest, threads=threads)
+    spec = manifest.input
+    click.echo(f"model {manifest.version} ({manifest.task}, {manifest.num_classes} labels, parent {manifest.parent or '-'})")
+    click.echo(f"input  {spec.name}: {list(spec.shape)} {spec.layout} {spec.color} scale={spec.scale:.5g} "
+               f"mean={list(spec.mean)} std={list(spec.std)} resize={spec.resize}")
+    for o in rt.session.get_outputs():
+        role = next((r for r, n in manifest.outputs.items() if n == o.name), "-")
+        click.echo(f"output {o.name}: {o.shape} {o.type} role={role}")
+    frame = np.random.default_rng(0).integers(0, 255, (spec.height, spec.width, 3), dtype=np.uint8)
+    times = []
+    for _ in range(max(1, runs)):
+        t0 = time.perf_counter()
+        pred = rt.predict(frame)
+        times.append((time.perf_counter() - t0) * 1000)
+    p50, p95 = np.percentile(times, [50, 95])
+    emb = "none" if pred.embedding is None else f"{pred.embedding.shape[0]}-d"
+    click.echo(f"ok: {runs} test inferences, latency p50 {p50:.2f} ms, p95 {p95:.2f} ms (frame to probabilities), "
+               f"embedding {emb}")
