@@ -30,12 +30,14 @@ from edgeloop.shared.protocol import (MAX_IMAGE_BYTES, Candidate, DesiredModel, 
                                       encode)
 from edgeloop.shared.runtime import ModelRuntime
 from edgeloop.shared.sampling import WindowedSelector, score
+from edgeloop.shared.sampling.policy import is_audit, window_picker
 
 from .ota import ModelStore
 from .sources import SourceFrame, open_source
 from .uplink import Uplink
 
 log = logging.getLogger("edgeloop.agent")
+AUDIT_PRIORITY = 100.0
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,7 @@ class Agent:
         self._cursor_path = s.data_dir / "cursor.json"
         cursor = self._read_cursor()
         self.source = open_source(s.source, s.camera_id, s.sim_seed, start=cursor.get("position", 0))
-        self.selector = WindowedSelector(s.sampling.budget, s.sampling.min_value)
+        self.selector = WindowedSelector(s.sampling.budget, s.sampling.min_value, pick=window_picker(s.sampling))
         self.stop_event = threading.Event()
         self.model_changed = threading.Event()
         self._desired: queue.Queue[DesiredModel] = queue.Queue()
@@ -85,6 +87,7 @@ class Agent:
             "model_version") == self.runtime.version else 0
         self.corrupt = 0
         self.offered = 0
+        self.audited = 0
         self.raw_bytes = 0
         self.latencies: deque[float] = deque(maxlen=512)
         self.last_error = ""
@@ -160,7 +163,10 @@ class Agent:
         self.raw_bytes += frame.image.nbytes
         sid = new_sample_id()
         value, scores, reasons = score(pred.probs, sid, self.s.sampling.signals, self.s.sampling.seed)
-        if value >= self.s.sampling.min_value:
+        audit = is_audit(sid, self.s.sampling)
+        if audit:
+            reasons = ("audit", *reasons)
+        if audit or value >= self.s.sampling.min_value:
             jpeg = encode_jpeg(frame.image)
             image = frame.image
             while len(jpeg) > MAX_IMAGE_BYTES:  # a 4K frame: halve it until the protocol accepts it
@@ -172,7 +178,12 @@ class Agent:
                 embedding=None if pred.embedding is None else pred.embedding.astype(np.float16),
                 image=jpeg, image_sha256=sha256(jpeg), tags={**frame.tags, "site": self.s.site},
                 scores=scores, reasons=reasons, value=value)
-            self.offered += self.selector.offer(cand)
+            if audit:
+                self.audited += 1
+                # Outside every budget, sent first, evicted last: the unbiased sample of what the camera sees.
+                self._commit([cand.with_value(value + AUDIT_PRIORITY)])
+            else:
+                self.offered += self.selector.offer(cand)
         closed = self.selector.close_until(frame.captured_at)
         if closed:
             self._commit(closed)
@@ -242,7 +253,7 @@ class Agent:
         stats = {
             "frames_seen": self.frames_seen, "frames_this_model": self.frames_this_model, "fps": round(self.fps, 2),
             "latency_p50_ms": float(np.percentile(lat, 50)), "latency_p95_ms": float(np.percentile(lat, 95)),
-            "offered": self.offered, "kept": c.get("accepted", 0), "evicted": c.get("evicted", 0),
+            "offered": self.offered, "audit": self.audited, "kept": c.get("accepted", 0), "evicted": c.get("evicted", 0),
             "refused": c.get("refused", 0), "sent": c.get("sent", 0), "corrupt": self.corrupt,
             "bytes_sent": self.uplink.bytes_sent, "raw_bytes": self.raw_bytes,
         }

@@ -19,6 +19,7 @@ COMMANDS = {
     "rollout": ("edgeloop.hub.cli:rollout", "Set which model version the fleet should run."),
     "broker": ("edgeloop.broker:broker", "Run the embedded MQTT broker (zero set-up; mosquitto for production)."),
     "demo": ("edgeloop.demo:demo", "Run the whole loop on one box: broker, hub, relays, agents, rounds."),
+    "bench": ("edgeloop.bench:bench", "Benchmarks: measured figures, JSON and plots."),
     "keys": ("edgeloop.keys_cli:keys", "Create the hub's signing key pair."),
     "model": ("edgeloop.keys_cli:model", "Pack and verify signed model artifacts."),
 }

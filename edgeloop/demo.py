@@ -45,12 +45,13 @@ def _table(rounds: list[dict]) -> Table:
     return t
 
 
-def run_demo(s: OneBoxSettings, rounds: int, labels_per_round: int) -> dict:
+def run_demo(s: OneBoxSettings, rounds: int, labels_per_round: int, strategy: str = "hybrid") -> dict:
     box = OneBox(s)
     t_start = time.monotonic()
     report = {"broker": s.broker, "settings": {"agents": s.agents, "relays": s.relays, "rounds": rounds,
                                                  "frames_per_round": s.frames_per_round,
-                                                 "labels_per_round": labels_per_round, "seed": s.seed},
+                                                 "labels_per_round": labels_per_round, "seed": s.seed,
+                                                 "strategy": strategy},
               "rounds": []}
     try:
         with console.status("[bold]building the simulated world (golden and seed sets)") as status:
@@ -79,7 +80,7 @@ def run_demo(s: OneBoxSettings, rounds: int, labels_per_round: int) -> dict:
                                                           else f"[bold]round {r}: done"))
                 now = box.totals()
                 status.update(f"[bold]round {r}: selecting {labels_per_round} samples for labeling")
-                selected = hub.post("/api/v1/selection", {"budget": labels_per_round})["selected"]
+                selected = hub.post("/api/v1/selection", {"budget": labels_per_round, "strategy": strategy})["selected"]
                 from edgeloop.sim import World
                 from edgeloop.sim.oracle import label_queue
 
@@ -116,10 +117,12 @@ def run_demo(s: OneBoxSettings, rounds: int, labels_per_round: int) -> dict:
 @click.option("--frames", default=600, show_default=True, help="Frames each camera shows per round.")
 @click.option("--labels", default=100, show_default=True, help="Label budget per round at the hub.")
 @click.option("--epochs", default=15, show_default=True, help="Training epochs per round.")
+@click.option("--strategy", type=click.Choice(["hybrid", "uncertainty", "coreset", "random"]), default="hybrid",
+              show_default=True, help="How the hub spends its label budget.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the simulated world.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/demo"), show_default=True,
               help="Output folder: report.json, logs/, and every service's data.")
-def demo(rounds, agents, relays, broker, frames, labels, epochs, seed, out) -> None:
+def demo(rounds, agents, relays, broker, frames, labels, epochs, strategy, seed, out) -> None:
     """Run the whole loop on one box: broker, hub, relays and agents as separate processes.
 
     Prints a table per round and writes OUT/report.json.
@@ -139,7 +142,7 @@ def demo(rounds, agents, relays, broker, frames, labels, epochs, seed, out) -> N
     marker.touch()
     s = OneBoxSettings(out=out, agents=agents, relays=relays, broker=broker, frames_per_round=frames, seed=seed,
                        epochs=epochs)
-    report = run_demo(s, rounds, labels)
+    report = run_demo(s, rounds, labels, strategy)
     (out / "report.json").write_text(json.dumps(report, indent=1))
     first, last = report["rounds"][0], report["rounds"][-1]
     console.print(f"accuracy {first['accuracy']:.3f} -> {last['accuracy']:.3f}; "

@@ -21,10 +21,12 @@ from edgeloop.shared.hubclient import HubClient
 from edgeloop.shared.mqtt import Connection
 from edgeloop.shared.protocol import DeviceState, decode
 
-def sampling_toml(per_hour: float | None, signals: dict[str, float], seed: int) -> str:
-    """A [sampling] section: budget per hour of capture time (None: unlimited), signal kind -> weight."""
+def sampling_toml(per_hour: float | None, signals: dict[str, float], seed: int, **extra) -> str:
+    """A [sampling] section: budget per hour of capture time (None: unlimited), signal kind -> weight,
+    and any other [sampling] keys (strategy, audit_fraction, ...)."""
     budget = "" if per_hour is None else f"per_hour = {per_hour}, "
     lines = ["[sampling]", f"budget = {{ {budget}window_s = 60 }}", f"seed = {seed}"]
+    lines += [f"{k} = {json.dumps(v)}" for k, v in extra.items()]
     for kind, weight in signals.items():
         lines += ["[[sampling.signals]]", f'kind = "{kind}"', f"weight = {weight}"]
     return "\n".join(lines) + "\n"
@@ -32,6 +34,8 @@ def sampling_toml(per_hour: float | None, signals: dict[str, float], seed: int) 
 
 AGENT_SIGNALS = {"least_confidence": 1.0, "margin": 0.5, "random": 0.1}
 RELAY_SIGNALS = {"least_confidence": 1.0, "entropy": 0.5}
+# The relay spends its budget on diversity: no near duplicates across cameras, classes balanced.
+RELAY_POLICY = {"strategy": "diverse", "dedup_threshold": 0.02, "balance_classes": True}
 
 
 @dataclass
@@ -48,6 +52,7 @@ class OneBoxSettings:
     golden_per_condition: int = 300
     epochs: int = 15
     agent_max_fps: float = 0.0  # 0: as fast as the CPU goes
+    audit_fraction: float = 0.0  # share of frames every tier keeps outside its budget, reason "audit"
 
 
 class OneBox:
@@ -119,7 +124,7 @@ class OneBox:
         if self.s.relay_per_hour_per_agent is not None:
             per_hour = self.s.relay_per_hour_per_agent * max(1, self.s.agents // max(1, self.s.relays))
         conf = self.s.out / "relay.toml"
-        conf.write_text(sampling_toml(per_hour, RELAY_SIGNALS, self.s.seed))
+        conf.write_text(sampling_toml(per_hour, RELAY_SIGNALS, self.s.seed, **RELAY_POLICY))
         svcs = []
         for i, site in enumerate(self.sites):
             svc = Service.edgeloop(f"relay-{i}", [
@@ -132,7 +137,8 @@ class OneBox:
     def agent_service(self, i: int, env: dict | None = None) -> Service:
         conf = self.s.out / "agent.toml"
         if not conf.exists():
-            conf.write_text(sampling_toml(self.s.agent_per_hour, AGENT_SIGNALS, self.s.seed))
+            conf.write_text(sampling_toml(self.s.agent_per_hour, AGENT_SIGNALS, self.s.seed,
+                                          audit_fraction=self.s.audit_fraction))
         return Service.edgeloop(self.agent_ids[i], [
             "agent", "run", "--device", self.agent_ids[i], "--site", self.site_of(i), "--broker", self.broker_url,
             "--source", f"sim:cam-{i:03d}", "--sim-seed", str(self.s.seed), "--data", str(self.s.out / self.agent_ids[i]),

@@ -143,14 +143,16 @@ async def post_selection(request: web.Request) -> web.Response:
     if strategy not in selection.STRATEGIES:
         raise _error(web.HTTPBadRequest, f"strategy: expected one of {', '.join(selection.STRATEGIES)}")
     pool = await asyncio.to_thread(store.samples_with_status, "new")
-    chosen = selection.select_for_labeling(pool, budget, strategy)
+    labeled = await asyncio.to_thread(store.labeled_embeddings)
+    chosen = await asyncio.to_thread(selection.select_for_labeling, pool, budget, strategy, 0, labeled)
     await asyncio.to_thread(store.mark_queued, chosen)
     return web.json_response({"selected": list(chosen), "pool": len(pool)})
 
 
 def _public(row: dict) -> dict:
     return {k: row[k] for k in ("sample_id", "device_id", "camera_id", "site", "captured_at", "model_version",
-                                "predicted", "confidence", "reasons", "tags", "status", "priority")}
+                                "predicted", "confidence", "reasons", "tags", "status", "priority")} | {
+        "slice": "audit" if row.get("audit") else "selected"}
 
 
 async def get_label_queue(request: web.Request) -> web.Response:

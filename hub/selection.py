@@ -1,33 +1,78 @@
-"""Final selection for labeling at the hub: the best K unlabeled samples under a label budget."""
+"""Final selection for labeling at the hub: at most K unlabeled samples under a label budget.
+
+Strategies:
+- `random`: a uniform draw fixed by the seed (the baseline);
+- `uncertainty`: the least confident first (least confidence + margin);
+- `coreset`: greedy k-center on embeddings, away from what is already labeled (pure diversity);
+- `hybrid`: k-center weighted by uncertainty, balanced over predicted classes, without near
+  duplicates of each other or of labeled samples (in the spirit of BADGE / weighted k-center).
+Audit samples never enter this pool: the hub queues them on their own.
+"""
 
 from __future__ import annotations
 
 import zlib
+from dataclasses import dataclass
+
+import numpy as np
 
 from edgeloop.shared.config import SignalConfig
-from edgeloop.shared.sampling import select_top
+from edgeloop.shared.sampling import select_diverse, select_top
+from edgeloop.shared.sampling.batch import cosine_distances
 from edgeloop.shared.sampling.signals import score
 
-STRATEGIES = ("uncertainty", "random")
+STRATEGIES = ("uncertainty", "random", "coreset", "hybrid")
 UNCERTAINTY = (SignalConfig("least_confidence", 1.0), SignalConfig("margin", 0.5))
+NEAR_DUPLICATE = 0.02  # cosine distance: closer than this to a labeled sample teaches nothing new
 
 
+@dataclass(frozen=True)
 class _Item:
-    __slots__ = ("sample_id", "value", "captured_at", "nbytes")
+    sample_id: str
+    value: float
+    captured_at: float
+    embedding: np.ndarray | None
+    predicted: int
+    nbytes: int = 0
 
-    def __init__(self, sample_id: str, value: float, captured_at: float):
-        self.sample_id, self.value, self.captured_at, self.nbytes = sample_id, value, captured_at, 0
 
+def select_for_labeling(pool: list[dict], budget: int, strategy: str = "uncertainty", seed: int = 0,
+                        labeled_embeddings: np.ndarray | None = None) -> dict[str, float]:
+    """pool: rows with sample_id, probs (C,), embedding (D,) | None, captured_at.
 
-def select_for_labeling(pool: list[dict], budget: int, strategy: str = "uncertainty", seed: int = 0) -> dict[str, float]:
-    """pool: rows with sample_id, probs, captured_at -> {sample_id: priority} for at most `budget` of them."""
+    -> {sample_id: priority} for at most `budget` of them (higher priority = label first).
+    labeled_embeddings (M, D): what is already labeled, for the diversity strategies.
+    """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r} (known: {', '.join(STRATEGIES)})")
     items = []
     for row in pool:
         if strategy == "random":
             value = (zlib.crc32(f"{seed}:{row['sample_id']}".encode()) & 0xFFFFFFFF) / 0xFFFFFFFF
+        elif strategy == "coreset":
+            value = 1.0
         else:
             value, _, _ = score(row["probs"], row["sample_id"], UNCERTAINTY, seed)
-        items.append(_Item(row["sample_id"], value, row["captured_at"]))
-    return {it.sample_id: it.value for it in select_top(items, budget)}
+        emb = row.get("embedding")
+        items.append(_Item(row["sample_id"], value, row["captured_at"],
+                           None if emb is None else np.asarray(emb, np.float32), int(np.argmax(row["probs"]))))
+    if strategy in ("random", "uncertainty"):
+        chosen = select_top(items, budget)
+        return {it.sample_id: it.value for it in chosen}
+    already = labeled_embeddings if labeled_embeddings is not None and len(labeled_embeddings) else None
+    if strategy == "hybrid" and already is not None:
+        items = _away_from(items, already, NEAR_DUPLICATE)
+    chosen = select_diverse(items, budget, already=already, dedup_threshold=NEAR_DUPLICATE if strategy == "hybrid" else 0.0,
+                            balance_classes=strategy == "hybrid")
+    # Priority follows pick order: the first picks are the most informative.
+    return {it.sample_id: float(len(chosen) - i) for i, it in enumerate(chosen)}
+
+
+def _away_from(items: list[_Item], labeled: np.ndarray, threshold: float) -> list[_Item]:
+    """Drop candidates that are near duplicates of something already labeled."""
+    with_emb = [i for i, it in enumerate(items) if it.embedding is not None and it.embedding.shape[0] == labeled.shape[1]]
+    if not with_emb:
+        return items
+    d = cosine_distances(np.stack([items[i].embedding for i in with_emb]), labeled.astype(np.float32)).min(axis=1)
+    drop = {with_emb[j] for j in np.flatnonzero(d < threshold)}
+    return [it for i, it in enumerate(items) if i not in drop]

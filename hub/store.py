@@ -20,6 +20,8 @@ from edgeloop.shared.protocol import Candidate
 
 from .blobs import BlobStore
 
+AUDIT_PRIORITY = -1.0  # in the label queue, after everything selected
+
 
 class HubStore:
     def __init__(self, data_dir: Path):
@@ -41,9 +43,9 @@ class HubStore:
                 "captured_at": float, "received_at": float, "model_version": str, "predicted": int,
                 "confidence": float, "value": float, "reasons": str, "tags": str, "scores": str,
                 "probs": bytes, "embedding": bytes, "image_sha256": str, "image_bytes": int,
-                "status": str,  # new | queued | labeled | seed
-                "selected_at": float, "priority": float,
-            }, pk="sample_id", not_null={"sample_id"}, defaults={"status": "new"})
+                "status": str,  # new | queued | labeled
+                "selected_at": float, "priority": float, "audit": int,
+            }, pk="sample_id", not_null={"sample_id"}, defaults={"status": "new", "audit": 0})
             self.db["samples"].create_index(["status", "priority"])
         if "labels" not in self.db.table_names():
             self.db["labels"].create({"sample_id": str, "label": int, "source": str, "labeled_at": float},
@@ -75,8 +77,12 @@ class HubStore:
                     "value": c.value, "reasons": json.dumps(list(c.reasons)), "tags": json.dumps(c.tags),
                     "scores": json.dumps(c.scores), "probs": np.asarray(c.probs, "<f4").tobytes(),
                     "embedding": None if c.embedding is None else np.asarray(c.embedding, "<f2").tobytes(),
-                    "image_sha256": c.image_sha256, "image_bytes": len(c.image), "status": status,
-                    "selected_at": None, "priority": None,
+                    "image_sha256": c.image_sha256, "image_bytes": len(c.image),
+                    # Audit samples queue for labeling on arrival, after the selected ones, and never
+                    # enter the selection pool: they are the unbiased slice.
+                    "status": "queued" if status == "new" and "audit" in c.reasons else status,
+                    "selected_at": None, "priority": AUDIT_PRIORITY if "audit" in c.reasons else None,
+                    "audit": int("audit" in c.reasons),
                 }
                 cur = self.db.conn.execute(
                     f"INSERT OR IGNORE INTO samples ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
@@ -118,6 +124,15 @@ class HubStore:
                     done.append(sid)
         return done
 
+    def labeled_embeddings(self) -> np.ndarray | None:
+        """(M, D) float32 embeddings of the labeled samples that have one, or None."""
+        rows = self._query("SELECT s.embedding FROM labels l JOIN samples s USING (sample_id) WHERE s.embedding IS NOT NULL")
+        embs = [np.frombuffer(r["embedding"], "<f2") for r in rows]
+        if not embs:
+            return None
+        dim = max({e.shape[0] for e in embs}, key=[e.shape[0] for e in embs].count)
+        return np.stack([e for e in embs if e.shape[0] == dim]).astype(np.float32)
+
     def labeled(self) -> list[dict]:
         """Every labeled sample: sample_id, label, image_sha256, tags."""
         return [{**r, "tags": json.loads(r["tags"])} for r in self._query(
@@ -126,7 +141,9 @@ class HubStore:
 
     def counts(self) -> dict[str, int]:
         by_status = {r["status"]: r["n"] for r in self._query("SELECT status, COUNT(*) AS n FROM samples GROUP BY status")}
+        audit = self._query("SELECT COUNT(*) AS n, SUM(status = 'labeled') AS labeled FROM samples WHERE audit = 1")[0]
         return {"samples": sum(by_status.values()), **{f"status_{k}": v for k, v in by_status.items()},
+                "audit": audit["n"], "audit_labeled": audit["labeled"] or 0,
                 "labels": self._query("SELECT COUNT(*) AS n FROM labels")[0]["n"], **self.counters()}
 
     # -- models ------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from edgeloop.shared.mqtt import Connection
 from edgeloop.shared.protocol import (MAX_ITEMS, Candidate, DesiredModel, DeviceState, SampleBatch, check_id, decode,
                                       encode)
 from edgeloop.shared.sampling import WindowedSelector, score
+from edgeloop.shared.sampling.policy import window_picker
 
 from .store import RelayStore
 
@@ -58,7 +59,8 @@ class Relay:
         self.store = RelayStore(s.data_dir / "relay.sqlite", s.forward_quota)
         self.cache = s.data_dir / "models"
         self.cache.mkdir(parents=True, exist_ok=True)
-        self.selector = WindowedSelector(s.sampling.budget, s.sampling.min_value, track_dropped=True)
+        self.selector = WindowedSelector(s.sampling.budget, s.sampling.min_value, track_dropped=True,
+                                         pick=window_picker(s.sampling))
         self._lock = threading.Lock()  # guards the selector between paho's thread and the loop
         self._last_arrival = 0.0
         for c in self.store.pending():  # windows that were open when we stopped
@@ -70,7 +72,7 @@ class Relay:
         self.versions: dict[str, str] = {}  # model version -> sha256 of its cached artifact
         self.counts = {"received": 0, "duplicates": 0, "rejected": 0, "kept": 0, "dropped": 0, "forwarded": 0,
                        "bytes_in": 0, "bytes_to_hub": 0, "model_bytes_in": 0, "model_bytes_out": 0,
-                       "refused_by_hub": 0}
+                       "refused_by_hub": 0, "audit": 0}
         self.url = ""
         # A persistent session: while the relay restarts, the broker queues what agents send
         # (agents delete on the broker's PUBACK, so a clean session would drop it).
@@ -117,8 +119,14 @@ class Relay:
             rescored.append(Candidate(**{**c.__dict__, "value": value, "reasons": merged_reasons,
                                          "scores": merged_scores}))
         new = self.store.accept(rescored)  # on disk before we ack
+        audit = [c for c in new if "audit" in c.reasons]
+        if audit:  # outside the budget: straight to the hub
+            self.store.settle(audit, [])
+            self.counts["audit"] += len(audit)
         with self._lock:
             for c in new:
+                if "audit" in c.reasons:
+                    continue
                 if not self.selector.offer(c):  # below min_value: never forwarded
                     self.selector_refused.append(c.sample_id)
                 self._clock = max(self._clock, c.captured_at)

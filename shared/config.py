@@ -67,6 +67,7 @@ class Budget:
         return float("inf") if self.bytes_per_hour is None else self.bytes_per_hour * self.window_s / 3600.0
 
 
+STRATEGIES = ("top", "diverse")
 SIGNAL_KINDS = ("random", "least_confidence", "margin", "entropy", "confidence_band")
 
 
@@ -94,8 +95,20 @@ class SamplingConfig:
     signals: tuple[SignalConfig, ...] = field(default_factory=_default_signals)
     min_value: float = 0.0  # candidates scoring below this are never kept
     seed: int = 0
+    # How a window's budget is spent: "top" (highest value first) or "diverse" (weighted k-center on
+    # embeddings, optionally without near-duplicates and balanced over predicted classes).
+    strategy: str = "top"
+    dedup_threshold: float = 0.0  # cosine distance under which two candidates count as one
+    balance_classes: bool = False
+    audit_fraction: float = 0.0  # kept outside every budget with the reason "audit": the unbiased sample
 
     def __post_init__(self):
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"strategy: expected one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+        if not 0.0 <= self.audit_fraction <= 1.0:
+            raise ConfigError(f"audit_fraction: expected a fraction from 0 to 1, got {self.audit_fraction}")
+        if not 0.0 <= self.dedup_threshold <= 2.0:
+            raise ConfigError(f"dedup_threshold: expected a cosine distance from 0 to 2, got {self.dedup_threshold}")
         kinds = [s.kind for s in self.signals]
         if len(set(kinds)) != len(kinds):
             raise ConfigError(f"signals: each kind may appear once, got {', '.join(kinds)}")

@@ -222,3 +222,35 @@ def test_what_agents_send_while_the_relay_is_down_reaches_the_hub(box_factory):
     ids = hub_ids(box)
     # Every candidate the broker acknowledged to the agent is at the hub, once.
     assert len(ids) == len(set(ids)) == sent
+
+
+def test_audit_candidates_pass_every_tier_outside_the_budgets_and_queue_as_their_own_slice(tmp_path):
+    s = OneBoxSettings(out=tmp_path, agents=2, relays=1, broker="mosquitto", frames_per_round=300,
+                       agent_per_hour=1, relay_per_hour_per_agent=1, seed_set=120, golden_per_condition=20,
+                       epochs=1, audit_fraction=0.1)  # budgets of ~0 per window: only audit gets through
+    box = OneBox(s)
+    try:
+        golden, seed = box.make_datasets()
+        box.seed_hub(golden, seed)
+        box.start_broker()
+        box.start_hub(golden)
+        box.start_relays()
+        box.watch_states()
+        box.start_agents()
+        box.wait("the round", lambda: box.round_done("v0", 300), timeout=240)
+        audited = sum(box.agent_states()[d].stats["audit"] for d in box.agent_ids)
+        assert 30 <= audited <= 90  # about 10 % of 600 frames
+        stats = box.hub.get("/api/v1/stats")
+        assert stats["audit"] == audited  # every audit candidate crossed every tier
+        queue = box.hub.get("/api/v1/label-queue?limit=1000")["items"]
+        assert {q["sample_id"] for q in queue if q["slice"] == "audit"} == {
+            q["sample_id"] for q in queue if "audit" in q["reasons"]}
+        assert sum(q["slice"] == "audit" for q in queue) == audited
+        # Selection never draws on the audit stream, and the audit stream costs none of its budget.
+        non_audit = stats["samples"] - stats["audit"] - stats.get("status_labeled", 0)
+        picked = box.hub.post("/api/v1/selection", {"budget": 1000, "strategy": "hybrid"})["selected"]
+        audit_ids = {q["sample_id"] for q in queue if q["slice"] == "audit"}
+        assert not set(picked) & audit_ids
+        assert len(picked) == non_audit
+    finally:
+        box.stop()

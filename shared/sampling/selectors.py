@@ -47,8 +47,10 @@ def select_top(pool: Iterable[T], k: float, max_bytes: float = math.inf, min_val
 class WindowedSelector:
     """Streaming top-k per window of capture time. Feed with `offer`, collect with `close_until`."""
 
-    def __init__(self, budget: Budget, min_value: float = -math.inf, track_dropped: bool = False):
+    def __init__(self, budget: Budget, min_value: float = -math.inf, track_dropped: bool = False, pick=None):
+        """pick(pool, k, max_bytes) -> kept items; default: the top by value (`select_top`)."""
         self.budget = budget
+        self.pick = pick or select_top
         self.min_value = min_value
         self._windows: dict[int, list] = {}
         self._carry = 0.0  # fractional count budget carried from closed windows
@@ -91,7 +93,7 @@ class WindowedSelector:
             pool = self._windows.pop(w)
             allowance = self.budget.per_window + self._carry
             k = math.floor(allowance) if math.isfinite(allowance) else len(pool)
-            chosen = select_top(pool, k, self.budget.bytes_per_window)
+            chosen = self.pick(pool, k, self.budget.bytes_per_window)
             if math.isfinite(allowance):
                 # Only the fraction carries: a quiet window does not bank budget for a burst.
                 self._carry = allowance - math.floor(allowance)

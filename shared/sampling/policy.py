@@ -1,0 +1,27 @@
+"""From a [sampling] config to the functions a tier runs: the window picker and the audit draw."""
+
+from __future__ import annotations
+
+from ..config import SamplingConfig
+from .batch import select_diverse
+from .selectors import select_top
+from .signals import random_signal
+
+_AUDIT_SALT = 0x5EED_A0D1  # the audit draw must be independent of the `random` signal
+
+
+def window_picker(cfg: SamplingConfig):
+    """-> pick(pool, k, max_bytes) for WindowedSelector, as the config's `strategy` says."""
+    if cfg.strategy == "top":
+        return select_top
+
+    def pick(pool, k, max_bytes):
+        return select_diverse(pool, k, max_bytes=max_bytes, dedup_threshold=cfg.dedup_threshold,
+                              balance_classes=cfg.balance_classes)
+
+    return pick
+
+
+def is_audit(sample_id: str, cfg: SamplingConfig) -> bool:
+    """A fixed random fraction of frames, decided by id and seed: kept outside every budget."""
+    return cfg.audit_fraction > 0 and random_signal(sample_id, cfg.seed ^ _AUDIT_SALT) < cfg.audit_fraction
