@@ -26,8 +26,9 @@ from edgeloop.shared.ids import new_sample_id
 from edgeloop.shared.images import encode_jpeg, sha256
 from edgeloop.shared.mqtt import Connection
 from edgeloop.shared.outbox import SqliteOutbox
-from edgeloop.shared.protocol import (MAX_IMAGE_BYTES, Candidate, DesiredModel, DeviceState, check_id, decode,
-                                      encode)
+from edgeloop.shared.protocol import (MAX_IMAGE_BYTES, Candidate, CampaignSet, DesiredModel, DeviceState, check_id,
+                                      decode, encode)
+from edgeloop.shared.sampling.campaigns import CampaignMatcher
 from edgeloop.shared.runtime import ModelRuntime
 from edgeloop.shared.sampling import WindowedSelector, score
 from edgeloop.shared.sampling.policy import is_audit, window_picker
@@ -38,6 +39,7 @@ from .uplink import Uplink
 
 log = logging.getLogger("edgeloop.agent")
 AUDIT_PRIORITY = 100.0
+CAMPAIGN_PRIORITY = 50.0
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,7 @@ class Agent:
         self.corrupt = 0
         self.offered = 0
         self.audited = 0
+        self.campaign_kept = 0
         self.raw_bytes = 0
         self.latencies: deque[float] = deque(maxlen=512)
         self.last_error = ""
@@ -97,7 +100,9 @@ class Agent:
         self.conn = Connection(
             s.broker, client_id=f"agent-{s.device_id}", username=s.username or s.device_id, password=s.password,
             will=(st, encode(DeviceState(s.device_id, "offline"))), on_message=self._on_message,
-            subscriptions=[(topics.desired(s.site, s.device_id), 1)])
+            subscriptions=[(topics.desired(s.site, s.device_id), 1), (topics.campaigns(s.site), 1)])
+        self.campaigns = CampaignMatcher()
+        self._campaigns_in: CampaignSet | None = None  # handed from paho's thread to the frame loop
         self.uplink = Uplink(self.conn, self.outbox, s.site, s.device_id)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -166,7 +171,13 @@ class Agent:
         audit = is_audit(sid, self.s.sampling)
         if audit:
             reasons = ("audit", *reasons)
-        if audit or value >= self.s.sampling.min_value:
+        if self._campaigns_in is not None:
+            self.campaigns.update(self._campaigns_in.campaigns)
+            self._campaigns_in = None
+        campaign = None if audit else self.campaigns.match(pred.embedding, time.time())
+        if campaign:
+            reasons = (f"campaign:{campaign}", *reasons)
+        if audit or campaign or value >= self.s.sampling.min_value:
             jpeg = encode_jpeg(frame.image)
             image = frame.image
             while len(jpeg) > MAX_IMAGE_BYTES:  # a 4K frame: halve it until the protocol accepts it
@@ -182,6 +193,9 @@ class Agent:
                 self.audited += 1
                 # Outside every budget, sent first, evicted last: the unbiased sample of what the camera sees.
                 self._commit([cand.with_value(value + AUDIT_PRIORITY)])
+            elif campaign:
+                self.campaign_kept += 1  # within the campaign's own quota, not the window budget
+                self._commit([cand.with_value(value + CAMPAIGN_PRIORITY)])
             else:
                 self.offered += self.selector.offer(cand)
         closed = self.selector.close_until(frame.captured_at)
@@ -197,6 +211,13 @@ class Agent:
 
     # -- desired model -----------------------------------------------------------------------
     def _on_message(self, client, userdata, msg) -> None:
+        if msg.topic.endswith("/campaigns"):
+            try:
+                self._campaigns_in = decode(msg.payload, CampaignSet)
+            except ProtocolError as exc:
+                self.last_error = f"ignored malformed campaigns: {exc}"
+                log.warning(self.last_error)
+            return
         try:
             desired = decode(msg.payload, DesiredModel)
         except ProtocolError as exc:
@@ -253,7 +274,7 @@ class Agent:
         stats = {
             "frames_seen": self.frames_seen, "frames_this_model": self.frames_this_model, "fps": round(self.fps, 2),
             "latency_p50_ms": float(np.percentile(lat, 50)), "latency_p95_ms": float(np.percentile(lat, 95)),
-            "offered": self.offered, "audit": self.audited, "kept": c.get("accepted", 0), "evicted": c.get("evicted", 0),
+            "offered": self.offered, "audit": self.audited, "campaign": self.campaign_kept, "kept": c.get("accepted", 0), "evicted": c.get("evicted", 0),
             "refused": c.get("refused", 0), "sent": c.get("sent", 0), "corrupt": self.corrupt,
             "bytes_sent": self.uplink.bytes_sent, "raw_bytes": self.raw_bytes,
         }

@@ -124,7 +124,8 @@ class OneBox:
         if self.s.relay_per_hour_per_agent is not None:
             per_hour = self.s.relay_per_hour_per_agent * max(1, self.s.agents // max(1, self.s.relays))
         conf = self.s.out / "relay.toml"
-        conf.write_text(sampling_toml(per_hour, RELAY_SIGNALS, self.s.seed, **RELAY_POLICY))
+        policy = RELAY_POLICY if per_hour is not None else {}  # unlimited: forward every candidate
+        conf.write_text(sampling_toml(per_hour, RELAY_SIGNALS, self.s.seed, **policy))
         svcs = []
         for i, site in enumerate(self.sites):
             svc = Service.edgeloop(f"relay-{i}", [

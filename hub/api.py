@@ -10,6 +10,8 @@
     POST /api/v1/train                {"epochs": 15} -> train, evaluate, register a new version
     POST /api/v1/desired              {"version": "v3"} -> roll the fleet to it
     GET  /api/v1/stats                counts for dashboards and the demo
+    POST /api/v1/campaigns            {"sample_ids": [...], "threshold", "quota", "ttl_s"}: more like these
+    GET  /api/v1/campaigns            the active campaigns (relays set them on their agents)
     GET  /health                      no auth
 
 Bad input gets a 4xx whose body names the problem, and nothing of it is stored.
@@ -204,6 +206,31 @@ async def post_train(request: web.Request) -> web.Response:
     return web.json_response(result)
 
 
+async def post_campaign(request: web.Request) -> web.Response:
+    """{"sample_ids": [...], "threshold": 0.15, "quota": 100, "ttl_s": 86400} -> the new campaign."""
+    body = await _json(request)
+    ids, threshold = body.get("sample_ids"), body.get("threshold", 0.15)
+    quota, ttl = body.get("quota", 100), body.get("ttl_s", 86400)
+    if not isinstance(ids, list) or not 1 <= len(ids) <= 64 or not all(isinstance(i, str) for i in ids):
+        raise _error(web.HTTPBadRequest, "sample_ids: expected a list of 1 to 64 sample ids")
+    if not isinstance(threshold, (int, float)) or isinstance(threshold, bool) or not 0 < threshold <= 2:
+        raise _error(web.HTTPBadRequest, "threshold: expected a cosine distance in (0, 2]")
+    if not isinstance(quota, int) or isinstance(quota, bool) or not 1 <= quota <= 1_000_000:
+        raise _error(web.HTTPBadRequest, "quota: expected a positive count")
+    if not isinstance(ttl, (int, float)) or isinstance(ttl, bool) or not 0 < ttl <= 365 * 86400:
+        raise _error(web.HTTPBadRequest, "ttl_s: expected seconds up to a year")
+    try:
+        camp = await asyncio.to_thread(request.app[STORE].add_campaign, ids, float(threshold), quota, float(ttl))
+    except ValueError as exc:
+        raise _error(web.HTTPBadRequest, f"sample_ids: {exc}") from exc
+    log.info("campaign %s: %d exemplars, threshold %.3f, quota %d", camp["campaign_id"], len(ids), threshold, quota)
+    return web.json_response(camp)
+
+
+async def get_campaigns(request: web.Request) -> web.Response:
+    return web.json_response({"campaigns": await asyncio.to_thread(request.app[STORE].active_campaigns)})
+
+
 async def get_stats(request: web.Request) -> web.Response:
     store = request.app[STORE]
     return web.json_response({**await asyncio.to_thread(store.counts), "desired": store.desired()})
@@ -229,5 +256,7 @@ def make_app(store: HubStore, golden: LabeledSet, tokens: list[str], signing_key
     r.add_post("/api/v1/labels", post_labels)
     r.add_post("/api/v1/train", post_train)
     r.add_get("/api/v1/stats", get_stats)
+    r.add_post("/api/v1/campaigns", post_campaign)
+    r.add_get("/api/v1/campaigns", get_campaigns)
     r.add_get("/health", health)
     return app

@@ -56,6 +56,9 @@ class HubStore:
                                       "labels_total": int}, pk="version")
         if "desired" not in self.db.table_names():
             self.db["desired"].create({"grp": str, "version": str, "set_at": float}, pk="grp")
+        if "campaigns" not in self.db.table_names():
+            self.db["campaigns"].create({"campaign_id": str, "exemplars": str, "threshold": float, "quota": int,
+                                         "expires_at": float, "created_at": float}, pk="campaign_id")
         if "counters" not in self.db.table_names():
             self.db["counters"].create({"name": str, "n": int}, pk="name")
 
@@ -174,6 +177,28 @@ class HubStore:
     def desired(self, group: str = "fleet") -> str | None:
         rows = self._query("SELECT version FROM desired WHERE grp = ?", [group])
         return rows[0]["version"] if rows else None
+
+    # -- campaigns ---------------------------------------------------------------------------
+    def add_campaign(self, exemplar_ids: list[str], threshold: float, quota: int, ttl_s: float) -> dict:
+        """A campaign from the embeddings of samples the hub holds; ValueError names what is missing."""
+        embs = []
+        for sid in exemplar_ids:
+            row = self.sample(sid)
+            if row is None or row["embedding"] is None:
+                raise ValueError(f"sample {sid!r} is not at the hub or has no embedding")
+            embs.append(row["embedding"].astype(float).round(4).tolist())
+        if len({len(e) for e in embs}) != 1:
+            raise ValueError("exemplars have embeddings of different sizes")
+        with self._lock:
+            n = self._query("SELECT COUNT(*) AS n FROM campaigns")[0]["n"]
+            camp = {"campaign_id": f"cmp-{n + 1}", "exemplars": json.dumps(embs), "threshold": threshold,
+                    "quota": quota, "expires_at": time.time() + ttl_s, "created_at": time.time()}
+            self.db["campaigns"].insert(camp)
+        return {**camp, "exemplars": embs}
+
+    def active_campaigns(self) -> list[dict]:
+        rows = self._query("SELECT * FROM campaigns WHERE expires_at > ? ORDER BY created_at", [time.time()])
+        return [{**r, "exemplars": json.loads(r["exemplars"])} for r in rows]
 
     # -- counters ----------------------------------------------------------------------------
     def bump(self, name: str, n: int) -> None:

@@ -18,14 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
+import numpy as np
 from aiohttp import web
 
 from edgeloop.shared import topics
 from edgeloop.shared.config import SamplingConfig
 from edgeloop.shared.errors import ProtocolError, StorageError
 from edgeloop.shared.mqtt import Connection
-from edgeloop.shared.protocol import (MAX_ITEMS, Candidate, DesiredModel, DeviceState, SampleBatch, check_id, decode,
-                                      encode)
+from edgeloop.shared.protocol import (MAX_ITEMS, Campaign, CampaignSet, Candidate, DesiredModel, DeviceState,
+                                      SampleBatch, check_id, decode, encode)
 from edgeloop.shared.sampling import WindowedSelector, score
 from edgeloop.shared.sampling.policy import window_picker
 
@@ -72,7 +73,9 @@ class Relay:
         self.versions: dict[str, str] = {}  # model version -> sha256 of its cached artifact
         self.counts = {"received": 0, "duplicates": 0, "rejected": 0, "kept": 0, "dropped": 0, "forwarded": 0,
                        "bytes_in": 0, "bytes_to_hub": 0, "model_bytes_in": 0, "model_bytes_out": 0,
-                       "refused_by_hub": 0, "audit": 0}
+                       "refused_by_hub": 0, "audit": 0, "campaign": 0}
+        self.campaigns: dict[str, Campaign] = {}
+        self.campaign_used: dict[str, int] = {}
         self.url = ""
         # A persistent session: while the relay restarts, the broker queues what agents send
         # (agents delete on the broker's PUBACK, so a clean session would drop it).
@@ -119,13 +122,16 @@ class Relay:
             rescored.append(Candidate(**{**c.__dict__, "value": value, "reasons": merged_reasons,
                                          "scores": merged_scores}))
         new = self.store.accept(rescored)  # on disk before we ack
-        audit = [c for c in new if "audit" in c.reasons]
-        if audit:  # outside the budget: straight to the hub
-            self.store.settle(audit, [])
-            self.counts["audit"] += len(audit)
+        # Outside the window budget, straight to the hub: audit always, campaigns within their quota here.
+        bypass = [c for c in new if "audit" in c.reasons or self._campaign_quota_left(c)]
+        if bypass:
+            self.store.settle(bypass, [])
+            self.counts["audit"] += sum("audit" in c.reasons for c in bypass)
+            self.counts["campaign"] += sum("audit" not in c.reasons for c in bypass)
+        bypassed = {c.sample_id for c in bypass}
         with self._lock:
             for c in new:
-                if "audit" in c.reasons:
+                if c.sample_id in bypassed:
                     continue
                 if not self.selector.offer(c):  # below min_value: never forwarded
                     self.selector_refused.append(c.sample_id)
@@ -134,6 +140,16 @@ class Relay:
         self.counts["received"] += len(batch.samples)
         self.counts["duplicates"] += len(batch.samples) - len(new)
         self.counts["bytes_in"] += len(msg.payload)
+
+    def _campaign_quota_left(self, c: Candidate) -> bool:
+        """True (and counted) when `c` was kept for an active campaign whose quota at this relay is not spent."""
+        for reason in c.reasons:
+            if reason.startswith("campaign:"):
+                camp = self.campaigns.get(reason[9:])
+                if camp and time.time() <= camp.expires_at and self.campaign_used.get(camp.campaign_id, 0) < camp.quota:
+                    self.campaign_used[camp.campaign_id] = self.campaign_used.get(camp.campaign_id, 0) + 1
+                    return True
+        return False
 
     def _on_state(self, device: str, state: DeviceState) -> None:
         first = device not in self.devices
@@ -234,7 +250,24 @@ class Relay:
                 log.warning("desired-model poll failed: %s", exc)
             await asyncio.sleep(self.s.poll_s)
 
+    async def _poll_campaigns(self, http: aiohttp.ClientSession) -> None:
+        async with http.get(f"{self.s.hub_url}/api/v1/campaigns", params={"site": self.s.site},
+                            headers=self._auth()) as resp:
+            resp.raise_for_status()
+            reply = await resp.json()
+        active = tuple(Campaign(c["campaign_id"], np.asarray(c["exemplars"], np.float16), float(c["threshold"]),
+                                int(c["quota"]), float(c["expires_at"])) for c in reply["campaigns"])
+        ids = {c.campaign_id for c in active}
+        if ids == set(self.campaigns):
+            return
+        # Validate as agents will, then set it retained on the site's campaigns topic.
+        payload = encode(decode(encode(CampaignSet(active)), CampaignSet))
+        self.campaigns = {c.campaign_id: c for c in active}
+        self.conn.publish(topics.campaigns(self.s.site), payload, qos=1, retain=True)
+        log.info("campaigns on site %s: %s", self.s.site, ", ".join(sorted(ids)) or "none")
+
     async def _poll_once(self, http: aiohttp.ClientSession) -> None:
+        await self._poll_campaigns(http)
         async with http.get(f"{self.s.hub_url}/api/v1/desired", params={"site": self.s.site},
                             headers=self._auth()) as resp:
             if resp.status == 204:
@@ -280,7 +313,8 @@ class Relay:
             "queued": await asyncio.to_thread(len, self.store.forward),
             "desired": self.desired.version if self.desired else None,
             "devices": {d: {"status": st.status, "model_version": st.model_version} for d, st in devices.items()},
-            "counts": self.counts, "storage_failed": self.storage_failed})
+            "counts": self.counts, "storage_failed": self.storage_failed,
+            "campaigns": {cid: {"quota": c.quota, "used": self.campaign_used.get(cid, 0)} for cid, c in self.campaigns.items()}})
 
     def _auth(self, headers: dict | None = None) -> dict:
         return {**(headers or {}), "Authorization": f"Bearer {self.s.token}"}

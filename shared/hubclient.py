@@ -33,6 +33,30 @@ class HubClient:
             raise PeerUnavailable(f"hub {self.url} unreachable: {exc}") from exc
         return json.loads(data) if data else None
 
+    def get_bytes(self, path: str) -> bytes:
+        """GET raw bytes (a model artifact, an image)."""
+        req = urllib.request.Request(f"{self.url}{path}", headers=self._headers())
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                return resp.read()
+        except (urllib.error.URLError, OSError) as exc:
+            raise PeerUnavailable(f"hub {self.url}: GET {path} failed: {exc}") from exc
+
+    def post_bytes(self, path: str, body: bytes, content_type: str = "application/msgpack") -> Any:
+        """POST raw bytes (a msgpack sample batch) -> the JSON reply."""
+        req = urllib.request.Request(f"{self.url}{path}", data=body, method="POST",
+                                     headers={**self._headers(), "Content-Type": content_type})
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                return json.loads(resp.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            raise ProtocolError(f"hub answered {exc.code} to POST {path}: {exc.read()[:300]!r}") from exc
+        except (urllib.error.URLError, OSError) as exc:
+            raise PeerUnavailable(f"hub {self.url}: POST {path} failed: {exc}") from exc
+
+    def _headers(self) -> dict:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
     def get(self, path: str) -> Any:
         return self.call("GET", path)
 

@@ -197,9 +197,65 @@ class DesiredModel:
         return cls(version=check_id(m.get("version"), "desired.version"), sha256=sha, size=size, url=url, phase=phase)
 
 
-Message = SampleBatch | DeviceState | DesiredModel
-_TYPES: dict[str, type] = {t.TYPE: t for t in (SampleBatch, DeviceState, DesiredModel)}
-M = TypeVar("M", SampleBatch, DeviceState, DesiredModel)
+@dataclass(frozen=True, eq=False)
+class Campaign:
+    """"Find me more like this": keep frames whose embedding lies within `threshold` (cosine
+    distance) of an exemplar, with the reason `campaign:<id>`, up to `quota` per device and per relay."""
+
+    campaign_id: str
+    exemplars: np.ndarray  # (E, D) float16
+    threshold: float
+    quota: int
+    expires_at: float  # seconds since the epoch
+
+    def to_wire(self) -> dict[str, Any]:
+        ex = np.asarray(self.exemplars, "<f2")
+        return {"campaign_id": self.campaign_id, "dim": int(ex.shape[1]), "exemplars": ex.tobytes(),
+                "threshold": self.threshold, "quota": self.quota, "expires_at": self.expires_at}
+
+    @classmethod
+    def from_wire(cls, raw: Any, where: str = "campaign") -> "Campaign":
+        m = _map(raw, where)
+        dim = m.get("dim")
+        if not isinstance(dim, int) or isinstance(dim, bool) or not 1 <= dim <= MAX_EMBEDDING:
+            raise ProtocolError(f"{where}.dim: expected an embedding size from 1 to {MAX_EMBEDDING}")
+        ex_b = _bytes(m, "exemplars", where, MAX_ITEMS * MAX_EMBEDDING * 2)
+        if not ex_b or len(ex_b) % (2 * dim):
+            raise ProtocolError(f"{where}.exemplars: expected float16 vectors of {dim}, got {len(ex_b)} bytes")
+        ex = np.frombuffer(ex_b, "<f2").astype(np.float16).reshape(-1, dim)
+        if not np.all(np.isfinite(ex)):
+            raise ProtocolError(f"{where}.exemplars: contains NaN or infinity")
+        threshold = _float(m, "threshold", where)
+        if not 0.0 <= threshold <= 2.0:
+            raise ProtocolError(f"{where}.threshold: expected a cosine distance from 0 to 2")
+        quota = m.get("quota")
+        if not isinstance(quota, int) or isinstance(quota, bool) or not 0 <= quota <= 1_000_000:
+            raise ProtocolError(f"{where}.quota: expected a non-negative count")
+        return cls(check_id(m.get("campaign_id"), f"{where}.campaign_id"), ex, threshold, quota,
+                   _float(m, "expires_at", where))
+
+
+@dataclass(frozen=True, eq=False)
+class CampaignSet:
+    """The active campaigns of a site, retained on `edgeloop/{site}/campaigns`."""
+
+    TYPE = "campaigns"
+    campaigns: tuple[Campaign, ...]
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"campaigns": [c.to_wire() for c in self.campaigns]}
+
+    @classmethod
+    def from_wire(cls, m: dict) -> "CampaignSet":
+        items = m.get("campaigns")
+        if not isinstance(items, list) or len(items) > MAX_ITEMS:
+            raise ProtocolError(f"campaigns: expected a list of at most {MAX_ITEMS}")
+        return cls(tuple(Campaign.from_wire(c, f"campaigns[{i}]") for i, c in enumerate(items)))
+
+
+Message = SampleBatch | DeviceState | DesiredModel | CampaignSet
+_TYPES: dict[str, type] = {t.TYPE: t for t in (SampleBatch, DeviceState, DesiredModel, CampaignSet)}
+M = TypeVar("M", SampleBatch, DeviceState, DesiredModel, CampaignSet)
 
 
 def encode(msg: Message) -> bytes:

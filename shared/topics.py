@@ -17,6 +17,10 @@ def desired(site: str, device: str) -> str:
     return f"{ROOT}/{site}/{device}/desired"
 
 
+def campaigns(site: str) -> str:
+    return f"{ROOT}/{site}/campaigns"
+
+
 def site_filter(site: str, leaf: str) -> str:
     """The filter a relay subscribes with, e.g. site_filter("s1", "samples") -> edgeloop/s1/+/samples."""
     return f"{ROOT}/{site}/+/{leaf}"
