@@ -67,7 +67,8 @@ def near_duplicates(embeddings: np.ndarray, threshold: float, values: np.ndarray
     for i in order:
         if dup[i]:
             continue  # only kept items suppress others
-        close = _dist_to(unit, unit[i]) <= threshold
+        # A hair of tolerance: identical vectors must count as distance 0 whatever the rounding.
+        close = _dist_to(unit, unit[i]) <= threshold + 1e-9
         dup |= close & (rank > rank[i])  # items ranked before i are already decided
     return dup
 
