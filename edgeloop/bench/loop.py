@@ -31,7 +31,7 @@ import json
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -54,7 +54,7 @@ class LoopConfig:
     cameras: int = 4
     sites: int = 2                         # cameras spread round-robin over sites (one relay each)
     frames: int = 600                      # frames per camera per round (1 fps of capture time)
-    epochs: int = 4                        # fine-tuning epochs per round
+    epochs: int = 6                        # fine-tuning epochs per round (8: ~1.4x the time)
     seed_epochs: int = 15                  # epochs of the round-0 seed model (shared by every arm)
     seed_set: int = 300                    # labeled day/dusk frames behind the seed model
     golden_per_condition: int = 300
@@ -106,25 +106,19 @@ def _hub_select(rows: list[dict], budget: int, strategy: str, seed: int,
     from edgeloop.hub import selection
 
     if strategy not in selection.STRATEGIES:
-        strategy = "uncertainty"  # TODO(hybrid): only for a hub.selection without "hybrid"/"coreset"
+        # TODO(hybrid): fallback for a hub.selection from before "hybrid"/"coreset"; drop once released.
+        strategy = "uncertainty"
     kwargs = {}
     if strategy in ("hybrid", "coreset"):
         kwargs["labeled_embeddings"] = labeled_embeddings
     return selection.select_for_labeling(rows, budget, strategy=strategy, seed=seed, **kwargs), strategy
 
 
-def _windows(cands: list[_Cand], window_s: float) -> list[list[_Cand]]:
-    by: dict[int, list[_Cand]] = {}
-    for c in cands:
-        by.setdefault(math.floor(c.captured_at / window_s), []).append(c)
-    return [by[w] for w in sorted(by)]
-
-
 class _Round:
     """One round of one arm: tiers, labels, training, evaluation."""
 
-    def __init__(self, cfg: LoopConfig, seed: int, round_no: int, frames: dict, jpeg: Callable[[str, int], int]):
-        self.cfg, self.seed, self.round_no, self.frames, self.jpeg = cfg, seed, round_no, frames, jpeg
+    def __init__(self, cfg: LoopConfig, seed: int, round_no: int, frames: dict):
+        self.cfg, self.seed, self.round_no, self.frames = cfg, seed, round_no, frames
 
     def infer(self, runtime, sites: dict[str, str]) -> dict[str, list[_Cand]]:
         out = {}
@@ -172,16 +166,15 @@ class _Round:
                     sel.offer(c)
                 kept += sel.close_until(None)
                 continue
+            # The relay service's own selector with its diversity picker (edgeloop.onebox.RELAY_POLICY).
+            sel = WindowedSelector(budget, pick=lambda pool, k, max_bytes: select_diverse(
+                pool, k, max_bytes=max_bytes, dedup_threshold=self.cfg.dedup, balance_classes=True,
+                num_classes=NUM_CLASSES))
             sig = _signals(RELAY_SIGNALS)
             for c in items:
                 c.value = score(c.probs, c.sample_id, sig, self.seed)[0]
-            carry = 0.0
-            for window in _windows(items, self.cfg.window_s):  # windows on the capture clock, as the relay's
-                allowance = budget.per_window + carry
-                k = math.floor(allowance)
-                carry = allowance - k
-                kept += select_diverse(window, k, dedup_threshold=self.cfg.dedup, balance_classes=True,
-                                       num_classes=NUM_CLASSES)
+                sel.offer(c)
+            kept += sel.close_until(None)
         return kept
 
     def hub(self, arm: str, pool: list[_Cand], labeled_embeddings: np.ndarray | None) -> tuple[list[_Cand], str]:
@@ -239,8 +232,10 @@ def _run_seed(cfg: LoopConfig, seed: int, step: Callable[[str], None]) -> dict:
                 sizes[key] = len(encode_jpeg(images[key]))
             return sizes[key]
 
-        rnd = _Round(cfg, seed, r, frames, jpeg_size)
+        rnd = _Round(cfg, seed, r, frames)
         n_frames = cfg.cameras * cfg.frames
+        # windows of the capture clock this round touches (every camera shares the clock)
+        n_windows = len({math.floor(f.captured_at / cfg.window_s) for f in frames[cams[0]]})
         for arm in cfg.arms:
             a = arms[arm]
             cands = rnd.infer(a["runtime"], sites)
@@ -268,9 +263,10 @@ def _run_seed(cfg: LoopConfig, seed: int, step: Callable[[str], None]) -> dict:
             a["accuracy"].append(m["accuracy"])
             a["per_slice"].append(m["per_slice"])
             a["labels_used"].append(a["n_labeled"])
-            agent_budget = (cfg.agent_per_hour * cfg.frames / 3600.0) * cfg.cameras if arm != "central" else None
-            relay_budget = (cfg.relay_per_hour_per_agent * cfg.frames / 3600.0) * cfg.cameras \
-                if arm in ("random", "edgeloop") else None
+            agent_budget = math.floor(cfg.agent_per_hour * cfg.window_s / 3600.0 * n_windows + 1e-9) * cfg.cameras \
+                if arm != "central" else None
+            relay_budget = sum(math.floor(cfg.relay_per_hour_per_agent * n * cfg.window_s / 3600.0 * n_windows + 1e-9)
+                               for n in cams_per_site.values()) if arm in ("random", "edgeloop") else None
             a["rounds"].append({
                 "frames": n_frames, "agent_kept": len(up), "relay_kept": len(fwd), "labeled": len(chosen),
                 "budgets": {"agent": agent_budget, "relay": relay_budget, "labels": cfg.labels},
@@ -402,11 +398,11 @@ def plot(report: dict, path: Path) -> str:
         return "cv2"
     fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
     for name, a in report["arms"].items():
-        x, m, s = np.array(a["labels"]), np.array(a["accuracy_mean"]), np.array(a["accuracy_std"])
+        x, m, s = np.array(a["labels_used"]), np.array(a["accuracy_mean"]), np.array(a["accuracy_std"])
         ax.plot(x, m, marker="o", label=name, color=COLORS.get(name))
         ax.fill_between(x, m - s, m + s, alpha=0.2, color=COLORS.get(name))
     ax.axhline(report["target"], ls="--", color="k", lw=0.8, label=f"target {report['target']:.3f}")
-    ax.set_xlabel("labels (cumulative, incl. seed set)")
+    ax.set_xlabel("labels spent (cumulative, incl. seed set)")
     ax.set_ylabel("golden-set accuracy")
     ax.set_title("edgeloop bench loop: accuracy vs labels")
     ax.legend()
@@ -430,7 +426,7 @@ def _plot_cv2(report: dict, path: Path, size: tuple[int, int] = (960, 600)) -> N
     left, right, top, bottom = 80, 170, 50, 60
     img = np.full((H, W, 3), 255, np.uint8)
     arms = report["arms"]
-    xs = [x for a in arms.values() for x in a["labels"]]
+    xs = [x for a in arms.values() for x in a["labels_used"]]
     lo = min(min(np.subtract(a["accuracy_mean"], a["accuracy_std"])) for a in arms.values())
     hi = max(max(np.add(a["accuracy_mean"], a["accuracy_std"])) for a in arms.values())
     lo, hi = min(lo, report["target"]), max(hi, report["target"])
@@ -465,8 +461,8 @@ def _plot_cv2(report: dict, path: Path, size: tuple[int, int] = (960, 600)) -> N
     for name, a in arms.items():
         bgr = tuple(int(255 * c) for c in reversed(COLORS.get(name, (0, 0, 0))))
         m, s = np.array(a["accuracy_mean"]), np.array(a["accuracy_std"])
-        upper = [px(x, y) for x, y in zip(a["labels"], m + s)]
-        lower = [px(x, y) for x, y in zip(a["labels"], m - s)]
+        upper = [px(x, y) for x, y in zip(a["labels_used"], m + s)]
+        lower = [px(x, y) for x, y in zip(a["labels_used"], m - s)]
         cv2.fillPoly(overlay, [np.array(upper + lower[::-1], np.int32)], bgr)
     img = cv2.addWeighted(overlay, 0.2, img, 0.8, 0)
     tp = px(x0, report["target"])[1]
@@ -474,7 +470,7 @@ def _plot_cv2(report: dict, path: Path, size: tuple[int, int] = (960, 600)) -> N
         cv2.line(img, (xa, tp), (min(xa + 6, W - right), tp), (0, 0, 0), 1)
     for i, (name, a) in enumerate(arms.items()):
         bgr = tuple(int(255 * c) for c in reversed(COLORS.get(name, (0, 0, 0))))
-        pts = [px(x, y) for x, y in zip(a["labels"], a["accuracy_mean"])]
+        pts = [px(x, y) for x, y in zip(a["labels_used"], a["accuracy_mean"])]
         cv2.polylines(img, [np.array(pts, np.int32)], False, bgr, 2, cv2.LINE_AA)
         for p in pts:
             cv2.circle(img, p, 4, bgr, -1, cv2.LINE_AA)
@@ -486,7 +482,7 @@ def _plot_cv2(report: dict, path: Path, size: tuple[int, int] = (960, 600)) -> N
     cv2.putText(img, f"target {report['target']:.3f}", (W - right + 46, ly + 5), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
     cv2.putText(img, "edgeloop bench loop: accuracy vs labels (mean +- std over seeds)", (left, 30), font, 0.6,
                 (0, 0, 0), 1, cv2.LINE_AA)
-    cv2.putText(img, "labels (cumulative, incl. seed set)", (left + 200, H - 15), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(img, "labels spent (cumulative, incl. seed set)", (left + 200, H - 15), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
     cv2.putText(img, "accuracy", (5, top - 15), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
     if not cv2.imwrite(str(path), img):
         raise OSError(f"could not write {path}")
@@ -504,6 +500,8 @@ def _plot_cv2(report: dict, path: Path, size: tuple[int, int] = (960, 600)) -> N
 @click.option("--epochs", default=LoopConfig.epochs, show_default=True, help="Fine-tuning epochs per round.")
 @click.option("--seed-epochs", default=LoopConfig.seed_epochs, show_default=True,
               help="Epochs of the round-0 seed model (shared by every arm).")
+@click.option("--seed-set", default=LoopConfig.seed_set, show_default=True,
+              help="Labeled day/dusk frames behind the seed model (round 0 of every arm).")
 @click.option("--golden", "golden_per_condition", default=300, show_default=True,
               help="Golden-set frames per lighting condition.")
 @click.option("--arms", default=",".join(ARMS), show_default=True, help="Comma-separated arms to run.")
@@ -511,8 +509,8 @@ def _plot_cv2(report: dict, path: Path, size: tuple[int, int] = (960, 600)) -> N
               help="Accuracy target for labels_to_target [default: 0.95 x central's final mean accuracy].")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/bench"), show_default=True,
               help="Output folder: loop.json and loop.png.")
-def loop(seeds, rounds, labels, cameras, sites, frames, epochs, seed_epochs, golden_per_condition, arms, target,
-         out) -> None:
+def loop(seeds, rounds, labels, cameras, sites, frames, epochs, seed_epochs, seed_set, golden_per_condition, arms,
+         target, out) -> None:
     """Labels and bytes saved by hierarchical selection, against random, threshold and central arms.
 
     Runs the whole loop in one process over several seeds of the simulated world, with the services'
@@ -530,7 +528,8 @@ def loop(seeds, rounds, labels, cameras, sites, frames, epochs, seed_epochs, gol
     arm_list = tuple(a.strip() for a in arms.split(",") if a.strip())
     try:
         cfg = LoopConfig(seeds=seeds, rounds=rounds, labels=labels, cameras=cameras, sites=sites, frames=frames,
-                         epochs=epochs, seed_epochs=seed_epochs, golden_per_condition=golden_per_condition,
+                         epochs=epochs, seed_epochs=seed_epochs, seed_set=seed_set,
+                         golden_per_condition=golden_per_condition,
                          target=target, arms=arm_list)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
