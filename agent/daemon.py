@@ -22,7 +22,7 @@ import numpy as np
 from edgeloop.shared import topics
 from edgeloop.shared.config import SamplingConfig
 from edgeloop.shared.errors import ConfigError, ImageError, ProtocolError
-from edgeloop.shared.ids import new_sample_id
+from edgeloop.shared.ids import frame_sample_id
 from edgeloop.shared.images import encode_jpeg, sha256
 from edgeloop.shared.mqtt import Connection
 from edgeloop.shared.outbox import SqliteOutbox
@@ -166,7 +166,7 @@ class Agent:
             if rt is self.runtime:  # a frame of the model that just left does not count for the new one
                 self.frames_this_model += 1
         self.raw_bytes += frame.image.nbytes
-        sid = new_sample_id()
+        sid = frame_sample_id(frame.captured_at, self.s.device_id, frame.camera_id, frame.index)
         value, scores, reasons = score(pred.probs, sid, self.s.sampling.signals, self.s.sampling.seed)
         audit = is_audit(sid, self.s.sampling)
         if audit:

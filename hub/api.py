@@ -103,10 +103,10 @@ async def post_samples(request: web.Request) -> web.Response:
 
 async def get_desired(request: web.Request) -> web.Response:
     store = request.app[STORE]
-    version = store.desired()
+    version = await asyncio.to_thread(store.desired)
     if not version:
         return web.Response(status=204)
-    m = store.model(version)
+    m = await asyncio.to_thread(store.model, version)
     return web.json_response({"version": version, "sha256": m["artifact_sha256"], "size": m["artifact_size"],
                               "artifact": f"/api/v1/models/{version}/artifact"})
 
@@ -115,20 +115,22 @@ async def post_desired(request: web.Request) -> web.Response:
     store = request.app[STORE]
     body = await _json(request)
     version = body.get("version")
-    if not isinstance(version, str) or not store.model(version):
+    if not isinstance(version, str) or not await asyncio.to_thread(store.model, version):
         raise _error(web.HTTPNotFound, f"no model version {version!r} in the registry")
-    store.set_desired(version)
+    await asyncio.to_thread(store.set_desired, version)
     log.info("desired model for the fleet is now %s", version)
     return web.json_response({"version": version})
 
 
 async def get_models(request: web.Request) -> web.Response:
-    return web.json_response({"models": request.app[STORE].models(), "desired": request.app[STORE].desired()})
+    store = request.app[STORE]
+    return web.json_response({"models": await asyncio.to_thread(store.models),
+                              "desired": await asyncio.to_thread(store.desired)})
 
 
 async def get_artifact(request: web.Request) -> web.Response:
     store = request.app[STORE]
-    m = store.model(request.match_info["version"])
+    m = await asyncio.to_thread(store.model, request.match_info["version"])
     if not m:
         raise _error(web.HTTPNotFound, f"no model version {request.match_info['version']!r}")
     data = await asyncio.to_thread(store.blobs.get, m["artifact_sha256"])
@@ -168,10 +170,10 @@ async def get_label_queue(request: web.Request) -> web.Response:
 
 async def get_image(request: web.Request) -> web.Response:
     store = request.app[STORE]
-    row = store.sample(request.match_info["sample_id"])
+    row = await asyncio.to_thread(store.sample, request.match_info["sample_id"])
     if not row:
         raise _error(web.HTTPNotFound, "no such sample")
-    return web.Response(body=store.blobs.get(row["image_sha256"]), content_type="image/jpeg")
+    return web.Response(body=await asyncio.to_thread(store.blobs.get, row["image_sha256"]), content_type="image/jpeg")
 
 
 async def post_labels(request: web.Request) -> web.Response:
@@ -233,7 +235,7 @@ async def get_campaigns(request: web.Request) -> web.Response:
 
 async def get_stats(request: web.Request) -> web.Response:
     store = request.app[STORE]
-    return web.json_response({**await asyncio.to_thread(store.counts), "desired": store.desired()})
+    return web.json_response({**await asyncio.to_thread(store.counts), "desired": await asyncio.to_thread(store.desired)})
 
 
 async def health(request: web.Request) -> web.Response:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from pathlib import Path
 
 
@@ -20,8 +21,12 @@ class BlobStore:
         p = self.path(digest)
         if not p.exists():
             p.parent.mkdir(parents=True, exist_ok=True)
-            tmp = p.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_bytes(data)
+            tmp = p.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                # On disk before the database row that points at it commits (synchronous=FULL there).
+                os.fsync(f.fileno())
             os.replace(tmp, p)
         return digest
 

@@ -437,3 +437,16 @@ def test_new_sample_id_is_accepted_by_the_decoder():
     ids_ = [new_sample_id() for _ in range(50)]
     assert all(re.fullmatch(r"[0-9A-HJKMNP-TV-Z]{26}", s) for s in ids_)
     assert len(set(ids_)) == 50
+
+
+@given(st.floats(0, 4e9, allow_nan=False), st.text(min_size=1, max_size=20), st.text(min_size=1, max_size=20),
+       st.integers(0, 2**40))
+def test_frame_sample_ids_are_valid_deterministic_ulids(t, device, camera, index):
+    from edgeloop.shared.ids import frame_sample_id
+
+    sid = frame_sample_id(t, device, camera, index)
+    assert sid == frame_sample_id(t, device, camera, index)  # a replayed frame keeps its id
+    assert sid != frame_sample_id(t, device, camera, index + 1)
+    assert frame_sample_id(t, device, camera, index) < frame_sample_id(t + 1, device, camera, index)  # time-ordered
+    c = Candidate.from_wire({**make_candidate().to_wire(), "sample_id": sid})
+    assert c.sample_id == sid
