@@ -54,16 +54,11 @@ def run_demo(s: OneBoxSettings, rounds: int, labels_per_round: int, strategy: st
                                                  "strategy": strategy},
               "rounds": []}
     try:
-        with console.status("[bold]building the simulated world (golden and seed sets)") as status:
-            golden, seed = box.make_datasets()
-            status.update("[bold]round 0: training the seed model at the hub")
-            box.seed_hub(golden, seed)
-            status.update(f"[bold]starting the {s.broker} broker, hub, {s.relays} relays, {s.agents} agents")
-            box.start_broker()
-            hub = box.start_hub(golden)
-            box.start_relays()
-            box.watch_states()
+        with console.status("[bold]starting") as status:
+            box.start_services(lambda text: status.update(f"[bold]{text}"))
+            status.update(f"[bold]starting {s.agents} agents")
             box.start_agents()
+            hub = box.hub
         v0 = hub.get("/api/v1/stats")["desired"]
         seed_model = next(m for m in hub.get("/api/v1/models")["models"] if m["version"] == v0)
         zero = {"seen": 0, "agent_kept": 0, "relay_kept": 0, "hub_selected": 0, "labeled": 0}

@@ -90,6 +90,18 @@ class OneBox:
         world.seed_set(n=self.s.seed_set).save(seed)
         return golden, seed
 
+    def start_services(self, status=lambda text: None) -> None:
+        """Everything but the agents: world data sets, the seed model, broker, hub, relays, the state watcher."""
+        status("building the simulated world (golden and seed sets)")
+        golden, seed = self.make_datasets()
+        status("round 0: training the seed model at the hub")
+        self.seed_hub(golden, seed)
+        status(f"starting the {self.s.broker} broker, hub and {self.s.relays} relays")
+        self.start_broker()
+        self.start_hub(golden)
+        self.start_relays()
+        self.watch_states()
+
     def start_broker(self) -> str:
         if self.s.broker == "mosquitto":
             port = free_port()

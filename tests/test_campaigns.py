@@ -57,12 +57,7 @@ def run(tmp_path, campaign: bool) -> tuple[float, int, dict]:
                        seed_set=120, golden_per_condition=20, epochs=2)
     box = OneBox(s)
     try:
-        golden, seed = box.make_datasets()
-        box.seed_hub(golden, seed)
-        box.start_broker()
-        box.start_hub(golden)
-        box.start_relays()
-        box.watch_states()
+        box.start_services()
         if campaign:
             ex = exemplars(box)
             box.hub.post_bytes("/api/v1/samples", encode(SampleBatch("exemplars", "lab", tuple(ex))))

@@ -41,12 +41,7 @@ def start_box(tmp_path, agents=2, relays=2, frames=90, relay_per_hour=None, agen
                        agent_per_hour=1200, relay_per_hour_per_agent=relay_per_hour, seed_set=120,
                        golden_per_condition=20, epochs=2, agent_max_fps=max_fps)
     box = OneBox(s)
-    golden, seed = box.make_datasets()
-    box.seed_hub(golden, seed)
-    box.start_broker()
-    box.start_hub(golden)
-    box.start_relays()
-    box.watch_states()
+    box.start_services()
     box.agents = box.start_agents(env=agent_env)
     return box
 
@@ -230,12 +225,7 @@ def test_audit_candidates_pass_every_tier_outside_the_budgets_and_queue_as_their
                        epochs=1, audit_fraction=0.1)  # budgets of ~0 per window: only audit gets through
     box = OneBox(s)
     try:
-        golden, seed = box.make_datasets()
-        box.seed_hub(golden, seed)
-        box.start_broker()
-        box.start_hub(golden)
-        box.start_relays()
-        box.watch_states()
+        box.start_services()
         box.start_agents()
         box.wait("the round", lambda: box.round_done("v0", 300), timeout=240)
         audited = sum(box.agent_states()[d].stats["audit"] for d in box.agent_ids)
