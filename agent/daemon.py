@@ -189,13 +189,12 @@ class Agent:
                 embedding=None if pred.embedding is None else pred.embedding.astype(np.float16),
                 image=jpeg, image_sha256=sha256(jpeg), tags={**frame.tags, "site": self.s.site},
                 scores=scores, reasons=reasons, value=value)
-            if audit:
-                self.audited += 1
-                # Outside every budget, sent first, evicted last: the unbiased sample of what the camera sees.
-                self._commit([cand.with_value(value + AUDIT_PRIORITY)])
-            elif campaign:
-                self.campaign_kept += 1  # within the campaign's own quota, not the window budget
-                self._commit([cand.with_value(value + CAMPAIGN_PRIORITY)])
+            if audit or campaign:
+                # Outside the window budget, sent before and evicted after ordinary candidates: audit is
+                # the unbiased sample of what the camera sees; a campaign has its own quota.
+                self.audited += audit
+                self.campaign_kept += bool(campaign)
+                self._commit([cand.with_value(value + (AUDIT_PRIORITY if audit else CAMPAIGN_PRIORITY))])
             else:
                 self.offered += self.selector.offer(cand)
         closed = self.selector.close_until(frame.captured_at)

@@ -191,55 +191,54 @@ class Relay:
             if not batch:
                 await asyncio.sleep(0.25)
                 continue
-            body = encode(SampleBatch(source=self.s.relay_id, site=self.s.site, samples=tuple(batch)))
-            ids = [c.sample_id for c in batch]
-            try:
-                async with http.post(f"{self.s.hub_url}/api/v1/samples", data=body, headers=self._auth(
-                        {"Content-Type": "application/msgpack"})) as resp:
-                    reply = await resp.json() if resp.status == 200 else {}
-                    status = resp.status
-                    text = "" if status == 200 else await resp.text()
-            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
-                await asyncio.to_thread(self.store.forward.release, ids)
-                log.warning("hub unreachable (%s); %d samples wait, retry in %.1fs", exc, len(ids), backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 30)
-                continue
-            if 400 <= status < 500 and status not in (401, 403, 408, 429):
+            status, text, reply, nbytes = await self._post(http, batch)
+            if _refused(status):
                 # The hub refuses these bytes; resending them won't help. Find the bad ones alone.
                 await self._post_one_by_one(http, batch, text)
                 continue
             if status != 200:
-                await asyncio.to_thread(self.store.forward.release, ids)
-                log.error("hub answered %d: %s", status, text[:300])
+                await asyncio.to_thread(self.store.forward.release, [c.sample_id for c in batch])
+                log.warning("hub %s (%s); %d samples wait, retry in %.1fs",
+                            f"answered {status}" if status else "unreachable", text[:300], len(batch), backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 30)
                 continue
-            # Delete only what the hub confirms it holds (stored now or before).
-            confirmed = set(reply.get("stored", [])) | set(reply.get("duplicates", []))
-            await asyncio.to_thread(self.store.forward.ack, [i for i in ids if i in confirmed])
-            await asyncio.to_thread(self.store.forward.release, [i for i in ids if i not in confirmed])
-            self.counts["forwarded"] += len(confirmed)
-            self.counts["bytes_to_hub"] += len(body)
+            await self._settle_reply(batch, reply, nbytes)
             backoff = 0.5
 
     async def _post_one_by_one(self, http: aiohttp.ClientSession, batch: list[Candidate], why: str) -> None:
         log.warning("hub refused a batch of %d (%s); sending one by one", len(batch), why[:200])
         for c in batch:
-            body = encode(SampleBatch(source=self.s.relay_id, site=self.s.site, samples=(c,)))
-            async with http.post(f"{self.s.hub_url}/api/v1/samples", data=body,
-                                 headers=self._auth({"Content-Type": "application/msgpack"})) as resp:
-                status, text = resp.status, await resp.text()
+            status, text, reply, nbytes = await self._post(http, [c])
             if status == 200:
-                self.counts["forwarded"] += 1
-                self.counts["bytes_to_hub"] += len(body)
-            elif 400 <= status < 500:
+                await self._settle_reply([c], reply, nbytes)
+            elif _refused(status):
                 self.counts["refused_by_hub"] += 1
                 log.error("hub refused sample %s for good: %s", c.sample_id, text[:300])
+                await asyncio.to_thread(self.store.forward.ack, [c.sample_id])
             else:
                 await asyncio.to_thread(self.store.forward.release, [c.sample_id])
-                continue
-            await asyncio.to_thread(self.store.forward.ack, [c.sample_id])
+
+    async def _post(self, http: aiohttp.ClientSession, batch: list[Candidate]) -> tuple[int, str, dict, int]:
+        """POST candidates to the hub -> (status, error text, JSON reply, body bytes); status 0: unreachable."""
+        body = encode(SampleBatch(source=self.s.relay_id, site=self.s.site, samples=tuple(batch)))
+        try:
+            async with http.post(f"{self.s.hub_url}/api/v1/samples", data=body,
+                                 headers=self._auth({"Content-Type": "application/msgpack"})) as resp:
+                if resp.status == 200:
+                    return 200, "", await resp.json(), len(body)
+                return resp.status, await resp.text(), {}, len(body)
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+            return 0, str(exc), {}, len(body)
+
+    async def _settle_reply(self, batch: list[Candidate], reply: dict, nbytes: int) -> None:
+        # Delete only what the hub confirms it holds (stored now or before); lease the rest again.
+        confirmed = set(reply.get("stored", [])) | set(reply.get("duplicates", []))
+        ids = [c.sample_id for c in batch]
+        await asyncio.to_thread(self.store.forward.ack, [i for i in ids if i in confirmed])
+        await asyncio.to_thread(self.store.forward.release, [i for i in ids if i not in confirmed])
+        self.counts["forwarded"] += len(confirmed)
+        self.counts["bytes_to_hub"] += nbytes
 
     # -- model cache -------------------------------------------------------------------------
     async def model_poller(self, http: aiohttp.ClientSession) -> None:
@@ -348,6 +347,11 @@ async def serve(s: RelaySettings, ready_file: Path | None, stop: asyncio.Event) 
     await runner.cleanup()
     with relay._lock:
         relay.store.close()
+
+
+def _refused(status: int) -> bool:
+    """A 4xx that says "these bytes are wrong" (not auth, timeout or rate limiting): retrying won't help."""
+    return 400 <= status < 500 and status not in (401, 403, 408, 429)
 
 
 async def _forever(name: str, loop) -> None:
