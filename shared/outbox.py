@@ -6,7 +6,8 @@
     box.ack(ids)                     # delete after the peer confirmed (PUBACK, hub 2xx)
     box.release(ids)                 # the send failed: lease them again later
 
-When full, the lowest-value unleased candidates go first, and are counted. Each put is one
+When full (the quota, or the disk), the lowest-value unleased candidates go first, and are
+counted; the last evictions are kept in a small table. Each put is one
 transaction with synchronous=FULL: once put() returns, a SIGKILL or power cut cannot lose it.
 """
 
@@ -38,7 +39,9 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE INDEX IF NOT EXISTS outbox_by_value ON outbox (leased, value);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, n INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS evictions (sample_id TEXT PRIMARY KEY, value REAL NOT NULL, at REAL NOT NULL);
 """
+EVICTIONS_KEPT = 1000
 
 
 class Outbox(Protocol):
@@ -67,47 +70,88 @@ class SqliteOutbox:
 
     # -- writes ------------------------------------------------------------------------------
     def put(self, c: Candidate, value: float) -> bool:
+        """Commit a candidate (durably, before returning True); False when it is refused.
+
+        Over the quota, lower-value candidates make room. A full disk is a smaller quota: the
+        cheapest candidates are evicted until the write fits, never a crash.
+        """
         payload = msgpack.packb(c.to_wire(), use_bin_type=True)
+        limit, free = self.quota, 2 * len(payload)
+        while True:
+            try:
+                ok, victims = self._put_once(c.sample_id, value, payload, limit)
+            except sqlite3.OperationalError as exc:
+                with self._lock:
+                    self._rollback()
+                if getattr(exc, "sqlite_errorcode", None) != sqlite3.SQLITE_FULL:
+                    raise StorageError(f"{self.path}: outbox write failed ({exc})") from exc
+                # The disk is full before the quota is: shrink the quota below what is stored now.
+                limit, free = self.used_bytes - free, 2 * free
+                if limit < 0:
+                    log.error("outbox: disk full and nothing left to evict; refusing %s", c.sample_id)
+                    self._count_safely("disk_full")
+                    return False
+                log.warning("outbox: disk full; evicting the cheapest candidates down to %d bytes", limit)
+                continue
+            if victims and self._on_evict:
+                self._on_evict(victims)
+            return ok
+
+    def _put_once(self, sample_id: str, value: float, payload: bytes, limit: int) -> tuple[bool, list[str]]:
         size = len(payload)
-        victims: list[str] = []
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            if self._db.execute("SELECT 1 FROM outbox WHERE sample_id = ?", (sample_id,)).fetchone():
+                self._db.execute("COMMIT")
+                return True, []  # idempotent
+            if size > self.quota:
+                self._bump("refused", 1)
+                self._db.execute("COMMIT")
+                return False, []
+            used = self._used()
+            victims: list[tuple[str, float]] = []
+            if used + size > limit:
+                for sid, v, n in self._db.execute(
+                    "SELECT sample_id, value, nbytes FROM outbox WHERE leased = 0 ORDER BY value, created"
+                ):
+                    if v >= value:
+                        break
+                    victims.append((sid, v))
+                    used -= n
+                    if used + size <= limit:
+                        break
+                if used + size > limit:  # cannot make room with cheaper items
+                    self._bump("refused", 1)
+                    self._db.execute("COMMIT")
+                    return False, []
+                self._evict(victims)
+            self._db.execute(
+                "INSERT INTO outbox (sample_id, value, nbytes, created, payload) VALUES (?, ?, ?, ?, ?)",
+                (sample_id, float(value), size, time.time(), payload))
+            self._bump("accepted", 1)
+            self._db.execute("COMMIT")
+        return True, [sid for sid, _ in victims]
+
+    def _evict(self, victims: list[tuple[str, float]]) -> None:
+        """Delete, count, and remember the last evictions (what a full outbox gave up, and its worth)."""
+        if not victims:
+            return
+        self._db.executemany("DELETE FROM outbox WHERE sample_id = ?", [(s,) for s, _ in victims])
+        now = time.time()
+        self._db.executemany("INSERT OR REPLACE INTO evictions (sample_id, value, at) VALUES (?, ?, ?)",
+                             [(s, v, now) for s, v in victims])
+        self._db.execute("DELETE FROM evictions WHERE rowid <= (SELECT MAX(rowid) FROM evictions) - ?",
+                         (EVICTIONS_KEPT,))
+        self._bump("evicted", len(victims))
+
+    def _count_safely(self, name: str) -> None:
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
-                if self._db.execute("SELECT 1 FROM outbox WHERE sample_id = ?", (c.sample_id,)).fetchone():
-                    self._db.execute("COMMIT")
-                    return True  # idempotent
-                if size > self.quota:
-                    self._bump("refused", 1)
-                    self._db.execute("COMMIT")
-                    return False
-                used = self._used()
-                if used + size > self.quota:
-                    for sid, v, n in self._db.execute(
-                        "SELECT sample_id, value, nbytes FROM outbox WHERE leased = 0 ORDER BY value, created"
-                    ):
-                        if v >= value:
-                            break
-                        victims.append(sid)
-                        used -= n
-                        if used + size <= self.quota:
-                            break
-                    if used + size > self.quota:  # cannot make room with cheaper items
-                        self._bump("refused", 1)
-                        self._db.execute("COMMIT")
-                        return False
-                    self._db.executemany("DELETE FROM outbox WHERE sample_id = ?", [(s,) for s in victims])
-                    self._bump("evicted", len(victims))
-                self._db.execute(
-                    "INSERT INTO outbox (sample_id, value, nbytes, created, payload) VALUES (?, ?, ?, ?, ?)",
-                    (c.sample_id, float(value), size, time.time(), payload))
-                self._bump("accepted", 1)
+                self._bump(name, 1)
                 self._db.execute("COMMIT")
-            except sqlite3.OperationalError as exc:
+            except sqlite3.OperationalError:
                 self._rollback()
-                raise StorageError(f"{self.path}: outbox write failed ({exc})") from exc
-        if victims and self._on_evict:
-            self._on_evict(victims)
-        return True
 
     def lease(self, max_items: int, max_bytes: int) -> list[Candidate]:
         """Up to max_items unleased candidates, highest value first, within max_bytes (at least one)."""
@@ -161,6 +205,11 @@ class SqliteOutbox:
     def ids(self) -> set[str]:
         with self._lock:
             return {r[0] for r in self._db.execute("SELECT sample_id FROM outbox")}
+
+    def evictions(self) -> list[tuple[str, float]]:
+        """The last evicted candidates (sample_id, value), oldest first."""
+        with self._lock:
+            return self._db.execute("SELECT sample_id, value FROM evictions ORDER BY rowid").fetchall()
 
     def counters(self) -> dict[str, int]:
         with self._lock:

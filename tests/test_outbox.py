@@ -335,3 +335,38 @@ def test_a_file_that_is_not_a_database_is_a_storage_error(tmp_path):
     path.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(StorageError, match="cannot open the outbox"):
         SqliteOutbox(path, 1 << 20)
+
+
+def test_a_full_disk_evicts_the_cheapest_instead_of_failing(tmp_path):
+    """SQLite's own page limit makes the disk 'full' at ~250 KB, far below the 1 GB quota:
+    every write fails with the real SQLITE_FULL until the outbox evicts."""
+    box = SqliteOutbox(tmp_path / "o.db", 1 << 30)
+    box._db.execute("PRAGMA max_page_count = 60")
+    rng = __import__("random").Random(7)
+    values = {}
+    for _ in range(150):
+        c = make_candidate(value=rng.random(), image_bytes=os.urandom(5000))
+        if box.put(c, c.value):
+            values[c.sample_id] = c.value
+    counters = box.counters()
+    assert counters["evicted"] > 0 and 20 < len(box) < 60
+    kept = {s: values[s] for s in box.ids()}
+    evicted = box.evictions()
+    assert len(evicted) == counters["evicted"]
+    # what stayed is worth more than anything given up for it (each eviction made room for a better one)
+    assert min(kept.values()) >= min(v for _, v in evicted)
+    assert sorted(kept.values())[len(kept) // 2] > sorted(v for _, v in evicted)[len(evicted) // 2]
+    assert all(sid not in kept for sid, _ in evicted)
+    box.close()
+    reopened = SqliteOutbox(tmp_path / "o.db", 1 << 30)  # the file is intact
+    assert reopened.ids() == set(kept)
+
+
+def test_the_last_evictions_are_kept_bounded(tmp_path, monkeypatch):
+    monkeypatch.setattr(outbox_module, "EVICTIONS_KEPT", 5)
+    box = SqliteOutbox(tmp_path / "o.db", 4 * 400)
+    for i in range(20):
+        box.put(make_candidate(image_bytes=bytes(300) + bytes([i])), float(i))
+    n_evicted = 20 - len(box)  # rising values: each put evicts the oldest, cheapest ones
+    assert n_evicted > 5 and box.counters()["evicted"] == n_evicted
+    assert [v for _, v in box.evictions()] == [float(i) for i in range(n_evicted - 5, n_evicted)]

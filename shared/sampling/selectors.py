@@ -44,12 +44,26 @@ def select_top(pool: Iterable[T], k: float, max_bytes: float = math.inf, min_val
     return kept
 
 
+def _worst(pool: list[T]) -> T:
+    """The item that leaves a full pool first: the last in select_top's order (value desc, sample_id)."""
+    return max(pool, key=lambda c: (-c.value, c.sample_id))
+
+
 class WindowedSelector:
     """Streaming top-k per window of capture time. Feed with `offer`, collect with `close_until`."""
 
-    def __init__(self, budget: Budget, min_value: float = -math.inf, track_dropped: bool = False, pick=None):
-        """pick(pool, k, max_bytes) -> kept items; default: the top by value (`select_top`)."""
+    def __init__(self, budget: Budget, min_value: float = -math.inf, track_dropped: bool = False, pick=None,
+                 pool_limit: int | None = None):
+        """pick(pool, k, max_bytes) -> kept items; default: the top by value (`select_top`).
+
+        pool_limit bounds the candidates a window holds (a device cannot hold a minute of frames):
+        beyond it the lowest-value one leaves the pool, and `would_accept` tells a caller not to
+        build a candidate (encode its image) that would leave at once.
+        """
+        if pool_limit is not None and pool_limit < 1:
+            raise ValueError("pool_limit must be at least 1")
         self.budget = budget
+        self.pool_limit = pool_limit
         self.pick = pick or select_top
         self.min_value = min_value
         self._windows: dict[int, list] = {}
@@ -62,16 +76,32 @@ class WindowedSelector:
         return math.floor(t / self.budget.window_s)
 
     def offer(self, item: T) -> bool:
-        """Add a candidate to its window; False if it is below min_value.
+        """Add a candidate to its window; False if it is below min_value or left a full pool at once.
 
         A late candidate (its window already closed, e.g. from an agent that was offline) competes
         in the oldest window still open rather than being dropped unseen.
         """
         if item.value < self.min_value:
             return False
-        w = max(self.window_of(item.captured_at), self.closed_until)
-        self._windows.setdefault(w, []).append(item)
+        pool = self._windows.setdefault(self._open_window(item.captured_at), [])
+        pool.append(item)
+        if self.pool_limit is not None and len(pool) > self.pool_limit:
+            worst = _worst(pool)
+            pool.remove(worst)
+            if self.track_dropped:
+                self._dropped.append(worst)
+            return worst is not item
         return True
+
+    def would_accept(self, captured_at: float, value: float) -> bool:
+        """Whether a candidate of this value and time would stay in its window's pool (for now)."""
+        if value < self.min_value:
+            return False
+        pool = self._windows.get(self._open_window(captured_at), ())
+        return self.pool_limit is None or len(pool) < self.pool_limit or value > min(c.value for c in pool)
+
+    def _open_window(self, t: float) -> int:
+        return max(self.window_of(t), self.closed_until)
 
     @property
     def pending(self) -> int:
