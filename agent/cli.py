@@ -36,14 +36,27 @@ def agent() -> None:
 @click.option("--state-interval", default=2.0, show_default=True, help="Seconds between state reports.")
 @click.option("--password", envvar="EDGELOOP_MQTT_PASSWORD", default=None,
               help="MQTT password; the username is the device id (env EDGELOOP_MQTT_PASSWORD).")
+@click.option("--api", "api", default=None, metavar="HOST:PORT",
+              help="Serve the local API (feedback, recent frames, Prometheus /metrics) here, e.g. 127.0.0.1:8780.")
+@click.option("--recent-frames", default=64, show_default=True, help="Recent frames held for application feedback.")
+@click.option("--recent-bytes", default="32MB", show_default=True, help="Memory bound of the recent frames.")
+@click.option("--ready-file", type=click.Path(path_type=Path), default=None,
+              help="Write {port, url} of the local API here once running.")
 def run(device_id, site, broker, source, camera_id, data_dir, pubkey_path, config_path, quota, max_fps,
-        frames_per_model, sim_seed, threads, state_interval, password) -> None:
+        frames_per_model, sim_seed, threads, state_interval, password, api, recent_frames, recent_bytes,
+        ready_file) -> None:
     """Capture, infer, keep the frames worth a label, and uplink them.
+
+    A video file is processed to its end, then the agent sends what it kept and exits; cameras and
+    streams run until stopped (SIGTERM), reconnecting when they drop. With --api, the application
+    flags a wrong prediction with POST /feedback (or publishes the same JSON to the MQTT topic
+    edgeloop/SITE/DEVICE/feedback), and the frame goes up with the reason feedback:wrong.
 
     \b
     Example (a simulated camera):
       edgeloop agent run --device dev-1 --site site-0 --source sim:cam-001 \\
-          --pubkey /etc/edgeloop/hub.pub --data /var/lib/edgeloop/agent
+          --pubkey /etc/edgeloop/hub.pub --data /var/lib/edgeloop/agent --api 127.0.0.1:8780
+      curl -d '{"sample_id": "01J...", "verdict": "wrong"}' http://127.0.0.1:8780/feedback
     """
     from edgeloop.shared.signing import load_public_key
 
@@ -58,11 +71,19 @@ def run(device_id, site, broker, source, camera_id, data_dir, pubkey_path, confi
         device_id=device_id, site=site, broker=broker, source=source, camera_id=camera_id, data_dir=data_dir,
         sampling=conf.sampling, sim_seed=sim_seed, outbox_quota=cfg.parse_size(quota, "--quota"),
         max_fps=max_fps, frames_per_model=frames_per_model, threads=threads, state_interval=state_interval,
-        public_key=public_key, password=password)
+        public_key=public_key, password=password, api=_host_port(api) if api else None,
+        recent_frames=recent_frames, recent_bytes=cfg.parse_size(recent_bytes, "--recent-bytes"))
     daemon = Agent(settings)
     signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
     signal.signal(signal.SIGINT, lambda *_: daemon.stop())
-    daemon.run()
+    daemon.run(ready_file)
+
+
+def _host_port(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise cfg.ConfigError(f"--api: expected HOST:PORT such as 127.0.0.1:8780, got {value!r}")
+    return host or "127.0.0.1", int(port)
 
 
 @agent.command("check-model")
@@ -110,6 +131,12 @@ def check_model(model, manifest_path, runs, threads) -> None:
         pred = rt.predict(frame)
         times.append((time.perf_counter() - t0) * 1000)
     p50, p95 = np.percentile(times, [50, 95])
-    emb = "none" if pred.embedding is None else f"{pred.embedding.shape[0]}-d"
-    click.echo(f"ok: {runs} test inferences, latency p50 {p50:.2f} ms, p95 {p95:.2f} ms (frame to probabilities), "
+    if pred.detections is not None:
+        d = rt.detection
+        style = {"detections": "YOLOv8-style detections [1, 4+C, N]", "boxes": "boxes + scores + labels"}[rt.style]
+        click.echo(f"detector: {style}, score >= {d.score_threshold:g}, NMS IoU > {d.iou_threshold:g} suppressed, "
+                   f"at most {d.max_detections}; the test frame gave {len(pred.detections)} detections")
+    dim = pred.embedding.shape[0]
+    emb = f"{dim}-d (model)" if pred.embedding_source == "model" else f"descriptor ({dim}-d)"
+    click.echo(f"ok: {runs} test inferences, latency p50 {p50:.2f} ms, p95 {p95:.2f} ms (frame to prediction), "
                f"embedding {emb}")

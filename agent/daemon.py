@@ -1,7 +1,8 @@
 """The agent: capture -> infer -> score -> select -> outbox -> uplink, and apply the desired model.
 
-Threads: the main loop (frames), the uplink (outbox -> broker), paho's network loop (which hands
-`desired` messages to the OTA worker), and the reporter (retained `state` every few seconds).
+Threads: capture (read + preprocess ahead), the main loop (infer, score, select), the uplink
+(outbox -> broker), paho's network loop (which hands `desired` messages to the OTA worker), the
+reporter (retained `state` every few seconds) and, with --api, the local HTTP API.
 """
 
 from __future__ import annotations
@@ -12,34 +13,28 @@ import os
 import queue
 import threading
 import time
-from collections import deque
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from edgeloop.shared import topics
 from edgeloop.shared.config import SamplingConfig
-from edgeloop.shared.errors import ConfigError, ImageError, ProtocolError
-from edgeloop.shared.ids import frame_sample_id
-from edgeloop.shared.images import encode_jpeg, sha256
+from edgeloop.shared.errors import ConfigError, EdgeloopError, ProtocolError, StorageError
 from edgeloop.shared.mqtt import Connection
 from edgeloop.shared.outbox import SqliteOutbox
-from edgeloop.shared.protocol import (MAX_IMAGE_BYTES, Candidate, CampaignSet, DesiredModel, DeviceState, check_id,
-                                      decode, encode)
-from edgeloop.shared.sampling.campaigns import CampaignMatcher
+from edgeloop.shared.protocol import Candidate, CampaignSet, DesiredModel, DeviceState, check_id, decode, encode
 from edgeloop.shared.runtime import ModelRuntime
-from edgeloop.shared.sampling import WindowedSelector, score
-from edgeloop.shared.sampling.policy import is_audit, window_picker
 
+from .feedback import Feedback, RecentFrames
+from .localapi import LocalApi
 from .ota import ModelStore
-from .sources import SourceFrame, open_source
+from .pipeline import PRIORITY, FramePipeline, FrameSampler, build_candidate
+from .sources import open_source
 from .uplink import Uplink
 
 log = logging.getLogger("edgeloop.agent")
-AUDIT_PRIORITY = 100.0
-CAMPAIGN_PRIORITY = 50.0
 
 
 @dataclass(frozen=True)
@@ -60,6 +55,9 @@ class AgentSettings:
     public_key: object = None  # Ed25519 public key of the hub (required to load any model)
     username: str | None = None
     password: str | None = None
+    api: tuple[str, int] | None = None  # (host, port) of the local HTTP API; None: off
+    recent_frames: int = 64  # frames held for application feedback
+    recent_bytes: int = 32 << 20
 
 
 class Agent:
@@ -78,21 +76,19 @@ class Agent:
         self.runtime: ModelRuntime | None = self.models.load_active()
         self._cursor_path = s.data_dir / "cursor.json"
         cursor = self._read_cursor()
-        self.source = open_source(s.source, s.camera_id, s.sim_seed, start=cursor.get("position", 0))
-        self.selector = WindowedSelector(s.sampling.budget, s.sampling.min_value, pick=window_picker(s.sampling))
+        self._start = cursor.get("position", 0)
+        self.source = open_source(s.source, s.camera_id, s.sim_seed, start=self._start,
+                                  max_fps=s.max_fps)
+        self.recent = RecentFrames(s.recent_frames, s.recent_bytes)
+        self.pipeline = FramePipeline(self.source, FrameSampler(s.sampling, s.device_id, s.site), self.outbox,
+                                      get_runtime=lambda: self.runtime, on_commit=self._on_commit, recent=self.recent)
         self.stop_event = threading.Event()
         self.model_changed = threading.Event()
         self._desired: queue.Queue[DesiredModel] = queue.Queue()
         self._swap = threading.Lock()  # the runtime and its frame count change together
-        self.frames_seen = 0
         self.frames_this_model = cursor.get("frames_this_model", 0) if self.runtime and cursor.get(
             "model_version") == self.runtime.version else 0
-        self.corrupt = 0
-        self.offered = 0
-        self.audited = 0
-        self.campaign_kept = 0
-        self.raw_bytes = 0
-        self.latencies: deque[float] = deque(maxlen=512)
+        self.feedback_count: Counter[str] = Counter()
         self.last_error = ""
         self._fps_mark = (time.monotonic(), 0)
         self.fps = 0.0
@@ -100,27 +96,43 @@ class Agent:
         self.conn = Connection(
             s.broker, client_id=f"agent-{s.device_id}", username=s.username or s.device_id, password=s.password,
             will=(st, encode(DeviceState(s.device_id, "offline"))), on_message=self._on_message,
-            subscriptions=[(topics.desired(s.site, s.device_id), 1), (topics.campaigns(s.site), 1)])
-        self.campaigns = CampaignMatcher()
-        self._campaigns_in: CampaignSet | None = None  # handed from paho's thread to the frame loop
+            subscriptions=[(topics.desired(s.site, s.device_id), 1), (topics.campaigns(s.site), 1),
+                           (topics.feedback(s.site, s.device_id), 1)])
         self.uplink = Uplink(self.conn, self.outbox, s.site, s.device_id)
+        self.api = LocalApi(self, *s.api) if s.api else None
+
+    @property
+    def device_id(self) -> str:
+        return self.s.device_id
+
+    @property
+    def model_version(self) -> str | None:
+        return self.runtime.version if self.runtime else None
 
     # -- lifecycle ---------------------------------------------------------------------------
-    def run(self) -> None:
+    def run(self, ready_file: Path | None = None) -> None:
         log.info("agent %s starting: site %s, source %s, model %s", self.s.device_id, self.s.site, self.s.source,
-                 self.runtime.version if self.runtime else "none (waiting for desired)")
+                 self.model_version or "none (waiting for desired)")
         self.conn.start()
         self.uplink.start()
         workers = [threading.Thread(target=self._ota_worker, name="ota", daemon=True),
                    threading.Thread(target=self._reporter, name="reporter", daemon=True)]
         for w in workers:
             w.start()
+        if self.api:
+            self.api.start()
+        if ready_file:
+            port = self.api.port if self.api else None
+            ready_file.write_text(json.dumps({"port": port, "url": port and f"http://{self.s.api[0]}:{port}"}))
         try:
             self._frames()
         finally:
-            self._commit(self.selector.close_until(None))
+            self.pipeline.flush()
+            self.pipeline.stop()
             self._save_cursor()
             self.stop_event.set()
+            if self.api:
+                self.api.stop()
             self.uplink.stop()
             self.uplink.join(timeout=15)
             self.conn.stop(final=(topics.state(self.s.site, self.s.device_id), encode(self.state("offline"))))
@@ -129,92 +141,75 @@ class Agent:
 
     def stop(self) -> None:
         self.stop_event.set()
+        self.pipeline.stop()  # a source waiting to reconnect gives up
 
     # -- the frame loop ----------------------------------------------------------------------
     def _frames(self) -> None:
-        min_dt = 1.0 / self.s.max_fps if self.s.max_fps > 0 else 0.0
-        frames = iter(self.source)
+        pipe = self.pipeline
+        pipe.start()
         while not self.stop_event.is_set():
             rt = self.runtime
             if rt is None or (self.s.frames_per_model and self.frames_this_model >= self.s.frames_per_model):
-                self._commit(self.selector.close_until(None))  # end of this model's run: flush
+                pipe.flush()  # end of this model's run: flush
                 self._save_cursor()
                 self.model_changed.wait(0.5)
                 self.model_changed.clear()
                 continue
-            t0 = time.monotonic()
-            try:
-                frame = next(frames)
-            except StopIteration:
-                log.info("source %s ended", self.s.source)
+            done = pipe.step(rt)
+            if done is None:
+                log.info("source %s ended%s", self.s.source, f" ({pipe.last_error})" if pipe.last_error else "")
+                pipe.flush()
+                self._drain()
                 return
-            try:
-                self._process(rt, frame)
-            except ImageError as exc:
-                self.corrupt += 1
-                self.last_error = str(exc)
-            if min_dt:
-                self.stop_event.wait(max(0.0, min_dt - (time.monotonic() - t0)))
+            if done:
+                with self._swap:
+                    if rt is self.runtime:  # a frame of the model that just left does not count for the new one
+                        self.frames_this_model += 1
 
-    def _process(self, rt: ModelRuntime, frame: SourceFrame) -> None:
-        if frame.image is None or frame.image.ndim != 3 or frame.image.shape[2] != 3 or frame.image.dtype != np.uint8:
-            raise ImageError(f"frame {frame.index}: expected an (H, W, 3) uint8 image")
-        pred = rt.predict(frame.image)
-        self.latencies.append(pred.latency_ms)
-        self.frames_seen += 1
-        with self._swap:
-            if rt is self.runtime:  # a frame of the model that just left does not count for the new one
-                self.frames_this_model += 1
-        self.raw_bytes += frame.image.nbytes
-        sid = frame_sample_id(frame.captured_at, self.s.device_id, frame.camera_id, frame.index)
-        value, scores, reasons = score(pred.probs, sid, self.s.sampling.signals, self.s.sampling.seed)
-        audit = is_audit(sid, self.s.sampling)
-        if audit:
-            reasons = ("audit", *reasons)
-        if self._campaigns_in is not None:
-            self.campaigns.update(self._campaigns_in.campaigns)
-            self._campaigns_in = None
-        campaign = None if audit else self.campaigns.match(pred.embedding, time.time())
-        if campaign:
-            reasons = (f"campaign:{campaign}", *reasons)
-        if audit or campaign or value >= self.s.sampling.min_value:
-            jpeg = encode_jpeg(frame.image)
-            image = frame.image
-            while len(jpeg) > MAX_IMAGE_BYTES:  # a 4K frame: halve it until the protocol accepts it
-                image = cv2.resize(image, (image.shape[1] // 2, image.shape[0] // 2), interpolation=cv2.INTER_AREA)
-                jpeg = encode_jpeg(image)
-            cand = Candidate(
-                sample_id=sid, device_id=self.s.device_id, camera_id=frame.camera_id, captured_at=frame.captured_at,
-                model_version=rt.version, probs=pred.probs,
-                embedding=None if pred.embedding is None else pred.embedding.astype(np.float16),
-                image=jpeg, image_sha256=sha256(jpeg), tags={**frame.tags, "site": self.s.site},
-                scores=scores, reasons=reasons, value=value)
-            if audit or campaign:
-                # Outside the window budget, sent before and evicted after ordinary candidates: audit is
-                # the unbiased sample of what the camera sees; a campaign has its own quota.
-                self.audited += audit
-                self.campaign_kept += bool(campaign)
-                self._commit([cand.with_value(value + (AUDIT_PRIORITY if audit else CAMPAIGN_PRIORITY))])
-            else:
-                self.offered += self.selector.offer(cand)
-        closed = self.selector.close_until(frame.captured_at)
-        if closed:
-            self._commit(closed)
-            self._save_cursor()
+    def _on_commit(self, kept: list[Candidate]) -> None:
+        self.uplink.wake.set()
+        self._save_cursor()
 
-    def _commit(self, kept: list[Candidate]) -> None:
-        for c in kept:
-            self.outbox.put(c, c.value)
-        if kept:
-            self.uplink.wake.set()
+    def _drain(self) -> None:
+        """A finite source has ended: send what is queued, then stop (SIGTERM stops sooner)."""
+        if len(self.outbox):
+            log.info("draining %d queued candidates before stopping", len(self.outbox))
+        while len(self.outbox) and not self.stop_event.wait(0.5):
+            pass
+
+    # -- feedback from the application --------------------------------------------------------
+    def feedback(self, fb: Feedback) -> dict:
+        """Queue the flagged frame as a candidate (outside every budget); FrameGone if no longer held."""
+        item = self.recent.find(fb)
+        reason = f"feedback:{fb.verdict}"
+        sampler = self.pipeline.sampler
+        extra = {"feedback_label": fb.label} if fb.label else {}
+        cand = build_candidate(item.frame, item.pred, item.model_version, item.sample_id, self.s.site,
+                               self.s.device_id, PRIORITY[reason], {}, (reason,), extra)
+        # A frame already queued for its own merit is upgraded in place: same id, feedback's worth.
+        if not self.outbox.put(cand, cand.value, replace=True):
+            raise StorageError(f"the outbox refused feedback frame {item.sample_id}")
+        sampler.committed([cand])
+        self.feedback_count[fb.verdict] += 1
+        self.uplink.wake.set()
+        log.info("feedback %s on frame %s queued", fb.verdict, item.sample_id)
+        return {"sample_id": item.sample_id, "reason": reason, "captured_at": item.frame.captured_at}
 
     # -- desired model -----------------------------------------------------------------------
     def _on_message(self, client, userdata, msg) -> None:
         if msg.topic.endswith("/campaigns"):
             try:
-                self._campaigns_in = decode(msg.payload, CampaignSet)
+                self.pipeline.sampler.campaigns_in = decode(msg.payload, CampaignSet)
             except ProtocolError as exc:
                 self.last_error = f"ignored malformed campaigns: {exc}"
+                log.warning(self.last_error)
+            return
+        if msg.topic.endswith("/feedback"):
+            try:
+                self.feedback(Feedback.parse(msg.payload))
+            except EdgeloopError as exc:  # malformed, or the frame is gone: say so, keep going
+                self.feedback_count["failed"] += 1
+                self.last_error = f"feedback over MQTT not applied: {exc}"
                 log.warning(self.last_error)
             return
         try:
@@ -267,23 +262,33 @@ class Agent:
         self.publish_state()
 
     # -- telemetry ---------------------------------------------------------------------------
-    def state(self, status: str = "online") -> DeviceState:
-        lat = np.asarray(self.latencies) if self.latencies else np.zeros(1)
-        c = self.outbox.counters() if status == "online" else {}
-        stats = {
-            "frames_seen": self.frames_seen, "frames_this_model": self.frames_this_model, "fps": round(self.fps, 2),
-            "latency_p50_ms": float(np.percentile(lat, 50)), "latency_p95_ms": float(np.percentile(lat, 95)),
-            "offered": self.offered, "audit": self.audited, "campaign": self.campaign_kept, "kept": c.get("accepted", 0), "evicted": c.get("evicted", 0),
-            "refused": c.get("refused", 0), "sent": c.get("sent", 0), "corrupt": self.corrupt,
-            "bytes_sent": self.uplink.bytes_sent, "raw_bytes": self.raw_bytes,
+    def stats(self) -> dict:
+        p, sampler = self.pipeline, self.pipeline.sampler
+        lat = np.asarray(p.latencies) if p.latencies else np.zeros(1)
+        c = self.outbox.counters()
+        return {
+            "frames_seen": p.frames, "frames_this_model": self.frames_this_model, "fps": round(self.fps, 2),
+            "latency_p50_ms": round(float(np.percentile(lat, 50)), 3),
+            "latency_p95_ms": round(float(np.percentile(lat, 95)), 3),
+            "offered": sampler.offered, "passed_over": sampler.passed_over, "audit": sampler.audited,
+            "campaign": sampler.campaign_kept, "kept": c.get("accepted", 0), "evicted": c.get("evicted", 0),
+            "refused": c.get("refused", 0), "disk_full": c.get("disk_full", 0), "sent": c.get("sent", 0),
+            "corrupt": p.corrupt + getattr(self.source, "corrupt", 0), "skipped": getattr(self.source, "skipped", 0),
+            "reconnects": getattr(self.source, "reconnects", 0),
+            "feedback_wrong": self.feedback_count["wrong"], "feedback_confirmed": self.feedback_count["confirmed"],
+            "feedback_failed": self.feedback_count["failed"], "recent_frames": len(self.recent),
+            "bytes_sent": self.uplink.bytes_sent, "raw_bytes": p.raw_bytes,
+            "outbox_items": len(self.outbox), "outbox_bytes": self.outbox.used_bytes,
         }
-        if status == "online":
-            stats.update(outbox_items=len(self.outbox), outbox_bytes=self.outbox.used_bytes)
-        return DeviceState(self.s.device_id, status, self.runtime.version if self.runtime else None,
-                           ts=time.time(), stats=stats, last_error=self.last_error[:1000])
+
+    def state(self, status: str = "online") -> DeviceState:
+        stats = self.stats() if status == "online" else {}
+        error = self.last_error or self.pipeline.last_error
+        return DeviceState(self.s.device_id, status, self.model_version, ts=time.time(), stats=stats,
+                           last_error=error[:1000])
 
     def publish_state(self) -> None:
-        now, n = time.monotonic(), self.frames_seen
+        now, n = time.monotonic(), self.pipeline.frames
         t0, n0 = self._fps_mark
         if now - t0 >= 1.0:
             self.fps, self._fps_mark = (n - n0) / (now - t0), (now, n)
@@ -305,7 +310,8 @@ class Agent:
             return {}
 
     def _save_cursor(self) -> None:
-        pos = getattr(self.source, "position", 0)
+        # The frame after the last one processed (the capture thread reads a little ahead).
+        pos = self.pipeline.last_index + 1 if self.pipeline.last_index >= 0 else self._start
         data = {"position": pos, "frames_this_model": self.frames_this_model,
                 "model_version": self.runtime.version if self.runtime else None}
         tmp = self._cursor_path.with_suffix(".tmp")

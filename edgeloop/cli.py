@@ -4,6 +4,7 @@ so `edgeloop agent` never loads hub code (and never torch)."""
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import sys
 
@@ -54,13 +55,28 @@ class LazyGroup(click.Group):
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--log-level", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@click.option("--log-format", default="text", show_default=True, type=click.Choice(["text", "json"]),
+              help="json: one JSON object per line (time, level, logger, message), for log shippers.")
 @click.version_option(package_name="edgeloop")
-def main(log_level: str) -> None:
+def main(log_level: str, log_format: str) -> None:
     """edgeloop closes the data loop of a camera fleet, edge to cloud.
 
     \b
     Example, the whole loop on one box:
       edgeloop demo --rounds 3 --agents 4 --relays 2 --out runs/demo
     """
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if log_format == "json" else
+                         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=log_level.upper(), handlers=[handler])
+
+
+class JsonFormatter(logging.Formatter):
+    """Structured logs: a JSON object per record."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out = {"ts": round(record.created, 3), "level": record.levelname, "logger": record.name,
+               "message": record.getMessage()}
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out)

@@ -53,6 +53,7 @@ class OneBoxSettings:
     epochs: int = 15
     agent_max_fps: float = 0.0  # 0: as fast as the CPU goes
     audit_fraction: float = 0.0  # share of frames every tier keeps outside its budget, reason "audit"
+    agent_api: bool = False  # agents serve their local API (feedback, metrics) on a free loopback port
 
 
 class OneBox:
@@ -157,8 +158,8 @@ class OneBox:
             "--source", f"sim:cam-{i:03d}", "--sim-seed", str(self.s.seed), "--data", str(self.s.out / self.agent_ids[i]),
             "--pubkey", str(self.public_key_path),
             "--config", str(conf), "--frames-per-model", str(self.s.frames_per_round), "--state-interval", "0.5",
-            "--max-fps", str(self.s.agent_max_fps)],
-            self.logs, env=env)
+            "--max-fps", str(self.s.agent_max_fps), *(["--api", "127.0.0.1:0"] if self.s.agent_api else [])],
+            self.logs, ready=self.s.agent_api, env=env)
 
     def start_agents(self, env: dict | None = None) -> list[Service]:
         return [self._add(self.agent_service(i, env).start()) for i in range(self.s.agents)]

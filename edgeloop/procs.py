@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import shutil
 import signal
 import subprocess
@@ -97,7 +98,10 @@ def mosquitto_service(port: int, work: Path, log_dir: Path, persistence: bool = 
         raise ServiceFailed("mosquitto is not installed (Debian: apt-get install mosquitto)")
     work.mkdir(parents=True, exist_ok=True)
     conf = work / "mosquitto.conf"
-    lines = [f"listener {port} 127.0.0.1", "allow_anonymous true", "max_queued_messages 100000",
+    # Started as root, mosquitto would switch to its own user, which cannot write the persistence
+    # file into our work folder: stay whoever started it (ignored when that is not root).
+    lines = [f"user {pwd.getpwuid(os.getuid()).pw_name}",
+             f"listener {port} 127.0.0.1", "allow_anonymous true", "max_queued_messages 100000",
              f"persistence {'true' if persistence else 'false'}", f"persistence_location {work}/"]
     conf.write_text("\n".join(lines) + "\n")
     return Service("mosquitto", [exe, "-c", str(conf)], log_dir)

@@ -28,6 +28,7 @@ from aiohttp import web
 
 from edgeloop.shared.errors import EdgeloopError, ProtocolError, TooLarge
 from edgeloop.shared.protocol import MAX_MESSAGE_BYTES, SampleBatch, check_id, decode
+from edgeloop.shared.sampling.policy import is_feedback
 
 from . import selection
 from .golden import LabeledSet
@@ -156,7 +157,7 @@ async def post_selection(request: web.Request) -> web.Response:
 def _public(row: dict) -> dict:
     return {k: row[k] for k in ("sample_id", "device_id", "camera_id", "site", "captured_at", "model_version",
                                 "predicted", "confidence", "reasons", "tags", "status", "priority")} | {
-        "slice": "audit" if row.get("audit") else "selected"}
+        "slice": "audit" if row.get("audit") else "feedback" if is_feedback(row["reasons"]) else "selected"}
 
 
 async def get_label_queue(request: web.Request) -> web.Response:

@@ -19,7 +19,7 @@ import numpy as np
 from edgeloop.shared.config import SignalConfig
 from edgeloop.shared.sampling import select_diverse, select_top
 from edgeloop.shared.sampling.batch import cosine_distances
-from edgeloop.shared.sampling.signals import score
+from edgeloop.shared.sampling.signals import Observation, score
 
 STRATEGIES = ("uncertainty", "random", "coreset", "hybrid")
 UNCERTAINTY = (SignalConfig("least_confidence", 1.0), SignalConfig("margin", 0.5))
@@ -52,7 +52,7 @@ def select_for_labeling(pool: list[dict], budget: int, strategy: str = "uncertai
         elif strategy == "coreset":
             value = 1.0
         else:
-            value, _, _ = score(row["probs"], row["sample_id"], UNCERTAINTY, seed)
+            value, _, _ = score(Observation(row["sample_id"], np.asarray(row["probs"])), UNCERTAINTY, seed)
         emb = row.get("embedding")
         items.append(_Item(row["sample_id"], value, row["captured_at"],
                            None if emb is None else np.asarray(emb, np.float32), int(np.argmax(row["probs"]))))

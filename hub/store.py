@@ -17,10 +17,12 @@ import numpy as np
 import sqlite_utils
 
 from edgeloop.shared.protocol import Candidate
+from edgeloop.shared.sampling.policy import AUDIT, FEEDBACK_WRONG
 
 from .blobs import BlobStore
 
 AUDIT_PRIORITY = -1.0  # in the label queue, after everything selected
+FEEDBACK_PRIORITY = 1e6  # a prediction the application flagged wrong: first in the label queue
 
 
 class HubStore:
@@ -73,6 +75,7 @@ class HubStore:
         now = time.time()
         with self._lock, self.db.conn:
             for c in cands:
+                audit, wrong = AUDIT in c.reasons, FEEDBACK_WRONG in c.reasons
                 row = {
                     "sample_id": c.sample_id, "device_id": c.device_id, "camera_id": c.camera_id, "site": site,
                     "relay_id": relay_id, "captured_at": c.captured_at, "received_at": now,
@@ -82,10 +85,12 @@ class HubStore:
                     "embedding": None if c.embedding is None else np.asarray(c.embedding, "<f2").tobytes(),
                     "image_sha256": c.image_sha256, "image_bytes": len(c.image),
                     # Audit samples queue for labeling on arrival, after the selected ones, and never
-                    # enter the selection pool: they are the unbiased slice.
-                    "status": "queued" if status == "new" and "audit" in c.reasons else status,
-                    "selected_at": None, "priority": AUDIT_PRIORITY if "audit" in c.reasons else None,
-                    "audit": int("audit" in c.reasons),
+                    # enter the selection pool: they are the unbiased slice. A frame the application
+                    # flagged wrong queues first.
+                    "status": "queued" if status == "new" and (audit or wrong) else status,
+                    "selected_at": None,
+                    "priority": AUDIT_PRIORITY if audit else FEEDBACK_PRIORITY if wrong else None,
+                    "audit": int(audit),
                 }
                 cur = self.db.conn.execute(
                     f"INSERT OR IGNORE INTO samples ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",

@@ -27,8 +27,8 @@ from edgeloop.shared.errors import ProtocolError, StorageError
 from edgeloop.shared.mqtt import Connection
 from edgeloop.shared.protocol import (MAX_ITEMS, Campaign, CampaignSet, Candidate, DesiredModel, DeviceState,
                                       SampleBatch, check_id, decode, encode)
-from edgeloop.shared.sampling import WindowedSelector, score
-from edgeloop.shared.sampling.policy import window_picker
+from edgeloop.shared.sampling import Observation, WindowedSelector, score
+from edgeloop.shared.sampling.policy import AUDIT, campaign_of, is_feedback, outside_budgets, window_picker
 
 from .store import RelayStore
 
@@ -73,7 +73,7 @@ class Relay:
         self.versions: dict[str, str] = {}  # model version -> sha256 of its cached artifact
         self.counts = {"received": 0, "duplicates": 0, "rejected": 0, "kept": 0, "dropped": 0, "forwarded": 0,
                        "bytes_in": 0, "bytes_to_hub": 0, "model_bytes_in": 0, "model_bytes_out": 0,
-                       "refused_by_hub": 0, "audit": 0, "campaign": 0}
+                       "refused_by_hub": 0, "audit": 0, "feedback": 0, "campaign": 0}
         self.campaigns: dict[str, Campaign] = {}
         self.campaign_used: dict[str, int] = {}
         self.url = ""
@@ -115,19 +115,24 @@ class Relay:
             return
         rescored = []
         for c in batch.samples:
-            value, scores, reasons = score(c.probs, c.sample_id, self.s.sampling.signals, self.s.sampling.seed)
+            # Stateless here (candidates of many agents, out of capture order): interval, novelty and
+            # every_nth score 0; the agent's own scores stay in c.scores.
+            value, scores, reasons = score(Observation.from_candidate(c), self.s.sampling.signals,
+                                           self.s.sampling.seed)
             # Keep within the protocol's limits, or the hub would refuse the candidate.
             merged_reasons = tuple(dict.fromkeys(c.reasons + reasons))[:MAX_ITEMS]
             merged_scores = dict(list({**c.scores, **{f"relay_{k}": v for k, v in scores.items()}}.items())[:MAX_ITEMS])
             rescored.append(Candidate(**{**c.__dict__, "value": value, "reasons": merged_reasons,
                                          "scores": merged_scores}))
         new = self.store.accept(rescored)  # on disk before we ack
-        # Outside the window budget, straight to the hub: audit always, campaigns within their quota here.
-        bypass = [c for c in new if "audit" in c.reasons or self._campaign_quota_left(c)]
+        # Outside the window budget, straight to the hub: audit and feedback always, campaigns within
+        # their quota here.
+        bypass = [c for c in new if outside_budgets(c.reasons) or self._campaign_quota_left(c)]
         if bypass:
             self.store.settle(bypass, [])
-            self.counts["audit"] += sum("audit" in c.reasons for c in bypass)
-            self.counts["campaign"] += sum("audit" not in c.reasons for c in bypass)
+            self.counts["audit"] += sum(AUDIT in c.reasons for c in bypass)
+            self.counts["feedback"] += sum(is_feedback(c.reasons) for c in bypass)
+            self.counts["campaign"] += sum(not outside_budgets(c.reasons) for c in bypass)
         bypassed = {c.sample_id for c in bypass}
         with self._lock:
             for c in new:
@@ -143,12 +148,10 @@ class Relay:
 
     def _campaign_quota_left(self, c: Candidate) -> bool:
         """True (and counted) when `c` was kept for an active campaign whose quota at this relay is not spent."""
-        for reason in c.reasons:
-            if reason.startswith("campaign:"):
-                camp = self.campaigns.get(reason[9:])
-                if camp and time.time() <= camp.expires_at and self.campaign_used.get(camp.campaign_id, 0) < camp.quota:
-                    self.campaign_used[camp.campaign_id] = self.campaign_used.get(camp.campaign_id, 0) + 1
-                    return True
+        camp = self.campaigns.get(campaign_of(c.reasons) or "")
+        if camp and time.time() <= camp.expires_at and self.campaign_used.get(camp.campaign_id, 0) < camp.quota:
+            self.campaign_used[camp.campaign_id] = self.campaign_used.get(camp.campaign_id, 0) + 1
+            return True
         return False
 
     def _on_state(self, device: str, state: DeviceState) -> None:

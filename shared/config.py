@@ -5,6 +5,11 @@
     seed = 0
     [[sampling.signals]]
     kind = "confidence_band"; low = 0.35; high = 0.65; weight = 1.0
+    [[sampling.signals]]
+    kind = "metadata"; tag = "zone"; values = ["dock", "gate"]; weight = 2.0
+
+(`;` stands for a new line here.) Signal kinds and their parameters: SIGNAL_KINDS, SIGNAL_PARAMS;
+edgeloop.shared.sampling.signals documents what each one scores.
 
 Unknown keys are refused with the path of the key and the keys that are allowed, so a typo
 never silently falls back to a default.
@@ -68,21 +73,91 @@ class Budget:
 
 
 STRATEGIES = ("top", "diverse")
-SIGNAL_KINDS = ("random", "least_confidence", "margin", "entropy", "confidence_band")
+SIGNAL_KINDS = ("random", "every_nth", "interval", "least_confidence", "margin", "entropy", "confidence_band",
+                "rare_class", "detection_count", "novelty", "metadata")
+# The parameters each kind reads. A parameter of another kind is refused unless it keeps its default,
+# so that `n = 3` on a margin signal is a visible mistake, not a silently ignored line.
+SIGNAL_PARAMS: dict[str, tuple[str, ...]] = {
+    "confidence_band": ("low", "high"),
+    "every_nth": ("n",),
+    "interval": ("interval_s",),
+    "rare_class": ("max_share",),
+    "detection_count": ("min_count",),
+    "novelty": ("min_distance", "memory"),
+    "metadata": ("tag", "values"),
+}
+# Parameters with a deployment-specific scale (frames, seconds, objects, tag names) have no default.
+SIGNAL_REQUIRED: dict[str, tuple[str, ...]] = {
+    "every_nth": ("n",), "interval": ("interval_s",), "detection_count": ("min_count",),
+    "metadata": ("tag", "values"),
+}
+MAX_NOVELTY_MEMORY = 1 << 16  # embeddings an agent keeps for novelty; the ring is preallocated
+MAX_TAG_CHARS = 100  # so that the reason "metadata:{tag}={value}" fits the protocol's 256-character strings
 
 
 @dataclass(frozen=True)
 class SignalConfig:
+    """One configured signal. `kind` picks the scorer; the other fields are its parameters
+    (see SIGNAL_PARAMS for which kind reads which; None means "not set")."""
+
     kind: str
     weight: float = 1.0
-    low: float = 0.35  # confidence_band only
-    high: float = 0.65  # confidence_band only
+    low: float = 0.35  # confidence_band
+    high: float = 0.65  # confidence_band
+    n: int | None = None  # every_nth: fires on frame indices divisible by n (required)
+    interval_s: float | None = None  # interval: fires once per interval_s of capture time (required)
+    max_share: float = 0.05  # rare_class: fires when the class's share of the training counts is at most this
+    min_count: int | None = None  # detection_count: fires from this many detections on (required)
+    min_distance: float = 0.15  # novelty: cosine distance to the nearest remembered embedding
+    memory: int = 256  # novelty: how many recently kept embeddings are remembered
+    tag: str | None = None  # metadata: the tag to read (required)
+    values: tuple[str, ...] = ()  # metadata: the tag values that fire (required)
+
+    @property
+    def name(self) -> str:
+        """The key of this signal's score: its kind, or `metadata:{tag}` (several metadata signals may
+        coexist, one per tag)."""
+        return f"metadata:{self.tag}" if self.kind == "metadata" else self.kind
 
     def __post_init__(self):
         if self.kind not in SIGNAL_KINDS:
             raise ConfigError(f"signals.kind: unknown signal {self.kind!r} (known: {', '.join(SIGNAL_KINDS)})")
+        where = f"signals[{self.kind}]"
+        if isinstance(self.values, list):
+            object.__setattr__(self, "values", tuple(self.values))
+        own = SIGNAL_PARAMS.get(self.kind, ())
+        for f in dataclasses.fields(self):
+            if f.name in ("kind", "weight") or f.name in own:
+                continue
+            if getattr(self, f.name) != f.default:
+                owners = " or ".join(k for k, ps in SIGNAL_PARAMS.items() if f.name in ps)
+                raise ConfigError(f"{where}: {f.name} does not apply (it belongs to {owners})")
+        missing = [p for p in SIGNAL_REQUIRED.get(self.kind, ()) if getattr(self, p) in (None, ())]
+        if missing:
+            raise ConfigError(f"{where}: missing {', '.join(missing)} (required by {self.kind})")
         if not 0.0 <= self.low <= self.high <= 1.0:
-            raise ConfigError(f"signals[{self.kind}]: need 0 <= low <= high <= 1, got low={self.low} high={self.high}")
+            raise ConfigError(f"{where}: need 0 <= low <= high <= 1, got low={self.low} high={self.high}")
+        if self.n is not None and (not _is_int(self.n) or self.n < 1):
+            raise ConfigError(f"{where}: n must be an integer >= 1, got {self.n!r}")
+        if self.interval_s is not None and not (math.isfinite(self.interval_s) and self.interval_s > 0):
+            raise ConfigError(f"{where}: interval_s must be a positive number of seconds, got {self.interval_s!r}")
+        if not 0.0 < self.max_share <= 1.0:
+            raise ConfigError(f"{where}: max_share must be a fraction in (0, 1], got {self.max_share!r}")
+        if self.min_count is not None and (not _is_int(self.min_count) or self.min_count < 1):
+            raise ConfigError(f"{where}: min_count must be an integer >= 1, got {self.min_count!r}")
+        if not 0.0 < self.min_distance <= 2.0:
+            raise ConfigError(f"{where}: min_distance must be a cosine distance in (0, 2], got {self.min_distance!r}")
+        if not _is_int(self.memory) or not 1 <= self.memory <= MAX_NOVELTY_MEMORY:
+            raise ConfigError(f"{where}: memory must be an integer from 1 to {MAX_NOVELTY_MEMORY}, got {self.memory!r}")
+        if self.tag is not None and not (isinstance(self.tag, str) and 0 < len(self.tag) <= MAX_TAG_CHARS):
+            raise ConfigError(f"{where}: tag must be a non-empty string of at most {MAX_TAG_CHARS} characters")
+        if not isinstance(self.values, tuple) or not all(
+                isinstance(v, str) and len(v) <= MAX_TAG_CHARS for v in self.values):
+            raise ConfigError(f"{where}: values must be a list of strings of at most {MAX_TAG_CHARS} characters")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _default_signals() -> tuple[SignalConfig, ...]:
@@ -109,9 +184,9 @@ class SamplingConfig:
             raise ConfigError(f"audit_fraction: expected a fraction from 0 to 1, got {self.audit_fraction}")
         if not 0.0 <= self.dedup_threshold <= 2.0:
             raise ConfigError(f"dedup_threshold: expected a cosine distance from 0 to 2, got {self.dedup_threshold}")
-        kinds = [s.kind for s in self.signals]
-        if len(set(kinds)) != len(kinds):
-            raise ConfigError(f"signals: each kind may appear once, got {', '.join(kinds)}")
+        names = [s.name for s in self.signals]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"signals: each kind may appear once (metadata once per tag), got {', '.join(names)}")
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,13 @@
 
 A manifest is JSON. `ModelManifest.from_json` validates every field and names the bad one;
 the rest of the code trusts the frozen value.
+
+Output roles, by task:
+    classification  logits | probabilities, optional embedding
+    detection       detections (YOLOv8 style: one [1, 4+C, N] tensor, no NMS)
+                    or boxes + scores + labels (boxes [1, N, 4] | [N, 4] xyxy; scores, labels [1, N] | [N]),
+                    optional embedding; post-processing settings in the optional `detection` key
+`ModelManifest.output_style()` checks that combination (`ModelRuntime.load` calls it).
 """
 
 from __future__ import annotations
@@ -12,12 +19,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .errors import ManifestError
+from .protocol import MAX_DETECTIONS  # max_detections may not exceed what a candidate can carry
 
 TASKS = ("classification", "detection")
 LAYOUTS = ("NCHW", "NHWC")
 COLORS = ("RGB", "BGR")
 RESIZES = ("stretch", "letterbox")
-OUTPUT_ROLES = ("logits", "probabilities", "embedding", "boxes", "scores", "labels")
+OUTPUT_ROLES = ("logits", "probabilities", "embedding", "detections", "boxes", "scores", "labels")
+DETECTION_ROLES = ("detections", "boxes", "scores", "labels")
 MAX_MANIFEST_BYTES = 1 << 20
 
 
@@ -43,6 +52,15 @@ class InputSpec:
 
 
 @dataclass(frozen=True)
+class DetectionSpec:
+    """How a detector's raw boxes become detections: score threshold, class-aware NMS, a cap."""
+
+    score_threshold: float = 0.25  # keep boxes scoring at least this
+    iou_threshold: float = 0.45  # suppress a same-class box overlapping a better one by more than this
+    max_detections: int = 100  # keep at most this many per frame, best first
+
+
+@dataclass(frozen=True)
 class ModelManifest:
     version: str
     task: str
@@ -53,10 +71,33 @@ class ModelManifest:
     class_counts: tuple[int, ...] = ()
     metrics: dict[str, Any] = field(default_factory=dict)
     created_at: str = ""
+    detection: DetectionSpec | None = None  # detectors only; None means DetectionSpec()'s defaults
 
     @property
     def num_classes(self) -> int:
         return len(self.labels)
+
+    def output_style(self) -> str:
+        """-> "classifier", "detections" or "boxes"; ManifestError when the roles do not fit the task.
+
+        Kept out of `from_dict`, which reads any set of known roles, so that the check is made where the
+        model is about to run (`ModelRuntime.load`)."""
+        roles = self.outputs.keys()
+        if self.task == "classification":
+            if not {"logits", "probabilities"} & roles:
+                raise ManifestError("manifest.outputs: a classifier needs a 'logits' or 'probabilities' output")
+            wrong = sorted(set(DETECTION_ROLES) & roles)
+            if wrong:
+                raise ManifestError(f"manifest.outputs: detection role(s) {', '.join(wrong)} "
+                                    "in a classification manifest")
+            return "classifier"
+        named = roles - {"embedding"}
+        if named == {"detections"}:
+            return "detections"
+        if named == {"boxes", "scores", "labels"}:
+            return "boxes"
+        raise ManifestError("manifest.outputs: a detector names either 'detections' (YOLOv8 style [1, 4+C, N]) or "
+                            f"all of 'boxes', 'scores' and 'labels', got {', '.join(sorted(roles))}")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -64,6 +105,8 @@ class ModelManifest:
         d["input"]["std"] = list(self.input.std)
         d["labels"] = list(self.labels)
         d["class_counts"] = list(self.class_counts)
+        if self.detection is None:
+            del d["detection"]  # absent, not null: a classifier's manifest bytes (and digest) stay as they were
         return d
 
     def to_json(self) -> bytes:
@@ -83,7 +126,8 @@ class ModelManifest:
     def from_dict(cls, raw: Any) -> "ModelManifest":
         if not isinstance(raw, dict):
             raise ManifestError("manifest: expected a JSON object")
-        known = {"version", "task", "input", "outputs", "labels", "parent", "class_counts", "metrics", "created_at"}
+        known = {"version", "task", "input", "outputs", "labels", "parent", "class_counts", "metrics", "created_at",
+                 "detection"}
         _no_unknown(raw, known, "manifest")
         version = _str(raw, "version", "manifest")
         task = _choice(raw, "task", TASKS, "manifest")
@@ -115,8 +159,15 @@ class ModelManifest:
         created_at = raw.get("created_at", "")
         if not isinstance(created_at, str):
             raise ManifestError("manifest.created_at: expected a string")
+        detection = None
+        if raw.get("detection") is not None:
+            if task != "detection":
+                raise ManifestError(f"manifest.detection: only a detection manifest has detection settings, "
+                                    f"task is {task!r}")
+            detection = _detection_spec(raw["detection"])
         return cls(version=version, task=task, input=inp, outputs=dict(outputs), labels=tuple(labels),
-                   parent=parent, class_counts=tuple(counts), metrics=metrics, created_at=created_at)
+                   parent=parent, class_counts=tuple(counts), metrics=metrics, created_at=created_at,
+                   detection=detection)
 
 
 def _input_spec(raw: Any) -> InputSpec:
@@ -149,6 +200,24 @@ def _input_spec(raw: Any) -> InputSpec:
         scale=float(scale), mean=triples["mean"], std=triples["std"],
         resize=_choice(raw, "resize", RESIZES, where, "stretch"),
     )
+
+
+def _detection_spec(raw: Any) -> DetectionSpec:
+    where = "manifest.detection"
+    if not isinstance(raw, dict):
+        raise ManifestError(f"{where}: expected an object")
+    _no_unknown(raw, {"score_threshold", "iou_threshold", "max_detections"}, where)
+    d = DetectionSpec()
+    score = raw.get("score_threshold", d.score_threshold)
+    if not _finite(score) or not 0.0 <= score <= 1.0:
+        raise ManifestError(f"{where}.score_threshold: expected a number from 0 to 1, got {score!r}")
+    iou = raw.get("iou_threshold", d.iou_threshold)
+    if not _finite(iou) or not 0.0 < iou <= 1.0:
+        raise ManifestError(f"{where}.iou_threshold: expected a number above 0, at most 1, got {iou!r}")
+    cap = raw.get("max_detections", d.max_detections)
+    if not isinstance(cap, int) or isinstance(cap, bool) or not 1 <= cap <= MAX_DETECTIONS:
+        raise ManifestError(f"{where}.max_detections: expected an integer from 1 to {MAX_DETECTIONS}, got {cap!r}")
+    return DetectionSpec(score_threshold=float(score), iou_threshold=float(iou), max_detections=cap)
 
 
 def _finite(x: Any) -> bool:

@@ -45,7 +45,7 @@ EVICTIONS_KEPT = 1000
 
 
 class Outbox(Protocol):
-    def put(self, c: Candidate, value: float) -> bool: ...
+    def put(self, c: Candidate, value: float, replace: bool = False) -> bool: ...
     def lease(self, max_items: int, max_bytes: int) -> list[Candidate]: ...
     def ack(self, sample_ids: Iterable[str]) -> None: ...
     def release(self, sample_ids: Iterable[str]) -> None: ...
@@ -69,8 +69,11 @@ class SqliteOutbox:
             raise StorageError(f"{self.path}: cannot open the outbox ({exc})") from exc
 
     # -- writes ------------------------------------------------------------------------------
-    def put(self, c: Candidate, value: float) -> bool:
+    def put(self, c: Candidate, value: float, replace: bool = False) -> bool:
         """Commit a candidate (durably, before returning True); False when it is refused.
+
+        A sample_id already queued stays as it is, unless `replace` (e.g. feedback raised its worth)
+        and it is not being sent right now.
 
         Over the quota, lower-value candidates make room. A full disk is a smaller quota: the
         cheapest candidates are evicted until the write fits, never a crash.
@@ -79,7 +82,7 @@ class SqliteOutbox:
         limit, free = self.quota, 2 * len(payload)
         while True:
             try:
-                ok, victims = self._put_once(c.sample_id, value, payload, limit)
+                ok, victims = self._put_once(c.sample_id, value, payload, limit, replace)
             except sqlite3.OperationalError as exc:
                 with self._lock:
                     self._rollback()
@@ -97,11 +100,15 @@ class SqliteOutbox:
                 self._on_evict(victims)
             return ok
 
-    def _put_once(self, sample_id: str, value: float, payload: bytes, limit: int) -> tuple[bool, list[str]]:
+    def _put_once(self, sample_id: str, value: float, payload: bytes, limit: int, replace: bool
+                  ) -> tuple[bool, list[str]]:
         size = len(payload)
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             if self._db.execute("SELECT 1 FROM outbox WHERE sample_id = ?", (sample_id,)).fetchone():
+                if replace:
+                    self._db.execute("UPDATE outbox SET value = ?, nbytes = ?, payload = ? "
+                                     "WHERE sample_id = ? AND leased = 0", (float(value), size, payload, sample_id))
                 self._db.execute("COMMIT")
                 return True, []  # idempotent
             if size > self.quota:

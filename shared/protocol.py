@@ -2,7 +2,8 @@
 
 Decoders validate every field and name the bad one (`samples[3].embedding: ...`); unknown
 fields are ignored (a newer minor version may add some), a newer major `v` is refused.
-Arrays travel as raw little-endian bytes: probabilities float32, embeddings float16.
+Arrays travel as raw little-endian bytes: probabilities float32, embeddings float16, detections float32
+rows of (x1, y1, x2, y2, score, class).
 
     encode(msg) -> bytes          decode(data, expect=Type) -> msg
 """
@@ -26,6 +27,7 @@ MAX_IMAGE_BYTES = 1 << 20
 MAX_BATCH = 512
 MAX_CLASSES = 1000
 MAX_EMBEDDING = 2048
+MAX_DETECTIONS = 300  # rows of a candidate's detections
 MAX_STR = 256
 MAX_ITEMS = 64  # tags, reasons, scores, stats entries
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")  # device, camera, site, version ids: MQTT-topic safe
@@ -54,6 +56,8 @@ class Candidate:
     scores: dict[str, float] = field(default_factory=dict)
     reasons: tuple[str, ...] = ()
     value: float = 0.0  # selection value at the tier that last scored it
+    # (N, 6) float32 x1, y1, x2, y2 (frame-normalised), score, class; None for a classifier's candidate
+    detections: np.ndarray | None = None
 
     @property
     def predicted(self) -> int:
@@ -67,7 +71,8 @@ class Candidate:
     def nbytes(self) -> int:
         """Approximate wire size, for byte budgets and quotas."""
         emb = 0 if self.embedding is None else self.embedding.nbytes
-        return len(self.image) + self.probs.nbytes + emb + 200
+        det = 0 if self.detections is None else self.detections.nbytes
+        return len(self.image) + self.probs.nbytes + emb + det + 200
 
     def with_value(self, value: float, reasons: tuple[str, ...] | None = None, **scores: float) -> "Candidate":
         merged = {**self.scores, **scores}
@@ -75,7 +80,7 @@ class Candidate:
                             "reasons": self.reasons if reasons is None else reasons})
 
     def to_wire(self) -> dict[str, Any]:
-        return {
+        m = {
             "sample_id": self.sample_id, "device_id": self.device_id, "camera_id": self.camera_id,
             "captured_at": self.captured_at, "model_version": self.model_version,
             "probs": np.asarray(self.probs, "<f4").tobytes(),
@@ -83,6 +88,9 @@ class Candidate:
             "image": self.image, "image_sha256": self.image_sha256,
             "tags": dict(self.tags), "scores": dict(self.scores), "reasons": list(self.reasons), "value": self.value,
         }
+        if self.detections is not None:  # absent for a classifier: its messages stay as they were
+            m["detections"] = np.asarray(self.detections, "<f4").tobytes()
+        return m
 
     @classmethod
     def from_wire(cls, raw: Any, where: str = "candidate") -> "Candidate":
@@ -112,6 +120,7 @@ class Candidate:
             probs=probs, embedding=emb, image=image, image_sha256=sha,
             tags=_str_map(m, "tags", where), scores=_float_map(m, "scores", where),
             reasons=tuple(_str_list(m, "reasons", where)), value=_float(m, "value", where, 0.0),
+            detections=_detections(m, where, len(probs)),
         )
 
 
@@ -320,6 +329,25 @@ def _float(m: dict, key: str, where: str, default: float | None = None) -> float
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
         raise ProtocolError(f"{where}.{key}: expected a finite number, got {v!r}")
     return float(v)
+
+
+def _detections(m: dict, where: str, num_classes: int) -> np.ndarray | None:
+    """Absent or None (a classifier, or an older sender) -> None; else (N, 6) float32 rows, checked."""
+    if m.get("detections") is None:
+        return None
+    b = _bytes(m, "detections", where, MAX_DETECTIONS * 24)
+    if len(b) % 24:
+        raise ProtocolError(f"{where}.detections: expected rows of 6 float32 (24 bytes), got {len(b)} bytes")
+    det = np.frombuffer(b, "<f4").astype(np.float32).reshape(-1, 6)
+    if not np.all(np.isfinite(det)):
+        raise ProtocolError(f"{where}.detections: contains NaN or infinity")
+    score, cls = det[:, 4], det[:, 5]
+    if np.any((score < 0) | (score > 1)):
+        raise ProtocolError(f"{where}.detections: scores must lie in [0, 1]")
+    if np.any((cls < 0) | (cls >= num_classes) | (cls != np.round(cls))):
+        raise ProtocolError(f"{where}.detections: classes must be integers from 0 to {num_classes - 1} "
+                            "(one per probability)")
+    return det
 
 
 def _sample_id(m: dict, where: str) -> str:

@@ -32,3 +32,8 @@ def device_of(topic: str) -> str:
     if len(parts) != 4 or parts[0] != ROOT:
         raise ValueError(f"not an edgeloop device topic: {topic!r}")
     return check_id(parts[2], "topic.device")
+
+
+def feedback(site: str, device: str) -> str:
+    """Application -> agent on the same device: a prediction flagged wrong or confirmed (JSON)."""
+    return f"{ROOT}/{site}/{device}/feedback"

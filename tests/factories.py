@@ -46,3 +46,28 @@ def make_candidate(value: float = 0.5, image_bytes: bytes = FAKE_JPEG, **overrid
         overrides["image_sha256"] = hashlib.sha256(overrides["image"]).hexdigest()
     fields.update(overrides)
     return Candidate(**fields)
+
+
+def signed_model(folder, version: str = "v0", seed: int = 0):
+    """A real (untrained, seeded) DigitNet exported to ONNX, packed and signed by a fresh hub key.
+
+    -> (artifact path, public key path). Needs the hub extra (torch).
+    """
+    from pathlib import Path
+
+    import torch
+
+    from edgeloop.hub.training import build_net, export_onnx
+    from edgeloop.shared.artifact import pack, sign_artifact
+    from edgeloop.shared.signing import generate_keypair, load_private_key
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    onnx, manifest = export_onnx(build_net(), version=version, parent=None)
+    private_pem, public_pem = generate_keypair()
+    artifact = folder / f"{version}.model"
+    artifact.write_bytes(sign_artifact(pack(manifest, onnx), load_private_key(private_pem)))
+    pub = folder / "hub.pub"
+    pub.write_bytes(public_pem)
+    return artifact, pub

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import cv2
 import numpy as np
 import pytest
 
-from edgeloop.agent.sources import SourceError, open_source
+from edgeloop.agent.sources import CaptureSource, SourceError, open_source
+from edgeloop.shared.errors import ConfigError
 
 
 def test_a_video_file_yields_its_frames_in_order(tmp_path):
@@ -36,3 +40,56 @@ def test_the_simulated_camera_resumes_where_it_stopped():
     again = next(iter(b))
     assert again.index == 3 and np.array_equal(again.image, first[3].image)
     assert first[3].tags["frame"] == "3" and "lighting" in first[3].tags
+
+
+def write_clip(path, n=12, size=(48, 32)):
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, size)
+    for i in range(n):
+        writer.write(np.full((size[1], size[0], 3), i * 20 % 256, np.uint8))
+    writer.release()
+    return path
+
+
+def test_a_live_source_that_drops_is_reopened_and_frames_go_on(tmp_path):
+    # A file opened as "live" drops at its end, like a camera whose stream ends: it must come back.
+    src = CaptureSource(str(write_clip(tmp_path / "c.avi")), "door", reconnect=True, backoff=(0.01, 0.05))
+    frames = [f for f, _ in zip(src, range(30))]
+    assert src.reconnects >= 2
+    assert [f.index for f in frames] == list(range(30))  # numbering goes on across reconnects
+
+
+def test_a_live_source_that_stays_down_retries_until_closed(tmp_path):
+    path = write_clip(tmp_path / "c.avi", n=3)
+    src = CaptureSource(str(path), "door", reconnect=True, backoff=(0.01, 0.05))
+    path.unlink()  # the camera goes away for good
+    got = []
+    worker = threading.Thread(target=lambda: got.extend(src))
+    worker.start()
+    time.sleep(0.5)
+    assert worker.is_alive() and len(got) == 3 and src.reconnects == 0  # still retrying, not crashed
+    src.close()
+    worker.join(timeout=5)
+    assert not worker.is_alive()
+
+
+def test_the_fps_cap_skips_live_frames_without_decoding_them(tmp_path):
+    src = CaptureSource(str(write_clip(tmp_path / "c.avi", n=200)), "door", max_fps=20, reconnect=True,
+                        backoff=(0.01, 0.05))
+    t0 = time.monotonic()
+    frames = [f for f, _ in zip(src, range(6))]
+    elapsed = time.monotonic() - t0
+    assert len(frames) == 6 and src.skipped > 0
+    assert elapsed >= 5 / 20  # six frames at most 20 a second: at least five intervals
+
+
+def test_the_fps_cap_paces_an_on_demand_source():
+    src = open_source("sim:cam-000", max_fps=40)
+    t0 = time.monotonic()
+    frames = [f for f, _ in zip(src, range(5))]
+    assert [f.index for f in frames] == list(range(5)) and src.skipped == 0
+    assert time.monotonic() - t0 >= 4 / 40
+
+
+def test_a_negative_fps_cap_is_a_config_error():
+    with pytest.raises(ConfigError, match="max-fps"):
+        open_source("sim:cam-000", max_fps=-1)

@@ -216,7 +216,8 @@ def test_non_finite_numbers_refused(text):
 # --- property: junk in, Config or ConfigError out -----------------------------------------------
 
 SCHEMA_KEYS = ["sampling", "budget", "per_hour", "bytes_per_hour", "window_s", "signals", "kind",
-               "weight", "low", "high", "min_value", "seed"]
+               "weight", "low", "high", "n", "interval_s", "max_share", "min_count", "min_distance", "memory",
+               "tag", "values", "min_value", "seed"]
 keys = st.sampled_from(SCHEMA_KEYS) | st.text(max_size=8)
 scalars = (st.text(max_size=12) | st.sampled_from(list(config.SIGNAL_KINDS) + ["20MB", "16MiB", "0"])
            | st.integers() | st.floats() | st.booleans())
@@ -269,7 +270,12 @@ def tables(draw, fields):
 signal_tables = st.builds(lambda kind, rest: {"kind": kind, **rest},
                           mostly(st.sampled_from(config.SIGNAL_KINDS)),
                           tables({"weight": mostly(numbers), "low": mostly(st.floats(-0.5, 1.5)),
-                                  "high": mostly(st.floats(-0.5, 1.5))}))
+                                  "high": mostly(st.floats(-0.5, 1.5)), "n": mostly(st.integers(-2, 100)),
+                                  "interval_s": mostly(numbers), "max_share": mostly(st.floats(-0.5, 1.5)),
+                                  "min_count": mostly(st.integers(-2, 100)),
+                                  "min_distance": mostly(st.floats(-0.5, 2.5)),
+                                  "memory": mostly(st.integers(-2, 10**6)), "tag": mostly(st.text(max_size=4)),
+                                  "values": mostly(st.lists(st.text(max_size=4), max_size=3))}))
 sampling_tables = tables({
     "budget": mostly(tables({"per_hour": mostly(numbers), "bytes_per_hour": mostly(sizes),
                              "window_s": mostly(numbers)})),

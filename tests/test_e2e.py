@@ -244,3 +244,44 @@ def test_audit_candidates_pass_every_tier_outside_the_budgets_and_queue_as_their
         assert len(picked) == non_audit
     finally:
         box.stop()
+
+
+def test_a_frame_flagged_by_the_application_reaches_the_hub_even_with_the_budget_spent(tmp_path):
+    import json
+    import urllib.request
+
+    s = OneBoxSettings(out=tmp_path, agents=1, relays=1, broker="mosquitto", frames_per_round=40,
+                       agent_per_hour=1, relay_per_hour_per_agent=1, seed_set=120, golden_per_condition=20,
+                       epochs=1, agent_api=True)  # budgets of ~0 per window: nothing gets through on merit
+    box = OneBox(s)
+    try:
+        box.start_services()
+        agent = box.start_agents()[0]
+        api = agent.wait_ready(timeout=60)["url"]
+        box.wait("the round", lambda: box.round_done("v0", 40), timeout=240)
+        before = set(hub_ids(box))
+        with urllib.request.urlopen(api + "/recent", timeout=10) as r:
+            recent = json.load(r)
+        assert len(recent) == 40
+        flagged, confirmed = [r for r in reversed(recent) if r["sample_id"] not in before][:5:4]
+
+        body = json.dumps({"sample_id": flagged["sample_id"], "verdict": "wrong", "label": "4"}).encode()
+        with urllib.request.urlopen(urllib.request.Request(api + "/feedback", data=body), timeout=10) as r:
+            assert r.status == 202 and json.load(r)["reason"] == "feedback:wrong"
+        # The same over MQTT, naming the frame by its capture time.
+        app = Connection(box.broker_url, "the-application")
+        app.start().wait_connected(10)
+        app.publish(topics.feedback("site-0", "dev-000"),
+                    json.dumps({"at": confirmed["captured_at"] + 0.01, "verdict": "confirmed"}).encode()).wait_for_publish(10)
+        app.stop()
+
+        box.wait("both frames at the hub", lambda: {flagged["sample_id"], confirmed["sample_id"]} <= set(hub_ids(box)),
+                 timeout=60)
+        queue = {q["sample_id"]: q for q in box.hub.get("/api/v1/label-queue?limit=1000")["items"]}
+        top = queue[flagged["sample_id"]]
+        assert "feedback:wrong" in top["reasons"] and top["slice"] == "feedback" and top["tags"]["feedback_label"] == "4"
+        assert top["priority"] == max(q["priority"] or 0 for q in queue.values())  # first in the label queue
+        box.wait("the agent to report both", lambda: (st := box.agent_states()["dev-000"].stats)["feedback_wrong"] == 1
+                 and st["feedback_confirmed"] == 1, timeout=30)
+    finally:
+        box.stop()

@@ -359,3 +359,92 @@ def _jpeg_claiming(height: int, width: int) -> bytes:
 def test_image_claiming_huge_dimensions_is_an_image_error(data):
     with pytest.raises(ImageError):
         images.decode_image(data)
+
+
+# --- detection settings -------------------------------------------------------------------------
+
+import dataclasses  # noqa: E402
+
+from edgeloop.shared.manifest import DetectionSpec  # noqa: E402
+from edgeloop.shared.protocol import MAX_DETECTIONS  # noqa: E402
+
+
+def detector_dict(**overrides) -> dict:
+    return manifest_dict(task="detection", outputs={"detections": "output0"}, **overrides)
+
+
+detection_specs = st.builds(DetectionSpec, score_threshold=st.floats(0, 1), iou_threshold=st.floats(0, 1).filter(bool),
+                            max_detections=st.integers(1, MAX_DETECTIONS))
+
+
+@settings(max_examples=100)
+@given(detection_specs)
+def test_detection_settings_round_trip(spec):
+    m = ModelManifest.from_dict(detector_dict(detection=dataclasses.asdict(spec)))
+    assert m.detection == spec
+    assert ModelManifest.from_json(m.to_json()) == m
+    assert ModelManifest.from_json(m.to_json()).to_json() == m.to_json()
+
+
+def test_detection_settings_defaults_and_absence():
+    assert ModelManifest.from_dict(detector_dict()).detection is None  # the runtime uses DetectionSpec()
+    assert ModelManifest.from_dict(detector_dict(detection={})).detection == DetectionSpec(0.25, 0.45, 100)
+    partial = ModelManifest.from_dict(detector_dict(detection={"iou_threshold": 0.6}))
+    assert partial.detection == DetectionSpec(iou_threshold=0.6)
+    # A classifier's manifest has no "detection" key at all: its bytes (and so its digest) did not change.
+    assert "detection" not in json.loads(MANIFEST.to_json())
+
+
+BAD_DETECTION = [
+    ("not-an-object", [0.25], "manifest.detection: expected an object"),
+    ("unknown-key", {"nms": True}, "manifest.detection: unknown key(s) nms"),
+    ("score-above-1", {"score_threshold": 1.5}, "manifest.detection.score_threshold"),
+    ("score-negative", {"score_threshold": -0.1}, "manifest.detection.score_threshold"),
+    ("score-string", {"score_threshold": "0.25"}, "manifest.detection.score_threshold"),
+    ("score-nan", {"score_threshold": float("nan")}, "manifest.detection.score_threshold"),
+    ("iou-zero", {"iou_threshold": 0}, "manifest.detection.iou_threshold"),
+    ("iou-above-1", {"iou_threshold": 1.01}, "manifest.detection.iou_threshold"),
+    ("iou-bool", {"iou_threshold": True}, "manifest.detection.iou_threshold"),
+    ("max-zero", {"max_detections": 0}, "manifest.detection.max_detections"),
+    ("max-beyond-the-wire", {"max_detections": MAX_DETECTIONS + 1}, "manifest.detection.max_detections"),
+    ("max-float", {"max_detections": 10.0}, "manifest.detection.max_detections"),
+]
+
+
+@pytest.mark.parametrize("value, path", [pytest.param(v, p, id=i) for i, v, p in BAD_DETECTION])
+def test_bad_detection_settings_name_the_field(value, path):
+    with pytest.raises(ManifestError) as info:
+        ModelManifest.from_json(json.dumps(detector_dict(detection=value)))
+    assert str(info.value).startswith(path), str(info.value)
+
+
+def test_a_classifier_has_no_detection_settings():
+    with pytest.raises(ManifestError, match=r"^manifest\.detection: only a detection manifest"):
+        ModelManifest.from_dict(manifest_dict(detection={"score_threshold": 0.5}))
+
+
+@pytest.mark.parametrize("task, outputs, style", [
+    ("classification", {"logits": "l"}, "classifier"),
+    ("classification", {"probabilities": "p", "embedding": "e"}, "classifier"),
+    ("detection", {"detections": "d"}, "detections"),
+    ("detection", {"detections": "d", "embedding": "e"}, "detections"),
+    ("detection", {"boxes": "b", "scores": "s", "labels": "l"}, "boxes"),
+])
+def test_output_style(task, outputs, style):
+    m = ModelManifest.from_dict(manifest_dict(task=task, outputs=outputs))
+    assert m.output_style() == style
+
+
+@pytest.mark.parametrize("task, outputs", [
+    ("detection", {"boxes": "b"}),
+    ("detection", {"boxes": "b", "scores": "s"}),
+    ("detection", {"detections": "d", "labels": "l"}),
+    ("detection", {"logits": "l"}),
+    ("detection", {"embedding": "e"}),
+    ("classification", {"logits": "l", "boxes": "b"}),
+    ("classification", {"probabilities": "p", "detections": "d"}),
+])
+def test_output_roles_that_do_not_fit_the_task(task, outputs):
+    m = ModelManifest.from_dict(manifest_dict(task=task, outputs=outputs))
+    with pytest.raises(ManifestError, match=r"^manifest\.outputs: "):
+        m.output_style()

@@ -370,3 +370,16 @@ def test_the_last_evictions_are_kept_bounded(tmp_path, monkeypatch):
     n_evicted = 20 - len(box)  # rising values: each put evicts the oldest, cheapest ones
     assert n_evicted > 5 and box.counters()["evicted"] == n_evicted
     assert [v for _, v in box.evictions()] == [float(i) for i in range(n_evicted - 5, n_evicted)]
+
+
+def test_replace_raises_the_worth_of_a_queued_candidate_but_not_of_one_in_flight(box):
+    a, b = make_candidate(tags={"v": "old"}), make_candidate()
+    box.put(a, 0.1)
+    box.put(b, 0.5)
+    box.put(make_candidate(sample_id=a.sample_id, tags={"v": "new"}), 0.1)  # plain put: idempotent
+    box.put(make_candidate(sample_id=a.sample_id, tags={"v": "new"}), 1000.0, replace=True)
+    first = box.lease(1, 1 << 20)[0]
+    assert first.sample_id == a.sample_id and first.tags == {"v": "new"}
+    box.put(make_candidate(sample_id=a.sample_id, tags={"v": "newer"}), 2000.0, replace=True)  # leased: untouched
+    box.release([a.sample_id])
+    assert box.lease(1, 1 << 20)[0].tags == {"v": "new"}

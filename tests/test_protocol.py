@@ -450,3 +450,77 @@ def test_frame_sample_ids_are_valid_deterministic_ulids(t, device, camera, index
     assert frame_sample_id(t, device, camera, index) < frame_sample_id(t + 1, device, camera, index)  # time-ordered
     c = Candidate.from_wire({**make_candidate().to_wire(), "sample_id": sid})
     assert c.sample_id == sid
+
+
+# --- detections (a detector's candidates) -------------------------------------------------------
+
+@st.composite
+def detection_rows(draw, num_classes: int, max_rows: int = 20) -> np.ndarray:
+    n = draw(st.integers(0, max_rows))
+    coords = hnp.arrays(np.float32, (n, 4), elements=st.floats(-2, 2, width=32))
+    scores = hnp.arrays(np.float32, (n, 1), elements=st.floats(0, 1, width=32))
+    classes = hnp.arrays(np.float32, (n, 1), elements=st.integers(0, num_classes - 1).map(float))
+    return np.concatenate([draw(coords), draw(scores), draw(classes)], axis=1)
+
+
+@st.composite
+def detector_candidates(draw) -> Candidate:
+    c = draw(candidates())
+    return dataclasses.replace(c, detections=draw(detection_rows(len(c.probs))))
+
+
+@settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(detector_candidates(), min_size=1, max_size=3))
+def test_detections_round_trip(cands):
+    batch = SampleBatch(source="dev-1", site="site-1", samples=tuple(cands))
+    assert_same(decode(encode(batch), SampleBatch), batch)
+
+
+def test_detections_absent_for_a_classifier_and_in_old_messages():
+    c = make_candidate()
+    assert c.detections is None and "detections" not in c.to_wire()
+    assert Candidate.from_wire(c.to_wire()).detections is None  # an old sender: no key at all
+    assert Candidate.from_wire({**c.to_wire(), "detections": None}).detections is None
+
+
+def test_detections_count_in_nbytes():
+    c = make_candidate()
+    d = dataclasses.replace(c, detections=np.zeros((10, 6), np.float32))
+    assert d.nbytes == c.nbytes + 240
+
+
+def test_detections_at_the_limit_decode():
+    rows = np.tile(np.array([[0.1, 0.1, 0.5, 0.5, 0.9, 2]], np.float32), (p.MAX_DETECTIONS, 1))
+    raw = wire(one_batch())
+    raw["samples"][0]["detections"] = rows.tobytes()
+    assert decode(pack(raw), SampleBatch).samples[0].detections.shape == (p.MAX_DETECTIONS, 6)
+
+
+def _row(x1=0.1, y1=0.1, x2=0.5, y2=0.5, score=0.9, cls=1.0) -> bytes:
+    return F32(x1, y1, x2, y2, score, cls)
+
+
+DETECTION_REJECTIONS = [
+    ("not-bytes", [0.1, 0.1, 0.5, 0.5, 0.9, 1], ProtocolError),
+    ("partial-row", _row()[:-4], ProtocolError),
+    ("row-and-a-bit", _row() + b"\x00", ProtocolError),
+    ("too-many-rows", _row() * (p.MAX_DETECTIONS + 1), TooLarge),
+    ("nan-coordinate", _row(x1=math.nan), ProtocolError),
+    ("inf-score", _row(score=math.inf), ProtocolError),
+    ("score-above-1", _row(score=1.5), ProtocolError),
+    ("score-negative", _row(score=-0.1), ProtocolError),
+    ("class-negative", _row(cls=-1.0), ProtocolError),
+    ("class-fraction", _row(cls=1.5), ProtocolError),
+    ("class-beyond-probs", _row(cls=3.0), ProtocolError),  # GOOD_BATCH has 3 probabilities
+    ("second-row-bad", _row() + _row(score=2.0), ProtocolError),
+]
+
+
+@pytest.mark.parametrize("value, error", [pytest.param(v, e, id=i) for i, v, e in DETECTION_REJECTIONS])
+def test_bad_detections_name_the_field(value, error):
+    raw = wire(GOOD_BATCH)
+    raw["samples"][0]["detections"] = value
+    with pytest.raises(ProtocolError) as info:
+        decode(pack(raw), SampleBatch)
+    assert type(info.value) is error
+    assert str(info.value).startswith("samples[0].detections"), str(info.value)

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from edgeloop.shared import config
 from edgeloop.shared.config import Budget, ByteSize, SignalConfig
 from edgeloop.shared.errors import ConfigError
-from edgeloop.shared.sampling import (WindowedSelector, confidence_band, entropy, least_confidence, margin,
-                                      random_signal, score, select_top)
+from edgeloop.shared.sampling import (Observation, WindowedSelector, confidence_band, entropy, least_confidence,
+                                      margin, random_signal, score, select_top)
 
 
 @dataclass(frozen=True)
@@ -153,21 +153,31 @@ def test_random_signal_depends_on_seed_and_id():
     assert sum(d < 0.1 for d in draws) in range(150, 250)
 
 
-signal_configs = st.builds(
-    lambda kind, w, a, b: SignalConfig(kind, weight=w, low=min(a, b), high=max(a, b)),
-    st.sampled_from(config.SIGNAL_KINDS), st.floats(0, 5), st.floats(0, 1), st.floats(0, 1))
+# The parameters a kind cannot do without (the others keep their defaults).
+REQUIRED = {"every_nth": {"n": 3}, "interval": {"interval_s": 10.0}, "detection_count": {"min_count": 2},
+            "metadata": {"tag": "zone", "values": ("dock",)}}
+
+
+def _signal_config(kind: str, w: float, a: float, b: float) -> SignalConfig:
+    band = {"low": min(a, b), "high": max(a, b)} if kind == "confidence_band" else {}
+    return SignalConfig(kind, weight=w, **band, **REQUIRED.get(kind, {}))
+
+
+signal_configs = st.builds(_signal_config, st.sampled_from(config.SIGNAL_KINDS), st.floats(0, 5), st.floats(0, 1),
+                           st.floats(0, 1))
 
 
 @settings(max_examples=200)
 @given(prob_vectors(), st.text(max_size=26), st.integers(0, 2**32),
        st.lists(signal_configs, min_size=1, max_size=5, unique_by=lambda s: s.kind))
 def test_score_is_deterministic_and_a_weighted_sum(probs, sample_id, seed, signals):
-    value, scores, reasons = score(probs, sample_id, signals, seed)
-    assert score(probs.copy(), sample_id, list(signals), seed) == (value, scores, reasons)
-    assert set(scores) == {s.kind for s in signals}
+    # A classifier frame scored without context or state: the stateful kinds score 0 (tests/test_signals.py).
+    value, scores, reasons = score(Observation(sample_id, probs), signals, seed)
+    assert score(Observation(sample_id, probs.copy()), list(signals), seed) == (value, scores, reasons)
+    assert set(scores) == {s.name for s in signals}
     assert all(0.0 <= v <= 1.0 for v in scores.values())
-    assert value == pytest.approx(sum(s.weight * scores[s.kind] for s in signals))
-    fired = tuple(s.kind for s in signals if s.kind != "random" and scores[s.kind] >= 0.5)
+    assert value == pytest.approx(sum(s.weight * scores[s.name] for s in signals))
+    fired = tuple(s.name for s in signals if s.kind != "random" and scores[s.name] >= 0.5)
     # Nothing fired: the strongest signal is named, so every kept candidate has a reason.
     assert reasons == (fired or (max(scores, key=scores.get),))
 
@@ -176,11 +186,11 @@ def test_score_of_design_example():
     cfg = config.loads("[[sampling.signals]]\nkind = \"confidence_band\"\nlow = 0.35\nhigh = 0.65\nweight = 2.0\n"
                        "[[sampling.signals]]\nkind = \"random\"\nweight = 0.5")
     probs = np.array([0.5, 0.3, 0.2], np.float32)
-    value, scores, reasons = score(probs, "01J0000000000000000000000A", cfg.sampling.signals, seed=3)
+    value, scores, reasons = score(Observation("01J0000000000000000000000A", probs), cfg.sampling.signals, seed=3)
     assert scores["confidence_band"] == 1.0
     assert value == pytest.approx(2.0 + 0.5 * random_signal("01J0000000000000000000000A", 3))
     assert reasons == ("confidence_band",)
-    value, _, reasons = score(np.array([0.9, 0.05, 0.05], np.float32), "x", cfg.sampling.signals, seed=3)
+    value, _, reasons = score(Observation("x", np.array([0.9, 0.05, 0.05], np.float32)), cfg.sampling.signals, seed=3)
     assert reasons == ("random",) and value == pytest.approx(0.5 * random_signal("x", 3))
 
 
@@ -192,7 +202,7 @@ def test_two_signals_of_the_same_kind_both_count():
     except ConfigError:
         return  # refusing duplicates is an acceptable fix
     probs = np.array([0.15] + [0.85 / 9] * 9)  # inside the first band only
-    value, _, _ = score(probs, "x", cfg.sampling.signals)
+    value, _, _ = score(Observation("x", probs), cfg.sampling.signals)
     assert value == pytest.approx(1.0)
 
 

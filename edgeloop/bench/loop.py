@@ -131,7 +131,7 @@ class _Round:
 
     def agent(self, arm: str, cands: dict[str, list[_Cand]]) -> list[_Cand]:
         from edgeloop.shared.config import Budget
-        from edgeloop.shared.sampling import WindowedSelector, score
+        from edgeloop.shared.sampling import Observation, WindowedSelector, score
 
         if arm == "central":
             return [c for cam in cands for c in cands[cam]]
@@ -143,14 +143,14 @@ class _Round:
         for cam in sorted(cands):  # one selector per device
             sel = WindowedSelector(Budget(per_hour=self.cfg.agent_per_hour, window_s=self.cfg.window_s), min_value)
             for c in cands[cam]:
-                c.value = score(c.probs, c.sample_id, signals, self.seed)[0]
+                c.value = score(Observation.from_candidate(c), signals, self.seed)[0]
                 sel.offer(c)
             kept += sel.close_until(None)
         return kept
 
     def relay(self, arm: str, uplinked: list[_Cand], cams_per_site: dict[str, int]) -> list[_Cand]:
         from edgeloop.shared.config import Budget
-        from edgeloop.shared.sampling import WindowedSelector, score, select_diverse
+        from edgeloop.shared.sampling import Observation, WindowedSelector, score, select_diverse
 
         if arm in ("central", "threshold"):  # no relay budget / no relay stage: everything goes on
             return list(uplinked)
@@ -162,7 +162,7 @@ class _Round:
                 sel = WindowedSelector(budget)
                 sig = _signals({"random": 1.0})
                 for c in items:
-                    c.value = score(c.probs, c.sample_id, sig, self.seed + 7919)[0]  # not the agent's draw
+                    c.value = score(Observation.from_candidate(c), sig, self.seed + 7919)[0]  # not the agent's draw
                     sel.offer(c)
                 kept += sel.close_until(None)
                 continue
@@ -172,7 +172,7 @@ class _Round:
                 num_classes=NUM_CLASSES))
             sig = _signals(RELAY_SIGNALS)
             for c in items:
-                c.value = score(c.probs, c.sample_id, sig, self.seed)[0]
+                c.value = score(Observation.from_candidate(c), sig, self.seed)[0]
                 sel.offer(c)
             kept += sel.close_until(None)
         return kept

@@ -1,4 +1,5 @@
-"""From a [sampling] config to the functions a tier runs: the window picker and the audit draw."""
+"""From a [sampling] config to the functions a tier runs: the window picker, the audit draw, and
+which reasons carry a candidate past every budget."""
 
 from __future__ import annotations
 
@@ -25,3 +26,23 @@ def window_picker(cfg: SamplingConfig):
 def is_audit(sample_id: str, cfg: SamplingConfig) -> bool:
     """A fixed random fraction of frames, decided by id and seed: kept outside every budget."""
     return cfg.audit_fraction > 0 and random_signal(sample_id, cfg.seed ^ _AUDIT_SALT) < cfg.audit_fraction
+
+
+# Reasons a candidate carries up the tree; every tier reads them here, not by its own string tests.
+AUDIT = "audit"
+FEEDBACK_WRONG = "feedback:wrong"
+FEEDBACK_CONFIRMED = "feedback:confirmed"
+CAMPAIGN_PREFIX = "campaign:"
+
+
+def is_feedback(reasons) -> bool:
+    return FEEDBACK_WRONG in reasons or FEEDBACK_CONFIRMED in reasons
+
+
+def outside_budgets(reasons) -> bool:
+    """Audit and application feedback pass every tier outside its budget (campaigns have quotas)."""
+    return AUDIT in reasons or is_feedback(reasons)
+
+
+def campaign_of(reasons) -> str | None:
+    return next((r[len(CAMPAIGN_PREFIX):] for r in reasons if r.startswith(CAMPAIGN_PREFIX)), None)

@@ -1,0 +1,316 @@
+"""The agent's frame pipeline: capture + decode + preprocess (a thread) | infer -> score -> select -> outbox.
+
+    pipe = FramePipeline(source, FrameSampler(sampling, "dev-1", "site-0"), outbox, get_runtime=lambda: rt)
+    pipe.start()
+    while pipe.step(rt) is not None: ...        # one frame per step; None once the source has ended
+    pipe.flush(); pipe.stop()
+
+The prefetch thread reads and preprocesses the next frames while the current one is inside
+onnxruntime (which releases the GIL), so capture costs the device little inference time.
+`run_pipeline` is the same loop for a finite source, used by `edgeloop bench agent`.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from edgeloop.shared.config import SamplingConfig
+from edgeloop.shared.errors import ImageError, StorageError
+from edgeloop.shared.ids import frame_sample_id
+from edgeloop.shared.images import encode_jpeg, sha256
+from edgeloop.shared.manifest import InputSpec
+from edgeloop.shared.outbox import SqliteOutbox
+from edgeloop.shared.protocol import MAX_IMAGE_BYTES, Candidate
+from edgeloop.shared.runtime import ModelRuntime, Prediction
+from edgeloop.shared.sampling import WindowedSelector
+from edgeloop.shared.sampling.campaigns import CampaignMatcher
+from edgeloop.shared.sampling.policy import is_audit, window_picker
+from edgeloop.shared.sampling.signals import Observation, SignalContext, SignalState, score
+
+from .sources import SourceFrame
+
+log = logging.getLogger("edgeloop.agent")
+
+# Added to the value of candidates kept outside the window budget: they are sent first and evicted
+# last. Feedback that a prediction was wrong is the most valuable thing a device can send.
+PRIORITY = {"feedback:wrong": 1000.0, "audit": 100.0, "campaign": 50.0, "feedback:confirmed": 50.0}
+
+
+def check_frame(frame: SourceFrame) -> None:
+    img = frame.image
+    if not isinstance(img, np.ndarray) or img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8 or not img.size:
+        shape = getattr(img, "shape", None)
+        raise ImageError(f"frame {frame.index}: expected an (H, W, 3) uint8 image, got {shape}")
+
+
+def encode_for_uplink(image: np.ndarray) -> bytes:
+    """JPEG small enough for the protocol: a 4K frame is halved until it fits."""
+    jpeg = encode_jpeg(image)
+    while len(jpeg) > MAX_IMAGE_BYTES:
+        image = cv2.resize(image, (image.shape[1] // 2, image.shape[0] // 2), interpolation=cv2.INTER_AREA)
+        jpeg = encode_jpeg(image)
+    return jpeg
+
+
+def build_candidate(frame: SourceFrame, pred: Prediction, model_version: str, sample_id: str, site: str,
+                    device_id: str, value: float, scores: dict[str, float], reasons: tuple[str, ...],
+                    extra_tags: dict[str, str] | None = None) -> Candidate:
+    jpeg = encode_for_uplink(frame.image)
+    return Candidate(
+        sample_id=sample_id, device_id=device_id, camera_id=frame.camera_id, captured_at=frame.captured_at,
+        model_version=model_version, probs=pred.probs,
+        embedding=None if pred.embedding is None else pred.embedding.astype(np.float16),
+        detections=pred.detections, image=jpeg, image_sha256=sha256(jpeg),
+        tags={**frame.tags, "site": site, **(extra_tags or {})}, scores=scores, reasons=reasons, value=value)
+
+
+def pool_limit(sampling: SamplingConfig) -> int | None:
+    """How many candidates a window may hold: enough for its budget (more for the diverse picker)."""
+    per_window = sampling.budget.per_window
+    if not np.isfinite(per_window):
+        return None  # no count budget: everything is kept, windows are flushed as they close
+    k = int(per_window) + 1
+    return 2 * k + 4 if sampling.strategy == "top" else 8 * k + 16
+
+
+class FrameSampler:
+    """First-stage sampling for one device: signals, audit and campaign bypasses, the windowed selector."""
+
+    def __init__(self, sampling: SamplingConfig, device_id: str, site: str):
+        self.sampling, self.device_id, self.site = sampling, device_id, site
+        self.selector = WindowedSelector(sampling.budget, sampling.min_value, pick=window_picker(sampling),
+                                         pool_limit=pool_limit(sampling))
+        self.state = SignalState.for_signals(sampling.signals)
+        self._context: tuple[str, SignalContext] | None = None  # per model version
+        self.campaigns = CampaignMatcher()
+        self.campaigns_in = None  # a CampaignSet handed over from the MQTT thread
+        self.offered = self.audited = self.campaign_kept = self.passed_over = 0
+        self.seconds = 0.0  # time spent scoring and selecting (not encoding kept images)
+
+    def consider(self, frame: SourceFrame, pred: Prediction, rt: ModelRuntime, sample_id: str) -> list[Candidate]:
+        """-> the candidates to commit now (bypasses, and windows this frame's time closed)."""
+        t0 = time.perf_counter()
+        if self.campaigns_in is not None:
+            self.campaigns.update(self.campaigns_in.campaigns)
+            self.campaigns_in = None
+        obs = Observation(sample_id=sample_id, probs=pred.probs, embedding=pred.embedding,
+                          detections=pred.detections, tags=frame.tags, captured_at=frame.captured_at,
+                          index=frame.index)
+        value, scores, reasons = score(obs, self.sampling.signals, self.sampling.seed, self._context_for(rt),
+                                       self.state)
+        audit = is_audit(sample_id, self.sampling)
+        campaign = None if audit else self.campaigns.match(pred.embedding, time.time())
+        bypass = "audit" if audit else "campaign" if campaign else None
+        wanted = bypass is not None or self.selector.would_accept(frame.captured_at, value)
+        self.seconds += time.perf_counter() - t0
+        commit: list[Candidate] = []
+        if wanted:
+            reasons = ("audit", *reasons) if audit else (f"campaign:{campaign}", *reasons) if campaign else reasons
+            cand = build_candidate(frame, pred, rt.version, sample_id, self.site, self.device_id, value, scores,
+                                   reasons)
+            if bypass:
+                # Outside the window budget: audit is the unbiased sample of what the camera sees;
+                # a campaign has its own quota.
+                self.audited += audit
+                self.campaign_kept += bool(campaign)
+                commit.append(cand.with_value(value + PRIORITY[bypass]))
+            else:
+                self.offered += self.selector.offer(cand)
+        else:
+            self.passed_over += 1
+        t0 = time.perf_counter()
+        commit.extend(self.selector.close_until(frame.captured_at))
+        self.seconds += time.perf_counter() - t0
+        return commit
+
+    def flush(self) -> list[Candidate]:
+        return self.selector.close_until(None)
+
+    def _context_for(self, rt: ModelRuntime) -> SignalContext:
+        if self._context is None or self._context[0] != rt.version:
+            if self._context is not None:
+                self.state.forget()  # embeddings of two models are not comparable
+            self._context = (rt.version, SignalContext.from_manifest(rt.manifest))
+        return self._context[1]
+
+    def committed(self, kept: Iterable[Candidate]) -> None:
+        """Novelty is measured against what was kept."""
+        for c in kept:
+            if c.embedding is not None:
+                self.state.remember(c.embedding.astype(np.float32))
+
+
+@dataclass
+class _Captured:
+    frame: SourceFrame
+    batch: np.ndarray | None  # preprocessed for `spec`; None when no model was loaded yet
+    spec: InputSpec | None
+    error: str = ""
+
+
+_END = object()
+
+
+class Prefetcher(threading.Thread):
+    """Reads, checks and preprocesses frames ahead of inference, into a small bounded queue."""
+
+    def __init__(self, source, get_runtime: Callable[[], ModelRuntime | None], depth: int = 2):
+        super().__init__(name="capture", daemon=True)
+        self.source, self.get_runtime = source, get_runtime
+        self.q: queue.Queue = queue.Queue(maxsize=depth)
+        self.stopped = threading.Event()
+        self.error: Exception | None = None  # what ended the source, if it failed
+
+    def run(self) -> None:
+        try:
+            for frame in self.source:
+                item = self._prepare(frame)
+                while not self.stopped.is_set():
+                    try:
+                        self.q.put(item, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+                if self.stopped.is_set():
+                    return
+        except Exception as exc:  # noqa: BLE001 - reported by the consumer, not lost in this thread
+            self.error = exc
+        finally:
+            self._put_end()
+
+    def _prepare(self, frame: SourceFrame) -> _Captured:
+        try:
+            check_frame(frame)
+            rt = self.get_runtime()
+            if rt is None:
+                return _Captured(frame, None, None)
+            return _Captured(frame, rt.prepare([frame.image]), rt.manifest.input)
+        except ImageError as exc:
+            return _Captured(frame, None, None, str(exc))
+        except Exception as exc:  # noqa: BLE001 - cv2 on a frame it cannot resize: a bad frame, not a crash
+            return _Captured(frame, None, None, f"frame {frame.index}: {exc}")
+
+    def _put_end(self) -> None:
+        while True:
+            try:
+                self.q.put(_END, timeout=0.2)
+                return
+            except queue.Full:
+                if self.stopped.is_set():
+                    return
+
+    def get(self, timeout: float):
+        """-> a captured frame, None (nothing yet) or _END."""
+        try:
+            return self.q.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def stop(self) -> None:
+        self.stopped.set()
+        close = getattr(self.source, "close", None)
+        if close:
+            close()
+
+
+class FramePipeline:
+    """One device's frames, from the prefetch queue to the outbox."""
+
+    def __init__(self, source, sampler: FrameSampler, outbox: SqliteOutbox,
+                 get_runtime: Callable[[], ModelRuntime | None], on_commit: Callable[[list[Candidate]], None] | None = None,
+                 recent=None, depth: int = 2):
+        self.source, self.sampler, self.outbox = source, sampler, outbox
+        self.prefetch = Prefetcher(source, get_runtime, depth)
+        self.on_commit = on_commit
+        self.recent = recent  # RecentFrames for application feedback, or None
+        self.frames = self.corrupt = self.kept = self.raw_bytes = 0
+        self.latencies: deque[float] = deque(maxlen=512)
+        self.last_error = ""
+        self.last_index = -1
+
+    def start(self) -> None:
+        self.prefetch.start()
+
+    def stop(self) -> None:
+        self.prefetch.stop()
+
+    def step(self, rt: ModelRuntime, timeout: float = 0.5) -> bool | None:
+        """Process the next frame with `rt`: True done, False none ready yet, None the source ended."""
+        item = self.prefetch.get(timeout)
+        if item is None:
+            return False
+        if item is _END:
+            if self.prefetch.error:
+                self.last_error = f"source failed: {self.prefetch.error}"
+            return None
+        if item.error:
+            self.corrupt += 1
+            self.last_error = item.error
+            return True
+        frame = item.frame
+        try:
+            batch = item.batch if item.spec is rt.manifest.input else rt.prepare([frame.image])  # model swapped
+            pred = rt.infer(batch, [frame.image])[0]
+        except ImageError as exc:
+            self.corrupt += 1
+            self.last_error = str(exc)
+            return True
+        self.frames += 1
+        self.last_index = frame.index
+        self.raw_bytes += frame.image.nbytes
+        self.latencies.append(pred.latency_ms)
+        sid = frame_sample_id(frame.captured_at, self.sampler.device_id, frame.camera_id, frame.index)
+        if self.recent is not None:
+            self.recent.add(sid, frame, pred, rt.version)
+        self.commit(self.sampler.consider(frame, pred, rt, sid))
+        return True
+
+    def flush(self) -> None:
+        self.commit(self.sampler.flush())
+
+    def commit(self, kept: list[Candidate]) -> None:
+        if not kept:
+            return
+        for c in kept:
+            try:
+                self.kept += self.outbox.put(c, c.value)
+            except StorageError as exc:  # the outbox file itself failed: report it, keep the camera going
+                self.last_error = str(exc)
+                log.error("%s", exc)
+        self.sampler.committed(kept)
+        if self.on_commit:
+            self.on_commit(kept)
+
+
+@dataclass(frozen=True)
+class PipelineStats:
+    frames: int
+    seconds: float
+    sampling_seconds: float
+    kept: int
+    corrupt: int
+
+
+def run_pipeline(source, runtime: ModelRuntime, sampling: SamplingConfig, outbox: SqliteOutbox,
+                 device_id: str = "bench", site: str = "bench", max_frames: int | None = None) -> PipelineStats:
+    """The agent's pipeline over a finite source with one model (no MQTT): for benchmarks and tools."""
+    pipe = FramePipeline(source, FrameSampler(sampling, device_id, site), outbox, lambda: runtime)
+    t0 = time.perf_counter()
+    pipe.start()
+    try:
+        while max_frames is None or pipe.frames < max_frames:
+            if pipe.step(runtime) is None:
+                break
+        pipe.flush()
+    finally:
+        pipe.stop()
+    return PipelineStats(pipe.frames, time.perf_counter() - t0, pipe.sampler.seconds, pipe.kept, pipe.corrupt)

@@ -1,0 +1,99 @@
+"""The agent against a broker that is down: the outbox fills to its quota, keeps the most valuable
+candidates, and drains completely once the broker is back. Real processes, real mosquitto."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import sys
+import time
+
+import pytest
+
+from edgeloop.broker import free_port
+from edgeloop.procs import Service, mosquitto_service, wait_port
+from edgeloop.shared.mqtt import Connection
+from edgeloop.shared.protocol import SampleBatch, decode
+
+from factories import signed_model
+
+pytestmark = pytest.mark.e2e
+FRAMES = 150
+
+
+def outbox_rows(path):
+    with sqlite3.connect(path) as db:
+        rows = db.execute("SELECT sample_id, value, nbytes FROM outbox").fetchall()
+        counters = dict(db.execute("SELECT name, n FROM counters").fetchall())
+        evicted = db.execute("SELECT sample_id, value FROM evictions").fetchall()
+    return rows, counters, evicted
+
+
+def wait_for(what, cond, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := cond():
+            return result
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_offline_agent_keeps_the_best_candidates_within_its_quota_and_drains_them_all(tmp_path):
+    port = free_port()
+    logs = tmp_path / "logs"
+    broker = mosquitto_service(port, tmp_path / "mosquitto", logs, persistence=True).start()
+    wait_port(port)
+    # A collector with a persistent session: the broker queues for it what arrives while it is away.
+    received: list[SampleBatch] = []
+
+    def collector() -> Connection:
+        return Connection(f"mqtt://127.0.0.1:{port}", "collector", clean_session=False,
+                          subscriptions=[("edgeloop/site-x/dev-x/samples", 1)],
+                          on_message=lambda c, u, m: received.append(decode(m.payload, SampleBatch)))
+
+    first = collector()
+    first.start().wait_connected(10)
+    time.sleep(0.5)  # the SUBSCRIBE round trip
+    first.stop()
+    assert broker.stop() == 0  # the broker saves the session and goes down
+
+    artifact, pub = signed_model(tmp_path / "keys")
+    data = tmp_path / "agent"
+    (data / "models").mkdir(parents=True)
+    shutil.copy(artifact, data / "models" / "active.model")
+    conf = tmp_path / "agent.toml"
+    conf.write_text("[sampling]\nmin_value = 0.0\n")  # no budget: every frame goes to the outbox
+    agent = Service("agent", [sys.executable, "-m", "edgeloop", "agent", "run", "--device", "dev-x", "--site", "site-x",
+                              "--broker", f"mqtt://127.0.0.1:{port}", "--source", "sim:cam-000", "--data", str(data),
+                              "--pubkey", str(pub), "--config", str(conf), "--quota", "40KB",
+                              "--frames-per-model", str(FRAMES)], logs).start()
+    try:
+        outbox = data / "outbox.sqlite"
+        wait_for("every frame to reach the outbox", lambda: outbox.exists() and (
+            (c := outbox_rows(outbox)[1]).get("accepted", 0) + c.get("refused", 0) >= FRAMES), timeout=180)
+        rows, counters, evicted = outbox_rows(outbox)
+        assert agent.alive(), agent.tail()
+        # Full, nothing left the device, and every frame is accounted for: kept, evicted or refused.
+        assert counters["evicted"] > 0 and counters.get("sent", 0) == 0
+        assert counters["accepted"] + counters.get("refused", 0) == FRAMES
+        assert counters["accepted"] - counters["evicted"] == len(rows)
+        assert sum(n for _, _, n in rows) <= 40_000
+        # Eviction kept the most valuable: whatever stayed that is worth less than something evicted
+        # fits in the slack one eviction can leave (less than one candidate's size).
+        worst_evicted = max(v for _, v in evicted)
+        cheap = [n for _, v, n in rows if v < worst_evicted]
+        assert sum(cheap) < max(n for _, _, n in rows), (cheap, worst_evicted)
+        kept = {sid for sid, _, _ in rows}
+
+        broker = mosquitto_service(port, tmp_path / "mosquitto", logs, persistence=True).start()
+        wait_port(port)
+        wait_for("the outbox to drain", lambda: not outbox_rows(outbox)[0], timeout=120)
+        second = collector().start()
+        ids = lambda: [c.sample_id for b in received for c in b.samples]  # noqa: E731
+        wait_for("the collector to receive everything", lambda: set(ids()) >= kept, timeout=60)
+        assert set(ids()) == kept  # exactly what was kept: nothing evicted leaks, nothing kept is lost
+        assert outbox_rows(outbox)[1]["sent"] == len(kept)
+        second.stop()
+    finally:
+        assert agent.stop() == 0, agent.tail()
+        broker.stop()
