@@ -182,14 +182,12 @@ class Agent:
         """Queue the flagged frame as a candidate (outside every budget); FrameGone if no longer held."""
         item = self.recent.find(fb)
         reason = f"feedback:{fb.verdict}"
-        sampler = self.pipeline.sampler
         extra = {"feedback_label": fb.label} if fb.label else {}
         cand = build_candidate(item.frame, item.pred, item.model_version, item.sample_id, self.s.site,
                                self.s.device_id, PRIORITY[reason], {}, (reason,), extra)
         # A frame already queued for its own merit is upgraded in place: same id, feedback's worth.
         if not self.outbox.put(cand, cand.value, replace=True):
             raise StorageError(f"the outbox refused feedback frame {item.sample_id}")
-        sampler.committed([cand])
         self.feedback_count[fb.verdict] += 1
         self.uplink.wake.set()
         log.info("feedback %s on frame %s queued", fb.verdict, item.sample_id)

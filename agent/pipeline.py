@@ -17,7 +17,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
@@ -33,7 +33,8 @@ from edgeloop.shared.protocol import MAX_IMAGE_BYTES, Candidate
 from edgeloop.shared.runtime import ModelRuntime, Prediction
 from edgeloop.shared.sampling import WindowedSelector
 from edgeloop.shared.sampling.campaigns import CampaignMatcher
-from edgeloop.shared.sampling.policy import is_audit, window_picker
+from edgeloop.shared.sampling.policy import (AUDIT, CAMPAIGN_PREFIX, FEEDBACK_CONFIRMED, FEEDBACK_WRONG, is_audit,
+                                             window_picker)
 from edgeloop.shared.sampling.signals import Observation, SignalContext, SignalState, score
 
 from .sources import SourceFrame
@@ -42,7 +43,7 @@ log = logging.getLogger("edgeloop.agent")
 
 # Added to the value of candidates kept outside the window budget: they are sent first and evicted
 # last. Feedback that a prediction was wrong is the most valuable thing a device can send.
-PRIORITY = {"feedback:wrong": 1000.0, "audit": 100.0, "campaign": 50.0, "feedback:confirmed": 50.0}
+PRIORITY = {FEEDBACK_WRONG: 1000.0, AUDIT: 100.0, "campaign": 50.0, FEEDBACK_CONFIRMED: 50.0}
 
 
 def check_frame(frame: SourceFrame) -> None:
@@ -97,8 +98,10 @@ class FrameSampler:
         self.seconds = 0.0  # time spent scoring and selecting (not encoding kept images)
 
     def consider(self, frame: SourceFrame, pred: Prediction, rt: ModelRuntime, sample_id: str) -> list[Candidate]:
-        """-> the candidates to commit now (bypasses, and windows this frame's time closed)."""
+        """-> the candidates to commit now (windows this frame's time closed, and bypasses)."""
         t0 = time.perf_counter()
+        # Close the windows that ended first: novelty then compares against what they kept.
+        commit = self._remember(self.selector.close_until(frame.captured_at))
         if self.campaigns_in is not None:
             self.campaigns.update(self.campaigns_in.campaigns)
             self.campaigns_in = None
@@ -109,12 +112,11 @@ class FrameSampler:
                                        self.state)
         audit = is_audit(sample_id, self.sampling)
         campaign = None if audit else self.campaigns.match(pred.embedding, time.time())
-        bypass = "audit" if audit else "campaign" if campaign else None
+        bypass = AUDIT if audit else "campaign" if campaign else None
         wanted = bypass is not None or self.selector.would_accept(frame.captured_at, value)
         self.seconds += time.perf_counter() - t0
-        commit: list[Candidate] = []
         if wanted:
-            reasons = ("audit", *reasons) if audit else (f"campaign:{campaign}", *reasons) if campaign else reasons
+            reasons = (AUDIT, *reasons) if audit else (CAMPAIGN_PREFIX + campaign, *reasons) if campaign else reasons
             cand = build_candidate(frame, pred, rt.version, sample_id, self.site, self.device_id, value, scores,
                                    reasons)
             if bypass:
@@ -122,18 +124,15 @@ class FrameSampler:
                 # a campaign has its own quota.
                 self.audited += audit
                 self.campaign_kept += bool(campaign)
-                commit.append(cand.with_value(value + PRIORITY[bypass]))
+                commit.extend(self._remember([cand.with_value(value + PRIORITY[bypass])]))
             else:
                 self.offered += self.selector.offer(cand)
         else:
             self.passed_over += 1
-        t0 = time.perf_counter()
-        commit.extend(self.selector.close_until(frame.captured_at))
-        self.seconds += time.perf_counter() - t0
         return commit
 
     def flush(self) -> list[Candidate]:
-        return self.selector.close_until(None)
+        return self._remember(self.selector.close_until(None))
 
     def _context_for(self, rt: ModelRuntime) -> SignalContext:
         if self._context is None or self._context[0] != rt.version:
@@ -142,11 +141,12 @@ class FrameSampler:
             self._context = (rt.version, SignalContext.from_manifest(rt.manifest))
         return self._context[1]
 
-    def committed(self, kept: Iterable[Candidate]) -> None:
+    def _remember(self, kept: list[Candidate]) -> list[Candidate]:
         """Novelty is measured against what was kept."""
         for c in kept:
             if c.embedding is not None:
                 self.state.remember(c.embedding.astype(np.float32))
+        return kept
 
 
 @dataclass
@@ -286,7 +286,6 @@ class FramePipeline:
             except StorageError as exc:  # the outbox file itself failed: report it, keep the camera going
                 self.last_error = str(exc)
                 log.error("%s", exc)
-        self.sampler.committed(kept)
         if self.on_commit:
             self.on_commit(kept)
 

@@ -75,3 +75,14 @@ def test_an_agent_without_a_readable_public_key_refuses_to_start(tmp_path):
                            "--data", str(tmp_path / "a"), "--pubkey", str(tmp_path / "nope.pub")],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "--pubkey" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_json_logs_are_one_object_per_line():
+    import json
+    import logging
+
+    from edgeloop.cli import JsonFormatter
+
+    record = logging.LogRecord("edgeloop.agent", logging.WARNING, __file__, 1, "lost %s", ("the broker",), None)
+    out = json.loads(JsonFormatter().format(record))
+    assert out["level"] == "WARNING" and out["logger"] == "edgeloop.agent" and out["message"] == "lost the broker"
