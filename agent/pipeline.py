@@ -74,6 +74,34 @@ def build_candidate(frame: SourceFrame, pred: Prediction, model_version: str, sa
         tags={**frame.tags, "site": site, **(extra_tags or {})}, scores=scores, reasons=reasons, value=value)
 
 
+@dataclass(eq=False)
+class Pending:
+    """A frame waiting in its selection window, not yet JPEG-encoded: most never make the cut, and
+    encoding is the costliest thing the device does after inference. `nbytes` is an estimate (the
+    camera's recent JPEG sizes) for the byte budget; the outbox quota counts the real size."""
+
+    frame: SourceFrame
+    pred: Prediction
+    model_version: str
+    sample_id: str
+    value: float
+    scores: dict[str, float]
+    reasons: tuple[str, ...]
+    nbytes: int
+
+    @property
+    def captured_at(self) -> float:
+        return self.frame.captured_at
+
+    @property
+    def embedding(self) -> np.ndarray | None:
+        return self.pred.embedding
+
+    @property
+    def predicted(self) -> int:
+        return int(np.argmax(self.pred.probs))
+
+
 def pool_limit(sampling: SamplingConfig) -> int | None:
     """How many candidates a window may hold: enough for its budget (more for the diverse picker)."""
     per_window = sampling.budget.per_window
@@ -96,12 +124,16 @@ class FrameSampler:
         self.campaigns_in = None  # a CampaignSet handed over from the MQTT thread
         self.offered = self.audited = self.campaign_kept = self.passed_over = 0
         self.seconds = 0.0  # time spent scoring and selecting (not encoding kept images)
+        self._jpeg_estimate = 50_000  # bytes; follows the sizes of what was encoded
 
     def consider(self, frame: SourceFrame, pred: Prediction, rt: ModelRuntime, sample_id: str) -> list[Candidate]:
         """-> the candidates to commit now (windows this frame's time closed, and bypasses)."""
         t0 = time.perf_counter()
         # Close the windows that ended first: novelty then compares against what they kept.
-        commit = self._remember(self.selector.close_until(frame.captured_at))
+        closed = self.selector.close_until(frame.captured_at)
+        self.seconds += time.perf_counter() - t0
+        commit = self._build(closed)
+        t0 = time.perf_counter()
         if self.campaigns_in is not None:
             self.campaigns.update(self.campaigns_in.campaigns)
             self.campaigns_in = None
@@ -115,24 +147,35 @@ class FrameSampler:
         bypass = AUDIT if audit else "campaign" if campaign else None
         wanted = bypass is not None or self.selector.would_accept(frame.captured_at, value)
         self.seconds += time.perf_counter() - t0
-        if wanted:
-            reasons = (AUDIT, *reasons) if audit else (CAMPAIGN_PREFIX + campaign, *reasons) if campaign else reasons
-            cand = build_candidate(frame, pred, rt.version, sample_id, self.site, self.device_id, value, scores,
-                                   reasons)
-            if bypass:
-                # Outside the window budget: audit is the unbiased sample of what the camera sees;
-                # a campaign has its own quota.
-                self.audited += audit
-                self.campaign_kept += bool(campaign)
-                commit.extend(self._remember([cand.with_value(value + PRIORITY[bypass])]))
-            else:
-                self.offered += self.selector.offer(cand)
+        if bypass:
+            # Outside the window budget: audit is the unbiased sample of what the camera sees; a
+            # campaign has its own quota.
+            reasons = (AUDIT, *reasons) if audit else (CAMPAIGN_PREFIX + campaign, *reasons)
+            self.audited += audit
+            self.campaign_kept += bool(campaign)
+            commit += self._build([Pending(frame, pred, rt.version, sample_id, value + PRIORITY[bypass], scores,
+                                           reasons, 0)])
+        elif wanted:
+            self.offered += self.selector.offer(Pending(frame, pred, rt.version, sample_id, value, scores, reasons,
+                                                        self._jpeg_estimate))
         else:
             self.passed_over += 1
         return commit
 
     def flush(self) -> list[Candidate]:
-        return self._remember(self.selector.close_until(None))
+        return self._build(self.selector.close_until(None))
+
+    def _build(self, kept: list[Pending]) -> list[Candidate]:
+        """Encode what was kept; novelty is measured against it from now on."""
+        out = []
+        for p in kept:
+            c = build_candidate(p.frame, p.pred, p.model_version, p.sample_id, self.site, self.device_id, p.value,
+                                p.scores, p.reasons)
+            self._jpeg_estimate = int(0.8 * self._jpeg_estimate + 0.2 * c.nbytes)
+            if c.embedding is not None:
+                self.state.remember(c.embedding.astype(np.float32))
+            out.append(c)
+        return out
 
     def _context_for(self, rt: ModelRuntime) -> SignalContext:
         if self._context is None or self._context[0] != rt.version:
@@ -140,13 +183,6 @@ class FrameSampler:
                 self.state.forget()  # embeddings of two models are not comparable
             self._context = (rt.version, SignalContext.from_manifest(rt.manifest))
         return self._context[1]
-
-    def _remember(self, kept: list[Candidate]) -> list[Candidate]:
-        """Novelty is measured against what was kept."""
-        for c in kept:
-            if c.embedding is not None:
-                self.state.remember(c.embedding.astype(np.float32))
-        return kept
 
 
 @dataclass

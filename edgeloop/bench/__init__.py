@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from .agent import agent_bench
 from .loop import loop
 
 
@@ -11,13 +12,16 @@ from .loop import loop
 def bench() -> None:
     """Benchmarks that print ratios and write JSON.
 
-    Each benchmark runs in one process, seeds all its randomness, prints one line of ratios per
-    contender and writes its figures to OUT/<name>.json (and a plot to OUT/<name>.png).
+    Each benchmark seeds all its randomness, prints one line of ratios per contender and writes
+    its figures to OUT/<name>.json (and a plot to OUT/<name>.png). `loop` runs in one process;
+    `agent` runs each arm in a fresh process, so that each one's peak memory is its own.
 
     \b
     Example:
       edgeloop bench loop --seeds 3 --out runs/bench
+      edgeloop bench agent --out runs/bench
     """
 
 
 bench.add_command(loop)
+bench.add_command(agent_bench)
