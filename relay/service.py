@@ -9,7 +9,6 @@ callbacks, which write to SQLite before returning (so before the PUBACK).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import threading
@@ -23,13 +22,14 @@ from aiohttp import web
 
 from edgeloop.shared import topics
 from edgeloop.shared.config import SamplingConfig
-from edgeloop.shared.errors import ProtocolError, StorageError
+from edgeloop.shared.errors import EdgeloopError, ProtocolError, StorageError
 from edgeloop.shared.mqtt import Connection
 from edgeloop.shared.protocol import (MAX_ITEMS, Campaign, CampaignSet, Candidate, DesiredModel, DeviceState,
-                                      SampleBatch, check_id, decode, encode)
+                                      SampleBatch, ShadowModel, check_id, decode, encode)
 from edgeloop.shared.sampling import Observation, WindowedSelector, score
 from edgeloop.shared.sampling.policy import AUDIT, campaign_of, is_feedback, outside_budgets, window_picker
 
+from .cache import ModelCache
 from .store import RelayStore
 
 log = logging.getLogger("edgeloop.relay")
@@ -51,6 +51,7 @@ class RelaySettings:
     flush_idle_s: float = 2.0  # close every open window after this long without a new candidate
     poll_s: float = 2.0  # how often to ask the hub for the desired model
     forward_quota: int = 500 << 20
+    model_cache_bytes: int = 2 << 30
     batch_items: int = 128
 
 
@@ -58,8 +59,6 @@ class Relay:
     def __init__(self, s: RelaySettings):
         self.s = s
         self.store = RelayStore(s.data_dir / "relay.sqlite", s.forward_quota)
-        self.cache = s.data_dir / "models"
-        self.cache.mkdir(parents=True, exist_ok=True)
         self.selector = WindowedSelector(s.sampling.budget, s.sampling.min_value, track_dropped=True,
                                          pick=window_picker(s.sampling))
         self._lock = threading.Lock()  # guards the selector between paho's thread and the loop
@@ -69,8 +68,11 @@ class Relay:
         self.selector_refused: list[str] = []
         self.storage_failed = False
         self.devices: dict[str, DeviceState] = {}
-        self.desired: DesiredModel | None = None
+        self.desired: DesiredModel | None = None  # the site's default
+        self.desired_devices: dict[str, DesiredModel] = {}  # devices a rollout treats differently
+        self._published: dict[str, bytes] = {}  # device -> the desired payload last set
         self.versions: dict[str, str] = {}  # model version -> sha256 of its cached artifact
+        self.cache = ModelCache(s.data_dir / "models", s.model_cache_bytes)
         self.counts = {"received": 0, "duplicates": 0, "rejected": 0, "kept": 0, "dropped": 0, "forwarded": 0,
                        "bytes_in": 0, "bytes_to_hub": 0, "model_bytes_in": 0, "model_bytes_out": 0,
                        "refused_by_hub": 0, "audit": 0, "feedback": 0, "campaign": 0}
@@ -157,13 +159,23 @@ class Relay:
     def _on_state(self, device: str, state: DeviceState) -> None:
         first = device not in self.devices
         self.devices[device] = state
-        if first and self.desired and state.status == "online":
+        if first and state.status == "online":
             self._set_desired(device)
 
+    def _desired_for(self, device: str) -> DesiredModel | None:
+        """What the hub wants this device to run: its own entry during a rollout, else the default."""
+        return self.desired_devices.get(device, self.desired)
+
     def _set_desired(self, device: str) -> None:
-        d = self.desired
-        msg = DesiredModel(d.version, d.sha256, d.size, f"{self.url}/models/{d.version}", d.phase)
-        self.conn.publish(topics.desired(self.s.site, device), encode(msg), qos=1, retain=True)
+        """Publish the device's desired state (retained) if it changed since we last did."""
+        msg = self._desired_for(device)
+        if msg is None:
+            return
+        payload = encode(msg)
+        if self._published.get(device) == payload:
+            return
+        self.conn.publish(topics.desired(self.s.site, device), payload, qos=1, retain=True)
+        self._published[device] = payload
 
     # -- selection windows -------------------------------------------------------------------
     async def windows(self) -> None:
@@ -248,7 +260,7 @@ class Relay:
         while True:
             try:
                 await self._poll_once(http)
-            except (aiohttp.ClientError, asyncio.TimeoutError, ProtocolError, ValueError, KeyError, OSError) as exc:
+            except (aiohttp.ClientError, asyncio.TimeoutError, EdgeloopError, ValueError, KeyError, OSError) as exc:
                 log.warning("desired-model poll failed: %s", exc)
             await asyncio.sleep(self.s.poll_s)
 
@@ -270,41 +282,63 @@ class Relay:
 
     async def _poll_once(self, http: aiohttp.ClientSession) -> None:
         await self._poll_campaigns(http)
+        await self._send_reports(http)
         async with http.get(f"{self.s.hub_url}/api/v1/desired", params={"site": self.s.site},
                             headers=self._auth()) as resp:
             if resp.status == 204:
                 return
             resp.raise_for_status()
             info = await resp.json()
-        if self.desired and self.desired.sha256 == info["sha256"]:
-            return
-        check_id(info["version"], "desired.version")
-        path = self.cache / f"{info['sha256']}.model"  # by content: a re-used version name can't serve stale bytes
-        if not path.exists():
-            async with http.get(f"{self.s.hub_url}{info['artifact']}", headers=self._auth()) as resp:
-                resp.raise_for_status()
-                data = await resp.read()
-            if hashlib.sha256(data).hexdigest() != info["sha256"]:
-                raise ProtocolError(f"model {info['version']}: the hub's artifact does not match its sha256")
-            self.counts["model_bytes_in"] += len(data)
-            tmp = path.with_suffix(".part")
-            tmp.write_bytes(data)
-            tmp.replace(path)
-        self.versions[info["version"]] = info["sha256"]
-        self.desired = DesiredModel(info["version"], info["sha256"], info["size"], self.url, "active")
-        log.info("desired model is now %s; telling %d devices", info["version"], len(self.devices))
-        for device, state in list(self.devices.items()):
+        # Every artifact the site needs (the default, and a rollout's candidate and shadow), once each.
+        models = {info["version"]: info, **info.get("models", {})}
+        for version, m in models.items():
+            check_id(version, "desired.version")
+            if not self.cache.has(m["sha256"]):
+                before = self.cache.bytes_in
+                await self.cache.fetch(http, f"{self.s.hub_url}{m['artifact']}", m["sha256"], m["size"], self._auth())
+                self.counts["model_bytes_in"] += self.cache.bytes_in - before
+            self.versions[version] = m["sha256"]
+        default = self._desired_msg(info)
+        per_device = {check_id(d, "desired.devices"): self._desired_msg(v) for d, v in info.get("devices", {}).items()}
+        if (default, per_device) != (self.desired, self.desired_devices):
+            changed = default != self.desired
+            self.desired, self.desired_devices = default, per_device
+            if changed:
+                log.info("desired model is now %s (%d devices with a rollout's own)", default.version, len(per_device))
+        for device in set(self.devices) | set(per_device):
             self._set_desired(device)
+        self.cache.prune(keep={m["sha256"] for m in models.values()})
+
+    def _desired_msg(self, m: dict) -> DesiredModel:
+        """The hub's JSON for one device -> the message agents get, pointing at this relay's cache."""
+        sh = m.get("shadow")
+        shadow = None if not sh else ShadowModel(sh["version"], sh["sha256"], sh["size"],
+                                                 f"{self.url}/models/{sh['version']}", float(sh.get("fraction", 0.25)))
+        msg = DesiredModel(m["version"], m["sha256"], m["size"], f"{self.url}/models/{m['version']}", "active",
+                           shadow=shadow, max_latency_ms=m.get("max_latency_ms"), rollout_id=m.get("rollout_id"))
+        return decode(encode(msg), DesiredModel)  # validated exactly as an agent will
+
+    async def _send_reports(self, http: aiohttp.ClientSession) -> None:
+        """The devices' latest states, for the hub's rollout gates and status."""
+        devices = [{"device_id": d, "status": st.status, "model_version": st.model_version, "stats": st.stats,
+                    "facts": st.facts, "last_error": st.last_error} for d, st in list(self.devices.items())]
+        if not devices:
+            return
+        async with http.post(f"{self.s.hub_url}/api/v1/reports", headers=self._auth(),
+                             json={"relay_id": self.s.relay_id, "site": self.s.site, "devices": devices}) as resp:
+            if resp.status >= 400:
+                log.warning("the hub refused device reports: %s %s", resp.status, (await resp.text())[:200])
 
     async def serve_model(self, request: web.Request) -> web.StreamResponse:
         version = request.match_info["version"]
         sha = self.versions.get(version, "")
-        path = self.cache / f"{sha}.model"
-        if not sha or not path.exists():
+        path = self.cache.path(sha) if sha else None
+        if path is None or not path.exists():
             raise web.HTTPNotFound(text=f"model {version} is not in this relay's cache")
-        data = await asyncio.to_thread(path.read_bytes)
-        self.counts["model_bytes_out"] += len(data)
-        return web.Response(body=data, content_type="application/octet-stream")
+        self.cache.touch(sha)
+        # FileResponse answers Range requests too: an agent on a flaky link resumes its download.
+        self.counts["model_bytes_out"] += len(range(*request.http_range.indices(path.stat().st_size)))
+        return web.FileResponse(path, headers={"Content-Type": "application/octet-stream"})
 
     async def status(self, request: web.Request) -> web.Response:
         with self._lock:

@@ -29,7 +29,8 @@ MAX_CLASSES = 1000
 MAX_EMBEDDING = 2048
 MAX_DETECTIONS = 300  # rows of a candidate's detections
 MAX_STR = 256
-MAX_ITEMS = 64  # tags, reasons, scores, stats entries
+MAX_ITEMS = 64  # tags, reasons, scores, facts entries
+MAX_STATS = 128  # numbers in a device's state report
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")  # device, camera, site, version ids: MQTT-topic safe
 
 
@@ -158,10 +159,11 @@ class DeviceState:
     ts: float = 0.0
     stats: dict[str, float] = field(default_factory=dict)
     last_error: str = ""
+    facts: dict[str, str] = field(default_factory=dict)  # e.g. shadow_version, rolled_back_version
 
     def to_wire(self) -> dict[str, Any]:
         return {"device_id": self.device_id, "status": self.status, "model_version": self.model_version,
-                "ts": self.ts, "stats": dict(self.stats), "last_error": self.last_error}
+                "ts": self.ts, "stats": dict(self.stats), "last_error": self.last_error, "facts": dict(self.facts)}
 
     @classmethod
     def from_wire(cls, m: dict) -> "DeviceState":
@@ -171,13 +173,19 @@ class DeviceState:
         mv = m.get("model_version")
         return cls(device_id=check_id(m.get("device_id"), "state.device_id"), status=status,
                    model_version=None if mv is None else check_id(mv, "state.model_version"),
-                   ts=_float(m, "ts", "state", 0.0), stats=_float_map(m, "stats", "state"),
-                   last_error=_str(m, "last_error", "state", "", max_len=4 * MAX_STR))
+                   ts=_float(m, "ts", "state", 0.0), stats=_float_map(m, "stats", "state", MAX_STATS),
+                   last_error=_str(m, "last_error", "state", "", max_len=4 * MAX_STR),
+                   facts=_str_map(m, "facts", "state"))
 
 
 @dataclass(frozen=True)
 class DesiredModel:
-    """The model a device should run: set retained on its `desired` topic by the relay."""
+    """The model a device should run: set retained on its `desired` topic by the relay.
+
+    During a rollout's shadow stage `shadow` names a second model to run beside the active one on
+    a fraction of frames (reporting only); `max_latency_ms` is the budget past which an agent rolls
+    a newly activated model back on its own.
+    """
 
     TYPE = "desired"
     version: str
@@ -185,25 +193,72 @@ class DesiredModel:
     size: int
     url: str  # where the agent fetches the artifact (the relay's HTTP cache)
     phase: str = "active"
+    shadow: "ShadowModel | None" = None
+    max_latency_ms: float | None = None
+    rollout_id: str | None = None
 
     def to_wire(self) -> dict[str, Any]:
-        return {"version": self.version, "sha256": self.sha256, "size": self.size, "url": self.url, "phase": self.phase}
+        out = {"version": self.version, "sha256": self.sha256, "size": self.size, "url": self.url, "phase": self.phase}
+        if self.shadow is not None:
+            out["shadow"] = self.shadow.to_wire()
+        if self.max_latency_ms is not None:
+            out["max_latency_ms"] = self.max_latency_ms
+        if self.rollout_id is not None:
+            out["rollout_id"] = self.rollout_id
+        return out
 
     @classmethod
     def from_wire(cls, m: dict) -> "DesiredModel":
-        sha = _str(m, "sha256", "desired")
-        if not re.fullmatch(r"[0-9a-f]{64}", sha):
-            raise ProtocolError("desired.sha256: expected 64 lowercase hex digits")
-        size = m.get("size")
-        if not isinstance(size, int) or isinstance(size, bool) or not 0 < size <= 512 << 20:
-            raise ProtocolError(f"desired.size: expected a positive byte count, got {size!r}")
-        url = _str(m, "url", "desired", max_len=1024)
-        if not url.startswith(("http://", "https://")):
-            raise ProtocolError("desired.url: expected an http(s) URL")
+        sha, size, url = _artifact_ref(m, "desired")
         phase = _str(m, "phase", "desired", "active")
         if phase not in ("active", "shadow"):
             raise ProtocolError(f"desired.phase: expected active or shadow, got {phase!r}")
-        return cls(version=check_id(m.get("version"), "desired.version"), sha256=sha, size=size, url=url, phase=phase)
+        shadow = None if m.get("shadow") is None else ShadowModel.from_wire(_map(m["shadow"], "desired.shadow"))
+        budget = m.get("max_latency_ms")
+        if budget is not None:
+            budget = _float(m, "max_latency_ms", "desired")
+            if budget <= 0:
+                raise ProtocolError("desired.max_latency_ms: expected a positive number of milliseconds")
+        rid = m.get("rollout_id")
+        return cls(version=check_id(m.get("version"), "desired.version"), sha256=sha, size=size, url=url, phase=phase,
+                   shadow=shadow, max_latency_ms=budget,
+                   rollout_id=None if rid is None else check_id(rid, "desired.rollout_id"))
+
+
+@dataclass(frozen=True)
+class ShadowModel:
+    """A candidate model to run beside the active one on `fraction` of the frames."""
+
+    version: str
+    sha256: str
+    size: int
+    url: str
+    fraction: float = 0.25
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"version": self.version, "sha256": self.sha256, "size": self.size, "url": self.url,
+                "fraction": self.fraction}
+
+    @classmethod
+    def from_wire(cls, m: dict) -> "ShadowModel":
+        sha, size, url = _artifact_ref(m, "desired.shadow")
+        fraction = _float(m, "fraction", "desired.shadow", 0.25)
+        if not 0 < fraction <= 1:
+            raise ProtocolError(f"desired.shadow.fraction: expected a fraction above 0 and at most 1, got {fraction}")
+        return cls(check_id(m.get("version"), "desired.shadow.version"), sha, size, url, fraction)
+
+
+def _artifact_ref(m: dict, where: str) -> tuple[str, int, str]:
+    sha = _str(m, "sha256", where)
+    if not re.fullmatch(r"[0-9a-f]{64}", sha):
+        raise ProtocolError(f"{where}.sha256: expected 64 lowercase hex digits")
+    size = m.get("size")
+    if not isinstance(size, int) or isinstance(size, bool) or not 0 < size <= 512 << 20:
+        raise ProtocolError(f"{where}.size: expected a positive byte count, got {size!r}")
+    url = _str(m, "url", where, max_len=1024)
+    if not url.startswith(("http://", "https://")):
+        raise ProtocolError(f"{where}.url: expected an http(s) URL")
+    return sha, size, url
 
 
 @dataclass(frozen=True, eq=False)
@@ -367,10 +422,10 @@ def _str_map(m: dict, key: str, where: str) -> dict[str, str]:
     return dict(v)
 
 
-def _float_map(m: dict, key: str, where: str) -> dict[str, float]:
+def _float_map(m: dict, key: str, where: str, limit: int = MAX_ITEMS) -> dict[str, float]:
     v = m.get(key, {})
-    if not isinstance(v, dict) or len(v) > MAX_ITEMS:
-        raise ProtocolError(f"{where}.{key}: expected a map of at most {MAX_ITEMS} numbers")
+    if not isinstance(v, dict) or len(v) > limit:
+        raise ProtocolError(f"{where}.{key}: expected a map of at most {limit} numbers")
     return {_key(k, f"{where}.{key}"): _float(v, k, f"{where}.{key}") for k in v}
 
 
