@@ -17,7 +17,7 @@ from hypothesis.extra import numpy as hnp
 from edgeloop.shared import protocol as p
 from edgeloop.shared.errors import ProtocolError, TooLarge
 from edgeloop.shared.ids import new_sample_id
-from edgeloop.shared.protocol import Candidate, DesiredModel, DeviceState, SampleBatch, decode, encode
+from edgeloop.shared.protocol import Candidate, DesiredModel, DeviceState, SampleBatch, ShadowModel, decode, encode
 
 from factories import make_candidate
 
@@ -68,13 +68,16 @@ batches = st.builds(SampleBatch, source=ids, site=ids,
 states = st.builds(DeviceState, device_id=ids, status=st.sampled_from(["online", "offline"]),
                    model_version=st.none() | ids, ts=finite,
                    stats=st.dictionaries(short_text, finite, max_size=6),
-                   last_error=st.text(alphabet=st.characters(codec="utf-8"), max_size=200))
-desired = st.builds(DesiredModel, version=ids,
-                    sha256=st.binary(max_size=32).map(lambda b: hashlib.sha256(b).hexdigest()),
-                    size=st.integers(1, 512 << 20),
-                    url=st.builds(lambda s, rest: s + rest, st.sampled_from(["http://", "https://"]),
-                                  st.text(alphabet=st.characters(codec="utf-8"), max_size=100)),
-                    phase=st.sampled_from(["active", "shadow"]))
+                   last_error=st.text(alphabet=st.characters(codec="utf-8"), max_size=200),
+                   facts=st.dictionaries(short_text, short_text, max_size=4))
+shas = st.binary(max_size=32).map(lambda b: hashlib.sha256(b).hexdigest())
+urls = st.builds(lambda s, rest: s + rest, st.sampled_from(["http://", "https://"]),
+                 st.text(alphabet=st.characters(codec="utf-8"), max_size=100))
+shadows = st.builds(ShadowModel, version=ids, sha256=shas, size=st.integers(1, 512 << 20), url=urls,
+                    fraction=st.floats(0.001, 1.0))
+desired = st.builds(DesiredModel, version=ids, sha256=shas, size=st.integers(1, 512 << 20), url=urls,
+                    phase=st.sampled_from(["active", "shadow"]), shadow=st.none() | shadows,
+                    max_latency_ms=st.none() | st.floats(0.001, 1e6), rollout_id=st.none() | ids)
 messages = st.one_of(batches, states, desired)
 
 
@@ -524,3 +527,21 @@ def test_bad_detections_name_the_field(value, error):
         decode(pack(raw), SampleBatch)
     assert type(info.value) is error
     assert str(info.value).startswith("samples[0].detections"), str(info.value)
+
+
+@pytest.mark.parametrize("shadow, says", [
+    ({"version": "v2", "sha256": "ab" * 32, "size": 10, "url": "http://r/m", "fraction": 0}, "fraction"),
+    ({"version": "v2", "sha256": "zz", "size": 10, "url": "http://r/m"}, "desired.shadow.sha256"),
+    ({"version": "v 2", "sha256": "ab" * 32, "size": 10, "url": "http://r/m"}, "desired.shadow.version"),
+    ("not a map", "desired.shadow"),
+])
+def test_a_bad_shadow_in_desired_is_refused_naming_the_field(shadow, says):
+    raw = {**GOOD_DESIRED.to_wire(), "v": 1, "type": "desired", "shadow": shadow}
+    with pytest.raises(ProtocolError, match=says):
+        decode(msgpack.packb(raw), DesiredModel)
+
+
+def test_a_desired_message_without_the_new_fields_still_decodes():
+    old = {"v": 1, "type": "desired", "version": "m-2", "sha256": "ab" * 32, "size": 5, "url": "http://r/m"}
+    d = decode(msgpack.packb(old), DesiredModel)
+    assert d.shadow is None and d.max_latency_ms is None and d.rollout_id is None
