@@ -3,6 +3,15 @@
 Threads: capture (read + preprocess ahead), the main loop (infer, score, select), the uplink
 (outbox -> broker), paho's network loop (which hands `desired` messages to the OTA worker), the
 reporter (retained `state` every few seconds) and, with --api, the local HTTP API.
+
+Models over the air. The OTA worker reconciles with the newest desired state: the active model,
+then the shadow model (`shadow.ShadowRunner`, run by the main loop on a fraction of the frames).
+After a swap the previous runtime stays loaded; when the desired state has `max_latency_ms` and the
+new model's latency p95 over its first PROBATION_FRAMES frames exceeds it, the main loop swaps the
+previous one back at once and reinstates it on disk. A download that did not complete is retried
+with backoff; a model that failed verification or loading, or was rolled back, is not tried again
+while the desired state names it (facts `load_failed_version` / `rolled_back_version` and
+`rollback_reason` say so until the desired state moves on).
 """
 
 from __future__ import annotations
@@ -17,24 +26,32 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from edgeloop.shared import topics
 from edgeloop.shared.config import SamplingConfig
-from edgeloop.shared.errors import ConfigError, EdgeloopError, ProtocolError, StorageError
+from edgeloop.shared.errors import ConfigError, EdgeloopError, PeerUnavailable, ProtocolError, StorageError
 from edgeloop.shared.mqtt import Connection
 from edgeloop.shared.outbox import SqliteOutbox
-from edgeloop.shared.protocol import Candidate, CampaignSet, DesiredModel, DeviceState, check_id, decode, encode
+from edgeloop.shared.protocol import (MAX_STATS, MAX_STR, Candidate, CampaignSet, DesiredModel, DeviceState,
+                                      check_id, decode, encode)
 from edgeloop.shared.runtime import ModelRuntime
 
 from .feedback import Feedback, RecentFrames
 from .localapi import LocalApi
 from .ota import ModelStore
-from .pipeline import PRIORITY, FramePipeline, FrameSampler, build_candidate
+from .pipeline import PRIORITY, FramePipeline, FrameSampler, ModelFigures, build_candidate
+from .shadow import ShadowRunner
 from .sources import open_source
 from .uplink import Uplink
 
 log = logging.getLogger("edgeloop.agent")
+
+PROBATION_FRAMES = 20  # frames a newly activated model runs before its latency is judged against the budget
+
+
+@dataclass(frozen=True)
+class _Probation:
+    runtime: ModelRuntime  # the model on trial: judged once, after its first PROBATION_FRAMES frames
+    budget_ms: float
 
 
 @dataclass(frozen=True)
@@ -74,6 +91,11 @@ class Agent:
             raise ConfigError("the agent needs the hub's public key (--pubkey) to verify models")
         self.models = ModelStore(s.data_dir / "models", s.public_key, threads=s.threads)
         self.runtime: ModelRuntime | None = self.models.load_active()
+        self.previous: ModelRuntime | None = None  # kept loaded after a swap, for an instant rollback
+        self.shadow: ShadowRunner | None = None
+        self._probation: _Probation | None = None
+        self._refused: dict[str, str] = {}  # version -> why; not tried again while the desired state names it
+        self._facts: dict[str, str] = {}  # load_failed_version, rolled_back_version, rollback_reason
         self._cursor_path = s.data_dir / "cursor.json"
         cursor = self._read_cursor()
         self._start = cursor.get("position", 0)
@@ -81,11 +103,13 @@ class Agent:
                                   max_fps=s.max_fps)
         self.recent = RecentFrames(s.recent_frames, s.recent_bytes)
         self.pipeline = FramePipeline(self.source, FrameSampler(s.sampling, s.device_id, s.site), self.outbox,
-                                      get_runtime=lambda: self.runtime, on_commit=self._on_commit, recent=self.recent)
+                                      get_runtime=lambda: self.runtime, on_commit=self._on_commit, recent=self.recent,
+                                      get_shadow=lambda: self.shadow)
         self.stop_event = threading.Event()
         self.model_changed = threading.Event()
         self._desired: queue.Queue[DesiredModel] = queue.Queue()
-        self._swap = threading.Lock()  # the runtime and its frame count change together
+        # The runtime, its frame count and figures, the models on disk and the refusals change together.
+        self._swap = threading.Lock()
         self.frames_this_model = cursor.get("frames_this_model", 0) if self.runtime and cursor.get(
             "model_version") == self.runtime.version else 0
         self.feedback_count: Counter[str] = Counter()
@@ -165,6 +189,7 @@ class Agent:
                 with self._swap:
                     if rt is self.runtime:  # a frame of the model that just left does not count for the new one
                         self.frames_this_model += 1
+                self._judge_latency(rt)
 
     def _on_commit(self, kept: list[Candidate]) -> None:
         self.uplink.wake.set()
@@ -220,54 +245,173 @@ class Agent:
         self._desired.put(desired)
 
     def _ota_worker(self) -> None:
-        """Apply the newest desired model; on failure retry it with backoff while it stays the newest."""
-        pending: DesiredModel | None = None
+        """Reconcile with the newest desired state; retry with backoff what failed for a transient reason."""
+        desired: DesiredModel | None = None
+        due = False  # a desired state not yet (fully) reconciled
         retry_at, backoff = 0.0, 2.0
         while not self.stop_event.is_set():
             try:
-                pending = self._desired.get(timeout=0.5)
+                desired = self._desired.get(timeout=0.5)
                 while not self._desired.empty():  # only the newest desired state matters
-                    pending = self._desired.get_nowait()
-                retry_at, backoff = 0.0, 2.0
+                    desired = self._desired.get_nowait()
+                self._forget_refusals(desired)
+                due, retry_at, backoff = True, 0.0, 2.0
             except queue.Empty:
                 pass
-            if pending is None or time.monotonic() < retry_at:
+            if desired is None or not due or time.monotonic() < retry_at:
                 continue
-            if self.runtime and self.runtime.version == pending.version:
-                pending = None
-                continue
-            try:
-                self._apply(pending)
-                pending = None
-            except Exception as exc:  # noqa: BLE001 - whatever went wrong, the active model stays
-                self.last_error = f"model {pending.version} refused: {exc}"
-                log.error(self.last_error)
+            if self._reconcile(desired):
+                due = False
+            else:
                 retry_at, backoff = time.monotonic() + backoff, min(backoff * 2, 120.0)
-                self.publish_state()
 
-    def _apply(self, desired: DesiredModel) -> None:
-        data = self.models.fetch(desired)
-        rt = self.models.load_bytes(data)
-        if rt.version != desired.version:
-            raise ProtocolError(f"artifact holds version {rt.version}, desired says {desired.version}")
-        self.models.install(data)
-        previous = self.runtime.version if self.runtime else None
+    def _reconcile(self, desired: DesiredModel) -> bool:
+        """The active model, then the shadow: -> True when done, False when something must be retried."""
+        done = True
+        for part, step in (("model", self._reconcile_active), ("shadow model", self._reconcile_shadow)):
+            try:
+                step(desired)
+            except Exception as exc:  # noqa: BLE001 - relay unreachable, disk trouble: the active model stays
+                done = False
+                version = desired.version if part == "model" else getattr(desired.shadow, "version", "-")
+                self.last_error = f"{part} {version} not applied yet, will retry: {exc}"
+                log.warning(self.last_error)
+        if not done:
+            self.publish_state()
+        return done
+
+    def _reconcile_active(self, desired: DesiredModel) -> None:
+        version = desired.version
+        if self.model_version == version or version in self._refused:
+            return
+        try:
+            data, rt = self.models.get(desired)
+        except PeerUnavailable:
+            raise  # the download did not complete: retried
+        except Exception as exc:  # noqa: BLE001 - verified bad: the active model stays, and it is not retried
+            self._refuse(version, "model", f"load failed: {exc}")
+            return
+        staged = self.models.stage(data)
         with self._swap:
-            self.runtime = rt
-            self.frames_this_model = 0
+            self.models.promote(staged)
+            previous = self.runtime
+            self.previous, self.runtime = previous, rt
+            self._restart_figures()
+            # Judged only when there is a model to go back to.
+            budget = desired.max_latency_ms
+            self._probation = _Probation(rt, budget) if budget is not None and previous is not None else None
         self.model_changed.set()
-        log.info("model %s active (was %s)", rt.version, previous)
+        log.info("model %s active (was %s)%s", rt.version, previous.version if previous else None,
+                 f", latency budget {budget:g} ms" if self._probation else "")
         self.publish_state()
+
+    def _reconcile_shadow(self, desired: DesiredModel) -> None:
+        want = desired.shadow
+        with self._swap:  # a swap of the active model restarts the shadow's counters meanwhile
+            current = self.shadow
+            if current is not None and want is not None and (current.version, current.sha256) == (want.version,
+                                                                                                   want.sha256):
+                current.fraction = want.fraction
+                return
+            self.shadow = None  # no shadow wanted any more, or another one
+        if current is not None:
+            self.models.drop_shadow()
+            log.info("shadow model %s dropped after %d frames", current.version, current.frames)
+        if want is None or want.version in self._refused:
+            return
+        try:
+            data, rt = self.models.get(want)
+        except PeerUnavailable:
+            raise
+        except Exception as exc:  # noqa: BLE001 - verified bad: reported, the active model untouched
+            self._refuse(want.version, "shadow model", f"shadow load failed: {exc}")
+            return
+        self.models.install_shadow(data)
+        with self._swap:
+            self.shadow = ShadowRunner(rt, want.fraction, want.sha256)
+        log.info("shadow model %s running beside %s on %.0f%% of the frames", rt.version, self.model_version,
+                 100 * want.fraction)
+        self.publish_state()
+
+    def _refuse(self, version: str, part: str, reason: str) -> None:
+        """A model that failed verification or loading: report it, and do not try it again."""
+        with self._swap:
+            self._refused[version] = reason
+            self._facts.update(load_failed_version=version, rollback_reason=reason[:MAX_STR])
+        self.last_error = f"{part} {version} refused: {reason}"
+        log.error(self.last_error)
+        self.publish_state()
+
+    def _forget_refusals(self, desired: DesiredModel) -> None:
+        """A version is refused only while the desired state names it: a new one clears the slate."""
+        named = {desired.version} | ({desired.shadow.version} if desired.shadow else set())
+        with self._swap:
+            self._refused = {v: why for v, why in self._refused.items() if v in named}
+            for key in ("load_failed_version", "rolled_back_version"):
+                if self._facts.get(key) not in named:
+                    self._facts.pop(key, None)
+            if not self._facts.keys() & {"load_failed_version", "rolled_back_version"}:
+                self._facts.pop("rollback_reason", None)
+
+    # -- local rollback ------------------------------------------------------------------------
+    def _judge_latency(self, rt: ModelRuntime) -> None:
+        """Main loop, after each frame: a model on trial that is over its latency budget goes back."""
+        trial = self._probation
+        if trial is None or trial.runtime is not rt:
+            return
+        figures = self.pipeline.figures
+        if figures is None or figures.runtime is not rt or figures.frames < PROBATION_FRAMES:
+            return
+        with self._swap:
+            if self._probation is not trial:  # the OTA worker moved on meanwhile
+                return
+            self._probation = None
+        p95 = figures.latency_percentiles(95)[0]
+        if p95 > trial.budget_ms:
+            self._roll_back(rt, f"latency p95 {p95:.1f} ms > budget {trial.budget_ms:g} ms over {figures.frames} "
+                                f"frames")
+        else:
+            log.info("model %s keeps within its latency budget (p95 %.1f ms <= %g ms)", rt.version, p95,
+                     trial.budget_ms)
+
+    def _roll_back(self, bad: ModelRuntime, reason: str) -> None:
+        """Swap the previous runtime back in (it is still loaded) and reinstate it on disk."""
+        with self._swap:
+            good = self.previous
+            if self.runtime is not bad or good is None:
+                return
+            try:
+                self.models.roll_back()
+            except OSError as exc:  # the device keeps running the good model; a restart would load the bad one
+                log.error("reinstating model %s on disk failed: %s", good.version, exc)
+            self.runtime, self.previous = good, None
+            self._restart_figures()
+            self._refused[bad.version] = reason
+            self._facts.update(rolled_back_version=bad.version, rollback_reason=reason[:MAX_STR])
+        self.model_changed.set()
+        self.last_error = f"model {bad.version} rolled back to {good.version}: {reason}"
+        log.error(self.last_error)
+        self.publish_state()
+
+    def _restart_figures(self) -> None:
+        """After a swap (under the lock): frame count, latency and confidence start again, and the
+        shadow's comparison too, as it is with the model that is now active."""
+        self.frames_this_model = 0
+        self.pipeline.figures = ModelFigures(self.runtime)
+        if self.shadow is not None:
+            self.shadow = self.shadow.restarted()
 
     # -- telemetry ---------------------------------------------------------------------------
     def stats(self) -> dict:
+        """Numbers for the state report (at most MAX_STATS): the active model's figures count from
+        the moment it became active; the shadow's (when one runs) from the moment it was loaded."""
         p, sampler = self.pipeline, self.pipeline.sampler
-        lat = np.asarray(p.latencies) if p.latencies else np.zeros(1)
+        figures = p.figures
+        p50, p95 = figures.latency_percentiles(50, 95) if figures else (0.0, 0.0)
         c = self.outbox.counters()
-        return {
+        out = {
             "frames_seen": p.frames, "frames_this_model": self.frames_this_model, "fps": round(self.fps, 2),
-            "latency_p50_ms": round(float(np.percentile(lat, 50)), 3),
-            "latency_p95_ms": round(float(np.percentile(lat, 95)), 3),
+            "latency_p50_ms": round(p50, 3), "latency_p95_ms": round(p95, 3),
             "offered": sampler.offered, "passed_over": sampler.passed_over, "audit": sampler.audited,
             "campaign": sampler.campaign_kept, "kept": c.get("accepted", 0), "evicted": c.get("evicted", 0),
             "refused": c.get("refused", 0), "disk_full": c.get("disk_full", 0), "sent": c.get("sent", 0),
@@ -278,12 +422,32 @@ class Agent:
             "bytes_sent": self.uplink.bytes_sent, "raw_bytes": p.raw_bytes,
             "outbox_items": len(self.outbox), "outbox_bytes": self.outbox.used_bytes,
         }
+        confidence = figures.mean_confidence if figures else None
+        if confidence is not None:
+            out["mean_confidence"] = round(confidence, 6)
+        shadow = self.shadow
+        if shadow is not None:
+            out.update(shadow.stats())
+        return out
+
+    def facts(self) -> dict[str, str]:
+        """Strings for the state report: shadow_version, load_failed_version, rolled_back_version,
+        rollback_reason (each only when it applies)."""
+        with self._swap:
+            out = dict(self._facts)
+        shadow = self.shadow
+        if shadow is not None:
+            out.update(shadow.facts())
+        return out
 
     def state(self, status: str = "online") -> DeviceState:
         stats = self.stats() if status == "online" else {}
+        if len(stats) > MAX_STATS:  # the receiver would refuse the whole report
+            log.error("state has %d stats, more than %d: the last ones are left out", len(stats), MAX_STATS)
+            stats = dict(list(stats.items())[:MAX_STATS])
         error = self.last_error or self.pipeline.last_error
         return DeviceState(self.s.device_id, status, self.model_version, ts=time.time(), stats=stats,
-                           last_error=error[:1000])
+                           last_error=error[:1000], facts=self.facts())
 
     def publish_state(self) -> None:
         now, n = time.monotonic(), self.pipeline.frames

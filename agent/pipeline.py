@@ -4,9 +4,14 @@
     pipe.start()
     while pipe.step(rt) is not None: ...        # one frame per step; None once the source has ended
     pipe.flush(); pipe.stop()
+    pipe.figures.latency_percentiles(50, 95)    # of the active model, since it became active
 
 The prefetch thread reads and preprocesses the next frames while the current one is inside
 onnxruntime (which releases the GIL), so capture costs the device little inference time.
+A shadow model (`get_shadow=` -> a `shadow.ShadowRunner`) runs right after the active one on the
+frames it wants, on the same prepared batch when both take the same input; the frames where the
+two disagree are offered to their window with the reason `disagreement` and a value bonus, within
+the window's budget.
 `run_pipeline` is the same loop for a finite source, used by `edgeloop bench agent`.
 """
 
@@ -37,6 +42,7 @@ from edgeloop.shared.sampling.policy import (AUDIT, CAMPAIGN_PREFIX, FEEDBACK_CO
                                              window_picker)
 from edgeloop.shared.sampling.signals import Observation, SignalContext, SignalState, score
 
+from .shadow import DISAGREEMENT, DISAGREEMENT_BONUS, ShadowRunner
 from .sources import SourceFrame
 
 log = logging.getLogger("edgeloop.agent")
@@ -126,8 +132,12 @@ class FrameSampler:
         self.seconds = 0.0  # time spent scoring and selecting (not encoding kept images)
         self._jpeg_estimate = 50_000  # bytes; follows the sizes of what was encoded
 
-    def consider(self, frame: SourceFrame, pred: Prediction, rt: ModelRuntime, sample_id: str) -> list[Candidate]:
-        """-> the candidates to commit now (windows this frame's time closed, and bypasses)."""
+    def consider(self, frame: SourceFrame, pred: Prediction, rt: ModelRuntime, sample_id: str,
+                 disagreement: bool = False) -> list[Candidate]:
+        """-> the candidates to commit now (windows this frame's time closed, and bypasses).
+
+        disagreement: a shadow model predicted another class on this frame; the frame competes in its
+        window with the reason `disagreement` and DISAGREEMENT_BONUS added to its value."""
         t0 = time.perf_counter()
         # Close the windows that ended first: novelty then compares against what they kept.
         closed = self.selector.close_until(frame.captured_at)
@@ -142,6 +152,8 @@ class FrameSampler:
                           index=frame.index)
         value, scores, reasons = score(obs, self.sampling.signals, self.sampling.seed, self._context_for(rt),
                                        self.state)
+        if disagreement:
+            value, reasons = value + DISAGREEMENT_BONUS, (DISAGREEMENT, *reasons)
         audit = is_audit(sample_id, self.sampling)
         campaign = None if audit else self.campaigns.match(pred.embedding, time.time())
         bypass = AUDIT if audit else "campaign" if campaign else None
@@ -183,6 +195,32 @@ class FrameSampler:
                 self.state.forget()  # embeddings of two models are not comparable
             self._context = (rt.version, SignalContext.from_manifest(rt.manifest))
         return self._context[1]
+
+
+class ModelFigures:
+    """Latency and confidence of one model since it became active: a swap starts new figures, so a
+    report never mixes two models. Written by the frame thread, read by the reporter."""
+
+    def __init__(self, runtime: ModelRuntime, window: int = 512):
+        self.runtime = runtime
+        self.latencies: deque[float] = deque(maxlen=window)  # the recent frames, for percentiles
+        self.frames = 0
+        self._confidence = 0.0
+
+    def add(self, pred: Prediction) -> None:
+        self.latencies.append(pred.latency_ms)
+        self._confidence += pred.confidence
+        self.frames += 1
+
+    def latency_percentiles(self, *q: float) -> list[float]:
+        lat = np.asarray(self.latencies) if self.latencies else np.zeros(1)
+        return [float(v) for v in np.percentile(lat, q)]
+
+    @property
+    def mean_confidence(self) -> float | None:
+        """Mean top confidence over every frame since the model became active; None before the first."""
+        n = self.frames
+        return self._confidence / n if n else None
 
 
 @dataclass
@@ -263,13 +301,15 @@ class FramePipeline:
 
     def __init__(self, source, sampler: FrameSampler, outbox: SqliteOutbox,
                  get_runtime: Callable[[], ModelRuntime | None], on_commit: Callable[[list[Candidate]], None] | None = None,
-                 recent=None, depth: int = 2):
+                 recent=None, depth: int = 2, get_shadow: Callable[[], ShadowRunner | None] | None = None):
         self.source, self.sampler, self.outbox = source, sampler, outbox
         self.prefetch = Prefetcher(source, get_runtime, depth)
+        self.get_shadow = get_shadow
         self.on_commit = on_commit
         self.recent = recent  # RecentFrames for application feedback, or None
         self.frames = self.corrupt = self.kept = self.raw_bytes = 0
-        self.latencies: deque[float] = deque(maxlen=512)
+        # The active model's figures; whoever swaps the model sets new ones (else the first step does).
+        self.figures: ModelFigures | None = None
         self.last_error = ""
         self.last_index = -1
 
@@ -303,11 +343,19 @@ class FramePipeline:
         self.frames += 1
         self.last_index = frame.index
         self.raw_bytes += frame.image.nbytes
-        self.latencies.append(pred.latency_ms)
+        figures = self.figures
+        if figures is None:
+            figures = self.figures = ModelFigures(rt)
+        if figures.runtime is rt:  # a frame of a model that was just swapped out does not count for the new one
+            figures.add(pred)
         sid = frame_sample_id(frame.captured_at, self.sampler.device_id, frame.camera_id, frame.index)
         if self.recent is not None:
             self.recent.add(sid, frame, pred, rt.version)
-        self.commit(self.sampler.consider(frame, pred, rt, sid))
+        shadow = self.get_shadow() if self.get_shadow else None
+        disagreement = False
+        if shadow is not None and shadow.wants(sid):
+            disagreement = shadow.observe(frame.image, batch, rt, pred) is False
+        self.commit(self.sampler.consider(frame, pred, rt, sid, disagreement))
         return True
 
     def flush(self) -> None:

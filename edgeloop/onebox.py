@@ -161,6 +161,33 @@ class OneBox:
             "--max-fps", str(self.s.agent_max_fps), *(["--api", "127.0.0.1:0"] if self.s.agent_api else [])],
             self.logs, ready=self.s.agent_api, env=env)
 
+    def start_fleet(self, per_site: int, max_fps: float = 2.0, state_interval: float = 1.0,
+                    procs_per_site: int = 1) -> list[Service]:
+        """firmware-sim's fleet mode: `per_site` real agents per site (dev-0000 ...), in `procs_per_site`
+        processes each."""
+        conf = self.s.out / "agent.toml"
+        if not conf.exists():
+            conf.write_text(sampling_toml(self.s.agent_per_hour, AGENT_SIGNALS, self.s.seed,
+                                          audit_fraction=self.s.audit_fraction))
+        procs, first = [], 0
+        for site in self.sites:
+            chunk = -(-per_site // procs_per_site)
+            for j in range(procs_per_site):
+                n = min(chunk, per_site - j * chunk)
+                if n <= 0:
+                    break
+                svc = Service.edgeloop(f"fleet-{site}-{j}", [
+                    "fleet", "--agents", str(n), "--first", str(first), "--site", site, "--broker", self.broker_url,
+                    "--pubkey", str(self.public_key_path), "--data", str(self.s.out / "fleet"), "--config", str(conf),
+                    "--max-fps", str(max_fps), "--state-interval", str(state_interval),
+                    "--sim-seed", str(self.s.seed)], self.logs, ready=True)
+                procs.append(self._add(svc.start()))
+                first += n
+        for svc in procs:
+            svc.wait_ready(timeout=300)
+        self.agent_ids = [f"dev-{i:04d}" for i in range(first)]
+        return procs
+
     def start_agents(self, env: dict | None = None) -> list[Service]:
         return [self._add(self.agent_service(i, env).start()) for i in range(self.s.agents)]
 

@@ -1,7 +1,8 @@
 """The hub's HTTP API (aiohttp). JSON everywhere except sample batches (msgpack, as on MQTT).
 
     POST /api/v1/samples              msgpack SampleBatch -> {"stored": [...], "duplicates": [...]}
-    GET  /api/v1/desired?site=S       the model the fleet should run (204 when none)
+    GET  /api/v1/desired?site=S       the site's default model, per-device assignments of active rollouts,
+                                      and every model the site needs (204 when none)
     GET  /api/v1/models               the registry;  GET /api/v1/models/{v}/artifact  the signed file
     POST /api/v1/selection            {"budget": K, "strategy": "uncertainty"} -> queue K for labeling
     GET  /api/v1/label-queue          what waits for a label, best first
@@ -12,6 +13,13 @@
     GET  /api/v1/stats                counts for dashboards and the demo
     POST /api/v1/campaigns            {"sample_ids": [...], "threshold", "quota", "ttl_s"}: more like these
     GET  /api/v1/campaigns            the active campaigns (relays set them on their agents)
+    POST /api/v1/reports              {"relay_id", "site", "devices": [...]}: the latest state of each device
+    GET  /api/v1/devices?site=S       those latest states (a device not reported lately shows offline)
+    POST /api/v1/rollouts             {"model", "group", "stages", "gates", ...} -> 201 the new staged rollout
+    GET  /api/v1/rollouts             every rollout, newest first (?limit=N)
+    GET  /api/v1/rollouts/{id}        one rollout with live progress per stage and per relay
+    POST /api/v1/rollouts/{id}/pause|resume|abort|rollback
+    POST /api/v1/models               a signed artifact trained elsewhere (verified with the hub's key)
     GET  /health                      no auth
 
 Bad input gets a 4xx whose body names the problem, and nothing of it is stored.
@@ -20,18 +28,22 @@ Bad input gets a 4xx whose body names the problem, and nothing of it is stored.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import hmac
 import json
 import logging
 
 from aiohttp import web
 
-from edgeloop.shared.errors import EdgeloopError, ProtocolError, TooLarge
+from edgeloop.shared.artifact import unpack
+from edgeloop.shared.errors import ConfigError, EdgeloopError, ProtocolError, TooLarge
 from edgeloop.shared.protocol import MAX_MESSAGE_BYTES, SampleBatch, check_id, decode
 from edgeloop.shared.sampling.policy import is_feedback
 
 from . import selection
 from .golden import LabeledSet
+from .rollouts import RelayReport, RolloutConflict, RolloutNotFound, RolloutRequest, Rollouts
 from .store import HubStore
 from .training import LABELS
 from .trainer import train_round
@@ -43,6 +55,9 @@ GOLDEN = web.AppKey("golden", LabeledSet)
 TOKENS = web.AppKey("tokens", list)
 TRAIN_LOCK = web.AppKey("train_lock", asyncio.Lock)
 SIGNING_KEY = web.AppKey("signing_key", object)
+ROLLOUTS = web.AppKey("rollouts", Rollouts)
+ROLLOUT_PERIOD = web.AppKey("rollout_period", float)
+MAX_REPORT_BYTES = MAX_MESSAGE_BYTES
 
 
 def _error(status: type[web.HTTPException], message: str) -> web.HTTPException:
@@ -103,13 +118,20 @@ async def post_samples(request: web.Request) -> web.Response:
 
 
 async def get_desired(request: web.Request) -> web.Response:
-    store = request.app[STORE]
-    version = await asyncio.to_thread(store.desired)
-    if not version:
+    """{version, sha256, size, artifact} of the site's default model (what relays read before rollouts),
+    plus "devices": {device_id: {version, sha256, size, artifact, shadow, max_latency_ms, rollout_id}}
+    for the devices an active rollout assigns something else, and "models": {version: {sha256, size,
+    artifact}} for every version the site needs. 204 when there is nothing to run."""
+    site = request.query.get("site")
+    if site is not None:
+        try:
+            check_id(site, "site")
+        except ProtocolError as exc:
+            raise _error(web.HTTPBadRequest, str(exc)) from exc
+    body = await asyncio.to_thread(request.app[ROLLOUTS].desired_for_site, site)
+    if body is None:
         return web.Response(status=204)
-    m = await asyncio.to_thread(store.model, version)
-    return web.json_response({"version": version, "sha256": m["artifact_sha256"], "size": m["artifact_size"],
-                              "artifact": f"/api/v1/models/{version}/artifact"})
+    return web.json_response(body)
 
 
 async def post_desired(request: web.Request) -> web.Response:
@@ -134,9 +156,29 @@ async def get_artifact(request: web.Request) -> web.Response:
     m = await asyncio.to_thread(store.model, request.match_info["version"])
     if not m:
         raise _error(web.HTTPNotFound, f"no model version {request.match_info['version']!r}")
-    data = await asyncio.to_thread(store.blobs.get, m["artifact_sha256"])
-    await asyncio.to_thread(store.bump, "model_bytes_out", len(data))
-    return web.Response(body=data, content_type="application/octet-stream")
+    path = store.blobs.path(m["artifact_sha256"])
+    # FileResponse answers Range requests: a relay resumes an interrupted download.
+    sent = len(range(*request.http_range.indices(m["artifact_size"])))
+    await asyncio.to_thread(store.bump, "model_bytes_out", sent)
+    return web.FileResponse(path, headers={"Content-Type": "application/octet-stream"})
+
+
+async def post_model(request: web.Request) -> web.Response:
+    """Register a model trained elsewhere: a signed artifact (edgeloop model pack), verified here."""
+    store = request.app[STORE]
+    data = await request.read()
+    try:
+        art = unpack(data)
+        art.verify(request.app[SIGNING_KEY].public_key())
+    except EdgeloopError as exc:
+        raise _error(web.HTTPBadRequest, f"artifact: {exc}") from exc
+    version = art.manifest.version
+    if await asyncio.to_thread(store.model, version):
+        raise _error(web.HTTPConflict, f"model version {version!r} is already registered")
+    await asyncio.to_thread(store.add_model, version, art.manifest.parent, data, b"", dict(art.manifest.metrics), 0)
+    log.info("registered %s (%d bytes), trained elsewhere", version, len(data))
+    return web.json_response({"version": version, "artifact_sha256": hashlib.sha256(data).hexdigest(),
+                              "artifact_size": len(data)}, status=201)
 
 
 async def post_selection(request: web.Request) -> web.Response:
@@ -234,6 +276,99 @@ async def get_campaigns(request: web.Request) -> web.Response:
     return web.json_response({"campaigns": await asyncio.to_thread(request.app[STORE].active_campaigns)})
 
 
+async def post_reports(request: web.Request) -> web.Response:
+    """{"relay_id", "site", "devices": [{"device_id", "status", "model_version", "stats", "facts",
+    "last_error"}]} -> {"stored": n}. The whole report validates before anything is stored."""
+    if request.content_length and request.content_length > MAX_REPORT_BYTES:
+        raise _error(web.HTTPRequestEntityTooLarge, f"report exceeds {MAX_REPORT_BYTES} bytes")
+    body = await _json(request)
+    try:
+        report = RelayReport.from_json(body)
+    except TooLarge as exc:
+        raise _error(web.HTTPRequestEntityTooLarge, str(exc)) from exc
+    except ProtocolError as exc:
+        raise _error(web.HTTPBadRequest, str(exc)) from exc
+    return web.json_response({"stored": await asyncio.to_thread(request.app[ROLLOUTS].record, report)})
+
+
+async def get_devices(request: web.Request) -> web.Response:
+    """?site=S (optional) -> {"devices": [the latest report of each device, stale ones offline]}."""
+    site = request.query.get("site")
+    if site is not None:
+        try:
+            check_id(site, "site")
+        except ProtocolError as exc:
+            raise _error(web.HTTPBadRequest, str(exc)) from exc
+    return web.json_response({"devices": await asyncio.to_thread(request.app[ROLLOUTS].devices, site)})
+
+
+async def _rollout_call(fn, *args):
+    """Run a Rollouts verb off the event loop; its errors become 400, 404 and 409 answers."""
+    try:
+        return await asyncio.to_thread(fn, *args)
+    except ConfigError as exc:
+        raise _error(web.HTTPBadRequest, str(exc)) from exc
+    except RolloutNotFound as exc:
+        raise _error(web.HTTPNotFound, str(exc)) from exc
+    except RolloutConflict as exc:
+        raise _error(web.HTTPConflict, str(exc)) from exc
+
+
+async def post_rollout(request: web.Request) -> web.Response:
+    body = await _json(request)
+    try:
+        req = RolloutRequest.from_json(body)
+    except ConfigError as exc:
+        raise _error(web.HTTPBadRequest, str(exc)) from exc
+    return web.json_response(await _rollout_call(request.app[ROLLOUTS].start, req), status=201)
+
+
+async def get_rollouts(request: web.Request) -> web.Response:
+    try:
+        limit = int(request.query["limit"]) if "limit" in request.query else None
+    except ValueError as exc:
+        raise _error(web.HTTPBadRequest, "limit: expected an integer") from exc
+    if limit is not None and limit < 1:
+        raise _error(web.HTTPBadRequest, "limit: expected a positive integer")
+    return web.json_response({"rollouts": await _rollout_call(request.app[ROLLOUTS].recent, limit)})
+
+
+async def get_rollout(request: web.Request) -> web.Response:
+    return web.json_response(await _rollout_call(request.app[ROLLOUTS].detail, request.match_info["rollout_id"]))
+
+
+async def post_rollout_action(request: web.Request) -> web.Response:
+    action = request.match_info["action"]
+    if action not in Rollouts.ACTIONS:
+        raise _error(web.HTTPNotFound, f"no rollout action {action!r} (use {', '.join(Rollouts.ACTIONS)})")
+    ro = request.app[ROLLOUTS]
+    return web.json_response(await _rollout_call(getattr(ro, action), request.match_info["rollout_id"]))
+
+
+async def rollout_controller(app: web.Application):
+    """Judge running rollouts every ROLLOUT_PERIOD seconds while the app runs."""
+    ro, period = app[ROLLOUTS], app[ROLLOUT_PERIOD]
+    stop = asyncio.Event()
+
+    async def control():
+        while not stop.is_set():
+            try:
+                await asyncio.to_thread(ro.tick)
+            except Exception:  # noqa: BLE001 - a locked or full disk: log it, the next pass retries
+                log.exception("rollout controller pass failed")
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), period)
+
+    task = asyncio.create_task(control())
+    yield
+    # Let a pass in progress finish (its thread cannot be cancelled) so its writes land before the store closes.
+    stop.set()
+    try:
+        await asyncio.wait_for(task, 30)
+    except asyncio.TimeoutError:
+        log.warning("the rollout controller did not stop in 30 s; cancelled")
+
+
 async def get_stats(request: web.Request) -> web.Response:
     store = request.app[STORE]
     return web.json_response({**await asyncio.to_thread(store.counts), "desired": await asyncio.to_thread(store.desired)})
@@ -243,15 +378,21 @@ async def health(request: web.Request) -> web.Response:
     return web.json_response({"ok": True})
 
 
-def make_app(store: HubStore, golden: LabeledSet, tokens: list[str], signing_key) -> web.Application:
+def make_app(store: HubStore, golden: LabeledSet, tokens: list[str], signing_key, rollout_period_s: float = 1.0,
+             device_stale_s: float = 30.0) -> web.Application:
+    """The hub's app; its rollout controller runs every `rollout_period_s` while the app runs, and a
+    device not reported for `device_stale_s` counts as offline."""
     app = web.Application(middlewares=[json_errors, auth], client_max_size=MAX_MESSAGE_BYTES + (1 << 16))
     app[STORE], app[GOLDEN], app[TOKENS], app[TRAIN_LOCK] = store, golden, list(tokens), asyncio.Lock()
     app[SIGNING_KEY] = signing_key
+    app[ROLLOUTS], app[ROLLOUT_PERIOD] = Rollouts(store, stale_s=device_stale_s), float(rollout_period_s)
+    app.cleanup_ctx.append(rollout_controller)
     r = app.router
     r.add_post("/api/v1/samples", post_samples)
     r.add_get("/api/v1/desired", get_desired)
     r.add_post("/api/v1/desired", post_desired)
     r.add_get("/api/v1/models", get_models)
+    r.add_post("/api/v1/models", post_model)
     r.add_get("/api/v1/models/{version}/artifact", get_artifact)
     r.add_post("/api/v1/selection", post_selection)
     r.add_get("/api/v1/label-queue", get_label_queue)
@@ -261,5 +402,11 @@ def make_app(store: HubStore, golden: LabeledSet, tokens: list[str], signing_key
     r.add_get("/api/v1/stats", get_stats)
     r.add_post("/api/v1/campaigns", post_campaign)
     r.add_get("/api/v1/campaigns", get_campaigns)
+    r.add_post("/api/v1/reports", post_reports)
+    r.add_get("/api/v1/devices", get_devices)
+    r.add_post("/api/v1/rollouts", post_rollout)
+    r.add_get("/api/v1/rollouts", get_rollouts)
+    r.add_get("/api/v1/rollouts/{rollout_id}", get_rollout)
+    r.add_post("/api/v1/rollouts/{rollout_id}/{action}", post_rollout_action)
     r.add_get("/health", health)
     return app

@@ -5,11 +5,17 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 
 import click
 
+from edgeloop.shared.errors import ProtocolError
 from edgeloop.shared.hubclient import HubClient
+from edgeloop.shared.rollout import Gates
+
+# Not imported from .rollouts: `edgeloop rollout` stays a thin HTTP client that never loads the store.
+DEFAULT_STAGES = "shadow:10%,canary:10%,full"
 
 log = logging.getLogger("edgeloop.hub")
 
@@ -30,7 +36,11 @@ def hub() -> None:
 @click.option("--ready-file", type=click.Path(path_type=Path), default=None, help="Write {port, url} here once serving.")
 @click.option("--key", "key_path", type=click.Path(path_type=Path), default=None,
               help="Private key models are signed with (default DATA/keys/hub.key, created if missing).")
-def serve(data_dir, golden, host, port, tokens, ready_file, key_path) -> None:
+@click.option("--rollout-period", default=1.0, show_default=True, type=click.FloatRange(min=0.01),
+              help="Seconds between two passes of the rollout controller (gates, stage changes).")
+@click.option("--device-stale-s", default=30.0, show_default=True, type=click.FloatRange(min=0.1),
+              help="A device its relay has not reported for this long counts as offline.")
+def serve(data_dir, golden, host, port, tokens, ready_file, key_path, rollout_period, device_stale_s) -> None:
     """Serve the hub's API.
 
     \b
@@ -52,7 +62,8 @@ def serve(data_dir, golden, host, port, tokens, ready_file, key_path) -> None:
     from .keys import default_key_path, load_or_create
 
     key = load_or_create(key_path or default_key_path(data_dir))
-    app = make_app(HubStore(data_dir), load_set(golden), tokens, key)
+    app = make_app(HubStore(data_dir), load_set(golden), tokens, key, rollout_period_s=rollout_period,
+                   device_stale_s=device_stale_s)
 
     async def main():
         runner = web.AppRunner(app)
@@ -105,36 +116,163 @@ def seed(data_dir, dataset, golden, epochs, key_path) -> None:
 
 @click.group()
 def rollout() -> None:
-    """Roll a model version out to the fleet."""
+    """Roll a model version out in stages (shadow, canary, full), judged by gates; watch, pause, roll back."""
+
+
+def _hub_options(fn):
+    fn = click.option("--token", envvar="EDGELOOP_TOKEN", default=None, help="Bearer token (env EDGELOOP_TOKEN).")(fn)
+    return click.option("--hub", "hub_url", default="http://127.0.0.1:8080", show_default=True, help="Hub URL.")(fn)
+
+
+def _call(hub_url: str, token: str | None, method: str, path: str, body: dict | None = None):
+    """One API call; a 4xx answer becomes a ProtocolError carrying just the hub's message."""
+    try:
+        return HubClient(hub_url, token, timeout=60).call(method, path, body)
+    except ProtocolError as exc:
+        _, _, text = str(exc).partition(f"{path}: ")
+        try:
+            message = json.loads(text)["error"]
+        except (ValueError, TypeError, KeyError):
+            raise exc from None
+        raise ProtocolError(message) from None
+
+
+def _gate_values(pairs: tuple[str, ...]) -> dict:
+    gates = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+        if not sep or not key or number is None:
+            raise click.BadParameter(f"{pair!r}: expected key=number, e.g. min_agreement=0.9", param_hint="--gate")
+        gates[key.strip()] = int(number) if number.is_integer() else number
+    return gates
 
 
 @rollout.command("start")
-@click.option("--hub", "hub_url", default="http://127.0.0.1:8080", show_default=True)
-@click.option("--token", envvar="EDGELOOP_TOKEN", default=None, help="Bearer token (env EDGELOOP_TOKEN).")
-@click.option("--model", "version", required=True, help="Registered model version, e.g. v3.")
-def start(hub_url, token, version) -> None:
-    """Make VERSION the fleet's desired model; relays fetch it once and set it on their agents.
+@_hub_options
+@click.option("--model", "version", required=True, help="Registered model version to roll out, e.g. v3.")
+@click.option("--group", default="all", show_default=True, help="Devices to roll out to: all, or a site id.")
+@click.option("--stages", default=DEFAULT_STAGES, show_default=True,
+              help="Stages in order: shadow:P% (runs beside the active model), canary:P% (active on P% of the "
+                   "group), full.")
+@click.option("--gate", "gates", multiple=True, metavar="KEY=VALUE",
+              help="Override a gate; repeat for several. Keys: " + ", ".join(Gates().to_dict()) + ".")
+@click.option("--shadow-fraction", default=0.25, show_default=True, type=float,
+              help="Share of frames a shadow member also runs the candidate on.")
+@click.option("--max-latency-ms", default=None, type=float,
+              help="Agent-side budget: a device rolls the new model back on its own past this latency.")
+def start(hub_url, token, version, group, stages, gates, shadow_fraction, max_latency_ms) -> None:
+    """Start a staged rollout of VERSION to a group; the hub moves it through the stages as gates pass.
+
+    Each stage waits until its members report enough frames on the candidate, then judges agreement,
+    latency, confidence drift and load failures; a failed gate returns the group to the baseline.
 
     \b
     Example:
-      edgeloop rollout start --hub http://hub:8080 --model v3
+      edgeloop rollout start --hub http://hub:8080 --model v3 --group all \\
+          --stages shadow:10%,canary:10%,full --gate min_frames=200 --gate min_agreement=0.9
     """
-    HubClient(hub_url, token).post("/api/v1/desired", {"version": version})
-    click.echo(f"desired model is now {version}")
+    body = {"model": version, "group": group, "stages": stages, "gates": _gate_values(gates),
+            "shadow_fraction": shadow_fraction, "max_latency_ms": max_latency_ms}
+    r = _call(hub_url, token, "POST", "/api/v1/rollouts", body)
+    click.echo(f"rollout {r['rollout_id']} started: {r['candidate']} over {r['baseline'] or 'nothing'} to group "
+               f"{r['group']}, stages {' -> '.join(r['stages'])}")
+    click.echo(f"watch it: edgeloop rollout status {r['rollout_id']} --watch --hub {hub_url}")
 
 
 @rollout.command("status")
-@click.option("--hub", "hub_url", default="http://127.0.0.1:8080", show_default=True)
-@click.option("--token", envvar="EDGELOOP_TOKEN", default=None)
-def status(hub_url, token) -> None:
-    """Show the registry and the desired model.
+@_hub_options
+@click.argument("rollout_id", required=False)
+@click.option("--watch", is_flag=True, help="Re-print until the rollout is done, rolled back or aborted.")
+@click.option("--interval", default=2.0, show_default=True, type=click.FloatRange(min=0.01),
+              help="Seconds between two prints with --watch.")
+def status(hub_url, token, rollout_id, watch, interval) -> None:
+    """Show a rollout's live progress (stages, relays, gate figures, the reason of a rollback).
+
+    Without ROLLOUT_ID: the newest rollouts and the model registry (* marks the fleet's desired model);
+    with --watch, the newest rollout.
 
     \b
-    Example:
+    Examples:
       edgeloop rollout status --hub http://hub:8080
+      edgeloop rollout status r4 --watch --hub http://hub:8080
     """
-    reply = HubClient(hub_url, token).get("/api/v1/models")
-    for m in reply["models"]:
-        mark = "*" if m["version"] == reply["desired"] else " "
-        click.echo(f"{mark} {m['version']:6} parent={m['parent'] or '-':6} accuracy={m['metrics'].get('accuracy', 0):.3f}")
-    sys.stdout.flush()
+    if rollout_id is None and not watch:
+        recent = _call(hub_url, token, "GET", "/api/v1/rollouts?limit=5")["rollouts"]
+        if recent:
+            click.echo("rollouts (newest first):")
+            for r in recent:
+                why = f"  ({r['reason']})" if r["reason"] else ""
+                click.echo(f"  {r['rollout_id']:5} {r['candidate']:6} over {r['baseline'] or '-':6} group "
+                           f"{r['group']:10} {r['state']:11} {r['stage']}{why}")
+            click.echo("models:")
+        reply = _call(hub_url, token, "GET", "/api/v1/models")
+        for m in reply["models"]:
+            mark = "*" if m["version"] == reply["desired"] else " "
+            click.echo(f"{mark} {m['version']:6} parent={m['parent'] or '-':6} accuracy={m['metrics'].get('accuracy', 0):.3f}")
+        sys.stdout.flush()
+        return
+    if rollout_id is None:
+        recent = _call(hub_url, token, "GET", "/api/v1/rollouts?limit=1")["rollouts"]
+        if not recent:
+            raise ProtocolError("no rollout to watch; start one with `edgeloop rollout start`")
+        rollout_id = recent[0]["rollout_id"]
+    while True:
+        r = _call(hub_url, token, "GET", f"/api/v1/rollouts/{rollout_id}")
+        click.echo(format_rollout(r))
+        sys.stdout.flush()
+        if not watch or r["state"] not in ("running", "paused"):
+            return
+        time.sleep(interval)
+        click.echo("")
+
+
+def _operator_verb(action: str, summary: str):
+    @rollout.command(action, help=f"{summary}\n\n\b\nExample:\n  edgeloop rollout {action} r4 --hub http://hub:8080")
+    @_hub_options
+    @click.argument("rollout_id")
+    def verb(hub_url, token, rollout_id) -> None:
+        r = _call(hub_url, token, "POST", f"/api/v1/rollouts/{rollout_id}/{action}")
+        click.echo(f"rollout {r['rollout_id']} is {r['state']} at {r['stage']}"
+                   + (f": {r['reason']}" if r["reason"] and r["state"] != "running" else ""))
+
+    return verb
+
+
+pause = _operator_verb("pause", "Hold a running rollout at its current stage: devices keep what they run, no gate "
+                                "is judged, the stage's timeout stops.")
+resume = _operator_verb("resume", "Continue a paused rollout from the stage it was held at.")
+abort = _operator_verb("abort", "Stop an active rollout and return its group to the baseline.")
+rollback = _operator_verb("rollback", "Return the group to the baseline, from an active or a finished (done) "
+                                      "rollout.")
+
+
+def format_rollout(r: dict) -> str:
+    """A rollout's detail (GET /api/v1/rollouts/{id}) as the lines `rollout status` prints."""
+    p = r["progress"]
+    n = len(r["stages"])
+    elapsed = f", {p['stage_elapsed_s']:.0f} s in stage" if p.get("stage_elapsed_s") is not None else ""
+    lines = [f"rollout {r['rollout_id']}: {r['candidate']} over {r['baseline'] or '-'} to group {r['group']}",
+             f"state: {r['state']}, stage {r['stage_index'] + 1}/{n} {r['stage']}{elapsed}; "
+             f"{p['online']}/{p['devices']} devices online"]
+    if r["state"] in ("rolled_back", "aborted"):
+        lines.append(f"reason: {r['reason']}")
+    lines.append("stages:")
+    for st in p["stages"]:
+        ready = f"ready {st['ready']}/{st['need']}" if st["ready"] is not None else ""
+        lines.append(f"  {st['stage']:12} {st['status']:11} members {st['members']:<5} {ready}".rstrip())
+    gate = r.get("gate")
+    if gate:
+        figures = " ".join(f"{k}={v}" for k, v in gate["figures"].items() if k not in ("members", "ready", "need"))
+        lines.append(f"gate ({gate['stage']}): {gate['verdict']}: {gate['reason']}"
+                     + (f" [{figures}]" if figures else ""))
+    if p["relays"]:
+        head = ("relay", "site", "devices", "online", "candidate", "baseline", "shadow", "other", "failed")
+        rows = [head] + [tuple(str(rel[k] if k != "relay" else rel["relay_id"]) for k in head) for rel in p["relays"]]
+        widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+        lines.append("relays (devices running the candidate, the baseline, the candidate in shadow):")
+        lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+    return "\n".join(lines)

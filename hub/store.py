@@ -1,4 +1,4 @@
-"""The hub's storage: samples, labels, models and the desired version, behind a few verbs.
+"""The hub's storage: samples, labels, models, desired versions, device reports and rollouts, behind a few verbs.
 
 SQLite through sqlite-utils (one file, zero set-up); images and artifacts in a BlobStore. Nothing
 outside this module writes SQL, so a PostgreSQL store can pass the same tests later.
@@ -63,6 +63,21 @@ class HubStore:
                                          "expires_at": float, "created_at": float}, pk="campaign_id")
         if "counters" not in self.db.table_names():
             self.db["counters"].create({"name": str, "n": int}, pk="name")
+        if "devices" not in self.db.table_names():
+            # The latest report of each device, as its relay forwarded it (stats and facts: JSON maps).
+            self.db["devices"].create({"device_id": str, "site": str, "relay_id": str, "status": str,
+                                       "model_version": str, "stats": str, "facts": str, "last_error": str,
+                                       "updated_at": float}, pk="device_id")
+            self.db["devices"].create_index(["site"])
+        if "rollouts" not in self.db.table_names():
+            # stages, gates, gate (the last gate result) and history are JSON; seq orders and names them.
+            self.db["rollouts"].create({"rollout_id": str, "seq": int, "candidate": str, "baseline": str, "grp": str,
+                                        "stages": str, "gates": str, "shadow_fraction": float,
+                                        "max_latency_ms": float, "state": str, "stage_index": int,
+                                        "stage_started_at": float, "paused_at": float, "reason": str,
+                                        "gate": str, "history": str, "created_at": float, "updated_at": float},
+                                       pk="rollout_id")
+            self.db["rollouts"].create_index(["state"])
 
     # -- samples -----------------------------------------------------------------------------
     def ingest(self, cands: Iterable[Candidate], site: str, relay_id: str, status: str = "new"
@@ -183,6 +198,81 @@ class HubStore:
         rows = self._query("SELECT version FROM desired WHERE grp = ?", [group])
         return rows[0]["version"] if rows else None
 
+    # A rollout group is "all" (the fleet row) or a site id (its own row, "site:<id>", which cannot
+    # clash with "fleet"). A site runs whichever of its row and the fleet's was set last, so a
+    # fleet-wide change supersedes an earlier site rollout and a later site rollout overrides the fleet.
+    def set_group_desired(self, version: str, group: str) -> None:
+        self.set_desired(version, _desired_key(group))
+
+    def group_desired(self, group: str) -> str | None:
+        return self.site_desired(group) if group != "all" else self.desired()
+
+    def site_desired(self, site: str) -> str | None:
+        rows = self._query("SELECT version FROM desired WHERE grp IN (?, ?) ORDER BY set_at DESC LIMIT 1",
+                           ["fleet", _desired_key(site)])
+        return rows[0]["version"] if rows else None
+
+    # -- device reports ----------------------------------------------------------------------
+    def record_devices(self, site: str, relay_id: str, devices: Iterable[dict], now: float) -> int:
+        """Keep the latest report of each device (dicts: device_id, status, model_version, stats, facts, last_error)."""
+        rows = [(d["device_id"], site, relay_id, d["status"], d["model_version"], json.dumps(d["stats"]),
+                 json.dumps(d["facts"]), d["last_error"], now) for d in devices]
+        with self._lock, self.db.conn:
+            self.db.conn.executemany(
+                "INSERT OR REPLACE INTO devices (device_id, site, relay_id, status, model_version, stats, facts, "
+                "last_error, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        return len(rows)
+
+    def devices(self, site: str | None = None) -> list[dict]:
+        """Reported devices (all, or one site's), by device id; stats and facts decoded."""
+        rows = (self._query("SELECT * FROM devices WHERE site = ? ORDER BY device_id", [site]) if site is not None
+                else self._query("SELECT * FROM devices ORDER BY device_id"))
+        return [{**r, "stats": json.loads(r["stats"]), "facts": json.loads(r["facts"])} for r in rows]
+
+    def device_ids(self, site: str | None = None) -> list[str]:
+        """Ids of the reported devices (all, or one site's), sorted."""
+        rows = (self._query("SELECT device_id FROM devices WHERE site = ? ORDER BY device_id", [site])
+                if site is not None else self._query("SELECT device_id FROM devices ORDER BY device_id"))
+        return [r["device_id"] for r in rows]
+
+    # -- rollouts ----------------------------------------------------------------------------
+    _ROLLOUT_JSON = ("stages", "gates", "gate", "history")
+
+    def add_rollout(self, row: dict) -> dict:
+        """Store a new rollout (without rollout_id) -> the stored row, named r1, r2, ... in order."""
+        with self._lock, self.db.conn:
+            seq = self._query("SELECT COALESCE(MAX(seq), 0) + 1 AS n FROM rollouts")[0]["n"]
+            full = {**row, "rollout_id": f"r{seq}", "seq": seq}
+            self.db["rollouts"].insert(self._encode_rollout(full))
+        return self.rollout(full["rollout_id"])
+
+    def rollout(self, rollout_id: str) -> dict | None:
+        rows = self._query("SELECT * FROM rollouts WHERE rollout_id = ?", [rollout_id])
+        return self._decode_rollout(rows[0]) if rows else None
+
+    def rollouts(self, states: Iterable[str] | None = None, limit: int | None = None) -> list[dict]:
+        """Rollouts, newest first; only those in `states` when given."""
+        states = list(states) if states is not None else None
+        where = f"WHERE state IN ({', '.join('?' * len(states))})" if states else ""
+        sql = f"SELECT * FROM rollouts {where} ORDER BY seq DESC" + (" LIMIT ?" if limit else "")
+        params = (states or []) + ([limit] if limit else [])
+        return [self._decode_rollout(r) for r in self._query(sql, params)]
+
+    def update_rollout(self, rollout_id: str, changes: dict) -> dict:
+        """Apply `changes` (JSON fields as Python values) -> the updated row."""
+        with self._lock, self.db.conn:
+            self.db["rollouts"].update(rollout_id, self._encode_rollout(changes))
+        return self.rollout(rollout_id)
+
+    def _encode_rollout(self, row: dict) -> dict:
+        return {("grp" if k == "group" else k): json.dumps(v) if k in self._ROLLOUT_JSON else v for k, v in row.items()}
+
+    def _decode_rollout(self, row: dict) -> dict:
+        out = {("group" if k == "grp" else k): v for k, v in row.items()}
+        for k in self._ROLLOUT_JSON:
+            out[k] = json.loads(out[k]) if out.get(k) is not None else None
+        return out
+
     # -- campaigns ---------------------------------------------------------------------------
     def add_campaign(self, exemplar_ids: list[str], threshold: float, quota: int, ttl_s: float) -> dict:
         """A campaign from the embeddings of samples the hub holds; ValueError names what is missing."""
@@ -213,6 +303,10 @@ class HubStore:
 
     def counters(self) -> dict[str, int]:
         return {r["name"]: r["n"] for r in self._query("SELECT name, n FROM counters")}
+
+
+def _desired_key(group: str) -> str:
+    return "fleet" if group == "all" else f"site:{group}"
 
 
 def _decode_row(r: dict) -> dict:

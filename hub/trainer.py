@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import time
 
 import numpy as np
@@ -45,7 +46,9 @@ def import_labeled_set(store: HubStore, ds: LabeledSet, source: str = "seed") ->
 
 
 def next_version(store: HubStore) -> str:
-    return f"v{len(store.models())}"
+    """v0, v1, ...: one past the highest vN registered (models registered from outside may use any name)."""
+    taken = [int(m["version"][1:]) for m in store.models() if re.fullmatch(r"v\d+", m["version"])]
+    return f"v{max(taken, default=-1) + 1}"
 
 
 def train_round(store: HubStore, golden: LabeledSet, signing_key, *, epochs: int = 15, seed: int = 0,
@@ -59,6 +62,9 @@ def train_round(store: HubStore, golden: LabeledSet, signing_key, *, epochs: int
     labels = np.asarray([r["label"] for r in rows], np.int64)
     parent = None if from_scratch else store.desired() or (store.latest_model() or {}).get("version")
     parent_state = store.blobs.get(store.model(parent)["state_sha256"]) if parent else None
+    if parent and not parent_state:  # registered from outside: no torch weights to fine-tune from
+        log.info("%s has no training state here; training from scratch", parent)
+        parent, parent_state = None, None
     version = next_version(store)
     log.info("training %s from %s on %d labeled samples", version, parent or "scratch", len(rows))
     result = training.train(images, labels, parent_state=parent_state, epochs=epochs, seed=seed)

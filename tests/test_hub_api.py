@@ -120,3 +120,63 @@ def test_selection_queues_the_least_confident_first(hub):
     code, reply = call(hub, "POST", "/api/v1/labels", json.dumps({"labels": {unsure.sample_id: 1}, "source": "oracle"}).encode(),
                        ctype="application/json")
     assert code == 200 and reply["labeled"] == 1
+
+
+# -- device reports (relays POST them for the rollout controller) ------------------------------
+DEVICE = {"device_id": "cam-1", "status": "online", "model_version": "v1",
+          "stats": {"frames_this_model": 120, "latency_p95_ms": 21.5}, "facts": {"shadow_version": "v2"},
+          "last_error": ""}
+
+
+def post_json(url, path, body):
+    return call(url, "POST", path, json.dumps(body).encode(), ctype="application/json")
+
+
+def reported(url, site):
+    return call(url, "GET", f"/api/v1/devices?site={site}")[1]["devices"]
+
+
+def test_a_device_report_keeps_the_latest_state_of_each_device(hub):
+    body = {"relay_id": "relay-r", "site": "site-r", "devices": [DEVICE, {"device_id": "cam-2", "status": "offline"}]}
+    assert post_json(hub, "/api/v1/reports", body) == (200, {"stored": 2})
+    newer = {**DEVICE, "model_version": "v2", "stats": {"frames_this_model": 3}}
+    assert post_json(hub, "/api/v1/reports", {**body, "devices": [newer]}) == (200, {"stored": 1})
+    devices = {d["device_id"]: d for d in reported(hub, "site-r")}
+    assert devices["cam-1"]["model_version"] == "v2" and devices["cam-1"]["stats"] == {"frames_this_model": 3}
+    assert devices["cam-1"]["relay_id"] == "relay-r" and devices["cam-1"]["status"] == "online"
+    assert devices["cam-2"]["status"] == "offline" and devices["cam-2"]["model_version"] is None
+
+
+@pytest.mark.parametrize("body, status, names", [
+    ({"site": "site-x", "devices": [DEVICE]}, 400, "relay_id"),
+    ({"relay_id": "relay-x", "site": "a/b", "devices": [DEVICE]}, 400, "site"),
+    ({"relay_id": "relay-x", "site": "site-x", "devices": {"cam-1": DEVICE}}, 400, "devices"),
+    ({"relay_id": "relay-x", "site": "site-x", "devices": [DEVICE, {**DEVICE, "device_id": "a b"}]}, 400,
+     "devices[1].device_id"),
+    ({"relay_id": "relay-x", "site": "site-x", "devices": [{**DEVICE, "status": "asleep"}]}, 400, "devices[0].status"),
+    ({"relay_id": "relay-x", "site": "site-x", "devices": [{**DEVICE, "model_version": ""}]}, 400,
+     "devices[0].model_version"),
+    ({"relay_id": "relay-x", "site": "site-x", "devices": [{**DEVICE, "stats": {"fps": "fast"}}]}, 400,
+     "devices[0].stats.fps"),
+    ({"relay_id": "relay-x", "site": "site-x", "devices": [{**DEVICE, "stats": {f"s{i}": 1 for i in range(200)}}]},
+     413, "devices[0].stats"),
+    ({"relay_id": "relay-x", "site": "site-x", "devices": [{**DEVICE, "facts": {"shadow_version": 2}}]}, 400,
+     "devices[0].facts.shadow_version"),
+    ({"relay_id": "relay-x", "site": "site-x", "devices": [{**DEVICE, "last_error": "x" * 5000}]}, 413,
+     "devices[0].last_error"),
+    ({"relay_id": "relay-x", "site": "site-x", "devices": [DEVICE, DEVICE]}, 400, "appears twice"),
+    ([DEVICE], 400, "JSON object"),
+])
+def test_a_bad_device_report_names_the_field_and_stores_nothing(hub, body, status, names):
+    code, reply = post_json(hub, "/api/v1/reports", body)
+    assert code == status and names in reply["error"]
+    assert reported(hub, "site-x") == []
+
+
+def test_desired_keeps_its_shape_and_checks_the_site(hub):
+    code, _ = call(hub, "GET", "/api/v1/desired?site=site-t")
+    assert code == 204  # no model registered in this hub
+    code, reply = call(hub, "GET", "/api/v1/desired?site=a%20b")
+    assert code == 400 and "site" in reply["error"]
+    code, reply = post_json(hub, "/api/v1/rollouts", {"model": "v404"})
+    assert code == 404 and "v404" in reply["error"]

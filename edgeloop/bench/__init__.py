@@ -6,6 +6,7 @@ import click
 
 from .agent import agent_bench
 from .loop import loop
+from .rollout import rollout as rollout_bench
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -14,14 +15,17 @@ def bench() -> None:
 
     Each benchmark seeds all its randomness, prints one line of ratios per contender and writes
     its figures to OUT/<name>.json (and a plot to OUT/<name>.png). `loop` runs in one process;
-    `agent` runs each arm in a fresh process, so that each one's peak memory is its own.
+    `agent` runs each arm in a fresh process, so that each one's peak memory is its own; `rollout`
+    starts real services and a simulated fleet on loopback.
 
     \b
     Example:
       edgeloop bench loop --seeds 3 --out runs/bench
       edgeloop bench agent --out runs/bench
+      edgeloop bench rollout --agents 200 --relays 4 --out runs/bench
     """
 
 
 bench.add_command(loop)
 bench.add_command(agent_bench)
+bench.add_command(rollout_bench)
