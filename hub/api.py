@@ -117,17 +117,22 @@ async def post_samples(request: web.Request) -> web.Response:
     return web.json_response({"stored": stored, "duplicates": dup})
 
 
-async def get_desired(request: web.Request) -> web.Response:
-    """{version, sha256, size, artifact} of the site's default model (what relays read before rollouts),
-    plus "devices": {device_id: {version, sha256, size, artifact, shadow, max_latency_ms, rollout_id}}
-    for the devices an active rollout assigns something else, and "models": {version: {sha256, size,
-    artifact}} for every version the site needs. 204 when there is nothing to run."""
+def _site_param(request: web.Request) -> str | None:
     site = request.query.get("site")
     if site is not None:
         try:
             check_id(site, "site")
         except ProtocolError as exc:
             raise _error(web.HTTPBadRequest, str(exc)) from exc
+    return site
+
+
+async def get_desired(request: web.Request) -> web.Response:
+    """{version, sha256, size, artifact} of the site's default model (what relays read before rollouts),
+    plus "devices": {device_id: {version, sha256, size, artifact, shadow, max_latency_ms, rollout_id}}
+    for the devices an active rollout assigns something else, and "models": {version: {sha256, size,
+    artifact}} for every version the site needs. 204 when there is nothing to run."""
+    site = _site_param(request)
     body = await asyncio.to_thread(request.app[ROLLOUTS].desired_for_site, site)
     if body is None:
         return web.Response(status=204)
@@ -293,12 +298,7 @@ async def post_reports(request: web.Request) -> web.Response:
 
 async def get_devices(request: web.Request) -> web.Response:
     """?site=S (optional) -> {"devices": [the latest report of each device, stale ones offline]}."""
-    site = request.query.get("site")
-    if site is not None:
-        try:
-            check_id(site, "site")
-        except ProtocolError as exc:
-            raise _error(web.HTTPBadRequest, str(exc)) from exc
+    site = _site_param(request)
     return web.json_response({"devices": await asyncio.to_thread(request.app[ROLLOUTS].devices, site)})
 
 
