@@ -276,3 +276,50 @@ def format_rollout(r: dict) -> str:
         lines.append("relays (devices running the candidate, the baseline, the candidate in shadow):")
         lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
     return "\n".join(lines)
+
+
+@hub.command("export")
+@click.option("--data", "data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
+              help="Hub data folder.")
+@click.option("--format", "fmt", type=click.Choice(["coco", "yolo", "labelstudio"]), required=True,
+              help="coco: annotations.json + images/; yolo: the YOLO classification layout train/<class>/ + "
+                   "classes.txt; labelstudio: tasks.json + images/.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder to write (created if missing).")
+def export_cmd(data_dir, fmt, out_dir) -> None:
+    """Export the hub's labeled samples (images named <sample_id>.jpg, and their labels) for labeling or
+    training tools.
+
+    \b
+    Examples:
+      edgeloop hub export --data /var/lib/edgeloop/hub --format labelstudio --out ls/
+      edgeloop hub export --data /var/lib/edgeloop/hub --format yolo --out yolo/
+    """
+    from .datasets import export
+    from .store import HubStore
+
+    store = HubStore(data_dir)
+    path = export(store, fmt, out_dir)
+    click.echo(f"exported {len(store.labeled())} labeled samples ({fmt}) to {path}")
+
+
+@hub.command("import")
+@click.option("--data", "data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
+              help="Hub data folder.")
+@click.option("--format", "fmt", type=click.Choice(["coco", "labelstudio"]), required=True,
+              help="coco: an annotations.json; labelstudio: a JSON export of tasks.")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def import_cmd(data_dir, fmt, file) -> None:
+    """Import labels from FILE, matching samples by id; all or nothing.
+
+    A label name outside the model's classes, or a sample the hub does not hold, refuses the whole
+    file with the list of problems. A label that differs from the hub's replaces it and is counted.
+
+    \b
+    Example:
+      edgeloop hub import --data /var/lib/edgeloop/hub --format labelstudio ls/export.json
+    """
+    from .datasets import import_labels
+    from .store import HubStore
+
+    click.echo(import_labels(HubStore(data_dir), fmt, file).summary())
