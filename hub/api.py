@@ -21,6 +21,7 @@
     POST /api/v1/rollouts/{id}/pause|resume|abort|rollback
     POST /api/v1/models               a signed artifact trained elsewhere (verified with the hub's key)
     GET  /health                      no auth
+    GET  /openapi.json                the OpenAPI document of these routes, no auth
 
 Bad input gets a 4xx whose body names the problem, and nothing of it is stored.
 """
@@ -43,6 +44,8 @@ from edgeloop.shared.sampling.policy import is_feedback
 
 from . import selection
 from .golden import LabeledSet
+from .openapi import build as build_openapi
+from .openapi import get_openapi
 from .rollouts import RelayReport, RolloutConflict, RolloutNotFound, RolloutRequest, Rollouts
 from .store import HubStore
 from .training import LABELS
@@ -409,4 +412,6 @@ def make_app(store: HubStore, golden: LabeledSet, tokens: list[str], signing_key
     r.add_get("/api/v1/rollouts/{rollout_id}", get_rollout)
     r.add_post("/api/v1/rollouts/{rollout_id}/{action}", post_rollout_action)
     r.add_get("/health", health)
+    r.add_get("/openapi.json", get_openapi)
+    build_openapi(app)  # every route must be described: fail at start, not when someone asks
     return app

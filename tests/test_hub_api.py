@@ -180,3 +180,34 @@ def test_desired_keeps_its_shape_and_checks_the_site(hub):
     assert code == 400 and "site" in reply["error"]
     code, reply = post_json(hub, "/api/v1/rollouts", {"model": "v404"})
     assert code == 404 and "v404" in reply["error"]
+
+
+def test_the_openapi_document_is_served_and_true_to_the_routes(hub):
+    from edgeloop.hub.openapi import SUMMARIES
+
+    with urllib.request.urlopen(hub + "/openapi.json", timeout=10) as r:  # no token needed
+        doc = json.load(r)
+    assert doc["openapi"].startswith("3.") and doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    served = {(m.upper(), p) for p, ops in doc["paths"].items() for m in ops}
+    assert served == set(SUMMARIES)  # every route described, nothing described that is not served
+    art = doc["paths"]["/api/v1/models/{version}/artifact"]["get"]
+    assert art["parameters"][0]["name"] == "version" and art["security"] == [{"bearer": []}]
+    assert doc["paths"]["/health"]["get"]["security"] == []
+    # and the documented security holds: an /api/ route without the token is refused
+    status, body = call(hub, "GET", "/api/v1/models", token=None)
+    assert status == 401 and "token" in body["error"]
+
+
+def test_the_openapi_document_comes_from_the_router():
+    from aiohttp import web
+
+    from edgeloop.hub.openapi import build, routes
+
+    async def handler(request):
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_get("/api/v1/undocumented", handler)
+    assert routes(app) == {("GET", "/api/v1/undocumented")}
+    with pytest.raises(KeyError):
+        build(app)  # a route nobody described stops the hub at start
