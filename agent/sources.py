@@ -51,6 +51,7 @@ class _Paced:
         self.reconnects = 0
         self.corrupt = 0  # frames the source could not decode
         self._last = -float("inf")
+        self.clock = time.monotonic  # the pace is kept on this clock
 
     def close(self) -> None:
         self.closed.set()
@@ -58,12 +59,12 @@ class _Paced:
     def _pace(self) -> None:
         """Wait until the next frame is due (sources that give frames on demand)."""
         if self.min_dt:
-            self.closed.wait(max(0.0, self._last + self.min_dt - time.monotonic()))
-            self._last = time.monotonic()
+            self.closed.wait(max(0.0, self._last + self.min_dt - self.clock()))
+            self._last = self.clock()
 
     def _due(self) -> bool:
         """Whether a live frame arriving now is due; if so it counts as taken."""
-        now = time.monotonic()
+        now = self.clock()
         if now - self._last < self.min_dt:
             return False
         self._last = now

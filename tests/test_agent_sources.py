@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 
@@ -72,22 +73,30 @@ def test_a_live_source_that_stays_down_retries_until_closed(tmp_path):
     assert not worker.is_alive()
 
 
+def ticking(step: float):
+    """A clock that advances `step` seconds each time it is read: the cap's arithmetic, not the machine's speed."""
+    ticks = itertools.count()
+    return lambda: next(ticks) * step
+
+
 def test_the_fps_cap_skips_live_frames_without_decoding_them(tmp_path):
     src = CaptureSource(str(write_clip(tmp_path / "c.avi", n=200)), "door", max_fps=20, reconnect=True,
                         backoff=(0.01, 0.05))
-    t0 = time.monotonic()
-    frames = [f for f, _ in zip(src, range(6))]
-    elapsed = time.monotonic() - t0
-    assert len(frames) == 6 and src.skipped > 0
-    assert elapsed >= 5 / 20  # six frames at most 20 a second: at least five intervals
+    src.clock = ticking(1 / 64)  # a grab every 15.6 ms (exact in binary), a frame due every 50 ms
+    frames = list(itertools.islice(src, 6))
+    assert [f.index for f in frames] == list(range(6))
+    assert src.skipped == 5 * 3  # three grabs (47 ms) skipped between two frames taken (62.5 ms apart)
 
 
 def test_the_fps_cap_paces_an_on_demand_source():
     src = open_source("sim:cam-000", max_fps=40)
-    t0 = time.monotonic()
-    frames = [f for f, _ in zip(src, range(5))]
+    src.clock = ticking(1 / 256)
+    waits = []
+    src.closed.wait = lambda timeout: waits.append(timeout) or False  # record the pauses instead of taking them
+    frames = list(itertools.islice(src, 5))
     assert [f.index for f in frames] == list(range(5)) and src.skipped == 0
-    assert time.monotonic() - t0 >= 4 / 40
+    # the first frame at once, then each 25 ms after the last (one clock tick of which has already passed)
+    assert waits == [0.0] + [pytest.approx(1 / 40 - 1 / 256)] * 4
 
 
 def test_a_negative_fps_cap_is_a_config_error():
