@@ -48,10 +48,11 @@ def make_candidate(value: float = 0.5, image_bytes: bytes = FAKE_JPEG, **overrid
     return Candidate(**fields)
 
 
-def signed_model(folder, version: str = "v0", seed: int = 0):
-    """A real (untrained, seeded) DigitNet exported to ONNX, packed and signed by a fresh hub key.
+def signed_models(folder, seeds: dict[str, int]) -> tuple[dict[str, bytes], "Path", bytes]:
+    """Real (untrained, seeded) DigitNets exported to ONNX, packed and signed by ONE fresh hub key.
 
-    -> (artifact path, public key path). Needs the hub extra (torch).
+    Two versions with the same seed hold the same weights. Needs the hub extra (torch).
+    -> ({version: artifact bytes}, hub.pub path, the private key PEM to sign more with).
     """
     from pathlib import Path
 
@@ -63,11 +64,21 @@ def signed_model(folder, version: str = "v0", seed: int = 0):
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed)
-    onnx, manifest = export_onnx(build_net(), version=version, parent=None)
     private_pem, public_pem = generate_keypair()
-    artifact = folder / f"{version}.model"
-    artifact.write_bytes(sign_artifact(pack(manifest, onnx), load_private_key(private_pem)))
+    key = load_private_key(private_pem)
+    out = {}
+    for version, seed in seeds.items():
+        torch.manual_seed(seed)
+        onnx, manifest = export_onnx(build_net(), version=version, parent=None)
+        out[version] = sign_artifact(pack(manifest, onnx), key)
     pub = folder / "hub.pub"
     pub.write_bytes(public_pem)
+    return out, pub, private_pem
+
+
+def signed_model(folder, version: str = "v0", seed: int = 0):
+    """One signed model, as a file: -> (artifact path, public key path)."""
+    arts, pub, _ = signed_models(folder, {version: seed})
+    artifact = pub.parent / f"{version}.model"
+    artifact.write_bytes(arts[version])
     return artifact, pub

@@ -11,7 +11,8 @@ import pytest
 
 from edgeloop.shared.rollout import DeviceReport
 
-from test_agent_shadow import mismatched, rig, signed_models  # noqa: F401 - rig is a fixture
+from factories import signed_models
+from test_agent_shadow import mismatched, rig  # noqa: F401 - rig is a fixture
 
 pytest.importorskip("torch")
 pytestmark = pytest.mark.e2e

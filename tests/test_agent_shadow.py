@@ -25,6 +25,7 @@ from edgeloop.shared.protocol import DesiredModel, DeviceState, SampleBatch, Sha
 from edgeloop.shared.rollout import DeviceReport
 from edgeloop.shared.runtime import ModelRuntime
 
+from factories import signed_models
 from test_e2e import serve_bytes
 
 pytest.importorskip("torch")  # the models are DigitNets exported with torch (the hub extra)
@@ -37,29 +38,6 @@ AGENT_CONFIG = ('[sampling]\nmin_value = 0.0\nbudget = { per_hour = 360, window_
 
 
 # -- models signed by one hub key ---------------------------------------------------------------
-
-def signed_models(folder: Path, seeds: dict[str, int]) -> tuple[dict[str, bytes], Path, bytes]:
-    """Real (untrained, seeded) DigitNets exported to ONNX, packed and signed by ONE fresh hub key.
-
-    Two versions with the same seed hold the same weights.
-    -> ({version: artifact bytes}, hub.pub path, the private key PEM to sign more with)."""
-    import torch
-
-    from edgeloop.hub.training import build_net, export_onnx
-    from edgeloop.shared.signing import generate_keypair, load_private_key
-
-    folder.mkdir(parents=True, exist_ok=True)
-    private_pem, public_pem = generate_keypair()
-    key = load_private_key(private_pem)
-    out = {}
-    for version, seed in seeds.items():
-        torch.manual_seed(seed)
-        onnx, manifest = export_onnx(build_net(), version=version, parent=None)
-        out[version] = sign_artifact(pack(manifest, onnx), key)
-    pub = folder / "hub.pub"
-    pub.write_bytes(public_pem)
-    return out, pub, private_pem
-
 
 def tampered(artifact: bytes) -> bytes:
     """The same artifact with one ONNX byte flipped: the signature no longer verifies."""
