@@ -430,15 +430,16 @@ class Agent:
             out.update(shadow.stats())
         return out
 
-    def facts(self) -> dict[str, str]:
-        """Strings for the state report: shadow_version, load_failed_version, rolled_back_version,
-        rollback_reason (each only when it applies)."""
+    def _model_facts(self) -> tuple[str | None, dict[str, str]]:
+        """The active version and the strings about it for the state report (shadow_version,
+        load_failed_version, rolled_back_version, rollback_reason, each only when it applies), taken
+        together: a rollback on the main thread swaps both while the reporter builds a state."""
         with self._swap:
-            out = dict(self._facts)
+            version, facts = self.model_version, dict(self._facts)
         shadow = self.shadow
         if shadow is not None:
-            out.update(shadow.facts())
-        return out
+            facts.update(shadow.facts())
+        return version, facts
 
     def state(self, status: str = "online") -> DeviceState:
         stats = self.stats() if status == "online" else {}
@@ -446,8 +447,9 @@ class Agent:
             log.error("state has %d stats, more than %d: the last ones are left out", len(stats), MAX_STATS)
             stats = dict(list(stats.items())[:MAX_STATS])
         error = self.last_error or self.pipeline.last_error
-        return DeviceState(self.s.device_id, status, self.model_version, ts=time.time(), stats=stats,
-                           last_error=error[:1000], facts=self.facts())
+        version, facts = self._model_facts()
+        return DeviceState(self.s.device_id, status, version, ts=time.time(), stats=stats,
+                           last_error=error[:1000], facts=facts)
 
     def publish_state(self) -> None:
         now, n = time.monotonic(), self.pipeline.frames
