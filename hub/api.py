@@ -42,66 +42,20 @@ from edgeloop.shared.errors import ConfigError, EdgeloopError, ProtocolError, To
 from edgeloop.shared.protocol import MAX_MESSAGE_BYTES, SampleBatch, check_id, decode
 from edgeloop.shared.sampling.policy import is_feedback
 
-from . import selection
+from . import labeling, pages, selection
 from .golden import LabeledSet
 from .openapi import build as build_openapi
 from .openapi import get_openapi
 from .rollouts import RelayReport, RolloutConflict, RolloutNotFound, RolloutRequest, Rollouts
 from .store import HubStore
+from .webutil import (GOLDEN, ROLLOUT_PERIOD, ROLLOUTS, SIGNING_KEY, STORE, TOKENS, TRAIN_LOCK, auth, json_errors,
+                      read_json as _json, error as _error)
 from .training import LABELS
 from .trainer import train_round
 
 log = logging.getLogger("edgeloop.hub")
 
-STORE = web.AppKey("store", HubStore)
-GOLDEN = web.AppKey("golden", LabeledSet)
-TOKENS = web.AppKey("tokens", list)
-TRAIN_LOCK = web.AppKey("train_lock", asyncio.Lock)
-SIGNING_KEY = web.AppKey("signing_key", object)
-ROLLOUTS = web.AppKey("rollouts", Rollouts)
-ROLLOUT_PERIOD = web.AppKey("rollout_period", float)
 MAX_REPORT_BYTES = MAX_MESSAGE_BYTES
-
-
-def _error(status: type[web.HTTPException], message: str) -> web.HTTPException:
-    body = {"text": json.dumps({"error": message}), "content_type": "application/json"}
-    if status is web.HTTPRequestEntityTooLarge:  # its constructor wants the sizes
-        return status(MAX_MESSAGE_BYTES, 0, **body)
-    return status(**body)
-
-
-@web.middleware
-async def json_errors(request: web.Request, handler):
-    """Every error answer is JSON {"error": "..."}, aiohttp's own (404, 405, 413) included."""
-    try:
-        return await handler(request)
-    except web.HTTPException as exc:
-        if exc.status < 400 or exc.content_type == "application/json":
-            raise
-        exc.text = json.dumps({"error": exc.text or exc.reason})
-        exc.content_type = "application/json"
-        raise
-
-
-@web.middleware
-async def auth(request: web.Request, handler):
-    tokens = request.app[TOKENS]
-    if request.path.startswith("/api/") and tokens:
-        header = request.headers.get("Authorization", "")
-        given = header[7:] if header.startswith("Bearer ") else ""
-        if not any(hmac.compare_digest(given, t) for t in tokens):
-            raise _error(web.HTTPUnauthorized, "missing or wrong bearer token")
-    return await handler(request)
-
-
-async def _json(request: web.Request) -> dict:
-    try:
-        body = await request.json()
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise _error(web.HTTPBadRequest, f"body is not valid JSON: {exc}") from exc
-    if not isinstance(body, dict):
-        raise _error(web.HTTPBadRequest, "body must be a JSON object")
-    return body
 
 
 async def post_samples(request: web.Request) -> web.Response:
@@ -202,47 +156,6 @@ async def post_selection(request: web.Request) -> web.Response:
     chosen = await asyncio.to_thread(selection.select_for_labeling, pool, budget, strategy, 0, labeled)
     await asyncio.to_thread(store.mark_queued, chosen)
     return web.json_response({"selected": list(chosen), "pool": len(pool)})
-
-
-def _public(row: dict) -> dict:
-    return {k: row[k] for k in ("sample_id", "device_id", "camera_id", "site", "captured_at", "model_version",
-                                "predicted", "confidence", "reasons", "tags", "status", "priority")} | {
-        "slice": "audit" if row.get("audit") else "feedback" if is_feedback(row["reasons"]) else "selected"}
-
-
-async def get_label_queue(request: web.Request) -> web.Response:
-    try:
-        limit = min(1000, max(1, int(request.query.get("limit", "100"))))
-    except ValueError as exc:
-        raise _error(web.HTTPBadRequest, "limit: expected an integer") from exc
-    rows = await asyncio.to_thread(request.app[STORE].label_queue, limit)
-    return web.json_response({"items": [_public(r) for r in rows]})
-
-
-async def get_image(request: web.Request) -> web.Response:
-    store = request.app[STORE]
-    row = await asyncio.to_thread(store.sample, request.match_info["sample_id"])
-    if not row:
-        raise _error(web.HTTPNotFound, "no such sample")
-    return web.Response(body=await asyncio.to_thread(store.blobs.get, row["image_sha256"]), content_type="image/jpeg")
-
-
-async def post_labels(request: web.Request) -> web.Response:
-    store = request.app[STORE]
-    body = await _json(request)
-    labels, source = body.get("labels"), body.get("source", "human")
-    if not isinstance(labels, dict):
-        raise _error(web.HTTPBadRequest, "labels: expected an object of sample_id -> class index")
-    for sid, label in labels.items():
-        if not isinstance(label, int) or isinstance(label, bool) or not 0 <= label < len(LABELS):
-            raise _error(web.HTTPBadRequest, f"labels.{sid}: expected a class index from 0 to {len(LABELS) - 1}")
-    try:
-        check_id(source, "source")
-    except ProtocolError as exc:
-        raise _error(web.HTTPBadRequest, str(exc)) from exc
-    done = await asyncio.to_thread(store.add_labels, labels, source)
-    unknown = sorted(set(labels) - set(done))
-    return web.json_response({"labeled": len(done), "unknown": unknown})
 
 
 async def post_train(request: web.Request) -> web.Response:
@@ -398,9 +311,7 @@ def make_app(store: HubStore, golden: LabeledSet, tokens: list[str], signing_key
     r.add_post("/api/v1/models", post_model)
     r.add_get("/api/v1/models/{version}/artifact", get_artifact)
     r.add_post("/api/v1/selection", post_selection)
-    r.add_get("/api/v1/label-queue", get_label_queue)
-    r.add_get("/api/v1/samples/{sample_id}/image", get_image)
-    r.add_post("/api/v1/labels", post_labels)
+    labeling.add_routes(r)
     r.add_post("/api/v1/train", post_train)
     r.add_get("/api/v1/stats", get_stats)
     r.add_post("/api/v1/campaigns", post_campaign)
@@ -411,6 +322,7 @@ def make_app(store: HubStore, golden: LabeledSet, tokens: list[str], signing_key
     r.add_get("/api/v1/rollouts", get_rollouts)
     r.add_get("/api/v1/rollouts/{rollout_id}", get_rollout)
     r.add_post("/api/v1/rollouts/{rollout_id}/{action}", post_rollout_action)
+    pages.add_routes(r)
     r.add_get("/health", health)
     r.add_get("/openapi.json", get_openapi)
     build_openapi(app)  # every route must be described: fail at start, not when someone asks

@@ -22,7 +22,11 @@ SUMMARIES: dict[tuple[str, str], tuple[str, str | None]] = {
     ("POST", "/api/v1/selection"): ("Queue the best K unlabeled samples for labeling", "application/json"),
     ("GET", "/api/v1/label-queue"): ("What waits for a label, best first", None),
     ("GET", "/api/v1/samples/{sample_id}/image"): ("A sample's JPEG", None),
-    ("POST", "/api/v1/labels"): ("Store labels by sample id", "application/json"),
+    ("GET", "/api/v1/samples/{sample_id}"): ("One sample: prediction, top classes, reasons, detection boxes", None),
+    ("GET", "/api/v1/samples/{sample_id}/similar"): ("A sample's nearest neighbours at the hub (?k=N)", None),
+    ("POST", "/api/v1/labels"): ("Store labels and ambiguous marks by sample id", "application/json"),
+    ("GET", "/api/v1/labels"): ("Every label, and the samples marked ambiguous (?source=S)", None),
+    ("DELETE", "/api/v1/labels/{sample_id}"): ("Undo a label or an ambiguous mark: the sample queues again", None),
     ("POST", "/api/v1/train"): ("Train, evaluate and register a new model version", "application/json"),
     ("GET", "/api/v1/stats"): ("Counts for dashboards", None),
     ("POST", "/api/v1/campaigns"): ("Start a campaign: find more frames like these samples", "application/json"),
@@ -45,7 +49,8 @@ def routes(app: web.Application) -> set[tuple[str, str]]:
     for route in app.router.routes():
         info = route.resource.get_info() if route.resource else {}
         path = info.get("path") or info.get("formatter")
-        if route.method != "HEAD" and path:
+        # The API only: pages (/, /label, /login, /models/...) and static files are for people.
+        if route.method != "HEAD" and path and (path.startswith("/api/") or path in PUBLIC):
             out.add((route.method, path))
     return out
 

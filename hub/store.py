@@ -49,6 +49,11 @@ class HubStore:
                 "selected_at": float, "priority": float, "audit": int,
             }, pk="sample_id", not_null={"sample_id"}, defaults={"status": "new", "audit": 0})
             self.db["samples"].create_index(["status", "priority"])
+        if "detections" not in self.db["samples"].columns_dict:  # added after the first hubs were deployed
+            self.db["samples"].add_column("detections", bytes)
+        if "ambiguous" not in self.db.table_names():
+            # Samples a labeler could not decide: kept and counted, never trained on.
+            self.db["ambiguous"].create({"sample_id": str, "source": str, "marked_at": float}, pk="sample_id")
         if "labels" not in self.db.table_names():
             self.db["labels"].create({"sample_id": str, "label": int, "source": str, "labeled_at": float},
                                      pk="sample_id")
@@ -106,6 +111,7 @@ class HubStore:
                     "selected_at": None,
                     "priority": AUDIT_PRIORITY if audit else FEEDBACK_PRIORITY if wrong else None,
                     "audit": int(audit),
+                    "detections": None if c.detections is None else np.asarray(c.detections, "<f4").tobytes(),
                 }
                 cur = self.db.conn.execute(
                     f"INSERT OR IGNORE INTO samples ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
@@ -146,6 +152,69 @@ class HubStore:
                     self.db.conn.execute("INSERT OR REPLACE INTO labels VALUES (?, ?, ?, ?)", [sid, label, source, now])
                     done.append(sid)
         return done
+
+    def mark_ambiguous(self, sample_ids: Iterable[str], source: str) -> list[str]:
+        """A labeler could not decide: the samples leave the queue, are kept and counted, and never
+        enter training. -> ids marked (ids the hub does not hold are skipped)."""
+        now, done = time.time(), []
+        with self._lock, self.db.conn:
+            for sid in sample_ids:
+                cur = self.db.conn.execute("UPDATE samples SET status = 'ambiguous' WHERE sample_id = ?", [sid])
+                if cur.rowcount:
+                    self.db.conn.execute("DELETE FROM labels WHERE sample_id = ?", [sid])
+                    self.db.conn.execute("INSERT OR REPLACE INTO ambiguous VALUES (?, ?, ?)", [sid, source, now])
+                    done.append(sid)
+        return done
+
+    def unlabel(self, sample_id: str) -> str | None:
+        """Undo a label or an ambiguous mark: the sample goes back to the label queue where it was.
+        -> the status it had, or None when it was neither labeled nor ambiguous (or is unknown)."""
+        with self._lock, self.db.conn:
+            rows = self._query("SELECT status FROM samples WHERE sample_id = ?", [sample_id])
+            if not rows or rows[0]["status"] not in ("labeled", "ambiguous"):
+                return None
+            self.db.conn.execute("DELETE FROM labels WHERE sample_id = ?", [sample_id])
+            self.db.conn.execute("DELETE FROM ambiguous WHERE sample_id = ?", [sample_id])
+            self.db.conn.execute("UPDATE samples SET status = 'queued', priority = COALESCE(priority, 0) "
+                                 "WHERE sample_id = ?", [sample_id])
+        return rows[0]["status"]
+
+    def labels(self, source: str | None = None) -> list[dict]:
+        """Every label (sample_id, label, source, labeled_at), oldest first; one source's when given."""
+        where, params = ("WHERE source = ?", [source]) if source is not None else ("", [])
+        return self._query(f"SELECT * FROM labels {where} ORDER BY labeled_at, sample_id", params)
+
+    def ambiguous(self) -> list[dict]:
+        """Samples marked ambiguous (sample_id, source, marked_at), oldest first."""
+        return self._query("SELECT * FROM ambiguous ORDER BY marked_at, sample_id")
+
+    def similar(self, sample_id: str, k: int = 12) -> list[tuple[str, float]]:
+        """The k samples nearest to one (cosine distance of embeddings of the same size), nearest
+        first -> [(sample_id, distance)]. KeyError when the hub does not hold it or it has no embedding.
+        A linear scan: fine for the hub sizes of one team (10^5 samples x 64 float16 = 13 MB)."""
+        row = self.sample(sample_id)
+        if row is None or row["embedding"] is None:
+            raise KeyError(sample_id)
+        rows = self._query("SELECT sample_id, embedding FROM samples WHERE embedding IS NOT NULL "
+                           "AND length(embedding) = ? AND sample_id != ?", [len(row["embedding"]) * 2, sample_id])
+        if not rows:
+            return []
+        embs = np.stack([np.frombuffer(r["embedding"], "<f2") for r in rows]).astype(np.float32)
+        q = row["embedding"].astype(np.float32)
+        dist = 1.0 - embs @ q / np.maximum(np.linalg.norm(embs, axis=1) * np.linalg.norm(q), 1e-12)
+        order = np.argsort(dist, kind="stable")[:k]
+        return [(rows[i]["sample_id"], float(dist[i])) for i in order]
+
+    def funnel(self) -> dict[str, int]:
+        """Hub-side counts of the funnel, over the samples its relays forwarded (seed sets excluded):
+        forwarded; selected = sent to the label queue by any route (the hub's selection, the audit
+        stream, application feedback); labeled; and beside them ambiguous, audit, still queued."""
+        q = self._query(
+            "SELECT COUNT(*) AS forwarded, SUM(status != 'new') AS selected, "
+            "SUM(status = 'labeled') AS labeled, SUM(status = 'ambiguous') AS ambiguous, "
+            "SUM(audit) AS audit, SUM(status = 'queued') AS queued "
+            "FROM samples WHERE NOT (device_id = relay_id AND site = relay_id)")[0]  # seed sets: see import_labeled_set
+        return {k: int(v or 0) for k, v in q.items()}
 
     def labeled_embeddings(self) -> np.ndarray | None:
         """(M, D) float32 embeddings of the labeled samples that have one, or None."""
@@ -316,4 +385,6 @@ def _decode_row(r: dict) -> dict:
     r["scores"] = json.loads(r["scores"])
     r["probs"] = np.frombuffer(r["probs"], "<f4")
     r["embedding"] = None if r["embedding"] is None else np.frombuffer(r["embedding"], "<f2")
+    det = r.get("detections")
+    r["detections"] = None if det is None else np.frombuffer(det, "<f4").reshape(-1, 6)
     return r

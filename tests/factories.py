@@ -38,6 +38,7 @@ def make_candidate(value: float = 0.5, image_bytes: bytes = FAKE_JPEG, **overrid
         "scores": {},
         "reasons": (),
         "value": float(value),
+        "detections": None,
     }
     unknown = set(overrides) - set(fields)
     if unknown:

@@ -1,0 +1,136 @@
+"""The labeling API: the queue, samples, labels in and out, undo, and "more like this".
+
+    GET    /api/v1/label-queue?limit=N       what waits for a label, best first
+    GET    /api/v1/samples/{id}              one sample: prediction, top classes, reasons, boxes
+    GET    /api/v1/samples/{id}/image        the JPEG
+    GET    /api/v1/samples/{id}/similar?k=N  its nearest neighbours at the hub (embedding distance)
+    POST   /api/v1/labels                    {"labels": {id: class}, "ambiguous": [id], "source": "alice"}
+    GET    /api/v1/labels?source=S           every label, and the samples marked ambiguous
+    DELETE /api/v1/labels/{id}               undo a label or an ambiguous mark: back to the queue
+
+A request is validated whole before anything is stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from edgeloop.shared.errors import ProtocolError
+from edgeloop.shared.protocol import check_id
+from edgeloop.shared.sampling.policy import is_feedback
+
+from .training import LABELS
+from .webutil import STORE, error, read_json
+
+TOP_CLASSES = 3
+MAX_SIMILAR = 100
+
+
+def public(row: dict) -> dict:
+    """A sample as the API shows it (no image, no raw arrays)."""
+    probs = row["probs"]
+    top = sorted(range(len(probs)), key=lambda i: -float(probs[i]))[:TOP_CLASSES]
+    det = row.get("detections")
+    return {k: row[k] for k in ("sample_id", "device_id", "camera_id", "site", "captured_at", "model_version",
+                                "predicted", "confidence", "reasons", "tags", "status", "priority")} | {
+        "slice": "audit" if row.get("audit") else "feedback" if is_feedback(row["reasons"]) else "selected",
+        "top": [[int(i), round(float(probs[i]), 4)] for i in top],
+        # Boxes in normalised frame coordinates: x1, y1, x2, y2, score, class.
+        "detections": [] if det is None else [[round(float(v), 4) for v in d] for d in det],
+    }
+
+
+def _limit(request: web.Request, name: str, default: int, top: int) -> int:
+    try:
+        return min(top, max(1, int(request.query.get(name, str(default)))))
+    except ValueError as exc:
+        raise error(web.HTTPBadRequest, f"{name}: expected an integer") from exc
+
+
+async def _sample(request: web.Request) -> dict:
+    row = await asyncio.to_thread(request.app[STORE].sample, request.match_info["sample_id"])
+    if not row:
+        raise error(web.HTTPNotFound, f"no sample {request.match_info['sample_id']!r} at the hub")
+    return row
+
+
+async def get_label_queue(request: web.Request) -> web.Response:
+    rows = await asyncio.to_thread(request.app[STORE].label_queue, _limit(request, "limit", 100, 1000))
+    return web.json_response({"items": [public(r) for r in rows]})
+
+
+async def get_sample(request: web.Request) -> web.Response:
+    return web.json_response(public(await _sample(request)))
+
+
+async def get_image(request: web.Request) -> web.Response:
+    row = await _sample(request)
+    body = await asyncio.to_thread(request.app[STORE].blobs.get, row["image_sha256"])
+    return web.Response(body=body, content_type="image/jpeg")
+
+
+async def get_similar(request: web.Request) -> web.Response:
+    store, sid = request.app[STORE], request.match_info["sample_id"]
+    k = _limit(request, "k", 12, MAX_SIMILAR)
+    try:
+        near = await asyncio.to_thread(store.similar, sid, k)
+    except KeyError as exc:
+        raise error(web.HTTPNotFound, f"no sample {sid!r} with an embedding at the hub") from exc
+    items = []
+    for other, dist in near:
+        row = await asyncio.to_thread(store.sample, other)
+        items.append(public(row) | {"distance": round(dist, 4)})
+    return web.json_response({"sample_id": sid, "items": items})
+
+
+async def post_labels(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    labels, ambiguous, source = body.get("labels", {}), body.get("ambiguous", []), body.get("source", "human")
+    if not isinstance(labels, dict):
+        raise error(web.HTTPBadRequest, "labels: expected an object of sample_id -> class index")
+    for sid, label in labels.items():
+        if not isinstance(label, int) or isinstance(label, bool) or not 0 <= label < len(LABELS):
+            raise error(web.HTTPBadRequest, f"labels.{sid}: expected a class index from 0 to {len(LABELS) - 1}")
+    if not isinstance(ambiguous, list) or not all(isinstance(i, str) for i in ambiguous):
+        raise error(web.HTTPBadRequest, "ambiguous: expected a list of sample ids")
+    if both := sorted(set(labels) & set(ambiguous)):
+        raise error(web.HTTPBadRequest, f"ambiguous: {both[0]!r} is also given a label")
+    if not labels and not ambiguous:
+        raise error(web.HTTPBadRequest, "expected labels, ambiguous or both")
+    try:
+        check_id(source, "source")
+    except ProtocolError as exc:
+        raise error(web.HTTPBadRequest, str(exc)) from exc
+    store = request.app[STORE]
+    done = await asyncio.to_thread(store.add_labels, labels, source)
+    marked = await asyncio.to_thread(store.mark_ambiguous, ambiguous, source)
+    unknown = sorted((set(labels) - set(done)) | (set(ambiguous) - set(marked)))
+    return web.json_response({"labeled": len(done), "ambiguous": len(marked), "unknown": unknown})
+
+
+async def get_labels(request: web.Request) -> web.Response:
+    store, source = request.app[STORE], request.query.get("source")
+    rows = await asyncio.to_thread(store.labels, source)
+    amb = await asyncio.to_thread(store.ambiguous)
+    return web.json_response({"labels": rows, "ambiguous": [a for a in amb if source in (None, a["source"])]})
+
+
+async def delete_label(request: web.Request) -> web.Response:
+    sid = request.match_info["sample_id"]
+    was = await asyncio.to_thread(request.app[STORE].unlabel, sid)
+    if was is None:
+        await _sample(request)  # 404 when unknown
+        raise error(web.HTTPConflict, f"sample {sid!r} has no label to undo")
+    return web.json_response({"sample_id": sid, "was": was, "status": "queued"})
+
+
+def add_routes(r: web.UrlDispatcher) -> None:
+    r.add_get("/api/v1/label-queue", get_label_queue)
+    r.add_get("/api/v1/samples/{sample_id}", get_sample)
+    r.add_get("/api/v1/samples/{sample_id}/image", get_image)
+    r.add_get("/api/v1/samples/{sample_id}/similar", get_similar)
+    r.add_post("/api/v1/labels", post_labels)
+    r.add_get("/api/v1/labels", get_labels)
+    r.add_delete("/api/v1/labels/{sample_id}", delete_label)

@@ -1,0 +1,127 @@
+"""The hub's pages for people, on the API's port: the dashboard at /, the labeling page at /label,
+model cards at /models/{version}, and /login. Server-rendered (jinja2) with small scripts of our
+own under /static: no build step, nothing fetched from the internet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import jinja2
+from aiohttp import web
+
+from . import plots
+from .rollouts import Rollouts
+from .store import HubStore
+from .training import LABELS
+from .webutil import COOKIE, ROLLOUTS, STORE, token_ok
+
+HERE = Path(__file__).parent
+ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
+                         undefined=jinja2.StrictUndefined)
+MAX_DEVICE_ROWS = 200  # a big fleet's dashboard lists the first ones and says how many more
+
+
+def render(name: str, **context) -> web.Response:
+    return web.Response(text=ENV.get_template(name).render(**context), content_type="text/html")
+
+
+# -- what the dashboard shows (pure: store and rollouts in, a dict out) --------------------------
+def fleet_view(devices: list[dict], now: float) -> dict:
+    """Relays (from their devices' reports) and agents, online or not, with their model versions."""
+    relays: dict[str, dict] = {}
+    for d in devices:
+        r = relays.setdefault(d["relay_id"], {"relay_id": d["relay_id"], "site": d["site"], "devices": 0,
+                                              "online": 0, "last_report_s": float("inf")})
+        r["devices"] += 1
+        r["online"] += d["status"] == "online"
+        r["last_report_s"] = min(r["last_report_s"], now - d["updated_at"])
+    versions: dict[str, int] = defaultdict(int)
+    for d in devices:
+        versions[d["model_version"] or "none"] += 1
+    return {"relays": sorted(relays.values(), key=lambda r: r["relay_id"]),
+            "agents_online": sum(d["status"] == "online" for d in devices), "agents": len(devices),
+            "versions": dict(sorted(versions.items())), "devices": devices[:MAX_DEVICE_ROWS],
+            "more_devices": max(0, len(devices) - MAX_DEVICE_ROWS)}
+
+
+def funnel_view(devices: list[dict], hub: dict) -> list[dict]:
+    """Frames seen -> kept on devices -> forwarded by relays -> selected for labeling -> labeled.
+    Device figures are each agent's counts since it started (from its latest report)."""
+    total = lambda key: int(sum(d["stats"].get(key, 0) for d in devices))  # noqa: E731
+    steps = [("seen", "frames seen by agents", total("frames_seen")),
+             ("kept", "kept on devices", total("kept")),
+             ("forwarded", "forwarded by relays", hub["forwarded"]),
+             ("selected", "selected for labeling", hub["selected"]),
+             ("labeled", "labeled", hub["labeled"])]
+    top = max(1, steps[0][2])
+    return [{"key": k, "name": name, "n": n, "share": n / top} for k, name, n in steps]
+
+
+def models_view(models: list[dict], desired: str | None) -> dict:
+    """Accuracy per version, overall and per golden slice, as a table and a chart."""
+    slices = sorted({s for m in models for s in (m["metrics"].get("per_slice") or {})})
+    rows = []
+    for m in models:
+        met = m["metrics"]
+        gate = met.get("gate") or {}
+        cal = met.get("calibration") or {}
+        rows.append({"version": m["version"], "parent": m["parent"], "accuracy": met.get("accuracy"),
+                     "per_slice": {s: (met.get("per_slice") or {}).get(s) for s in slices},
+                     "labels": m["labels_total"], "desired": m["version"] == desired,
+                     "gate": gate.get("passed"), "gate_reasons": gate.get("reasons", []),
+                     "ece_before": cal.get("ece_before"), "ece_after": cal.get("ece_after")})
+    series = {"overall": [r["accuracy"] for r in rows], **{s: [r["per_slice"][s] for r in rows] for s in slices}}
+    chart = plots.line_chart([r["version"] for r in rows], series) if rows else ""
+    return {"slices": slices, "rows": rows, "chart": chart}
+
+
+def dashboard_view(store: HubStore, rollouts: Rollouts, now: float | None = None) -> dict:
+    now = time.time() if now is None else now
+    devices = rollouts.devices(None)
+    hub = store.funnel()
+    return {"fleet": fleet_view(devices, now), "funnel": funnel_view(devices, hub), "hub": hub,
+            "models": models_view(store.models(), store.desired()), "rollouts": rollouts.recent(5),
+            "campaigns": store.active_campaigns()}
+
+
+# -- handlers ------------------------------------------------------------------------------------
+async def dashboard(request: web.Request) -> web.Response:
+    view = await asyncio.to_thread(dashboard_view, request.app[STORE], request.app[ROLLOUTS])
+    return render("dashboard.html", page="dashboard", **view)
+
+
+async def label_page(request: web.Request) -> web.Response:
+    return render("label.html", page="label", labels=LABELS)
+
+
+async def login_page(request: web.Request) -> web.Response:
+    return render("login.html", page="login", next=_local(request.query.get("next", "/")), failed=False)
+
+
+async def login(request: web.Request) -> web.Response:
+    form = await request.post()
+    token, target = str(form.get("token", "")), _local(str(form.get("next", "/")))
+    if not token_ok(request.app, token):
+        resp = render("login.html", page="login", next=target, failed=True)
+        resp.set_status(401)
+        return resp
+    resp = web.HTTPFound(target)
+    resp.set_cookie(COOKIE, token, httponly=True, samesite="Strict", path="/")
+    raise resp
+
+
+def _local(target: str) -> str:
+    """Only a path on this hub: /login?next= must not send anyone elsewhere."""
+    return target if target.startswith("/") and not target.startswith("//") else "/"
+
+
+def add_routes(r: web.UrlDispatcher) -> None:
+    r.add_get("/", dashboard)
+    r.add_get("/label", label_page)
+    r.add_get("/login", login_page)
+    r.add_post("/login", login)
+    r.add_static("/static", HERE / "static")
