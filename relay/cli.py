@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 from pathlib import Path
 
@@ -33,20 +34,27 @@ def relay() -> None:
 @click.option("--ready-file", type=click.Path(path_type=Path), default=None, help="Write {port, url} here once serving.")
 @click.option("--flush-idle", default=2.0, show_default=True, help="Close open selection windows after this many idle seconds.")
 @click.option("--poll", default=2.0, show_default=True, help="Seconds between desired-model polls.")
+@click.option("--share-group", default=None,
+              help="Share the site with the other relays of this group: each candidate goes to one of them "
+                   "(MQTT 5 shared subscription; needs mosquitto, not the embedded broker).")
 def run(relay_id, site, broker, hub_url, token, data_dir, config_path, host, port, public_url, password, ready_file,
-        flush_idle, poll):
+        flush_idle, poll, share_group):
     """Aggregate a site's agents, keep the best under the budget, forward them to the hub.
 
     \b
     Example:
       edgeloop relay run --id relay-0 --site site-0 --hub http://127.0.0.1:8080 --token $TOKEN --data /var/lib/edgeloop/relay
+      edgeloop relay run --id relay-0b --site site-0 --share-group site-0 ...   # a second relay for the same site
     """
     from .service import RelaySettings, serve
 
+    if share_group is not None and not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", share_group):
+        raise click.BadParameter("letters, digits, '_', '.', '-' only (it is part of an MQTT topic filter)",
+                                 param_hint="--share-group")
     conf = cfg.load(config_path)
     s = RelaySettings(relay_id=relay_id, site=site, broker=broker, hub_url=hub_url.rstrip("/"), token=token,
                       data_dir=data_dir, sampling=conf.sampling, host=host, port=port, flush_idle_s=flush_idle,
-                      poll_s=poll, public_url=public_url, password=password)
+                      poll_s=poll, public_url=public_url, password=password, share_group=share_group)
 
     async def main():
         stop = asyncio.Event()

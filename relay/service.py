@@ -53,6 +53,9 @@ class RelaySettings:
     forward_quota: int = 500 << 20
     model_cache_bytes: int = 2 << 30
     batch_items: int = 128
+    # Relays of one site with the same share group split its candidates between them (MQTT 5 shared
+    # subscription, mosquitto only); each applies its own budget. Device states reach every relay.
+    share_group: str | None = None
 
 
 class Relay:
@@ -83,10 +86,15 @@ class Relay:
         # (agents delete on the broker's PUBACK, so a clean session would drop it).
         self.conn = Connection(s.broker, client_id=f"relay-{s.relay_id}", username=s.relay_id,
                                password=s.password, on_message=self._on_message, clean_session=False,
-                               manual_ack=True,
-                               subscriptions=[(topics.site_filter(s.site, "samples"), 1),
+                               manual_ack=True, v5=s.share_group is not None,
+                               subscriptions=[(self._samples_filter(), 1),
+                                              # Not shared: retained states are not sent on shared subscriptions.
                                               (topics.site_filter(s.site, "state"), 1)])
         self._clock = float("-inf")  # newest capture time seen: closes windows under steady traffic
+
+    def _samples_filter(self) -> str:
+        site_samples = topics.site_filter(self.s.site, "samples")
+        return topics.shared(self.s.share_group, site_samples) if self.s.share_group else site_samples
 
     # -- MQTT (paho's thread) ----------------------------------------------------------------
     def _on_message(self, client, userdata, msg) -> None:
@@ -346,6 +354,7 @@ class Relay:
         devices = dict(self.devices)  # paho's thread may add one meanwhile
         return web.json_response({
             "relay_id": self.s.relay_id, "site": self.s.site, "pending": pending,
+            "connected": self.conn.connected.is_set(), "share_group": self.s.share_group,
             "queued": await asyncio.to_thread(len, self.store.forward),
             "desired": self.desired.version if self.desired else None,
             "devices": {d: {"status": st.status, "model_version": st.model_version} for d, st in devices.items()},

@@ -10,10 +10,14 @@ import threading
 from urllib.parse import urlparse
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from .errors import ConfigError, PeerUnavailable
 
 log = logging.getLogger(__name__)
+
+SESSION_EXPIRY_S = 7 * 86400  # MQTT 5 persistent sessions: a week offline before the broker drops the queue
 
 
 def parse_url(url: str) -> tuple[str, int]:
@@ -29,14 +33,25 @@ class Connection:
 
     def __init__(self, url: str, client_id: str, *, username: str | None = None, password: str | None = None,
                  will: tuple[str, bytes] | None = None, on_message=None, subscriptions: list[tuple[str, int]] = (),
-                 clean_session: bool = True, manual_ack: bool = False):
+                 clean_session: bool = True, manual_ack: bool = False, v5: bool = False):
+        """v5: speak MQTT 5 (needed for shared subscriptions, `$share/...`; mosquitto has it, the
+        embedded amqtt broker does not). A persistent session (clean_session=False) then lives for
+        SESSION_EXPIRY_S after a disconnect, as a 3.1.1 session does until the broker forgets it."""
         self.host, self.port = parse_url(url)
         self.connected = threading.Event()
         self._stopping = False
         self._subs = list(subscriptions)
+        self._connect_kw: dict = {}
         # manual_ack: the receiver sends PUBACK itself, once what it received is on disk.
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean_session,
-                                  manual_ack=manual_ack)
+        if v5:
+            self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5,
+                                      manual_ack=manual_ack)
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = 0 if clean_session else SESSION_EXPIRY_S
+            self._connect_kw = {"clean_start": clean_session, "properties": props}
+        else:
+            self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                                      clean_session=clean_session, manual_ack=manual_ack)
         if username:
             self.client.username_pw_set(username, password)
         if will:
@@ -50,7 +65,7 @@ class Connection:
 
     def start(self) -> "Connection":
         try:
-            self.client.connect_async(self.host, self.port, keepalive=15)
+            self.client.connect_async(self.host, self.port, keepalive=15, **self._connect_kw)
         except (OSError, ValueError) as exc:
             raise PeerUnavailable(f"broker {self.host}:{self.port}: {exc}") from exc
         self.client.loop_start()

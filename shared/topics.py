@@ -26,6 +26,12 @@ def site_filter(site: str, leaf: str) -> str:
     return f"{ROOT}/{site}/+/{leaf}"
 
 
+def shared(group: str, topic_filter: str) -> str:
+    """An MQTT 5 shared subscription: each message goes to ONE subscriber of the group,
+    e.g. shared("relays", "edgeloop/s1/+/samples") -> $share/relays/edgeloop/s1/+/samples."""
+    return f"$share/{group}/{topic_filter}"
+
+
 def device_of(topic: str) -> str:
     """edgeloop/{site}/{device}/{leaf} -> device (validated)."""
     parts = topic.split("/")
