@@ -27,18 +27,20 @@ def _row(round_no: int, version: str, train: dict, frames: dict, nbytes: dict) -
     m = train["metrics"]
     return {"round": round_no, "model_version": version, "labels_total": train["labels_total"],
             "accuracy": round(m["accuracy"], 4), "per_slice": {k: round(v, 4) for k, v in sorted(m["per_slice"].items())},
+            "promoted": train.get("promoted", True), "gate": train.get("gate") or m.get("gate"),
             "frames": frames, "bytes": nbytes}
 
 
 def _table(rounds: list[dict]) -> Table:
     slices = sorted({k for r in rounds for k in r["per_slice"]})
     t = Table(title="edgeloop demo")
-    for col in ["round", "model", "labels", "accuracy", *slices, "seen", "agent kept", "relay kept", "selected",
-                "raw MB", "agent→relay KB", "relay→hub KB", "models↓ KB"]:
+    for col in ["round", "model", "promoted", "labels", "accuracy", *slices, "seen", "agent kept", "relay kept",
+                "selected", "raw MB", "agent→relay KB", "relay→hub KB", "models↓ KB"]:
         t.add_column(col, justify="right")
     for r in rounds:
         f, b = r["frames"], r["bytes"]
-        t.add_row(str(r["round"]), r["model_version"], str(r["labels_total"]), f"{r['accuracy']:.3f}",
+        t.add_row(str(r["round"]), r["model_version"], "yes" if r["promoted"] else "no", str(r["labels_total"]),
+                  f"{r['accuracy']:.3f}",
                   *[f"{r['per_slice'].get(s, 0):.3f}" for s in slices], str(f["seen"]), str(f["agent_kept"]),
                   str(f["relay_kept"]), str(f["hub_selected"]), f"{b['raw'] / 1e6:.1f}", f"{b['agent_to_relay'] / 1e3:.0f}",
                   f"{b['relay_to_hub'] / 1e3:.0f}", f"{b['models_down'] / 1e3:.0f}")
@@ -82,13 +84,18 @@ def run_demo(s: OneBoxSettings, rounds: int, labels_per_round: int, strategy: st
                 labeled = label_queue(hub, World(seed=s.seed))
                 status.update(f"[bold]round {r}: training a new model from {version} on the hub")
                 train = hub.post("/api/v1/train", {"epochs": s.epochs})
-                hub.post("/api/v1/desired", {"version": train["version"]})
+                if train["promoted"]:
+                    hub.post("/api/v1/desired", {"version": train["version"]})
+            if not train["promoted"]:  # the fleet keeps its model; the next round trains from it again
+                console.print(f"round {r}: {train['version']} refused by the gate, {version} stays: "
+                              + "; ".join(train["gate"]["reasons"]))
             d = {k: now[k] - before[k] for k in before}
             report["rounds"].append(_row(r, train["version"], train, {
                 "seen": d["seen"], "agent_kept": d["agent_kept"], "relay_kept": d["relay_kept"],
                 "hub_selected": len(selected), "labeled": labeled},
                 {k: d[k] for k in ("raw", "agent_to_relay", "relay_to_hub", "models_down")}))
-            before, version = now, train["version"]
+            before = now
+            version = train["version"] if train["promoted"] else version
             console.print(_table(report["rounds"]))
         # The last model goes down too: wait until every agent runs it.
         with console.status(f"[bold]rolling {version} out to every agent"):
@@ -139,7 +146,8 @@ def demo(rounds, agents, relays, broker, frames, labels, epochs, strategy, seed,
                        epochs=epochs)
     report = run_demo(s, rounds, labels, strategy)
     (out / "report.json").write_text(json.dumps(report, indent=1))
-    first, last = report["rounds"][0], report["rounds"][-1]
+    first = report["rounds"][0]
+    last = next(r for r in reversed(report["rounds"]) if r["promoted"])  # the model the fleet ends up running
     console.print(f"accuracy {first['accuracy']:.3f} -> {last['accuracy']:.3f}; "
                   f"per slice {json.dumps(first['per_slice'])} -> {json.dumps(last['per_slice'])}")
     console.print(f"report: {out / 'report.json'} ({report['seconds']}s)")

@@ -1,5 +1,9 @@
-"""One turn of the hub's model loop: train from the parent on everything labeled, evaluate on the
-golden set per slice, export to ONNX (parity-checked), register the artifact.
+"""One turn of the hub's model loop: train from the parent on everything labeled, calibrate its
+confidence on half the golden set, export to ONNX (parity-checked, temperature baked in), evaluate
+on the golden set per slice, judge it against its parent (the gate), register the artifact.
+
+Registering is not promoting: train_round never changes the desired model. Its result says whether
+the gate would promote (`promoted`) and why; the caller decides.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from edgeloop.shared.images import decode_image, encode_jpeg, sha256
 from edgeloop.shared.protocol import Candidate
 from edgeloop.shared.runtime import ModelRuntime
 
-from . import training
+from . import calibration, gate, training
 from .golden import LabeledSet
 from .store import HubStore
 
@@ -51,9 +55,49 @@ def next_version(store: HubStore) -> str:
     return f"v{max(taken, default=-1) + 1}"
 
 
+def data_counts(rows: list[dict]) -> dict:
+    """Labeled rows (store.labeled()) -> {"by_class": {label: n}, "by_slice": {slice: n}, "total": n}.
+
+    The slice is the sample's lighting tag ("unknown" without one). Every class is listed, zeros too:
+    a class missing from the training set is what a model card must show.
+    """
+    by_class = dict.fromkeys(training.LABELS, 0)  # train() has checked every label is one of these
+    by_slice: dict[str, int] = {}
+    for r in rows:
+        by_class[training.LABELS[r["label"]]] += 1
+        lighting = str((r.get("tags") or {}).get("lighting") or "unknown")
+        by_slice[lighting] = by_slice.get(lighting, 0) + 1
+    return {"by_class": by_class, "by_slice": dict(sorted(by_slice.items())), "total": len(rows)}
+
+
+def calibrate(net, golden: LabeledSet) -> dict:
+    """Fit a temperature on half the golden set, measure ECE on the other half before and after.
+
+    -> {"temperature", "ece_before", "ece_after", "n_fit", "n_eval"}; with fewer than two golden
+    samples there is nothing to hold out: temperature 1.0 and ECE None.
+    """
+    fit, held = calibration.split_halves(golden.labels, golden.slices)
+    if len(fit) == 0 or len(held) == 0:
+        return {"temperature": 1.0, "ece_before": None, "ece_after": None, "n_fit": len(fit), "n_eval": len(held)}
+    logits = training.predict_logits(net, golden.images)
+    labels = np.asarray(golden.labels, np.int64)
+    t = calibration.fit_temperature(logits[fit], labels[fit])
+
+    def ece(temperature: float) -> float:
+        # On the half T never saw: ECE on the fitting half would flatter the fit.
+        return calibration.expected_calibration_error(calibration.softmax(logits[held] / temperature), labels[held])
+
+    return {"temperature": t, "ece_before": ece(1.0), "ece_after": ece(t), "n_fit": len(fit), "n_eval": len(held)}
+
+
 def train_round(store: HubStore, golden: LabeledSet, signing_key, *, epochs: int = 15, seed: int = 0,
-                from_scratch: bool = False) -> dict:
-    """-> {"version", "parent", "metrics", "labels_total", "seconds"}; registers the new model."""
+                from_scratch: bool = False, tolerance: float = 0.02, min_gain: float = 0.0) -> dict:
+    """-> {"version", "parent", "metrics", "labels_total", "seconds", "promoted", "gate"}; registers the new model.
+
+    The gate judges the new model against its parent's stored metrics (tolerance: how far, in
+    absolute accuracy, any golden slice may fall below the parent; min_gain: by how much overall
+    accuracy must beat it). Neither outcome changes the desired model: that is the caller's call.
+    """
     t0 = time.monotonic()
     rows = store.labeled()
     if not rows:
@@ -68,18 +112,30 @@ def train_round(store: HubStore, golden: LabeledSet, signing_key, *, epochs: int
     version = next_version(store)
     log.info("training %s from %s on %d labeled samples", version, parent or "scratch", len(rows))
     result = training.train(images, labels, parent_state=parent_state, epochs=epochs, seed=seed)
+    calib = calibrate(result.net, golden)
     counts = np.bincount(labels, minlength=len(training.LABELS)).tolist()
     onnx, manifest = training.export_onnx(result.net, version=version, parent=parent, class_counts=counts,
-                                          parity_frames=golden.images[:32])
+                                          parity_frames=golden.images[:32], temperature=calib["temperature"])
     runtime = ModelRuntime.load(onnx, manifest)
     metrics = {**manifest.metrics, **training.evaluate(runtime, golden.images, golden.labels, golden.slices),
-               "train_seconds": round(result.seconds, 2), "train_loss": result.train_loss}
+               "train_seconds": round(result.seconds, 2), "train_loss": result.train_loss,
+               "calibration": calib, "training": {**result.settings, "from_scratch": from_scratch},
+               "data": data_counts(rows)}
+    verdict = gate.judge(metrics, store.model(parent)["metrics"] if parent else None,
+                         tolerance=tolerance, min_gain=min_gain)
+    metrics["gate"] = {"passed": verdict.passed, "reasons": list(verdict.reasons), "regressed": list(verdict.regressed),
+                       "parent": parent, "tolerance": tolerance, "min_gain": min_gain}
     manifest = dataclasses.replace(manifest, metrics=metrics)
     manifest_bytes = manifest.to_json()
     signature = sign_digest(signing_key, model_digest(manifest_bytes, onnx))
     artifact = pack(manifest, onnx, signature=signature, key_id=key_id(signing_key))
     store.add_model(version, parent, artifact, result.state, metrics, labels_total=len(rows))
-    log.info("%s: accuracy %.3f %s", version, metrics["accuracy"],
-             " ".join(f"{k}={v:.3f}" for k, v in sorted(metrics["per_slice"].items())))
+    log.info("%s: accuracy %.3f %s; T %.3f, ECE %s -> %s", version, metrics["accuracy"],
+             " ".join(f"{k}={v:.3f}" for k, v in sorted(metrics["per_slice"].items())),
+             calib["temperature"], calib["ece_before"], calib["ece_after"])
+    if verdict.passed:
+        log.info("%s passes the gate: %s", version, "; ".join(verdict.reasons))
+    else:
+        log.warning("%s refused by the gate: %s", version, "; ".join(verdict.reasons))
     return {"version": version, "parent": parent, "metrics": metrics, "labels_total": len(rows),
-            "seconds": round(time.monotonic() - t0, 2)}
+            "seconds": round(time.monotonic() - t0, 2), "promoted": verdict.passed, "gate": metrics["gate"]}

@@ -1,7 +1,8 @@
 """Train the digit classifier on the hub, export it to ONNX with a manifest, evaluate the artifact.
 
     result = train(images, labels, parent_state=parent.state)        # images (N, H, W, 3) uint8 BGR
-    onnx_bytes, manifest = export_onnx(result.net, version="v7", parent="v6", parity_frames=images[:16])
+    onnx_bytes, manifest = export_onnx(result.net, version="v7", parent="v6", parity_frames=images[:16],
+                                       temperature=1.4)                  # logits / 1.4 inside the graph
     report = evaluate(ModelRuntime.load(onnx_bytes, manifest), images, labels, slices)
 
 This is the only module of edgeloop that imports torch: the device side runs the exported ONNX
@@ -97,6 +98,44 @@ def load_state(state: bytes, num_classes: int = 10) -> DigitNet:
     return net.eval()
 
 
+class Calibrated(nn.Module):
+    """A DigitNet whose logits are divided by a fixed temperature T > 0: what gets exported.
+
+    The device's softmax of these logits is the calibrated confidence; argmax (and accuracy) is the
+    net's. Only the export sees this wrapper: TrainResult.state stays the raw net, so children are
+    fine-tuned from uncalibrated weights.
+    """
+
+    def __init__(self, net: DigitNet, temperature: float = 1.0):
+        super().__init__()
+        if not (math.isfinite(temperature) and temperature > 0):
+            raise ValueError(f"temperature must be finite and > 0, got {temperature}")
+        self.net = net
+        # A buffer, not a parameter: exported as a constant, never trained, not in the net's state.
+        self.register_buffer("temperature", torch.tensor(float(temperature)))
+
+    @property
+    def num_classes(self) -> int:
+        return self.net.num_classes
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, embedding = self.net(x)
+        return logits / self.temperature, embedding
+
+
+def predict_logits(net: nn.Module, images: np.ndarray, spec: InputSpec = DEFAULT_INPUT, batch: int = 256) -> np.ndarray:
+    """images (N, H, W, 3) uint8 BGR -> logits (N, C) float32 from torch, fed by the device's preprocess."""
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.no_grad():
+            out = [net(torch.from_numpy(preprocess(images[i:i + batch], spec)))[0].numpy()
+                   for i in range(0, len(images), batch)]
+    finally:
+        net.train(was_training)
+    return np.concatenate(out) if out else np.empty((0, net.num_classes), np.float32)
+
+
 def _state_bytes(net: nn.Module) -> bytes:
     buf = io.BytesIO()
     torch.save(net.state_dict(), buf)
@@ -112,6 +151,8 @@ class TrainResult:
     epochs: int
     train_loss: float  # mean training loss of the last epoch (nan when epochs == 0)
     seconds: float
+    # What train() was called with (epochs, seed, batch_size, lr, augment, from_parent): the model card's record.
+    settings: dict = dataclasses.field(default_factory=dict)
 
 
 def _augment(x: torch.Tensor, spec: InputSpec, gen: torch.Generator) -> torch.Tensor:
@@ -175,8 +216,10 @@ def train(images: np.ndarray, labels: np.ndarray, *, spec: InputSpec = DEFAULT_I
             net, loss_value = _fit(images, labels, spec, parent_state, epochs, seed, batch_size, lr, augment, progress)
     finally:
         torch.set_num_threads(threads)
+    settings = {"epochs": epochs, "seed": seed, "batch_size": batch_size, "lr": lr, "augment": augment,
+                "from_parent": parent_state is not None}
     return TrainResult(net=net, state=_state_bytes(net), epochs=epochs, train_loss=loss_value,
-                       seconds=time.perf_counter() - t0)
+                       seconds=time.perf_counter() - t0, settings=settings)
 
 
 def _fit(images: np.ndarray, labels: np.ndarray, spec: InputSpec, parent_state: bytes | None, epochs: int, seed: int,
@@ -223,20 +266,22 @@ def _fit(images: np.ndarray, labels: np.ndarray, spec: InputSpec, parent_state: 
 
 def export_onnx(net: DigitNet, *, version: str, parent: str | None, spec: InputSpec = DEFAULT_INPUT,
                 class_counts: Sequence[int] = (), metrics: dict | None = None,
-                parity_frames: np.ndarray | None = None) -> tuple[bytes, ModelManifest]:
+                parity_frames: np.ndarray | None = None, temperature: float = 1.0) -> tuple[bytes, ModelManifest]:
     """DigitNet -> (ONNX bytes, manifest), after checking onnxruntime agrees with torch.
 
     The ONNX model takes `spec.name` (N, 3, H, W) float32 (N dynamic) and returns "logits" (N, 10)
-    and "embedding" (N, 64). parity_frames (M, H', W', 3) uint8 BGR go through torch and through
-    ModelRuntime; a max |logits diff| above 1e-3 raises ModelError. The max diff is recorded in
-    manifest.metrics["onnx_parity_max_abs_diff"].
+    and "embedding" (N, 64); the logits are the net's divided by `temperature` (see Calibrated), so
+    the device's softmax gives calibrated confidences. parity_frames (M, H', W', 3) uint8 BGR go
+    through the same Calibrated module in torch and through ModelRuntime; a max |logits diff| above
+    1e-3 raises ModelError. The max diff is recorded in manifest.metrics["onnx_parity_max_abs_diff"].
     """
     if net.num_classes != len(LABELS):
         raise ModelError(f"export: net has {net.num_classes} classes, LABELS has {len(LABELS)}")
     if spec.layout != "NCHW":
         raise ValueError(f"export: DigitNet takes NCHW input, spec has layout {spec.layout!r}")
+    model = Calibrated(net, temperature)
     was_training = net.training
-    net.eval()  # BatchNorm must use running statistics in the exported graph
+    model.eval()  # BatchNorm must use running statistics in the exported graph
     try:
         buf = io.BytesIO()
         dummy = torch.zeros(2, 3, spec.height, spec.width)
@@ -244,7 +289,7 @@ def export_onnx(net: DigitNet, *, version: str, parent: str | None, spec: InputS
         with warnings.catch_warnings():
             # The legacy exporter announces its own deprecation on every call; see ONNX_OPSET above.
             warnings.simplefilter("ignore", DeprecationWarning)
-            torch.onnx.export(net, (dummy,), buf, input_names=[spec.name], output_names=["logits", "embedding"],
+            torch.onnx.export(model, (dummy,), buf, input_names=[spec.name], output_names=["logits", "embedding"],
                               dynamic_axes={spec.name: batch_axis, "logits": batch_axis, "embedding": batch_axis},
                               opset_version=ONNX_OPSET, dynamo=False)
         onnx_bytes = buf.getvalue()
@@ -256,7 +301,7 @@ def export_onnx(net: DigitNet, *, version: str, parent: str | None, spec: InputS
         )
         if parity_frames is None:
             parity_frames = np.random.default_rng(0).integers(0, 256, (16, spec.height, spec.width, 3), dtype=np.uint8)
-        diff = _parity(net, onnx_bytes, manifest, parity_frames)
+        diff = _parity(model, onnx_bytes, manifest, parity_frames)
     finally:
         net.train(was_training)
     if not diff <= PARITY_TOLERANCE:  # `not <=` also catches nan
@@ -270,7 +315,7 @@ def export_onnx(net: DigitNet, *, version: str, parent: str | None, spec: InputS
         raise ModelError(f"export {version}: manifest metrics are not JSON-serialisable: {exc}") from exc
 
 
-def _parity(net: DigitNet, onnx_bytes: bytes, manifest: ModelManifest, frames: np.ndarray) -> float:
+def _parity(net: nn.Module, onnx_bytes: bytes, manifest: ModelManifest, frames: np.ndarray) -> float:
     """Max |logits(torch) - logits(onnxruntime)| over frames, both fed by the device's preprocess."""
     batch = preprocess(frames, manifest.input)
     with torch.no_grad():
