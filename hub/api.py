@@ -4,6 +4,7 @@
     GET  /api/v1/desired?site=S       the site's default model, per-device assignments of active rollouts,
                                       and every model the site needs (204 when none)
     GET  /api/v1/models               the registry;  GET /api/v1/models/{v}/artifact  the signed file
+    GET  /api/v1/models/{v}/card      its model card: data, settings, per-slice metrics, calibration, gate
     POST /api/v1/selection            {"budget": K, "strategy": "uncertainty"} -> queue K for labeling
     GET  /api/v1/label-queue          what waits for a label, best first
     GET  /api/v1/samples/{id}/image   the JPEG
@@ -11,6 +12,7 @@
     POST /api/v1/train                {"epochs": 15} -> train, evaluate, register a new version
     POST /api/v1/desired              {"version": "v3"} -> roll the fleet to it
     GET  /api/v1/stats                counts for dashboards and the demo
+    GET  /api/v1/audit?who=NAME       every write through the API, who made it, and its answer
     POST /api/v1/campaigns            {"sample_ids": [...], "threshold", "quota", "ttl_s"}: more like these
     GET  /api/v1/campaigns            the active campaigns (relays set them on their agents)
     POST /api/v1/reports              {"relay_id", "site", "devices": [...]}: the latest state of each device
@@ -31,8 +33,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import hmac
-import json
 import logging
 
 from aiohttp import web
@@ -40,17 +40,16 @@ from aiohttp import web
 from edgeloop.shared.artifact import unpack
 from edgeloop.shared.errors import ConfigError, EdgeloopError, ProtocolError, TooLarge
 from edgeloop.shared.protocol import MAX_MESSAGE_BYTES, SampleBatch, check_id, decode
-from edgeloop.shared.sampling.policy import is_feedback
 
 from . import labeling, pages, selection
 from .golden import LabeledSet
 from .openapi import build as build_openapi
 from .openapi import get_openapi
+from .cards import ModelNotFound, model_card
 from .rollouts import RelayReport, RolloutConflict, RolloutNotFound, RolloutRequest, Rollouts
 from .store import HubStore
 from .webutil import (GOLDEN, ROLLOUT_PERIOD, ROLLOUTS, SIGNING_KEY, STORE, TOKENS, TRAIN_LOCK, auth, json_errors,
                       read_json as _json, error as _error)
-from .training import LABELS
 from .trainer import train_round
 
 log = logging.getLogger("edgeloop.hub")
@@ -123,6 +122,13 @@ async def get_artifact(request: web.Request) -> web.Response:
     sent = len(range(*request.http_range.indices(m["artifact_size"])))
     await asyncio.to_thread(store.bump, "model_bytes_out", sent)
     return web.FileResponse(path, headers={"Content-Type": "application/octet-stream"})
+
+
+async def get_card(request: web.Request) -> web.Response:
+    try:
+        return web.json_response(await asyncio.to_thread(model_card, request.app[STORE], request.match_info["version"]))
+    except ModelNotFound as exc:
+        raise _error(web.HTTPNotFound, str(exc)) from exc
 
 
 async def post_model(request: web.Request) -> web.Response:
@@ -285,6 +291,16 @@ async def rollout_controller(app: web.Application):
         log.warning("the rollout controller did not stop in 30 s; cancelled")
 
 
+async def get_audit(request: web.Request) -> web.Response:
+    """?limit=N&who=NAME -> {"entries": [...]}: the newest writes first, allowed or refused."""
+    try:
+        limit = min(1000, max(1, int(request.query.get("limit", "100"))))
+    except ValueError as exc:
+        raise _error(web.HTTPBadRequest, "limit: expected an integer") from exc
+    rows = await asyncio.to_thread(request.app[STORE].audit_log, limit, request.query.get("who"))
+    return web.json_response({"entries": rows})
+
+
 async def get_stats(request: web.Request) -> web.Response:
     store = request.app[STORE]
     return web.json_response({**await asyncio.to_thread(store.counts), "desired": await asyncio.to_thread(store.desired)})
@@ -310,10 +326,12 @@ def make_app(store: HubStore, golden: LabeledSet, tokens: list[str], signing_key
     r.add_get("/api/v1/models", get_models)
     r.add_post("/api/v1/models", post_model)
     r.add_get("/api/v1/models/{version}/artifact", get_artifact)
+    r.add_get("/api/v1/models/{version}/card", get_card)
     r.add_post("/api/v1/selection", post_selection)
     labeling.add_routes(r)
     r.add_post("/api/v1/train", post_train)
     r.add_get("/api/v1/stats", get_stats)
+    r.add_get("/api/v1/audit", get_audit)
     r.add_post("/api/v1/campaigns", post_campaign)
     r.add_get("/api/v1/campaigns", get_campaigns)
     r.add_post("/api/v1/reports", post_reports)

@@ -27,8 +27,9 @@ def hub() -> None:
 
 @hub.command("serve")
 @click.option("--data", "data_dir", type=click.Path(path_type=Path), required=True, help="Hub data folder (database, blobs).")
-@click.option("--golden", type=click.Path(exists=True, path_type=Path), required=True,
-              help="Held-out golden set (.npz: images, labels, slices) every model is evaluated on.")
+@click.option("--golden", type=click.Path(exists=True, path_type=Path), default=None,
+              help="Held-out golden set (.npz: images, labels, slices) every model is evaluated on "
+                   "[default: DATA/golden.npz].")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, help="0: any free port (see --ready-file).")
 @click.option("--token", "tokens", multiple=True, envvar="EDGELOOP_HUB_TOKENS",
@@ -41,11 +42,13 @@ def hub() -> None:
 @click.option("--device-stale-s", default=30.0, show_default=True, type=click.FloatRange(min=0.1),
               help="A device its relay has not reported for this long counts as offline.")
 def serve(data_dir, golden, host, port, tokens, ready_file, key_path, rollout_period, device_stale_s) -> None:
-    """Serve the hub's API.
+    """Serve the hub: its API under /api/v1, the dashboard at /, the labeling page at /label and the
+    OpenAPI document at /openapi.json, all on one port. People sign in at /login with a token.
 
     \b
     Example:
       edgeloop hub serve --data /var/lib/edgeloop/hub --golden golden.npz --port 8080 --token $TOKEN
+      then open http://127.0.0.1:8080/ and sign in with $TOKEN
     """
     import asyncio
     import signal
@@ -56,6 +59,9 @@ def serve(data_dir, golden, host, port, tokens, ready_file, key_path, rollout_pe
     from .golden import load_set
     from .store import HubStore
 
+    golden = golden or data_dir / "golden.npz"
+    if not golden.exists():
+        raise click.UsageError(f"no golden set at {golden}: pass --golden FILE.npz")
     tokens = [t for tok in tokens for t in tok.split()]
     if not tokens:
         log.warning("no --token given: the API is open to anyone who can reach it")
@@ -109,9 +115,14 @@ def seed(data_dir, dataset, golden, epochs, key_path) -> None:
     store = HubStore(data_dir)
     n = import_labeled_set(store, load_set(dataset))
     result = train_round(store, load_set(golden), key, epochs=epochs, from_scratch=True)
-    store.set_desired(result["version"])
     click.echo(f"seeded {n} labels; model {result['version']} accuracy {result['metrics']['accuracy']:.3f} "
                f"per slice {json.dumps(result['metrics']['per_slice'])}")
+    # The gate, not this command, decides whether the model becomes the fleet's desired one.
+    if result["promoted"]:
+        store.set_desired(result["version"])
+    else:
+        click.echo(f"model {result['version']} refused by the gate; desired stays {store.desired()}:\n  "
+                   + "\n  ".join(result["gate"]["reasons"]), err=True)
 
 
 @click.group()
@@ -323,3 +334,8 @@ def import_cmd(data_dir, fmt, file) -> None:
     from .store import HubStore
 
     click.echo(import_labels(HubStore(data_dir), fmt, file).summary())
+
+
+from .tokens_cli import token  # noqa: E402 - the subgroup lives in its own module
+
+hub.add_command(token)

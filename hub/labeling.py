@@ -4,9 +4,11 @@
     GET    /api/v1/samples/{id}              one sample: prediction, top classes, reasons, boxes
     GET    /api/v1/samples/{id}/image        the JPEG
     GET    /api/v1/samples/{id}/similar?k=N  its nearest neighbours at the hub (embedding distance)
-    POST   /api/v1/labels                    {"labels": {id: class}, "ambiguous": [id], "source": "alice"}
+    POST   /api/v1/labels                    {"labels": {id: class}, "ambiguous": [id]}: recorded as the
+                                             caller's (an admin token may name a "source", e.g. "oracle")
     GET    /api/v1/labels?source=S           every label, and the samples marked ambiguous
     DELETE /api/v1/labels/{id}               undo a label or an ambiguous mark: back to the queue
+                                             (a labeler undoes only their own)
 
 A request is validated whole before anything is stored.
 """
@@ -87,7 +89,11 @@ async def get_similar(request: web.Request) -> web.Response:
 
 async def post_labels(request: web.Request) -> web.Response:
     body = await read_json(request)
-    labels, ambiguous, source = body.get("labels", {}), body.get("ambiguous", []), body.get("source", "human")
+    caller = request["caller"]
+    labels, ambiguous = body.get("labels", {}), body.get("ambiguous", [])
+    # Attribution cannot be forged: a person's labels are theirs; only an admin token names a source.
+    source = body.get("source", "human" if caller.name in ("admin", "anonymous") else caller.name) \
+        if caller.role == "admin" else caller.name
     if not isinstance(labels, dict):
         raise error(web.HTTPBadRequest, "labels: expected an object of sample_id -> class index")
     for sid, label in labels.items():
@@ -118,8 +124,13 @@ async def get_labels(request: web.Request) -> web.Response:
 
 
 async def delete_label(request: web.Request) -> web.Response:
-    sid = request.match_info["sample_id"]
-    was = await asyncio.to_thread(request.app[STORE].unlabel, sid)
+    sid, caller, store = request.match_info["sample_id"], request["caller"], request.app[STORE]
+    if caller.role not in ("admin", "engineer"):
+        source = await asyncio.to_thread(store.label_source, sid)
+        if source is not None and source != caller.name:
+            raise error(web.HTTPForbidden, f"{caller.name} ({caller.role}) may undo only their own labels; "
+                                           f"{sid} was labeled by {source}")
+    was = await asyncio.to_thread(store.unlabel, sid)
     if was is None:
         await _sample(request)  # 404 when unknown
         raise error(web.HTTPConflict, f"sample {sid!r} has no label to undo")

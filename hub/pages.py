@@ -14,10 +14,11 @@ import jinja2
 from aiohttp import web
 
 from . import plots
+from .cards import ModelNotFound, model_card
 from .rollouts import Rollouts
 from .store import HubStore
 from .training import LABELS
-from .webutil import COOKIE, ROLLOUTS, STORE, token_ok
+from .webutil import COOKIE, ROLLOUTS, STORE, error, identify
 
 HERE = Path(__file__).parent
 ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
@@ -98,6 +99,14 @@ async def label_page(request: web.Request) -> web.Response:
     return render("label.html", page="label", labels=LABELS)
 
 
+async def model_page(request: web.Request) -> web.Response:
+    try:
+        card = await asyncio.to_thread(model_card, request.app[STORE], request.match_info["version"])
+    except ModelNotFound as exc:
+        raise error(web.HTTPNotFound, str(exc)) from exc
+    return render("model.html", page="model", card=card)
+
+
 async def login_page(request: web.Request) -> web.Response:
     return render("login.html", page="login", next=_local(request.query.get("next", "/")), failed=False)
 
@@ -105,7 +114,8 @@ async def login_page(request: web.Request) -> web.Response:
 async def login(request: web.Request) -> web.Response:
     form = await request.post()
     token, target = str(form.get("token", "")), _local(str(form.get("next", "/")))
-    if not token_ok(request.app, token):
+    caller = await asyncio.to_thread(identify, request.app, token)
+    if caller is None or caller.role == "relay":  # a relay's token is for machines, not for pages
         resp = render("login.html", page="login", next=target, failed=True)
         resp.set_status(401)
         return resp
@@ -122,6 +132,7 @@ def _local(target: str) -> str:
 def add_routes(r: web.UrlDispatcher) -> None:
     r.add_get("/", dashboard)
     r.add_get("/label", label_page)
+    r.add_get("/models/{version}", model_page)
     r.add_get("/login", login_page)
     r.add_post("/login", login)
     r.add_static("/static", HERE / "static")

@@ -54,6 +54,15 @@ class HubStore:
         if "ambiguous" not in self.db.table_names():
             # Samples a labeler could not decide: kept and counted, never trained on.
             self.db["ambiguous"].create({"sample_id": str, "source": str, "marked_at": float}, pk="sample_id")
+        if "tokens" not in self.db.table_names():
+            # People's and relays' tokens: only their SHA-256 is kept (see hub/auth.py).
+            self.db["tokens"].create({"token_hash": str, "name": str, "role": str, "created_at": float,
+                                      "revoked_at": float}, pk="token_hash")
+            self.db["tokens"].create_index(["name"])
+        if "audit_log" not in self.db.table_names():
+            # Every write through the API, allowed or refused, and who made it.
+            self.db["audit_log"].create({"seq": int, "at": float, "who": str, "role": str, "method": str,
+                                         "path": str, "status": int, "detail": str}, pk="seq")
         if "labels" not in self.db.table_names():
             self.db["labels"].create({"sample_id": str, "label": int, "source": str, "labeled_at": float},
                                      pk="sample_id")
@@ -363,6 +372,48 @@ class HubStore:
     def active_campaigns(self) -> list[dict]:
         rows = self._query("SELECT * FROM campaigns WHERE expires_at > ? ORDER BY created_at", [time.time()])
         return [{**r, "exemplars": json.loads(r["exemplars"])} for r in rows]
+
+    # -- tokens and the audit log ---------------------------------------------------------------
+    def add_token(self, token_hash: str, name: str, role: str) -> None:
+        with self._lock:
+            self.db["tokens"].insert({"token_hash": token_hash, "name": name, "role": role, "created_at": time.time(),
+                                      "revoked_at": None})
+
+    def token(self, token_hash: str) -> dict | None:
+        """The live (not revoked) token with this hash, or None."""
+        rows = self._query("SELECT * FROM tokens WHERE token_hash = ? AND revoked_at IS NULL", [token_hash])
+        return rows[0] if rows else None
+
+    def tokens_exist(self) -> bool:
+        return bool(self._query("SELECT 1 FROM tokens WHERE revoked_at IS NULL LIMIT 1"))
+
+    def tokens(self) -> list[dict]:
+        """Every token ever made (name, role, created_at, revoked_at; a short hash prefix as its id)."""
+        return [{**r, "token_hash": r["token_hash"][:12]} for r in
+                self._query("SELECT * FROM tokens ORDER BY created_at")]
+
+    def revoke_tokens(self, name: str) -> int:
+        """Revoke every live token of `name` (or the one whose hash starts with it) -> how many."""
+        with self._lock, self.db.conn:
+            cur = self.db.conn.execute(
+                "UPDATE tokens SET revoked_at = ? WHERE revoked_at IS NULL AND (name = ? OR token_hash LIKE ?)",
+                [time.time(), name, f"{name}%" if len(name) >= 8 else "-"])
+        return cur.rowcount
+
+    def audit(self, who: str, role: str, method: str, path: str, status: int, detail: str = "") -> None:
+        with self._lock, self.db.conn:
+            self.db.conn.execute("INSERT INTO audit_log (at, who, role, method, path, status, detail) "
+                                 "VALUES (?, ?, ?, ?, ?, ?, ?)", [time.time(), who, role, method, path, status, detail])
+
+    def audit_log(self, limit: int = 100, who: str | None = None) -> list[dict]:
+        """The newest writes first."""
+        where, params = ("WHERE who = ?", [who]) if who is not None else ("", [])
+        return self._query(f"SELECT * FROM audit_log {where} ORDER BY seq DESC LIMIT ?", params + [limit])
+
+    def label_source(self, sample_id: str) -> str | None:
+        rows = self._query("SELECT source FROM labels WHERE sample_id = ? UNION ALL "
+                           "SELECT source FROM ambiguous WHERE sample_id = ?", [sample_id, sample_id])
+        return rows[0]["source"] if rows else None
 
     # -- counters ----------------------------------------------------------------------------
     def bump(self, name: str, n: int) -> None:

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from edgeloop.shared.protocol import MAX_MESSAGE_BYTES
 
+from .auth import ANONYMOUS, Caller, allowed, token_hash
 from .golden import LabeledSet
 from .rollouts import Rollouts
 from .store import HubStore
@@ -50,26 +51,64 @@ async def json_errors(request: web.Request, handler):
         raise
 
 
-def token_ok(app: web.Application, given: str) -> bool:
-    return any(hmac.compare_digest(given, t) for t in app[TOKENS])
-
-
 def _is_page(path: str) -> bool:
     return path in ("/", "/label") or path.startswith("/models/")
 
 
+def _given(request: web.Request) -> str:
+    header = request.headers.get("Authorization", "")
+    return header[7:] if header.startswith("Bearer ") else request.cookies.get(COOKIE, "")
+
+
+def identify(app: web.Application, token: str) -> Caller | None:
+    """The caller a token belongs to: an admin token given at start, or a live token in the store."""
+    if not token:
+        return None
+    if any(hmac.compare_digest(token, t) for t in app[TOKENS]):
+        return Caller("admin", "admin")
+    row = app[STORE].token(token_hash(token))
+    return Caller(row["name"], row["role"]) if row else None
+
+
+def _is_open(app: web.Application) -> bool:
+    return not app[TOKENS] and not app[STORE].tokens_exist()
+
+
+def _route(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else request.path
+
+
 @web.middleware
 async def auth(request: web.Request, handler):
-    """/api/: a bearer token or the sign-in cookie, else 401. Pages: the cookie, else to /login."""
-    if request.app[TOKENS]:
-        if request.path.startswith("/api/"):
-            header = request.headers.get("Authorization", "")
-            given = header[7:] if header.startswith("Bearer ") else request.cookies.get(COOKIE, "")
-            if not token_ok(request.app, given):
-                raise error(web.HTTPUnauthorized, "missing or wrong bearer token")
-        elif _is_page(request.path) and not token_ok(request.app, request.cookies.get(COOKIE, "")):
-            raise web.HTTPFound(f"/login?next={request.path_qs}")
-    return await handler(request)
+    """Who is calling (request["caller"]), and may they? /api/ and pages take a bearer token or the
+    sign-in cookie: unknown -> 401 (pages: to /login), a role without the right -> 403. Every write
+    to the API, allowed or refused, goes to the audit log with who made it."""
+    app, path = request.app, request.path
+    if not (path.startswith("/api/") or _is_page(path)):
+        return await handler(request)
+    caller = ANONYMOUS if await asyncio.to_thread(_is_open, app) else \
+        await asyncio.to_thread(identify, app, _given(request))
+    write = path.startswith("/api/") and request.method not in ("GET", "HEAD")
+    status = 500
+    try:
+        if caller is None:
+            if _is_page(path):
+                raise web.HTTPFound(f"/login?next={request.path_qs}")
+            raise error(web.HTTPUnauthorized, "missing or wrong bearer token")
+        if not allowed(caller.role, request.method, _route(request) if path.startswith("/api/") else "/pages"):
+            raise error(web.HTTPForbidden, f"{caller.name} ({caller.role}) may not {request.method} {_route(request)}")
+        request["caller"] = caller
+        resp = await handler(request)
+        status = resp.status
+        return resp
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        if write:
+            who = caller or Caller("unknown", "")
+            await asyncio.to_thread(app[STORE].audit, who.name, who.role, request.method, path, status)
 
 
 async def read_json(request: web.Request) -> dict:

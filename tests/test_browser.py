@@ -132,3 +132,15 @@ def test_the_dashboard_after_a_demo_round_shows_the_funnel_and_accuracy_per_slic
     assert got["seen"] >= got["kept"] >= got["forwarded"] >= got["selected"] >= got["labeled"]
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=SHOTS / "dashboard.png", full_page=True)
+
+    # Each version links to its model card: calibration, gate, data.
+    latest = models[-1]["version"]
+    page.click(f"table.models tr[data-version='{latest}'] a")
+    page.wait_for_url(f"{url}/models/{latest}")
+    card = jcall(url, "GET", f"/api/v1/models/{latest}/card")[1]
+    cal = card["calibration"]
+    assert page.inner_text("#ece-before") == f"{cal['ece_before']:.4f}"
+    assert page.inner_text("#ece-after") == f"{cal['ece_after']:.4f}"
+    assert page.locator("#accuracy td[data-slice=night]").inner_text() == f"{card['metrics']['per_slice']['night']['accuracy']:.3f}"
+    assert page.locator("#gate").inner_text().count("passed" if card["gate"]["passed"] else "refused") >= 1
+    page.screenshot(path=SHOTS / "model-card.png", full_page=True)

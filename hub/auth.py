@@ -1,0 +1,60 @@
+"""Who may do what at the hub: tokens with roles, and the routes each role may call.
+
+    labeler   reads; labels, marks ambiguous, undoes its *own* labels; asks for more like a sample
+    engineer  what a labeler may, plus selection, training, registering models
+    operator  reads; rollouts and the fleet's desired model
+    relay     what a site's relay needs: post samples and reports, read desired models and campaigns
+    admin     everything (the tokens given to `edgeloop hub serve --token`)
+
+Tokens are random 256-bit strings shown once when created; the hub keeps only their SHA-256 (no salt
+or slow hash needed: nobody can guess 256 random bits, so a leaked table reveals nothing usable).
+
+    token = new_token()                           # "elt_..." for the person or relay
+    allowed("labeler", "POST", "/api/v1/rollouts") -> False
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+
+ROLES = ("labeler", "engineer", "operator", "relay", "admin")
+PREFIX = "elt_"
+
+# (method, route template); GET routes under /api/v1 are reads, open to every person's role.
+_LABELER = {("POST", "/api/v1/labels"), ("DELETE", "/api/v1/labels/{sample_id}"), ("POST", "/api/v1/campaigns")}
+_ENGINEER = _LABELER | {("POST", "/api/v1/selection"), ("POST", "/api/v1/train"), ("POST", "/api/v1/models")}
+_OPERATOR = {("POST", "/api/v1/rollouts"), ("POST", "/api/v1/rollouts/{rollout_id}/{action}"),
+             ("POST", "/api/v1/desired")}
+_RELAY = {("POST", "/api/v1/samples"), ("POST", "/api/v1/reports"), ("GET", "/api/v1/desired"),
+          ("GET", "/api/v1/models"), ("GET", "/api/v1/models/{version}/artifact"), ("GET", "/api/v1/campaigns")}
+WRITES = {"labeler": _LABELER, "engineer": _ENGINEER, "operator": _OPERATOR}
+
+
+@dataclass(frozen=True)
+class Caller:
+    name: str  # who: a person's or relay's name, recorded with every write
+    role: str
+
+
+ANONYMOUS = Caller("anonymous", "admin")  # a hub started without any token is open (and says so at start)
+
+
+def new_token() -> str:
+    return PREFIX + secrets.token_urlsafe(32)
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def allowed(role: str, method: str, route: str) -> bool:
+    """May a caller of this role call this route (its template, e.g. /api/v1/labels/{sample_id})?"""
+    if role == "admin":
+        return True
+    if role == "relay":
+        return (method, route) in _RELAY
+    if method in ("GET", "HEAD"):
+        return True
+    return (method, route) in WRITES.get(role, set())
