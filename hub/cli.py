@@ -63,8 +63,9 @@ def serve(data_dir, golden, host, port, tokens, ready_file, key_path, rollout_pe
     if not golden.exists():
         raise click.UsageError(f"no golden set at {golden}: pass --golden FILE.npz")
     tokens = [t for tok in tokens for t in tok.split()]
-    if not tokens:
-        log.warning("no --token given: the API is open to anyone who can reach it")
+    if not tokens and not HubStore(data_dir).tokens_exist():
+        log.warning("no --token given and no token made (edgeloop hub token add): the hub is open to anyone "
+                    "who can reach it")
     from .keys import default_key_path, load_or_create
 
     key = load_or_create(key_path or default_key_path(data_dir))
@@ -175,7 +176,8 @@ def _gate_values(pairs: tuple[str, ...]) -> dict:
               help="Share of frames a shadow member also runs the candidate on.")
 @click.option("--max-latency-ms", default=None, type=float,
               help="Agent-side budget: a device rolls the new model back on its own past this latency.")
-def start(hub_url, token, version, group, stages, gates, shadow_fraction, max_latency_ms) -> None:
+@click.option("--force", is_flag=True, help="Roll out a model its training gate refused (see its model card).")
+def start(hub_url, token, version, group, stages, gates, shadow_fraction, max_latency_ms, force) -> None:
     """Start a staged rollout of VERSION to a group; the hub moves it through the stages as gates pass.
 
     Each stage waits until its members report enough frames on the candidate, then judges agreement,
@@ -187,7 +189,7 @@ def start(hub_url, token, version, group, stages, gates, shadow_fraction, max_la
           --stages shadow:10%,canary:10%,full --gate min_frames=200 --gate min_agreement=0.9
     """
     body = {"model": version, "group": group, "stages": stages, "gates": _gate_values(gates),
-            "shadow_fraction": shadow_fraction, "max_latency_ms": max_latency_ms}
+            "shadow_fraction": shadow_fraction, "max_latency_ms": max_latency_ms, "force": force}
     r = _call(hub_url, token, "POST", "/api/v1/rollouts", body)
     click.echo(f"rollout {r['rollout_id']} started: {r['candidate']} over {r['baseline'] or 'nothing'} to group "
                f"{r['group']}, stages {' -> '.join(r['stages'])}")

@@ -24,7 +24,7 @@ from edgeloop.shared.protocol import check_id
 from edgeloop.shared.sampling.policy import is_feedback
 
 from .training import LABELS
-from .webutil import STORE, error, read_json
+from .webutil import CALLER, STORE, error, read_json
 
 TOP_CLASSES = 3
 MAX_SIMILAR = 100
@@ -89,7 +89,7 @@ async def get_similar(request: web.Request) -> web.Response:
 
 async def post_labels(request: web.Request) -> web.Response:
     body = await read_json(request)
-    caller = request["caller"]
+    caller = request[CALLER]
     labels, ambiguous = body.get("labels", {}), body.get("ambiguous", [])
     # Attribution cannot be forged: a person's labels are theirs; only an admin token names a source.
     source = body.get("source", "human" if caller.name in ("admin", "anonymous") else caller.name) \
@@ -124,7 +124,7 @@ async def get_labels(request: web.Request) -> web.Response:
 
 
 async def delete_label(request: web.Request) -> web.Response:
-    sid, caller, store = request.match_info["sample_id"], request["caller"], request.app[STORE]
+    sid, caller, store = request.match_info["sample_id"], request[CALLER], request.app[STORE]
     if caller.role not in ("admin", "engineer"):
         source = await asyncio.to_thread(store.label_source, sid)
         if source is not None and source != caller.name:

@@ -149,8 +149,9 @@ class RolloutRequest:
     gates: Gates = field(default_factory=Gates)
     shadow_fraction: float = 0.25
     max_latency_ms: float | None = None
+    force: bool = False  # roll out a model its training gate refused (an operator's explicit choice)
 
-    FIELDS = ("model", "group", "stages", "gates", "shadow_fraction", "max_latency_ms")
+    FIELDS = ("model", "group", "stages", "gates", "shadow_fraction", "max_latency_ms", "force")
 
     @classmethod
     def from_json(cls, body: Mapping[str, Any]) -> "RolloutRequest":
@@ -181,8 +182,11 @@ class RolloutRequest:
         if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float))
                                    or not 0 < budget < math.inf):
             raise ConfigError(f"max_latency_ms: expected a positive number of milliseconds or null, got {budget!r}")
+        force = body.get("force", False)
+        if not isinstance(force, bool):
+            raise ConfigError(f"force: expected true or false, got {force!r}")
         return cls(model, group, parse_stages(stages), Gates.from_dict(gates), float(fraction),
-                   None if budget is None else float(budget))
+                   None if budget is None else float(budget), force)
 
 
 # -- the service --------------------------------------------------------------------------------
@@ -216,8 +220,13 @@ class Rollouts:
 
     # -- operator verbs -------------------------------------------------------------------------
     def start(self, req: RolloutRequest) -> dict:
-        if not self.store.model(req.model):
+        model = self.store.model(req.model)
+        if not model:
             raise RolloutNotFound(f"no model version {req.model!r} in the registry")
+        gate = model["metrics"].get("gate") or {}
+        if gate.get("passed") is False and not req.force:
+            raise RolloutConflict(f"{req.model} was refused by its training gate ({'; '.join(gate.get('reasons', []))}); "
+                                  "roll it out anyway with force")
         with self._lock:
             for other in self.store.rollouts(ACTIVE):
                 if "all" in (other["group"], req.group) or other["group"] == req.group:

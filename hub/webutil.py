@@ -27,6 +27,7 @@ TRAIN_LOCK = web.AppKey("train_lock", asyncio.Lock)
 SIGNING_KEY = web.AppKey("signing_key", object)
 ROLLOUTS = web.AppKey("rollouts", Rollouts)
 ROLLOUT_PERIOD = web.AppKey("rollout_period", float)
+CALLER = web.RequestKey("caller", Caller)  # who is calling, set by `auth`
 
 COOKIE = "edgeloop_token"
 
@@ -81,7 +82,7 @@ def _route(request: web.Request) -> str:
 
 @web.middleware
 async def auth(request: web.Request, handler):
-    """Who is calling (request["caller"]), and may they? /api/ and pages take a bearer token or the
+    """Who is calling (request[CALLER]), and may they? /api/ and pages take a bearer token or the
     sign-in cookie: unknown -> 401 (pages: to /login), a role without the right -> 403. Every write
     to the API, allowed or refused, goes to the audit log with who made it."""
     app, path = request.app, request.path
@@ -98,7 +99,7 @@ async def auth(request: web.Request, handler):
             raise error(web.HTTPUnauthorized, "missing or wrong bearer token")
         if not allowed(caller.role, request.method, _route(request) if path.startswith("/api/") else "/pages"):
             raise error(web.HTTPForbidden, f"{caller.name} ({caller.role}) may not {request.method} {_route(request)}")
-        request["caller"] = caller
+        request[CALLER] = caller
         resp = await handler(request)
         status = resp.status
         return resp

@@ -155,10 +155,14 @@ class Fleet:
         return out
 
 
+REFUSED = {"passed": False, "reasons": ["slice night: 0.412 < parent 0.833 - tolerance 0.02"]}
+
+
 def register(data, *versions, desired="v1"):
     store = HubStore(data)
     for i, v in enumerate(versions):
-        store.add_model(v, versions[i - 1] if i else None, f"artifact of {v}".encode(), b"state", {"accuracy": 0.8}, 0)
+        metrics = {"accuracy": 0.8, **({"gate": REFUSED} if v == "v-refused" else {})}
+        store.add_model(v, versions[i - 1] if i else None, f"artifact of {v}".encode(), b"state", metrics, 0)
     if desired:
         store.set_desired(desired)
     store.db.conn.close()
@@ -166,7 +170,7 @@ def register(data, *versions, desired="v1"):
 
 @pytest.fixture
 def hub(tmp_path):
-    register(tmp_path / "hub", "v1", "v2", "v3")
+    register(tmp_path / "hub", "v1", "v2", "v3", "v-refused")
     live = LiveHub(tmp_path / "hub").start()
     yield live
     live.stop()
@@ -402,11 +406,18 @@ def test_one_active_rollout_per_group(hub, fleet):
     ({"model": "v2", "group": "a b"}, 400, "group"),
     ({"model": "v2", "stage": "full"}, 400, "unknown field(s) stage"),
     ({"model": "v1"}, 409, "already the desired model"),
+    ({"model": "v-refused"}, 409, "refused by its training gate (slice night: 0.412"),
+    ({"model": "v2", "force": "yes"}, 400, "force"),
 ])
 def test_bad_rollout_requests_name_the_problem(hub, body, code, names):
     got, reply = api(hub.url, "POST", "/api/v1/rollouts", body)
     assert got == code and names in reply["error"]
     assert api(hub.url, "GET", "/api/v1/rollouts")[1]["rollouts"] == []
+
+
+def test_a_model_the_gate_refused_rolls_out_only_when_forced(hub, fleet):
+    code, r = api(hub.url, "POST", "/api/v1/rollouts", {"model": "v-refused", "stages": "full", "force": True})
+    assert code == 201 and r["candidate"] == "v-refused"
 
 
 def test_a_group_without_a_desired_model_has_nothing_to_roll_back_to(tmp_path):
