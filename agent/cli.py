@@ -18,7 +18,8 @@ def agent() -> None:
 @agent.command("run")
 @click.option("--device", "device_id", required=True, help="Device id; also its MQTT username.")
 @click.option("--site", required=True, help="Site id: the relay that serves this device.")
-@click.option("--broker", default="mqtt://127.0.0.1:1883", show_default=True, help="The site broker.")
+@click.option("--broker", default="mqtt://127.0.0.1:1883", show_default=True,
+              help="The site broker: mqtt://HOST:PORT, or mqtts://HOST:PORT for TLS (see --ca).")
 @click.option("--source", default="sim:cam-000", show_default=True,
               help="sim:CAMERA (simulated), a video file, a device index (0) or a URL (rtsp://...).")
 @click.option("--camera", "camera_id", default=None, help="Camera id for a non-simulated source.")
@@ -36,6 +37,10 @@ def agent() -> None:
 @click.option("--state-interval", default=2.0, show_default=True, help="Seconds between state reports.")
 @click.option("--password", envvar="EDGELOOP_MQTT_PASSWORD", default=None,
               help="MQTT password; the username is the device id (env EDGELOOP_MQTT_PASSWORD).")
+@click.option("--ca", "ca_file", envvar="EDGELOOP_MQTT_CA", default=None,
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="CA certificate (PEM) that signed an mqtts:// broker's (env EDGELOOP_MQTT_CA; "
+                   "default: the system's CAs).")
 @click.option("--api", "api", default=None, metavar="HOST:PORT",
               help="Serve the local API (feedback, recent frames, Prometheus /metrics) here, e.g. 127.0.0.1:8780.")
 @click.option("--recent-frames", default=64, show_default=True, help="Recent frames held for application feedback.")
@@ -43,8 +48,8 @@ def agent() -> None:
 @click.option("--ready-file", type=click.Path(path_type=Path), default=None,
               help="Write {port, url} of the local API here once running.")
 def run(device_id, site, broker, source, camera_id, data_dir, pubkey_path, config_path, quota, max_fps,
-        frames_per_model, sim_seed, threads, state_interval, password, api, recent_frames, recent_bytes,
-        ready_file) -> None:
+        frames_per_model, sim_seed, threads, state_interval, password, ca_file, api, recent_frames,
+        recent_bytes, ready_file) -> None:
     """Capture, infer, keep the frames worth a label, and uplink them.
 
     A video file is processed to its end, then the agent sends what it kept and exits; cameras and
@@ -71,7 +76,7 @@ def run(device_id, site, broker, source, camera_id, data_dir, pubkey_path, confi
         device_id=device_id, site=site, broker=broker, source=source, camera_id=camera_id, data_dir=data_dir,
         sampling=conf.sampling, sim_seed=sim_seed, outbox_quota=cfg.parse_size(quota, "--quota"),
         max_fps=max_fps, frames_per_model=frames_per_model, threads=threads, state_interval=state_interval,
-        public_key=public_key, password=password, api=_host_port(api) if api else None,
+        public_key=public_key, password=password, ca_file=ca_file, api=_host_port(api) if api else None,
         recent_frames=recent_frames, recent_bytes=cfg.parse_size(recent_bytes, "--recent-bytes"))
     daemon = Agent(settings)
     signal.signal(signal.SIGTERM, lambda *_: daemon.stop())

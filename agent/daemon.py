@@ -72,6 +72,7 @@ class AgentSettings:
     public_key: object = None  # Ed25519 public key of the hub (required to load any model)
     username: str | None = None
     password: str | None = None
+    ca_file: Path | None = None  # CA of the broker's certificate, for an mqtts:// broker
     api: tuple[str, int] | None = None  # (host, port) of the local HTTP API; None: off
     recent_frames: int = 64  # frames held for application feedback
     recent_bytes: int = 32 << 20
@@ -119,6 +120,7 @@ class Agent:
         st = topics.state(s.site, s.device_id)
         self.conn = Connection(
             s.broker, client_id=f"agent-{s.device_id}", username=s.username or s.device_id, password=s.password,
+            ca_file=s.ca_file,
             will=(st, encode(DeviceState(s.device_id, "offline"))), on_message=self._on_message,
             subscriptions=[(topics.desired(s.site, s.device_id), 1), (topics.campaigns(s.site), 1),
                            (topics.feedback(s.site, s.device_id), 1)])

@@ -20,7 +20,8 @@ def relay() -> None:
 @relay.command("run")
 @click.option("--id", "relay_id", required=True, help="Relay id (also its hub identity).")
 @click.option("--site", required=True, help="The site whose agents this relay serves.")
-@click.option("--broker", default="mqtt://127.0.0.1:1883", show_default=True)
+@click.option("--broker", default="mqtt://127.0.0.1:1883", show_default=True,
+              help="The site broker: mqtt://HOST:PORT, or mqtts://HOST:PORT for TLS (see --ca).")
 @click.option("--hub", "hub_url", required=True, help="Hub base URL, e.g. http://hub.example:8080")
 @click.option("--token", envvar="EDGELOOP_RELAY_TOKEN", required=True, help="Bearer token for the hub (env EDGELOOP_RELAY_TOKEN).")
 @click.option("--data", "data_dir", type=click.Path(path_type=Path), required=True, help="Folder for the relay's database and model cache.")
@@ -31,14 +32,18 @@ def relay() -> None:
               help="How agents reach this relay's HTTP (default http://HOST:PORT; set it when HOST is 0.0.0.0).")
 @click.option("--password", envvar="EDGELOOP_MQTT_PASSWORD", default=None,
               help="MQTT password; the username is the relay id (env EDGELOOP_MQTT_PASSWORD).")
+@click.option("--ca", "ca_file", envvar="EDGELOOP_MQTT_CA", default=None,
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="CA certificate (PEM) that signed an mqtts:// broker's (env EDGELOOP_MQTT_CA; "
+                   "default: the system's CAs).")
 @click.option("--ready-file", type=click.Path(path_type=Path), default=None, help="Write {port, url} here once serving.")
 @click.option("--flush-idle", default=2.0, show_default=True, help="Close open selection windows after this many idle seconds.")
 @click.option("--poll", default=2.0, show_default=True, help="Seconds between desired-model polls.")
 @click.option("--share-group", default=None,
               help="Share the site with the other relays of this group: each candidate goes to one of them "
                    "(MQTT 5 shared subscription; needs mosquitto, not the embedded broker).")
-def run(relay_id, site, broker, hub_url, token, data_dir, config_path, host, port, public_url, password, ready_file,
-        flush_idle, poll, share_group):
+def run(relay_id, site, broker, hub_url, token, data_dir, config_path, host, port, public_url, password, ca_file,
+        ready_file, flush_idle, poll, share_group):
     """Aggregate a site's agents, keep the best under the budget, forward them to the hub.
 
     \b
@@ -54,7 +59,8 @@ def run(relay_id, site, broker, hub_url, token, data_dir, config_path, host, por
     conf = cfg.load(config_path)
     s = RelaySettings(relay_id=relay_id, site=site, broker=broker, hub_url=hub_url.rstrip("/"), token=token,
                       data_dir=data_dir, sampling=conf.sampling, host=host, port=port, flush_idle_s=flush_idle,
-                      poll_s=poll, public_url=public_url, password=password, share_group=share_group)
+                      poll_s=poll, public_url=public_url, password=password, ca_file=ca_file,
+                      share_group=share_group)
 
     async def main():
         stop = asyncio.Event()

@@ -48,6 +48,7 @@ class RelaySettings:
     port: int = 0
     public_url: str | None = None  # how agents reach this relay's HTTP (default http://host:port)
     password: str | None = None  # MQTT password (username = relay id)
+    ca_file: Path | None = None  # CA of the broker's certificate, for an mqtts:// broker
     flush_idle_s: float = 2.0  # close every open window after this long without a new candidate
     poll_s: float = 2.0  # how often to ask the hub for the desired model
     forward_quota: int = 500 << 20
@@ -85,7 +86,8 @@ class Relay:
         # A persistent session: while the relay restarts, the broker queues what agents send
         # (agents delete on the broker's PUBACK, so a clean session would drop it).
         self.conn = Connection(s.broker, client_id=f"relay-{s.relay_id}", username=s.relay_id,
-                               password=s.password, on_message=self._on_message, clean_session=False,
+                               password=s.password, ca_file=s.ca_file, on_message=self._on_message,
+                               clean_session=False,
                                manual_ack=True, v5=s.share_group is not None,
                                subscriptions=[(self._samples_filter(), 1),
                                               # Not shared: retained states are not sent on shared subscriptions.

@@ -6,7 +6,11 @@ Decides nothing: callers pass callbacks. Errors from paho are mapped to PeerUnav
 from __future__ import annotations
 
 import logging
+import ssl
+import sys
 import threading
+from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import urlparse
 
 import paho.mqtt.client as mqtt
@@ -20,12 +24,32 @@ log = logging.getLogger(__name__)
 SESSION_EXPIRY_S = 7 * 86400  # MQTT 5 persistent sessions: a week offline before the broker drops the queue
 
 
-def parse_url(url: str) -> tuple[str, int]:
-    """mqtt://host:port -> (host, port)."""
+class BrokerAddress(NamedTuple):
+    host: str
+    port: int
+    tls: bool
+
+
+_SCHEMES = {"mqtt": (1883, False), "tcp": (1883, False), "mqtts": (8883, True)}
+
+
+def broker_address(url: str) -> BrokerAddress:
+    """mqtt://host[:1883] or mqtts://host[:8883] (TLS) -> BrokerAddress; a bare host:port is mqtt://."""
     u = urlparse(url if "://" in url else f"mqtt://{url}")
-    if u.scheme not in ("mqtt", "tcp") or not u.hostname:
-        raise ConfigError(f"broker URL {url!r}: expected mqtt://host:port")
-    return u.hostname, u.port or 1883
+    try:
+        port = u.port
+    except ValueError:  # a port that is not a number or out of range
+        port = -1
+    if u.scheme not in _SCHEMES or not u.hostname or port == -1:
+        raise ConfigError(f"broker URL {url!r}: expected mqtt://host:port or mqtts://host:port (TLS)")
+    default_port, tls = _SCHEMES[u.scheme]
+    return BrokerAddress(u.hostname, port or default_port, tls)
+
+
+def parse_url(url: str) -> tuple[str, int]:
+    """mqtt://host:port (or mqtts://) -> (host, port)."""
+    host, port, _ = broker_address(url)
+    return host, port
 
 
 class Connection:
@@ -33,11 +57,20 @@ class Connection:
 
     def __init__(self, url: str, client_id: str, *, username: str | None = None, password: str | None = None,
                  will: tuple[str, bytes] | None = None, on_message=None, subscriptions: list[tuple[str, int]] = (),
-                 clean_session: bool = True, manual_ack: bool = False, v5: bool = False):
+                 clean_session: bool = True, manual_ack: bool = False, v5: bool = False,
+                 ca_file: str | Path | None = None):
         """v5: speak MQTT 5 (needed for shared subscriptions, `$share/...`; mosquitto has it, the
         embedded amqtt broker does not). A persistent session (clean_session=False) then lives for
-        SESSION_EXPIRY_S after a disconnect, as a 3.1.1 session does until the broker forgets it."""
-        self.host, self.port = parse_url(url)
+        SESSION_EXPIRY_S after a disconnect, as a 3.1.1 session does until the broker forgets it.
+
+        An mqtts:// URL speaks TLS and verifies the broker's certificate and host name against
+        ca_file (PEM; e.g. the site CA from `edgeloop provision tls`), or against the system's CAs
+        when ca_file is None. Raises ConfigError for an unusable URL or CA file, or a CA file given
+        with a plain mqtt:// URL (the link would not be encrypted, whatever the operator meant)."""
+        self.host, self.port, tls = broker_address(url)
+        if ca_file is not None and not tls:
+            raise ConfigError(f"a CA file ({ca_file}) was given but the broker URL {url!r} is not TLS; "
+                              f"use mqtts://{self.host}:8883")
         self.connected = threading.Event()
         self._stopping = False
         self._subs = list(subscriptions)
@@ -52,6 +85,12 @@ class Connection:
         else:
             self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
                                       clean_session=clean_session, manual_ack=manual_ack)
+        if tls:
+            try:
+                # Verifies the chain and the host name (paho's defaults: CERT_REQUIRED, not insecure).
+                self.client.tls_set(ca_certs=str(ca_file) if ca_file is not None else None)
+            except (OSError, ssl.SSLError) as exc:  # missing file, or not PEM certificates
+                raise ConfigError(f"CA file {ca_file}: {getattr(exc, 'strerror', None) or exc}") from exc
         if username:
             self.client.username_pw_set(username, password)
         if will:
@@ -60,6 +99,8 @@ class Connection:
         self.client.max_inflight_messages_set(64)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
+        self.client.on_connect_fail = self._on_connect_fail
+        self._tls_failure = ""  # the last TLS handshake error told, so a retry loop says it once
         if on_message:
             self.client.on_message = on_message
 
@@ -94,9 +135,19 @@ class Connection:
             log.warning("broker %s:%s refused the connection: %s", self.host, self.port, reason_code)
             return
         log.info("connected to broker %s:%s", self.host, self.port)
+        self._tls_failure = ""
         for topic, qos in self._subs:
             client.subscribe(topic, qos)
         self.connected.set()
+
+    def _on_connect_fail(self, client, userdata):
+        # paho calls this inside its `except OSError`, and retries quietly: a wrong or missing CA
+        # file would otherwise look like a broker that is down.
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ssl.SSLError) and str(exc) != self._tls_failure:
+            self._tls_failure = str(exc)
+            log.warning("TLS with broker %s:%s failed: %s; retrying (check the CA file and the host name)",
+                        self.host, self.port, exc)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):
         if self.connected.is_set() and not self._stopping:
