@@ -7,6 +7,17 @@ weather (clear / rain / fog), blur and sensor noise. Every frame carries its gro
 Everything is a pure function of (world seed, camera id, frame index): each frame gets its own
 random streams, so frames can be produced in any order, in any process, and still agree.
 Nothing is downloaded: both data sources ship inside the installed packages.
+
+Drift: `World(seed, drift={"cam-007": ("sodium", 500)})` relights camera cam-007's night frames,
+from frame 500 on, with a condition of DRIFT_CONDITIONS (the city put up new street lights there):
+
+    sodium  low-pressure sodium lamps: near-monochromatic orange light, so the blue channel holds
+            little but sensor noise, plus a saturated bloom from a lamp in or near the view.
+
+Only those frames change, and only their lighting (tag "lighting" says "sodium"); everything else,
+including every output of a World built without `drift`, is identical to the undrifted world.
+DigitNet standardises each channel of each image, so a tint or gain alone would be invisible to it;
+the noise-only blue channel and the bloom are what move its embeddings and lower its confidence.
 """
 
 from __future__ import annotations
@@ -23,6 +34,7 @@ import cv2
 import numpy as np
 
 CONDITIONS = ("day", "dusk", "night")
+DRIFT_CONDITIONS = ("sodium",)  # never in golden_set / seed_set: only drift= brings them in
 WEATHER = ("clear", "rain", "fog")
 
 SIM_EPOCH = 1_767_225_600.0  # 2026-01-01T00:00:00Z; frame 0 of every camera is captured then
@@ -110,7 +122,10 @@ class Camera:
 class World:
     """The simulated world. All outputs are deterministic given `seed`."""
 
-    def __init__(self, seed: int = 0, frame_size: int = 64, holdout_fraction: float = 0.3):
+    def __init__(self, seed: int = 0, frame_size: int = 64, holdout_fraction: float = 0.3,
+                 drift: dict[str, tuple[str, int]] | None = None):
+        """drift: {camera_id: (condition, start_index)}: that camera's night frames from
+        start_index on are lit by `condition` (one of DRIFT_CONDITIONS) instead; see the module doc."""
         if seed < 0:
             raise ValueError(f"seed must be >= 0, got {seed}")
         if frame_size < 16:
@@ -120,6 +135,12 @@ class World:
         self.seed = int(seed)
         self.frame_size = int(frame_size)
         self.holdout_fraction = float(holdout_fraction)
+        self.drift: dict[str, tuple[str, int]] = {}
+        for cam_id, (cond, start) in (drift or {}).items():
+            if cond not in DRIFT_CONDITIONS or int(start) < 0:
+                raise ValueError(f"drift[{cam_id!r}]: expected (one of {DRIFT_CONDITIONS}, start >= 0), "
+                                 f"got ({cond!r}, {start!r})")
+            self.drift[cam_id] = (cond, int(start))
 
         glyphs, targets = _digits()
         self._glyphs = glyphs          # (1797, 8, 8) float32 in 0..1
@@ -223,7 +244,8 @@ class World:
             return "day"
         if t < n_day + DUSK_FRAMES or t >= n_day + DUSK_FRAMES + n_night:
             return "dusk"
-        return "night"
+        cond, start = self.drift.get(camera_id, ("night", 0))
+        return cond if index >= start else "night"
 
     def weather(self, camera_id: str, index: int) -> str:
         """Weather at a frame: constant over blocks of WEATHER_BLOCK frames."""
@@ -362,11 +384,16 @@ class World:
         elif lighting == "dusk":
             gain, tint, black = rng.uniform(0.45, 0.65), (0.75, 0.9, 1.1), 4.0
             noise_sigma += 4.0
+        elif lighting == "sodium":  # 589 nm: red and some green, next to no blue
+            gain, tint, black = rng.uniform(0.3, 0.45), (0.04, 0.55, 1.0), rng.uniform(4, 10)
+            noise_sigma += rng.uniform(5.0, 8.0)
         else:  # night: a few grey levels of signal under a noisy, blue-ish black level
             gain, tint, black = rng.uniform(0.12, 0.2), (1.25, 0.95, 0.7), rng.uniform(10, 20)
             noise_sigma += rng.uniform(6.0, 10.0)
         img *= np.asarray(tint, np.float32) * np.float32(gain)
         img += np.float32(black)
+        if lighting == "sodium":
+            img += self._bloom(rng)
 
         # Optics: out-of-focus / motion-ish softness on some frames.
         if rng.random() < 0.3:
@@ -377,6 +404,16 @@ class World:
         img += np.float32(noise_sigma) * self._noise[rng.integers(N_NOISE), ny:ny + s, nx:nx + s]
         np.clip(img, 0, 255, out=img)
         return img.astype(np.uint8)
+
+    def _bloom(self, rng: np.random.Generator) -> np.ndarray:
+        """(S, S, 3) float32: glare of a sodium lamp centred in or just outside the view, bright
+        enough to saturate red and green near its core (the sensor clips it afterwards)."""
+        s = self.frame_size
+        cy, cx = rng.uniform(-0.2 * s, 1.2 * s, 2)
+        sigma = rng.uniform(0.15, 0.35) * s
+        yy, xx = np.mgrid[0:s, 0:s].astype(np.float32)
+        glow = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / np.float32(2 * sigma * sigma))
+        return (np.float32(rng.uniform(200, 400)) * glow)[..., None] * np.asarray((0.08, 0.6, 1.0), np.float32)
 
 
 # ---- data sources (cached per process: loaded once, shared by every World) ---------------

@@ -13,6 +13,8 @@
     POST /api/v1/desired              {"version": "v3"} -> roll the fleet to it
     GET  /api/v1/stats                counts for dashboards and the demo
     GET  /api/v1/audit?who=NAME       every write through the API, who made it, and its answer
+    GET  /api/v1/live                 production accuracy per site and device class (the labeled audit stream)
+    GET  /api/v1/drift                drift alarms per site: accuracy drop, or embeddings unlike the training data
     POST /api/v1/campaigns            {"sample_ids": [...], "threshold", "quota", "ttl_s"}: more like these
     GET  /api/v1/campaigns            the active campaigns (relays set them on their agents)
     POST /api/v1/reports              {"relay_id", "site", "devices": [...]}: the latest state of each device
@@ -41,7 +43,7 @@ from edgeloop.shared.artifact import unpack
 from edgeloop.shared.errors import ConfigError, EdgeloopError, ProtocolError, TooLarge
 from edgeloop.shared.protocol import MAX_MESSAGE_BYTES, SampleBatch, check_id, decode
 
-from . import labeling, pages, selection
+from . import labeling, monitor, pages, selection
 from .golden import LabeledSet
 from .openapi import build as build_openapi
 from .openapi import get_openapi
@@ -291,6 +293,18 @@ async def rollout_controller(app: web.Application):
         log.warning("the rollout controller did not stop in 30 s; cancelled")
 
 
+async def get_live(request: web.Request) -> web.Response:
+    """Production accuracy from the labeled audit stream per site and device class (Wilson 95 %
+    intervals), and the drift alarms."""
+    return web.json_response(await asyncio.to_thread(monitor.live_view, request.app[STORE]))
+
+
+async def get_drift(request: web.Request) -> web.Response:
+    """{"alarms": [{"site", "kind", "reason", "figures", "model_version"}]}: empty when nothing drifted."""
+    view = await asyncio.to_thread(monitor.live_view, request.app[STORE])
+    return web.json_response({"alarms": view["alarms"]})
+
+
 async def get_audit(request: web.Request) -> web.Response:
     """?limit=N&who=NAME -> {"entries": [...]}: the newest writes first, allowed or refused."""
     try:
@@ -332,6 +346,8 @@ def make_app(store: HubStore, golden: LabeledSet, tokens: list[str], signing_key
     r.add_post("/api/v1/train", post_train)
     r.add_get("/api/v1/stats", get_stats)
     r.add_get("/api/v1/audit", get_audit)
+    r.add_get("/api/v1/live", get_live)
+    r.add_get("/api/v1/drift", get_drift)
     r.add_post("/api/v1/campaigns", post_campaign)
     r.add_get("/api/v1/campaigns", get_campaigns)
     r.add_post("/api/v1/reports", post_reports)

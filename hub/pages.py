@@ -13,7 +13,7 @@ from pathlib import Path
 import jinja2
 from aiohttp import web
 
-from . import plots
+from . import monitor, plots
 from .cards import ModelNotFound, model_card
 from .rollouts import Rollouts
 from .store import HubStore
@@ -85,6 +85,7 @@ def dashboard_view(store: HubStore, rollouts: Rollouts, now: float | None = None
     devices = rollouts.devices(None)
     hub = store.funnel()
     return {"fleet": fleet_view(devices, now), "funnel": funnel_view(devices, hub), "hub": hub,
+            "live": monitor.live_view(store),
             "models": models_view(store.models(), store.desired()), "rollouts": rollouts.recent(5),
             "campaigns": store.active_campaigns()}
 

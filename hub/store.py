@@ -225,6 +225,16 @@ class HubStore:
             "FROM samples WHERE NOT (device_id = relay_id AND site = relay_id)")[0]  # seed sets: see import_labeled_set
         return {k: int(v or 0) for k, v in q.items()}
 
+    def audit_rows(self, limit: int = 20_000) -> list[dict]:
+        """The newest `limit` audit samples, oldest first, with their label when they have one: what
+        hub/live.py estimates production accuracy and drift from (tags decoded, embedding raw bytes)."""
+        rows = self._query(
+            "SELECT * FROM (SELECT s.sample_id, s.site, s.device_id, s.camera_id, s.model_version, s.captured_at, "
+            "s.predicted, s.confidence, s.embedding, s.tags, s.audit, l.label FROM samples s "
+            "LEFT JOIN labels l USING (sample_id) WHERE s.audit = 1 ORDER BY s.captured_at DESC LIMIT ?) "
+            "ORDER BY captured_at", [limit])
+        return [{**r, "tags": json.loads(r["tags"])} for r in rows]
+
     def labeled_embeddings(self) -> np.ndarray | None:
         """(M, D) float32 embeddings of the labeled samples that have one, or None."""
         rows = self._query("SELECT s.embedding FROM labels l JOIN samples s USING (sample_id) WHERE s.embedding IS NOT NULL")

@@ -23,7 +23,7 @@ from edgeloop.shared.images import decode_image, encode_jpeg, sha256
 from edgeloop.shared.protocol import Candidate
 from edgeloop.shared.runtime import ModelRuntime
 
-from . import calibration, gate, training
+from . import calibration, gate, live, training
 from .golden import LabeledSet
 from .store import HubStore
 
@@ -90,6 +90,21 @@ def calibrate(net, golden: LabeledSet) -> dict:
     return {"temperature": t, "ece_before": ece(1.0), "ece_after": ece(t), "n_fit": len(fit), "n_eval": len(held)}
 
 
+def drift_reference(runtime: ModelRuntime, images: np.ndarray, golden: LabeledSet, version: str,
+                    batch: int = 256) -> live.Reference | None:
+    """What the model makes of its training images and of the held-out golden set: the reference the
+    hub compares each site's audit embeddings with (hub/live.py). None when there is too little data."""
+    def embed(imgs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        preds = [p for i in range(0, len(imgs), batch) for p in runtime.predict_batch(list(imgs[i:i + batch]))]
+        return np.stack([p.embedding for p in preds]), np.asarray([p.confidence for p in preds], np.float32)
+
+    if len(images) < 2 or len(golden) < 2 or runtime.manifest.outputs.get("embedding") is None:
+        return None
+    train_emb, _ = embed(images)
+    held_emb, held_conf = embed(golden.images)
+    return live.build_reference(train_emb, held_emb, held_conf, model_version=version)
+
+
 def train_round(store: HubStore, golden: LabeledSet, signing_key, *, epochs: int = 15, seed: int = 0,
                 from_scratch: bool = False, tolerance: float = 0.02, min_gain: float = 0.0) -> dict:
     """-> {"version", "parent", "metrics", "labels_total", "seconds", "promoted", "gate"}; registers the new model.
@@ -129,7 +144,13 @@ def train_round(store: HubStore, golden: LabeledSet, signing_key, *, epochs: int
     manifest_bytes = manifest.to_json()
     signature = sign_digest(signing_key, model_digest(manifest_bytes, onnx))
     artifact = pack(manifest, onnx, signature=signature, key_id=key_id(signing_key))
-    store.add_model(version, parent, artifact, result.state, metrics, labels_total=len(rows))
+    # The drift reference stays at the hub (devices do not need it): only the stored metrics name it.
+    reference = drift_reference(runtime, images, golden, version)
+    stored = dict(metrics)
+    if reference is not None:
+        stored["drift_reference"] = {"sha256": store.blobs.put(reference.to_bytes()),
+                                     "quantile": reference.quantile, "threshold": reference.threshold}
+    store.add_model(version, parent, artifact, result.state, stored, labels_total=len(rows))
     log.info("%s: accuracy %.3f %s; T %.3f, ECE %s -> %s", version, metrics["accuracy"],
              " ".join(f"{k}={v:.3f}" for k, v in sorted(metrics["per_slice"].items())),
              calib["temperature"], calib["ece_before"], calib["ece_after"])
