@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -102,6 +103,7 @@ def serve(data_dir, golden, host, port, tokens, ready_file, key_path, rollout_pe
               help="Private key models are signed with (default DATA/keys/hub.key, created if missing).")
 def seed(data_dir, dataset, golden, epochs, key_path) -> None:
     """Import a labeled seed set, train the round-0 model from scratch and make it the fleet's desired model.
+    The golden set is kept as DATA/golden.npz, where `hub serve` looks for it.
 
     \b
     Example:
@@ -114,6 +116,9 @@ def seed(data_dir, dataset, golden, epochs, key_path) -> None:
 
     key = load_or_create(key_path or default_key_path(data_dir))
     store = HubStore(data_dir)
+    kept = data_dir / "golden.npz"
+    if not kept.exists():  # `hub serve --data DIR` then finds it without --golden
+        shutil.copyfile(golden, kept)
     n = import_labeled_set(store, load_set(dataset))
     result = train_round(store, load_set(golden), key, epochs=epochs, from_scratch=True)
     click.echo(f"seeded {n} labels; model {result['version']} accuracy {result['metrics']['accuracy']:.3f} "
