@@ -42,7 +42,12 @@ def hub() -> None:
               help="Seconds between two passes of the rollout controller (gates, stage changes).")
 @click.option("--device-stale-s", default=30.0, show_default=True, type=click.FloatRange(min=0.1),
               help="A device its relay has not reported for this long counts as offline.")
-def serve(data_dir, golden, host, port, tokens, ready_file, key_path, rollout_period, device_stale_s) -> None:
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Serve HTTPS with this certificate (PEM; e.g. from `edgeloop provision tls`); needs --tls-key.")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="The certificate's private key (PEM).")
+def serve(data_dir, golden, host, port, tokens, ready_file, key_path, rollout_period, device_stale_s, tls_cert,
+          tls_key) -> None:
     """Serve the hub: its API under /api/v1, the dashboard at /, the labeling page at /label and the
     OpenAPI document at /openapi.json, all on one port. People sign in at /login with a token.
 
@@ -50,6 +55,7 @@ def serve(data_dir, golden, host, port, tokens, ready_file, key_path, rollout_pe
     Example:
       edgeloop hub serve --data /var/lib/edgeloop/hub --golden golden.npz --port 8080 --token $TOKEN
       then open http://127.0.0.1:8080/ and sign in with $TOKEN
+      edgeloop hub serve --data DIR --port 8443 --tls-cert tls/server.crt --tls-key tls/server.key   # HTTPS
     """
     import asyncio
     import signal
@@ -60,6 +66,15 @@ def serve(data_dir, golden, host, port, tokens, ready_file, key_path, rollout_pe
     from .golden import load_set
     from .store import HubStore
 
+    if (tls_cert is None) != (tls_key is None):
+        raise click.UsageError("--tls-cert and --tls-key go together")
+    ssl_context = None
+    if tls_cert:
+        import ssl
+
+        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ssl_context.load_cert_chain(tls_cert, tls_key)
+    scheme = "https" if ssl_context else "http"
     golden = golden or data_dir / "golden.npz"
     if not golden.exists():
         raise click.UsageError(f"no golden set at {golden}: pass --golden FILE.npz")
@@ -76,12 +91,12 @@ def serve(data_dir, golden, host, port, tokens, ready_file, key_path, rollout_pe
     async def main():
         runner = web.AppRunner(app)
         await runner.setup()
-        site = web.TCPSite(runner, host, port)
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
         await site.start()
         bound = site._server.sockets[0].getsockname()[1]
         if ready_file:
-            ready_file.write_text(json.dumps({"port": bound, "url": f"http://{host}:{bound}"}))
-        log.info("hub serving on http://%s:%d", host, bound)
+            ready_file.write_text(json.dumps({"port": bound, "url": f"{scheme}://{host}:{bound}"}))
+        log.info("hub serving on %s://%s:%d", scheme, host, bound)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

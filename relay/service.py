@@ -23,6 +23,7 @@ from aiohttp import web
 from edgeloop.shared import topics
 from edgeloop.shared.config import SamplingConfig
 from edgeloop.shared.errors import EdgeloopError, ProtocolError, StorageError
+from edgeloop.shared.hubclient import hub_ssl_context
 from edgeloop.shared.mqtt import Connection
 from edgeloop.shared.protocol import (MAX_ITEMS, Campaign, CampaignSet, Candidate, DesiredModel, DeviceState,
                                       SampleBatch, ShadowModel, check_id, decode, encode)
@@ -379,7 +380,9 @@ async def serve(s: RelaySettings, ready_file: Path | None, stop: asyncio.Event) 
     port = site._server.sockets[0].getsockname()[1]
     relay.url = s.public_url or f"http://{s.host}:{port}"
     relay.conn.start()
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+    # An https:// hub with a private CA: EDGELOOP_HUB_CA names it (hub_ssl_context); None: the system's CAs.
+    connector = aiohttp.TCPConnector(ssl=hub_ssl_context() or True)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30), connector=connector) as http:
         tasks = [asyncio.create_task(_forever(name, loop)) for name, loop in (
             ("windows", relay.windows), ("forwarder", lambda: relay.forwarder(http)),
             ("model poller", lambda: relay.model_poller(http)))]

@@ -3,18 +3,32 @@
 from __future__ import annotations
 
 import json
+import os
+import ssl
 import urllib.error
 import urllib.request
 from typing import Any
 
-from .errors import PeerUnavailable, ProtocolError
+from .errors import ConfigError, PeerUnavailable, ProtocolError
+
+
+def hub_ssl_context(ca_file: str | os.PathLike | None = None) -> ssl.SSLContext | None:
+    """For an https:// hub with a private CA: trust ca_file (or $EDGELOOP_HUB_CA); None: the system's CAs."""
+    ca_file = ca_file or os.environ.get("EDGELOOP_HUB_CA")
+    if not ca_file:
+        return None
+    if not os.path.isfile(ca_file):
+        raise ConfigError(f"hub CA file {ca_file} does not exist")
+    return ssl.create_default_context(cafile=str(ca_file))
 
 
 class HubClient:
-    def __init__(self, url: str, token: str | None = None, timeout: float = 600):
+    def __init__(self, url: str, token: str | None = None, timeout: float = 600,
+                 ca_file: str | os.PathLike | None = None):
         self.url = url.rstrip("/")
         self.token = token
         self.timeout = timeout
+        self.ssl = hub_ssl_context(ca_file)
 
     def call(self, method: str, path: str, body: dict | None = None) -> Any:
         """-> the decoded JSON reply (None for an empty one). 4xx: ProtocolError; unreachable or 5xx: PeerUnavailable."""
@@ -23,7 +37,7 @@ class HubClient:
             headers={"Content-Type": "application/json",
                      **({"Authorization": f"Bearer {self.token}"} if self.token else {})})
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+            with urllib.request.urlopen(req, timeout=self.timeout, context=self.ssl) as resp:
                 data = resp.read()
         except urllib.error.HTTPError as exc:
             text = exc.read().decode(errors="replace")[:500]
@@ -37,7 +51,7 @@ class HubClient:
         """GET raw bytes (a model artifact, an image)."""
         req = urllib.request.Request(f"{self.url}{path}", headers=self._headers())
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+            with urllib.request.urlopen(req, timeout=self.timeout, context=self.ssl) as resp:
                 return resp.read()
         except (urllib.error.URLError, OSError) as exc:
             raise PeerUnavailable(f"hub {self.url}: GET {path} failed: {exc}") from exc
@@ -47,7 +61,7 @@ class HubClient:
         req = urllib.request.Request(f"{self.url}{path}", data=body, method="POST",
                                      headers={**self._headers(), "Content-Type": content_type})
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+            with urllib.request.urlopen(req, timeout=self.timeout, context=self.ssl) as resp:
                 return json.loads(resp.read() or b"null")
         except urllib.error.HTTPError as exc:
             raise ProtocolError(f"hub answered {exc.code} to POST {path}: {exc.read()[:300]!r}") from exc
