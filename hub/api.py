@@ -121,7 +121,10 @@ async def get_artifact(request: web.Request) -> web.Response:
         raise _error(web.HTTPNotFound, f"no model version {request.match_info['version']!r}")
     path = store.blobs.path(m["artifact_sha256"])
     # FileResponse answers Range requests: a relay resumes an interrupted download.
-    sent = len(range(*request.http_range.indices(m["artifact_size"])))
+    try:
+        sent = len(range(*request.http_range.indices(m["artifact_size"])))
+    except ValueError as exc:  # a malformed or multi-part Range header
+        raise _error(web.HTTPRequestRangeNotSatisfiable, f"Range: {exc}") from exc
     await asyncio.to_thread(store.bump, "model_bytes_out", sent)
     return web.FileResponse(path, headers={"Content-Type": "application/octet-stream"})
 
@@ -252,8 +255,8 @@ async def get_rollouts(request: web.Request) -> web.Response:
         limit = int(request.query["limit"]) if "limit" in request.query else None
     except ValueError as exc:
         raise _error(web.HTTPBadRequest, "limit: expected an integer") from exc
-    if limit is not None and limit < 1:
-        raise _error(web.HTTPBadRequest, "limit: expected a positive integer")
+    if limit is not None and not 1 <= limit <= 10_000:
+        raise _error(web.HTTPBadRequest, "limit: expected an integer from 1 to 10000")
     return web.json_response({"rollouts": await _rollout_call(request.app[ROLLOUTS].recent, limit)})
 
 

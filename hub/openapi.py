@@ -48,6 +48,11 @@ SUMMARIES: dict[tuple[str, str], tuple[str, str | None]] = {
     ("GET", "/openapi.json"): ("This document (no token)", None),
 }
 PUBLIC = {"/health", "/openapi.json"}
+# Success answers other than 200.
+OTHER_SUCCESS = {("GET", "/api/v1/desired"): {"204": {"description": "no model to run yet"}},
+                 ("POST", "/api/v1/models"): {"201": {"description": "registered"}},
+                 ("POST", "/api/v1/rollouts"): {"201": {"description": "started"}},
+                 ("GET", "/api/v1/models/{version}/artifact"): {"206": {"description": "the requested range"}}}
 
 
 def routes(app: web.Application) -> set[tuple[str, str]]:
@@ -67,6 +72,7 @@ def build(app: web.Application) -> dict:
     for method, path in sorted(routes(app)):
         summary, ctype = SUMMARIES[(method, path)]
         op: dict = {"summary": summary, "responses": {"200": {"description": "success"},
+                                                      **OTHER_SUCCESS.get((method, path), {}),
                                                       "4XX": {"description": "the error, as {\"error\": \"...\"}"}}}
         params = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
                   for p in re.findall(r"{(\w+)}", path)]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import logging
 
 from aiohttp import web
 
@@ -30,6 +31,7 @@ ROLLOUT_PERIOD = web.AppKey("rollout_period", float)
 CALLER = web.RequestKey("caller", Caller)  # who is calling, set by `auth`
 
 COOKIE = "edgeloop_token"
+log = logging.getLogger("edgeloop.hub")
 
 
 def error(status: type[web.HTTPException], message: str) -> web.HTTPException:
@@ -50,6 +52,9 @@ async def json_errors(request: web.Request, handler):
         exc.text = json.dumps({"error": exc.text or exc.reason})
         exc.content_type = "application/json"
         raise
+    except Exception:  # a bug: logged with its traceback, answered as JSON like everything else
+        log.exception("%s %s failed", request.method, request.path)
+        raise error(web.HTTPInternalServerError, "internal error; see the hub's log") from None
 
 
 def _is_page(path: str) -> bool:
@@ -117,6 +122,13 @@ async def read_json(request: web.Request) -> dict:
         body = await request.json()
     except (ValueError, UnicodeDecodeError) as exc:
         raise error(web.HTTPBadRequest, f"body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:  # json's decoder recurses once per nesting level
+        raise error(web.HTTPBadRequest, "body is nested too deeply") from exc
     if not isinstance(body, dict):
         raise error(web.HTTPBadRequest, "body must be a JSON object")
+    try:
+        # JSON may escape lone surrogates ("\ud800"), which no UTF-8 store can hold.
+        json.dumps(body, ensure_ascii=False).encode()
+    except UnicodeEncodeError as exc:
+        raise error(web.HTTPBadRequest, "body holds a lone surrogate (\\ud800-\\udfff): not valid Unicode") from exc
     return body

@@ -20,13 +20,15 @@ from dataclasses import dataclass
 
 import msgpack
 
-from .errors import IntegrityError
+from .errors import IntegrityError, TooLarge
 from .manifest import ModelManifest
+from .protocol import unpack_bounded
 from .signing import SIGNATURE_BYTES, key_id as _key_id, sign_digest, verify_digest
 
 MAX_ARTIFACT_BYTES = 512 << 20
 _KEYS = {"v", "type", "manifest", "onnx", "signature", "key_id"}
 _KEY_ID = re.compile(r"[0-9a-f]{16}")
+_MAX_CONTAINERS = 16  # maps and arrays in an artifact file, and entries in each: it holds one map of six keys
 
 
 @dataclass(frozen=True, eq=False)
@@ -105,7 +107,11 @@ def unpack(data: bytes) -> ModelArtifact:
     if len(data) > MAX_ARTIFACT_BYTES:
         raise IntegrityError(f"artifact: {len(data)} bytes exceeds the limit of {MAX_ARTIFACT_BYTES}")
     try:
-        raw = msgpack.unpackb(data, raw=False, max_bin_len=MAX_ARTIFACT_BYTES)
+        # One map of a few keys, no arrays: anything more is refused before it can take memory.
+        raw = unpack_bounded(data, _MAX_CONTAINERS, "artifact", raw=False, max_bin_len=MAX_ARTIFACT_BYTES,
+                             max_array_len=_MAX_CONTAINERS, max_map_len=_MAX_CONTAINERS)
+    except TooLarge as exc:
+        raise IntegrityError(str(exc)) from exc
     except (ValueError, msgpack.UnpackException, TypeError) as exc:
         raise IntegrityError(f"artifact: truncated or not an edgeloop model artifact ({exc})") from exc
     # `type(...) is int`: msgpack's True would otherwise pass for 1.

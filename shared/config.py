@@ -34,19 +34,23 @@ _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
           "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
 
 
+MAX_BYTE_SIZE = 2**63 - 1  # what SQLite and numpy hold as an integer
+
+
 class ByteSize(int):
     """An int of bytes that config accepts as 20000000 or "20MB" / "16MiB"."""
 
 
 def parse_size(value: Any, where: str) -> ByteSize:
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_BYTE_SIZE:
         return ByteSize(value)
     if isinstance(value, str) and (m := _SIZE.match(value)):
         unit = (m.group(2) or "").upper()
         n = float(m.group(1)) * _UNITS[unit]
-        if math.isfinite(n):
+        if math.isfinite(n) and n <= MAX_BYTE_SIZE:
             return ByteSize(int(n))
-    raise ConfigError(f"{where}: expected a byte size such as 20000000 or \"20MB\", got {value!r}")
+    raise ConfigError(f"{where}: expected a byte size such as 20000000 or \"20MB\" (at most {MAX_BYTE_SIZE}), "
+                      f"got {value!r:.80}")
 
 
 @dataclass(frozen=True)
@@ -160,6 +164,16 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+def _is_finite_number(v: Any) -> bool:
+    """An int or float (not a bool) that is finite as a float: TOML integers have no size limit."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:  # an int beyond the float range
+        return False
+
+
 def _default_signals() -> tuple[SignalConfig, ...]:
     return (SignalConfig("least_confidence", 1.0), SignalConfig("margin", 0.5), SignalConfig("random", 0.1))
 
@@ -199,20 +213,27 @@ def load(path: str | Path | None) -> Config:
     if path is None:
         return Config()
     try:
-        raw = tomllib.loads(Path(path).read_text())
+        text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError as exc:
         raise ConfigError(f"config file {path} does not exist") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc})") from exc
-    return parse(raw, Config)
+    except UnicodeDecodeError as exc:  # TOML is UTF-8 by definition
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    except OSError as exc:  # a directory, no permission, an I/O error
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
+    return parse(_toml(text, f"{path}: "), Config)
 
 
 def loads(text: str) -> Config:
+    return parse(_toml(text), Config)
+
+
+def _toml(text: str, where: str = "") -> dict:
     try:
-        raw = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"not valid TOML ({exc})") from exc
-    return parse(raw, Config)
+        raise ConfigError(f"{where}not valid TOML ({exc})") from exc
+    except RecursionError as exc:  # tomllib recurses into nested arrays and inline tables
+        raise ConfigError(f"{where}not valid TOML (arrays or inline tables nested too deeply)") from exc
 
 
 def parse(raw: Any, cls: type, where: str = "") -> Any:
@@ -250,8 +271,8 @@ def _value(value: Any, hint: Any, where: str) -> Any:
     if hint is ByteSize:
         return parse_size(value, where)
     if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+        if not _is_finite_number(value):
+            raise ConfigError(f"{where}: expected a finite number, got {value!r:.80}")
         return float(value)
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):

@@ -28,6 +28,7 @@ RESIZES = ("stretch", "letterbox")
 OUTPUT_ROLES = ("logits", "probabilities", "embedding", "detections", "boxes", "scores", "labels")
 DETECTION_ROLES = ("detections", "boxes", "scores", "labels")
 MAX_MANIFEST_BYTES = 1 << 20
+MAX_CLASS_COUNT = 2**63 - 1  # the signals turn counts into float shares: a JSON integer may be any size
 
 
 @dataclass(frozen=True)
@@ -146,8 +147,9 @@ class ModelManifest:
         if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels):
             raise ManifestError("manifest.labels: expected a non-empty list of strings")
         counts = raw.get("class_counts", [])
-        if not isinstance(counts, list) or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
-            raise ManifestError("manifest.class_counts: expected a list of non-negative integers")
+        if not isinstance(counts, list) or not all(isinstance(c, int) and not isinstance(c, bool)
+                                                   and 0 <= c <= MAX_CLASS_COUNT for c in counts):
+            raise ManifestError(f"manifest.class_counts: expected a list of integers from 0 to {MAX_CLASS_COUNT}")
         if counts and len(counts) != len(labels):
             raise ManifestError(f"manifest.class_counts: {len(counts)} counts for {len(labels)} labels")
         parent = raw.get("parent")
@@ -221,7 +223,12 @@ def _detection_spec(raw: Any) -> DetectionSpec:
 
 
 def _finite(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return False
+    try:
+        return math.isfinite(x)
+    except OverflowError:  # a JSON integer beyond the float range
+        return False
 
 
 def _no_unknown(raw: dict, known: set[str], where: str) -> None:

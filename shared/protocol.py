@@ -31,6 +31,9 @@ MAX_DETECTIONS = 300  # rows of a candidate's detections
 MAX_STR = 256
 MAX_ITEMS = 64  # tags, reasons, scores, facts entries
 MAX_STATS = 128  # numbers in a device's state report
+# Maps and arrays in one message: a full batch uses 4 per candidate (itself, tags, scores, reasons); the
+# rest is room for fields a newer minor version may add.
+MAX_CONTAINERS = 1 << 15
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")  # device, camera, site, version ids: MQTT-topic safe
 
 
@@ -336,8 +339,8 @@ def decode(data: bytes, expect: type[M]) -> M:
     if len(data) > MAX_MESSAGE_BYTES:
         raise TooLarge(f"message: {len(data)} bytes exceeds the limit of {MAX_MESSAGE_BYTES}")
     try:
-        raw = msgpack.unpackb(data, raw=False, strict_map_key=True, max_bin_len=MAX_MESSAGE_BYTES,
-                              max_str_len=MAX_MESSAGE_BYTES, max_array_len=1 << 16, max_map_len=1 << 16)
+        raw = unpack_bounded(data, MAX_CONTAINERS, raw=False, strict_map_key=True, max_bin_len=MAX_MESSAGE_BYTES,
+                             max_str_len=MAX_MESSAGE_BYTES, max_array_len=1 << 16, max_map_len=1 << 16)
     except (ValueError, msgpack.UnpackException, TypeError) as exc:
         raise ProtocolError(f"message: not valid msgpack ({exc})") from exc
     if not isinstance(raw, dict):
@@ -351,6 +354,24 @@ def decode(data: bytes, expect: type[M]) -> M:
     if kind != expect.TYPE:
         raise ProtocolError(f"type: expected {expect.TYPE!r}, got {kind!r}")
     return expect.from_wire(raw)
+
+
+def unpack_bounded(data: bytes, max_containers: int, where: str = "message", **limits: Any) -> Any:
+    """msgpack.unpackb(data, **limits) that refuses, with TooLarge, more than `max_containers` maps and
+    arrays in all.
+
+    msgpack's own limits bound each map and array, not how many there are: a one-byte empty map becomes
+    a Python dict of some 60 bytes, so 8 MB of them (within MAX_MESSAGE_BYTES) would take half a gigabyte."""
+    count = 0
+
+    def counted(container):
+        nonlocal count
+        count += 1
+        if count > max_containers:
+            raise TooLarge(f"{where}: more than {max_containers} maps and arrays")
+        return container
+
+    return msgpack.unpackb(data, object_hook=counted, list_hook=counted, **limits)
 
 
 # --- field readers: each names the path of what it refuses -------------------------------------

@@ -95,7 +95,8 @@ class Gates:
         out = {}
         for k, v in raw.items():
             want = int if k in ("min_frames", "max_load_failures") else float
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or (want is int and not float(v).is_integer()):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or abs(v) > 1e15 \
+                    or (want is int and not float(v).is_integer()):  # 1e15: float() of a bigger int may overflow
                 raise ConfigError(f"gates.{k}: expected a number, got {v!r}")
             out[k] = want(v)
         return cls(**out)
