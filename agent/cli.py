@@ -29,6 +29,8 @@ def agent() -> None:
               help="The hub's public key (hub.pub): only models it signed are loaded.")
 @click.option("--config", "config_path", type=click.Path(path_type=Path), default=None, help="TOML config file.")
 @click.option("--quota", default="50MB", show_default=True, help="Outbox byte quota.")
+@click.option("--outbox-journal", is_flag=True,
+              help="Keep every committed and evicted sample id in the outbox file, without bound (audits).")
 @click.option("--max-fps", default=0.0, show_default=True, help="Process at most this many frames a second (0: no cap).")
 @click.option("--frames-per-model", default=0, show_default=True,
               help="Simulation: process N frames per model version, then wait for the next model (0: run on).")
@@ -47,8 +49,8 @@ def agent() -> None:
 @click.option("--recent-bytes", default="32MB", show_default=True, help="Memory bound of the recent frames.")
 @click.option("--ready-file", type=click.Path(path_type=Path), default=None,
               help="Write {port, url} of the local API here once running.")
-def run(device_id, site, broker, source, camera_id, data_dir, pubkey_path, config_path, quota, max_fps,
-        frames_per_model, sim_seed, threads, state_interval, password, ca_file, api, recent_frames,
+def run(device_id, site, broker, source, camera_id, data_dir, pubkey_path, config_path, quota, outbox_journal,
+        max_fps, frames_per_model, sim_seed, threads, state_interval, password, ca_file, api, recent_frames,
         recent_bytes, ready_file) -> None:
     """Capture, infer, keep the frames worth a label, and uplink them.
 
@@ -75,6 +77,7 @@ def run(device_id, site, broker, source, camera_id, data_dir, pubkey_path, confi
     settings = AgentSettings(
         device_id=device_id, site=site, broker=broker, source=source, camera_id=camera_id, data_dir=data_dir,
         sampling=conf.sampling, sim_seed=sim_seed, outbox_quota=cfg.parse_size(quota, "--quota"),
+        outbox_journal=outbox_journal,
         max_fps=max_fps, frames_per_model=frames_per_model, threads=threads, state_interval=state_interval,
         public_key=public_key, password=password, ca_file=ca_file, api=_host_port(api) if api else None,
         recent_frames=recent_frames, recent_bytes=cfg.parse_size(recent_bytes, "--recent-bytes"))

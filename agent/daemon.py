@@ -65,6 +65,8 @@ class AgentSettings:
     camera_id: str | None = None
     sim_seed: int = 0
     outbox_quota: int = 50 << 20
+    # Audits (`edgeloop bench chaos`): the outbox keeps every committed and evicted sample_id, unbounded.
+    outbox_journal: bool = False
     max_fps: float = 0.0  # 0: as fast as frames come
     frames_per_model: int = 0  # sim only: process N frames per model version, then wait for the next
     state_interval: float = 2.0
@@ -87,7 +89,7 @@ class Agent:
                 raise ConfigError(f"--{name.split('_')[0]}: {exc}") from exc
         self.s = s
         s.data_dir.mkdir(parents=True, exist_ok=True)
-        self.outbox = SqliteOutbox(s.data_dir / "outbox.sqlite", s.outbox_quota)
+        self.outbox = SqliteOutbox(s.data_dir / "outbox.sqlite", s.outbox_quota, journal=s.outbox_journal)
         if s.public_key is None:
             raise ConfigError("the agent needs the hub's public key (--pubkey) to verify models")
         self.models = ModelStore(s.data_dir / "models", s.public_key, threads=s.threads)

@@ -21,11 +21,11 @@ from edgeloop.shared.hubclient import HubClient
 from edgeloop.shared.mqtt import Connection
 from edgeloop.shared.protocol import DeviceState, decode
 
-def sampling_toml(per_hour: float | None, signals: dict[str, float], seed: int, **extra) -> str:
-    """A [sampling] section: budget per hour of capture time (None: unlimited), signal kind -> weight,
-    and any other [sampling] keys (strategy, audit_fraction, ...)."""
+def sampling_toml(per_hour: float | None, signals: dict[str, float], seed: int, window_s: float = 60, **extra) -> str:
+    """A [sampling] section: budget per hour of capture time (None: unlimited) over windows of
+    window_s seconds, signal kind -> weight, and any other [sampling] keys (strategy, audit_fraction, ...)."""
     budget = "" if per_hour is None else f"per_hour = {per_hour}, "
-    lines = ["[sampling]", f"budget = {{ {budget}window_s = 60 }}", f"seed = {seed}"]
+    lines = ["[sampling]", f"budget = {{ {budget}window_s = {window_s} }}", f"seed = {seed}"]
     lines += [f"{k} = {json.dumps(v)}" for k, v in extra.items()]
     for kind, weight in signals.items():
         lines += ["[[sampling.signals]]", f'kind = "{kind}"', f"weight = {weight}"]
@@ -44,6 +44,7 @@ class OneBoxSettings:
     agents: int = 4
     relays: int = 2
     broker: str = "embedded"  # or "mosquitto"
+    broker_persistence: bool = False  # mosquitto only: sessions and queued messages survive a restart
     frames_per_round: int = 600
     agent_per_hour: float = 600  # a simulated camera runs at 1 frame per second of capture time
     relay_per_hour_per_agent: float | None = 300  # None: relays forward everything
@@ -106,7 +107,7 @@ class OneBox:
     def start_broker(self) -> str:
         if self.s.broker == "mosquitto":
             port = free_port()
-            svc = mosquitto_service(port, self.s.out / "mosquitto", self.logs)
+            svc = mosquitto_service(port, self.s.out / "mosquitto", self.logs, persistence=self.s.broker_persistence)
             self._add(svc.start())
             wait_port(port)
             self.broker_url = f"mqtt://127.0.0.1:{port}"
@@ -132,7 +133,8 @@ class OneBox:
         self.hub = HubClient(svc.wait_ready(timeout=120)["url"], self.token)
         return self.hub
 
-    def start_relays(self) -> None:
+    def start_relays(self, hub_url: str | None = None) -> None:
+        """One relay per site; hub_url: where relays reach the hub (default the hub itself, e.g. a proxy)."""
         per_hour = None
         if self.s.relay_per_hour_per_agent is not None:
             per_hour = self.s.relay_per_hour_per_agent * max(1, self.s.agents // max(1, self.s.relays))
@@ -143,7 +145,7 @@ class OneBox:
         for i, site in enumerate(self.sites):
             svc = Service.edgeloop(f"relay-{i}", [
                 "relay", "run", "--id", f"relay-{i}", "--site", site, "--broker", self.broker_url,
-                "--hub", self.hub.url, "--token", self.token, "--data", str(self.s.out / f"relay-{i}"),
+                "--hub", hub_url or self.hub.url, "--token", self.token, "--data", str(self.s.out / f"relay-{i}"),
                 "--config", str(conf), "--port", "0", "--flush-idle", "1.5", "--poll", "1"], self.logs, ready=True)
             svcs.append(self._add(svc.start()))
         self.relay_urls = [svc.wait_ready(timeout=60)["url"] for svc in svcs]

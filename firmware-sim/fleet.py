@@ -6,6 +6,10 @@ shared, so a few hundred devices fit in a handful of processes:
 
     edgeloop fleet --agents 50 --first 0 --site site-0 --broker mqtt://127.0.0.1:1883 \\
         --pubkey hub.pub --data runs/fleet
+
+SIGTERM stops every device at once (what is queued stays in its outbox for the next start);
+SIGUSR1 ends the cameras instead: each device sends what it has queued, and the process exits once
+every outbox is empty (how `edgeloop bench chaos` settles a fleet before it counts).
 """
 
 from __future__ import annotations
@@ -41,6 +45,11 @@ class Fleet:
         for t in self.threads:
             t.join(timeout)
 
+    def drain(self) -> None:
+        """End every camera: each agent then sends what it queued and returns, as after a finite source."""
+        for a in self.agents:
+            a.pipeline.stop()
+
     def wait(self, stop: threading.Event) -> None:
         while not stop.wait(1.0):
             if not any(t.is_alive() for t in self.threads):
@@ -48,7 +57,8 @@ class Fleet:
 
 
 def build(n: int, first: int, site: str, broker: str, pubkey, data: Path, sampling, max_fps: float,
-          sim_seed: int, state_interval: float, password: str | None = None) -> Fleet:
+          sim_seed: int, state_interval: float, password: str | None = None, quota: int = 4 << 20,
+          journal: bool = False) -> Fleet:
     from edgeloop.agent.daemon import Agent, AgentSettings
 
     agents = []
@@ -56,7 +66,7 @@ def build(n: int, first: int, site: str, broker: str, pubkey, data: Path, sampli
         dev = device_id(i)
         agents.append(Agent(AgentSettings(
             device_id=dev, site=site, broker=broker, source=f"sim:cam-{i:04d}", data_dir=data / dev,
-            sampling=sampling, sim_seed=sim_seed, outbox_quota=4 << 20, max_fps=max_fps,
+            sampling=sampling, sim_seed=sim_seed, outbox_quota=quota, outbox_journal=journal, max_fps=max_fps,
             state_interval=state_interval, public_key=pubkey, password=password,
             recent_frames=0)))  # no application feedback in a simulated fleet: no frame ring
     return Fleet(agents)
@@ -74,10 +84,15 @@ def build(n: int, first: int, site: str, broker: str, pubkey, data: Path, sampli
 @click.option("--max-fps", default=2.0, show_default=True, help="Frames a second per device.")
 @click.option("--sim-seed", default=0, show_default=True)
 @click.option("--state-interval", default=2.0, show_default=True, help="Seconds between each device's state reports.")
+@click.option("--quota", default="4MB", show_default=True, help="Outbox byte quota of each device (its disk).")
+@click.option("--outbox-journal", is_flag=True,
+              help="Every device keeps each committed and evicted sample id in its outbox file (audits).")
 @click.option("--ready-file", type=click.Path(path_type=Path), default=None, help="Written once every device runs.")
-def fleet(n, first, site, broker, pubkey_path, data_dir, config_path, max_fps, sim_seed, state_interval,
-          ready_file) -> None:
+def fleet(n, first, site, broker, pubkey_path, data_dir, config_path, max_fps, sim_seed, state_interval, quota,
+          outbox_journal, ready_file) -> None:
     """Run many simulated devices in one process (firmware-sim's fleet mode), each a real agent.
+
+    SIGTERM stops the devices; SIGUSR1 ends their cameras, lets each send what it queued, then exits.
 
     \b
     Example (200 devices in 4 processes, one per site):
@@ -90,10 +105,11 @@ def fleet(n, first, site, broker, pubkey_path, data_dir, config_path, max_fps, s
 
     pubkey = load_public_key(pubkey_path.read_bytes())
     fl = build(n, first, site, broker, pubkey, data_dir, cfg.load(config_path).sampling, max_fps, sim_seed,
-               state_interval)
+               state_interval, quota=cfg.parse_size(quota, "--quota"), journal=outbox_journal)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGUSR1, lambda *_: fl.drain())
     fl.start()
     log.info("fleet: %d devices on site %s (%s .. %s)", n, site, device_id(first), device_id(first + n - 1))
     if ready_file:

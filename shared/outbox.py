@@ -9,6 +9,11 @@
 When full (the quota, or the disk), the lowest-value unleased candidates go first, and are
 counted; the last evictions are kept in a small table. Each put is one
 transaction with synchronous=FULL: once put() returns, a SIGKILL or power cut cannot lose it.
+
+With `journal=True` (audits, `edgeloop bench chaos`) the file also keeps, without bound, every
+sample_id it ever committed (in the put's own transaction) and every one it evicted, so that an
+auditor can account for each candidate afterwards with `read_journal(path)`. Off by default: a
+device's journal would grow for as long as it runs.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -41,7 +47,38 @@ CREATE INDEX IF NOT EXISTS outbox_by_value ON outbox (leased, value);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, n INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS evictions (sample_id TEXT PRIMARY KEY, value REAL NOT NULL, at REAL NOT NULL);
 """
+# Only with journal=True: every sample_id ever committed, written in the same transaction as the row.
+_JOURNAL_SCHEMA = "CREATE TABLE IF NOT EXISTS committed (sample_id TEXT PRIMARY KEY, at REAL NOT NULL);"
 EVICTIONS_KEPT = 1000
+
+
+@dataclass(frozen=True)
+class Journal:
+    """What one outbox file accounts for: every id committed, every id evicted, and what is still queued."""
+
+    committed: frozenset[str]
+    evicted: frozenset[str]
+    queued: frozenset[str]
+
+
+def read_journal(path: str | Path) -> Journal:
+    """Read an outbox file's journal without writing to it (the agent may still be running).
+
+    Raises StorageError when the file is missing, unreadable, or was not opened with journal=True
+    (without a journal the evictions table only holds the last EVICTIONS_KEPT).
+    """
+    path = Path(path)
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            committed, evicted, queued = (frozenset(r[0] for r in db.execute(f"SELECT sample_id FROM {table}"))
+                                          for table in ("committed", "evictions", "outbox"))
+            return Journal(committed, evicted, queued)
+        finally:
+            db.close()
+    except sqlite3.DatabaseError as exc:
+        raise StorageError(f"{path}: cannot read the outbox journal ({exc}); was it opened with journal=True?"
+                           ) from exc
 
 
 class Outbox(Protocol):
@@ -52,9 +89,11 @@ class Outbox(Protocol):
 
 
 class SqliteOutbox:
-    def __init__(self, path: str | Path, quota_bytes: int, on_evict=None):
+    def __init__(self, path: str | Path, quota_bytes: int, on_evict=None, journal: bool = False):
+        """journal: keep every committed and evicted sample_id, without bound (see the module docstring)."""
         self.path = Path(path)
         self.quota = int(quota_bytes)
+        self.journal = journal
         self._on_evict = on_evict  # called with the evicted sample ids, e.g. for an audit log
         self._lock = threading.Lock()
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -63,6 +102,8 @@ class SqliteOutbox:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
+            if journal:
+                self._db.executescript(_JOURNAL_SCHEMA)
             # A lease does not outlive the process that took it: resend after a restart.
             self._db.execute("UPDATE outbox SET leased = 0 WHERE leased = 1")
         except sqlite3.DatabaseError as exc:
@@ -135,6 +176,9 @@ class SqliteOutbox:
             self._db.execute(
                 "INSERT INTO outbox (sample_id, value, nbytes, created, payload) VALUES (?, ?, ?, ?, ?)",
                 (sample_id, float(value), size, time.time(), payload))
+            if self.journal:
+                self._db.execute("INSERT OR IGNORE INTO committed (sample_id, at) VALUES (?, ?)",
+                                 (sample_id, time.time()))
             self._bump("accepted", 1)
             self._db.execute("COMMIT")
         return True, [sid for sid, _ in victims]
@@ -147,8 +191,9 @@ class SqliteOutbox:
         now = time.time()
         self._db.executemany("INSERT OR REPLACE INTO evictions (sample_id, value, at) VALUES (?, ?, ?)",
                              [(s, v, now) for s, v in victims])
-        self._db.execute("DELETE FROM evictions WHERE rowid <= (SELECT MAX(rowid) FROM evictions) - ?",
-                         (EVICTIONS_KEPT,))
+        if not self.journal:  # a journal accounts for every eviction
+            self._db.execute("DELETE FROM evictions WHERE rowid <= (SELECT MAX(rowid) FROM evictions) - ?",
+                             (EVICTIONS_KEPT,))
         self._bump("evicted", len(victims))
 
     def _count_safely(self, name: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from .agent import agent_bench
+from .chaos import chaos
 from .loop import loop
 from .rollout import rollout as rollout_bench
 
@@ -16,16 +17,19 @@ def bench() -> None:
     Each benchmark seeds all its randomness, prints one line of ratios per contender and writes
     its figures to OUT/<name>.json (and a plot to OUT/<name>.png). `loop` runs in one process;
     `agent` runs each arm in a fresh process, so that each one's peak memory is its own; `rollout`
-    starts real services and a simulated fleet on loopback.
+    and `chaos` start real services and a simulated fleet on loopback (`chaos` breaks them on a
+    seeded schedule, then accounts for every candidate).
 
     \b
     Example:
       edgeloop bench loop --seeds 3 --out runs/bench
       edgeloop bench agent --out runs/bench
       edgeloop bench rollout --agents 200 --relays 4 --out runs/bench
+      edgeloop bench chaos --agents 40 --relays 2 --minutes 10 --out runs/bench
     """
 
 
 bench.add_command(loop)
 bench.add_command(agent_bench)
 bench.add_command(rollout_bench)
+bench.add_command(chaos)

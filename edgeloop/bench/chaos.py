@@ -1,0 +1,745 @@
+"""`edgeloop bench chaos`: does the delivery contract hold while everything breaks?
+
+Real processes on loopback: mosquitto (with persistence), the hub, R relays (one site each) and N
+agents in firmware-sim's fleet mode (PROCS_PER_SITE processes per site; the first of each site has
+a small disk). Every agent keeps a journal in its outbox file: each sample id it committed, each one
+it evicted. For M minutes a schedule drawn from the seed injects faults of seven kinds, each kind
+on its own timeline (one fault of a kind at a time; kinds overlap freely):
+
+    agent_kill       SIGKILL a fleet process (all its agents), start it again after 1-6 s
+    relay_kill       SIGKILL a relay, start it again on the same port after 1-8 s
+    hub_kill         SIGKILL the hub, start it again on the same port after 1-6 s
+    broker_restart   stop mosquitto (SIGTERM: it saves its persistence file), start it after 2-10 s
+    hub_unreachable  the relays' link to the hub refuses or black-holes every connection for a while
+                     (one outage of ~2.5 slots, i.e. minutes in a 10-minute run; the rest shorter)
+    disk_full        a small-disk fleet process loses its link until its devices' outboxes reach
+                     their quota and evict (the fault lasts until an eviction is seen, or 2x its time)
+    link_drop        a big-disk fleet process's link turns lossy: connections reset and stalled at random
+
+Agents reach the broker, and relays the hub, through FaultyLink proxies in this process (no root,
+no tc). Afterwards the faults stop, every fleet process gets SIGUSR1 (cameras end; each agent sends
+what it queued, then the process exits), the relays forward what they hold, everything stops, and
+each committed sample id is accounted for: at the hub (where the primary key allows one row), or
+evicted by its own outbox and counted. Anything else is lost.
+
+Figures (OUT/chaos.json): faults by kind, committed, evicted, at_hub, duplicates_at_hub, lost
+(committed - evicted - at_hub), the seed, and each fault as it happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import random
+import signal
+import sqlite3
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import click
+
+from edgeloop.procs import Service, ServiceFailed, wait_port
+from edgeloop.shared.outbox import Journal, read_journal
+
+KINDS = ("agent_kill", "relay_kill", "hub_kill", "broker_restart", "hub_unreachable", "disk_full", "link_drop")
+PROCS_PER_SITE = 2  # fleet processes per site; the first of each site has SMALL_DISK
+DISK = "4MB"  # outbox quota of a device (the fleet's default)
+SMALL_DISK = "24KB"  # about ten candidates: a link down for ten seconds fills it
+# Agents keep half their frames (1 frame per second of capture time), in 10 s windows: at 2 fps a
+# window closes every 5 s, so commits are steady and a cut link soon fills a small disk.
+AGENT_PER_HOUR = 1800
+AGENT_WINDOW_S = 10
+AGENT_SIGNALS = {"least_confidence": 1.0, "margin": 0.5, "random": 0.1}
+# link_drop: every LOSSY_TICK_S each connection is reset with P_CUT, else stalled with P_STALL;
+# a new connection is refused with P_REFUSE.
+LOSSY_TICK_S, P_CUT, P_STALL, P_REFUSE = 0.5, 0.03, 0.06, 0.3
+STALL_S = (0.5, 4.0)
+SETTLE_STALL_S = 120.0  # settling gives up when the hub gains nothing for this long
+RESTART_TRIES = 3
+
+
+# --- the schedule (pure) ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class Fault:
+    at: float  # seconds after the fault window opened
+    kind: str
+    target: str  # a fleet process, a relay, "hub", "broker" or "hub-link"
+    duration: float  # seconds down, unreachable or lossy
+    mode: str = ""  # hub_unreachable: "refuse" or "blackhole"
+    seed: int = 0  # link_drop: seeds its resets and stalls
+
+
+def _clamp(lo: float, x: float, hi: float) -> float:
+    return max(lo, min(x, hi))
+
+
+def _durations(kind: str, n: int, slot: float, rng: random.Random) -> list[float]:
+    """How long each fault of a kind lasts, for n faults sharing a window of n * slot seconds."""
+    if kind in ("agent_kill", "hub_kill"):
+        return [rng.uniform(1.0, _clamp(2.0, 0.2 * slot, 6.0)) for _ in range(n)]
+    if kind == "relay_kill":
+        return [rng.uniform(1.0, _clamp(2.0, 0.2 * slot, 8.0)) for _ in range(n)]
+    if kind == "broker_restart":
+        return [rng.uniform(2.0, _clamp(3.0, 0.25 * slot, 10.0)) for _ in range(n)]
+    if kind == "hub_unreachable":  # one long outage (relays store and forward for minutes), the rest shorter
+        out = [rng.uniform(0.3, 0.6) * slot for _ in range(n)]
+        out[rng.randrange(n)] = 2.5 * slot if n > 1 else 0.6 * slot
+        return out
+    if kind == "disk_full":
+        return [max(15.0, rng.uniform(0.35, 0.6) * slot) for _ in range(n)]
+    if kind == "link_drop":
+        return [max(10.0, rng.uniform(0.3, 0.6) * slot) for _ in range(n)]
+    raise ValueError(f"unknown fault kind {kind!r}")
+
+
+def draw_schedule(seed: int, seconds: float, per_kind: int, fleet: list[str], small_disk: list[str],
+                  relays: list[str]) -> list[Fault]:
+    """per_kind faults of every kind within [0, seconds), in start order; the same seed, the same schedule.
+
+    Within a kind faults never overlap: their durations (capped at 90% of the window in all) are
+    laid out in a random order with random gaps between them. disk_full cuts small-disk processes'
+    links and link_drop makes the other processes' links lossy, so that one never hides the other."""
+    big_disk = [p for p in fleet if p not in small_disk]
+    if per_kind < 1 or seconds <= 0 or not small_disk or not big_disk or not relays:
+        raise ValueError("a schedule needs a positive window, per_kind >= 1, fleet processes with a small "
+                         "disk and without, and relays")
+    rng = random.Random(seed)
+    out: list[Fault] = []
+    for kind in KINDS:
+        durations = _durations(kind, per_kind, seconds / per_kind, rng)
+        total = sum(durations)
+        if total > 0.9 * seconds:
+            durations = [d * 0.9 * seconds / total for d in durations]
+        weights = [rng.expovariate(1.0) for _ in range(per_kind + 1)]
+        slack = seconds - sum(durations)
+        gaps = [slack * w / sum(weights) for w in weights]
+        targets = {"agent_kill": fleet, "link_drop": big_disk, "disk_full": small_disk, "relay_kill": relays,
+                   "hub_kill": ["hub"], "broker_restart": ["broker"], "hub_unreachable": ["hub-link"]}[kind]
+        t = 0.0
+        for gap, d in zip(gaps, durations):
+            t += gap
+            target = rng.choice(targets)
+            mode = rng.choice(("refuse", "blackhole")) if kind == "hub_unreachable" else ""
+            out.append(Fault(round(t, 2), kind, target, round(d, 2), mode, rng.randrange(2**31)))
+            t += d
+    return sorted(out, key=lambda f: (f.at, f.kind))
+
+
+# --- reconciliation (pure) ----------------------------------------------------------------------
+def reconcile(journals: Iterable[Journal], hub_rows: Counter[str], fleet_rows: set[str]) -> dict:
+    """Account for every committed sample id.
+
+    journals: each agent's outbox journal; hub_rows: sample_id -> rows stored at the hub (every row of
+    its samples table); fleet_rows: the hub's ids that came from this fleet's devices.
+    A committed id is at_hub if the hub holds it, else evicted if its outbox evicted it, else lost.
+    An id both evicted and at the hub (sent, its PUBACK lost with the link, then evicted) counts at_hub.
+    """
+    committed: set[str] = set()
+    evicted_ids: set[str] = set()
+    queued: set[str] = set()
+    for j in journals:
+        committed |= j.committed
+        evicted_ids |= j.evicted
+        queued |= j.queued
+    at_hub = committed & hub_rows.keys()
+    evicted = (committed & evicted_ids) - at_hub
+    lost = committed - at_hub - evicted
+    return {
+        "committed": len(committed), "evicted": len(evicted), "at_hub": len(at_hub),
+        "duplicates_at_hub": sum(n - 1 for n in hub_rows.values()),
+        "lost": len(lost),
+        "evicted_after_delivery": len(evicted_ids & at_hub),
+        "still_queued": len(queued - at_hub),
+        "at_hub_never_committed": len(fleet_rows - committed),
+        "lost_ids": sorted(lost)[:20],
+    }
+
+
+def hub_rows(hub_db: Path, devices: set[str]) -> tuple[Counter[str], set[str]]:
+    """-> (sample_id -> rows, for every row of the hub's samples table; the ids from `devices`).
+
+    Read-only, straight from the file: the API cannot show a row stored twice, this can."""
+    db = sqlite3.connect(f"file:{hub_db}?mode=ro", uri=True)
+    try:
+        rows = db.execute("SELECT sample_id, device_id FROM samples").fetchall()
+    finally:
+        db.close()
+    return Counter(sid for sid, _ in rows), {sid for sid, dev in rows if dev in devices}
+
+
+# --- a link that breaks on demand ------------------------------------------------------------------
+class _Pipe:
+    """One proxied connection: both ends, and until when it is stalled."""
+
+    def __init__(self, *writers: asyncio.StreamWriter):
+        self.writers = writers
+        self.stalled_until = 0.0
+        self.closed = False
+
+    def abort(self) -> None:
+        self.closed = True
+        for w in self.writers:
+            w.transport.abort()
+
+
+class FaultyLink:
+    """A TCP proxy on loopback between clients and their upstream that faults can break.
+
+    cut: None (pass), "refuse" (every connection is reset, new ones at once) or "blackhole"
+    (connections stay open but nothing passes until the cut ends; then what was held goes through,
+    late). lossy: connections are reset or stalled at random, and some new ones refused: what a link
+    that drops packets does to the application above TCP. Runs on a LinkHost's event loop; the
+    setters may be called from any thread.
+    """
+
+    def __init__(self, name: str, upstream: int, loop: asyncio.AbstractEventLoop):
+        self.name, self.upstream, self.loop = name, upstream, loop
+        self.cut: str | None = None
+        self.lossy = False
+        self.port = 0
+        self.pipes: set[_Pipe] = set()
+        self.counts: Counter[str] = Counter()
+        self._rng = random.Random(0)
+        self._ticker: asyncio.Task | None = None
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        self._server.close()
+        self._set_lossy(False, 0)
+        for p in list(self.pipes):
+            p.abort()
+
+    def set_cut(self, mode: str | None) -> None:
+        self.loop.call_soon_threadsafe(self._set_cut, mode)
+
+    def set_lossy(self, on: bool, seed: int = 0) -> None:
+        self.loop.call_soon_threadsafe(self._set_lossy, on, seed)
+
+    def _set_cut(self, mode: str | None) -> None:
+        self.cut = mode
+        if mode == "refuse":
+            for p in list(self.pipes):
+                p.abort()
+                self.counts["reset"] += 1
+
+    def _set_lossy(self, on: bool, seed: int) -> None:
+        self.lossy = on
+        if on and self._ticker is None:
+            self._rng = random.Random(seed)
+            self._ticker = self.loop.create_task(self._lossy_ticker())
+        elif not on and self._ticker is not None:
+            self._ticker.cancel()
+            self._ticker = None
+
+    async def _lossy_ticker(self) -> None:
+        while True:
+            await asyncio.sleep(LOSSY_TICK_S)
+            for p in list(self.pipes):
+                r = self._rng.random()
+                if r < P_CUT:
+                    p.abort()
+                    self.counts["lossy_reset"] += 1
+                elif r < P_CUT + P_STALL:
+                    p.stalled_until = self.loop.time() + self._rng.uniform(*STALL_S)
+                    self.counts["lossy_stall"] += 1
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while self.cut == "blackhole":  # held: the client waits, as for a host that does not answer
+            await asyncio.sleep(0.1)
+        if self.cut == "refuse" or (self.lossy and self._rng.random() < P_REFUSE):
+            self.counts["refused" if self.cut else "lossy_refused"] += 1
+            writer.transport.abort()
+            return
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream)
+        except OSError:  # the upstream is down: so is the link
+            writer.transport.abort()
+            return
+        pipe = _Pipe(writer, up_writer)
+        self.pipes.add(pipe)
+        self.counts["connections"] += 1
+        try:
+            await asyncio.gather(self._pump(reader, up_writer, pipe), self._pump(up_reader, writer, pipe))
+        finally:
+            self.pipes.discard(pipe)
+            pipe.abort()
+
+    async def _pump(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, pipe: _Pipe) -> None:
+        try:
+            while data := await src.read(1 << 16):
+                while not pipe.closed and (self.cut == "blackhole" or self.loop.time() < pipe.stalled_until):
+                    await asyncio.sleep(0.05)
+                if pipe.closed:
+                    return
+                dst.write(data)
+                await dst.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            pipe.abort()  # one side gone: the connection is over
+
+
+class LinkHost:
+    """An event loop in a thread, hosting every FaultyLink of a run."""
+
+    def __init__(self):
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="links", daemon=True)
+        self.thread.start()
+        self.links: dict[str, FaultyLink] = {}
+
+    def add(self, name: str, upstream: int) -> FaultyLink:
+        link = FaultyLink(name, upstream, self.loop)
+        asyncio.run_coroutine_threadsafe(link.start(), self.loop).result(10)
+        self.links[name] = link
+        return link
+
+    def close(self) -> None:
+        """Close every link and its connections, end the tasks, stop the loop."""
+        async def shutdown():
+            for link in self.links.values():
+                await link.close()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        with contextlib.suppress(Exception):  # closing is best effort: the run's figures are already taken
+            asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        if not self.thread.is_alive():
+            self.loop.close()
+
+
+# --- the run ----------------------------------------------------------------------------------------
+@dataclass
+class ChaosSettings:
+    out: Path
+    agents: int = 40
+    relays: int = 2
+    minutes: float = 10.0
+    seed: int = 0
+    faults_per_kind: int = 12
+    fps: float = 2.0
+    state_interval: float = 2.0
+    settle_timeout_s: float = 900.0
+    broker_persistence: bool = True  # off: a broker restart drops queued messages (shows that a loss is seen)
+
+
+@dataclass
+class FleetProc:
+    svc: Service
+    devices: list[str]
+    small_disk: bool
+    link: FaultyLink
+
+    @property
+    def name(self) -> str:
+        return self.svc.name
+
+
+@dataclass
+class Record:
+    """A fault as it happened: when it started (s after the window opened), how long it held, what it did."""
+
+    kind: str
+    target: str
+    planned_at: float
+    started_at: float
+    held_s: float
+    detail: dict = field(default_factory=dict)
+
+
+class ChaosRun:
+    def __init__(self, s: ChaosSettings, status=lambda text: None):
+        from edgeloop.onebox import OneBox, OneBoxSettings
+
+        self.s, self.status = s, status
+        self.box = OneBox(OneBoxSettings(
+            out=s.out / "box", agents=0, relays=s.relays, broker="mosquitto", broker_persistence=s.broker_persistence,
+            frames_per_round=10**9, relay_per_hour_per_agent=None, seed=s.seed, seed_set=300,
+            golden_per_condition=50, epochs=4))
+        self.links = LinkHost()
+        self.hub_link: FaultyLink | None = None
+        self.fleet: dict[str, FleetProc] = {}
+        self.records: list[Record] = []
+        self.unexpected_exits: list[dict] = []
+        self.errors: list[BaseException] = []
+        self._held: set[str] = set()  # services a fault holds down right now
+        self._lock = threading.Lock()
+        self._kind_locks = {k: threading.Lock() for k in KINDS}
+        self._t0 = 0.0
+
+    # -- start ---------------------------------------------------------------------------------
+    def start(self) -> None:
+        from edgeloop.onebox import sampling_toml
+
+        box = self.box
+        self.status("building the simulated world and training the seed model")
+        golden, seed = box.make_datasets()
+        box.seed_hub(golden, seed)
+        self.status(f"starting mosquitto (persistent), the hub and {self.s.relays} relays")
+        box.start_broker()
+        box.start_hub(golden)
+        self.hub_link = self.links.add("hub-link", self._svc("hub").info["port"])
+        box.start_relays(hub_url=f"http://127.0.0.1:{self.hub_link.port}")
+        box.watch_states()
+        conf = box.s.out / "agent.toml"
+        conf.write_text(sampling_toml(AGENT_PER_HOUR, AGENT_SIGNALS, self.s.seed, window_s=AGENT_WINDOW_S))
+        per_site = math.ceil(self.s.agents / self.s.relays)
+        self.status(f"starting {per_site * self.s.relays} agents in fleet mode")
+        broker_port = int(box.broker_url.rsplit(":", 1)[1])
+        first = 0
+        for site in box.sites:
+            chunk = -(-per_site // PROCS_PER_SITE)
+            for j in range(PROCS_PER_SITE):
+                n = min(chunk, per_site - j * chunk)
+                if n <= 0:
+                    break
+                name = f"fleet-{site}-{j}"
+                link = self.links.add(name, broker_port)
+                svc = Service.edgeloop(name, [
+                    "fleet", "--agents", str(n), "--first", str(first), "--site", site,
+                    "--broker", f"mqtt://127.0.0.1:{link.port}", "--pubkey", str(box.public_key_path),
+                    "--data", str(self.fleet_dir), "--config", str(conf), "--max-fps", str(self.s.fps),
+                    "--state-interval", str(self.s.state_interval), "--sim-seed", str(self.s.seed),
+                    "--quota", SMALL_DISK if j == 0 else DISK, "--outbox-journal"], box.logs, ready=True)
+                box.services.append(svc.start())
+                self.fleet[name] = FleetProc(svc, [f"dev-{i:04d}" for i in range(first, first + n)], j == 0, link)
+                first += n
+        for p in self.fleet.values():
+            p.svc.wait_ready(timeout=300)
+        box.agent_ids = [d for p in self.fleet.values() for d in p.devices]
+        n = len(box.agent_ids)
+
+        def on_v0():
+            states = box.agent_states()
+            ready = sum(1 for d in box.agent_ids if (st := states.get(d)) and st.model_version == "v0")
+            return ready == n or f"{ready}/{n} agents on v0"
+
+        box.wait("every agent on v0", on_v0, timeout=600, progress=lambda d: d is True or self.status(d))
+
+    @property
+    def fleet_dir(self) -> Path:
+        return self.box.s.out / "fleet"
+
+    def _svc(self, name: str) -> Service:
+        return next(s for s in self.box.services if s.name == name)
+
+    # -- faults --------------------------------------------------------------------------------
+    def schedule(self) -> list[Fault]:
+        return draw_schedule(self.s.seed, self.s.minutes * 60, self.s.faults_per_kind, sorted(self.fleet),
+                             sorted(n for n, p in self.fleet.items() if p.small_disk),
+                             [f"relay-{i}" for i in range(self.s.relays)])
+
+    def run_faults(self, faults: list[Fault]) -> None:
+        """Inject the schedule in real time, each fault in its own thread; return when all are over."""
+        self._t0 = time.monotonic()
+        stop_watch = threading.Event()
+        watchdog = threading.Thread(target=self._watch, args=(stop_watch,), name="watchdog", daemon=True)
+        watchdog.start()
+        threads = []
+        try:
+            for f in faults:
+                while (wait := self._t0 + f.at - time.monotonic()) > 0:
+                    self._raise_errors()
+                    self.status(f"chaos: {len(self.records)}/{len(faults)} faults done, next {f.kind} "
+                                f"in {wait:.0f}s")
+                    time.sleep(min(wait, 1.0))
+                t = threading.Thread(target=self._inject, args=(f,), name=f.kind, daemon=True)
+                t.start()
+                threads.append(t)
+            while any(t.is_alive() for t in threads):
+                self._raise_errors()
+                self.status(f"chaos: {len(self.records)}/{len(faults)} faults done")
+                time.sleep(1.0)
+            self._raise_errors()
+        finally:
+            stop_watch.set()
+            watchdog.join(10)
+
+    def _raise_errors(self) -> None:
+        if self.errors:
+            raise self.errors[0]
+
+    def _inject(self, f: Fault) -> None:
+        try:
+            with self._kind_locks[f.kind]:  # a kind's faults never overlap, even when one runs late
+                started = time.monotonic()
+                detail = getattr(self, f"_{f.kind}")(f)
+                rec = Record(f.kind, f.target, f.at, round(started - self._t0, 2),
+                             round(time.monotonic() - started, 2), detail or {})
+            with self._lock:
+                self.records.append(rec)
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread, which stops the run
+            self.errors.append(exc)
+
+    @contextlib.contextmanager
+    def _holding(self, name: str):
+        with self._lock:
+            self._held.add(name)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._held.discard(name)
+
+    def _restart(self, svc: Service) -> None:
+        """Start a service again where its peers expect it (same port), retrying a start that fails."""
+        if "--port" in svc.argv and svc.info.get("port"):
+            svc.argv[svc.argv.index("--port") + 1] = str(svc.info["port"])
+        for attempt in range(RESTART_TRIES):
+            svc.start()
+            try:
+                if svc.name == "mosquitto":
+                    wait_port(int(self.box.broker_url.rsplit(":", 1)[1]))
+                else:
+                    svc.wait_ready(timeout=120)
+                return
+            except ServiceFailed:
+                svc.kill()
+                if attempt == RESTART_TRIES - 1:
+                    raise
+                time.sleep(2.0)
+
+    def _kill_and_restart(self, svc: Service, down_s: float) -> dict:
+        with self._holding(svc.name):
+            svc.kill()
+            time.sleep(down_s)
+            self._restart(svc)
+        return {}
+
+    def _agent_kill(self, f: Fault) -> dict:
+        return {"devices": len(self.fleet[f.target].devices), **self._kill_and_restart(self.fleet[f.target].svc,
+                                                                                        f.duration)}
+
+    def _relay_kill(self, f: Fault) -> dict:
+        return self._kill_and_restart(self._svc(f.target), f.duration)
+
+    def _hub_kill(self, f: Fault) -> dict:
+        return self._kill_and_restart(self._svc("hub"), f.duration)
+
+    def _broker_restart(self, f: Fault) -> dict:
+        svc = self._svc("mosquitto")
+        with self._holding(svc.name):
+            code = svc.stop()  # SIGTERM: mosquitto writes its persistence file on the way out
+            time.sleep(f.duration)
+            self._restart(svc)
+        return {"exit_code": code}
+
+    def _hub_unreachable(self, f: Fault) -> dict:
+        self.hub_link.set_cut(f.mode)
+        time.sleep(f.duration)
+        self.hub_link.set_cut(None)
+        return {"mode": f.mode}
+
+    def _disk_full(self, f: Fault) -> dict:
+        proc = self.fleet[f.target]
+        before = self._evictions(proc)
+        proc.link.set_cut("refuse")
+        t_end = time.monotonic() + f.duration
+        while time.monotonic() < t_end or (self._evictions(proc) == before and time.monotonic() < t_end + f.duration):
+            time.sleep(1.0)
+        proc.link.set_cut(None)
+        return {"evictions": self._evictions(proc) - before}
+
+    def _link_drop(self, f: Fault) -> dict:
+        link = self.fleet[f.target].link
+        before = Counter(link.counts)
+        link.set_lossy(True, f.seed)
+        time.sleep(f.duration)
+        link.set_lossy(False)
+        return {k: link.counts[k] - before[k] for k in ("lossy_reset", "lossy_stall", "lossy_refused")}
+
+    def _evictions(self, proc: FleetProc) -> int:
+        n = 0
+        for d in proc.devices:
+            path = self.fleet_dir / d / "outbox.sqlite"
+            with contextlib.suppress(Exception):  # a device that has not created its file yet
+                n += len(read_journal(path).evicted)
+        return n
+
+    def _watch(self, stop: threading.Event) -> None:
+        """A service that exited without a fault holding it down is a finding: note it, start it again."""
+        while not stop.wait(2.0):
+            for svc in list(self.box.services):
+                with self._lock:
+                    held = svc.name in self._held
+                if held or svc.name == "hub-seed" or svc.alive():
+                    continue
+                self.unexpected_exits.append({"service": svc.name, "code": svc.proc.returncode,
+                                              "at_s": round(time.monotonic() - self._t0, 1), "log": svc.tail(5)})
+                try:
+                    self._restart(svc)
+                except ServiceFailed as exc:
+                    self.errors.append(exc)
+
+    # -- settle and count ----------------------------------------------------------------------
+    def settle(self) -> dict:
+        """Every link healed: the fleet sends what it queued and exits; wait until the hub holds what it can."""
+        for link in self.links.links.values():
+            link.set_cut(None)
+            link.set_lossy(False)
+        t0 = time.monotonic()
+        self.status("settling: the agents send what they queued")
+        for p in self.fleet.values():
+            p.svc.proc.send_signal(signal.SIGUSR1)
+        deadline = t0 + self.s.settle_timeout_s
+        while any(p.svc.alive() for p in self.fleet.values()) and time.monotonic() < deadline:
+            time.sleep(1.0)
+        undrained = [p.name for p in self.fleet.values() if p.svc.alive()]
+        fleet_codes = {p.name: p.svc.stop() for p in self.fleet.values()}
+        expected = set()
+        for j in self.journals():
+            expected |= j.committed - j.evicted
+        self.status(f"settling: the relays forward what they hold ({len(expected)} candidates expected)")
+        devices = set(self.box.agent_ids)
+        last, last_change = -1, time.monotonic()
+        while time.monotonic() < deadline:
+            _, ours = hub_rows(self.hub_db, devices)
+            have = len(expected & ours)
+            if have == len(expected):
+                break
+            if have != last:
+                last, last_change = have, time.monotonic()
+            elif time.monotonic() - last_change > SETTLE_STALL_S:
+                break
+            self.status(f"settling: {have}/{len(expected)} at the hub")
+            time.sleep(2.0)
+        return {"settle_s": round(time.monotonic() - t0, 1), "fleet_exit_codes": fleet_codes,
+                "undrained_fleet": undrained, "relay_counts": self._relay_counts()}
+
+    def _relay_counts(self) -> dict:
+        with contextlib.suppress(Exception):
+            return {r["relay_id"]: {k: r["counts"][k] for k in ("received", "duplicates", "kept", "dropped",
+                                                                 "forwarded", "rejected")} | {"queued": r["queued"]}
+                    for r in self.box.relay_status()}
+        return {}
+
+    @property
+    def hub_db(self) -> Path:
+        return self.box.s.out / "hub" / "hub.sqlite"
+
+    def journals(self) -> list[Journal]:
+        return [read_journal(self.fleet_dir / d / "outbox.sqlite") for d in self.box.agent_ids]
+
+    def figures(self, settle: dict) -> dict:
+        hub, ours = hub_rows(self.hub_db, set(self.box.agent_ids))
+        counted = reconcile(self.journals(), hub, ours)
+        by_kind = Counter(r.kind for r in self.records)
+        detail: dict = {}
+        for r in self.records:
+            for k, v in r.detail.items():
+                if isinstance(v, int) and k != "exit_code":
+                    detail.setdefault(r.kind, Counter())[k] += v
+        return {
+            "seed": self.s.seed, "agents": len(self.box.agent_ids), "relays": self.s.relays,
+            "minutes": self.s.minutes, "faults": {k: by_kind[k] for k in KINDS},
+            **{k: counted[k] for k in ("committed", "evicted", "at_hub", "duplicates_at_hub", "lost")},
+            "evicted_after_delivery": counted["evicted_after_delivery"], "still_queued": counted["still_queued"],
+            "at_hub_never_committed": counted["at_hub_never_committed"], "lost_ids": counted["lost_ids"],
+            "fault_seconds": {k: round(sum(r.held_s for r in self.records if r.kind == k), 1) for k in KINDS},
+            "fault_effects": {k: dict(v) for k, v in detail.items()},
+            "unexpected_exits": self.unexpected_exits, **settle,
+            "settings": {"fps": self.s.fps, "faults_per_kind": self.s.faults_per_kind,
+                         "broker_persistence": self.s.broker_persistence,
+                         "procs_per_site": PROCS_PER_SITE, "disk": DISK, "small_disk": SMALL_DISK,
+                         "agent_per_hour": AGENT_PER_HOUR, "agent_window_s": AGENT_WINDOW_S},
+            "events": [asdict(r) for r in sorted(self.records, key=lambda r: r.started_at)],
+        }
+
+    def close(self) -> None:
+        self.box.stop()
+        self.links.close()
+
+
+def run_chaos(s: ChaosSettings, status=lambda text: None) -> dict:
+    """The whole run: start, inject the schedule, settle, stop, count -> the figures of chaos.json."""
+    run = ChaosRun(s, status)
+    try:
+        run.start()
+        run.run_faults(run.schedule())
+        settle = run.settle()
+    finally:
+        run.close()
+    return run.figures(settle)
+
+
+def print_figures(fig: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    faults = Table(title=f"faults (seed {fig['seed']}, {fig['minutes']:g} min, {fig['agents']} agents, "
+                         f"{fig['relays']} relays)")
+    for col in ("kind", "n", "seconds held", "effects"):
+        faults.add_column(col, justify="right" if col in ("n", "seconds held") else "left")
+    for k in KINDS:
+        effects = ", ".join(f"{n} {e}" for e, n in fig["fault_effects"].get(k, {}).items())
+        faults.add_row(k, str(fig["faults"][k]), f"{fig['fault_seconds'][k]:.0f}", effects)
+    console.print(faults)
+    counts = Table(title="every committed candidate, accounted for")
+    counts.add_column("figure")
+    counts.add_column("n", justify="right")
+    for k in ("committed", "at_hub", "evicted", "lost", "duplicates_at_hub", "evicted_after_delivery",
+              "still_queued", "at_hub_never_committed"):
+        counts.add_row(k, f"{fig[k]:,}")
+    console.print(counts)
+    if fig["unexpected_exits"]:
+        console.print(f"[red]{len(fig['unexpected_exits'])} unexpected exits: "
+                      f"{', '.join(e['service'] for e in fig['unexpected_exits'])}[/red]")
+    share = fig["lost"] / max(1, fig["committed"])
+    click.echo(f"lost/committed {share:.4f} ({fig['lost']} / {fig['committed']}); at hub {fig['at_hub']} once, "
+               f"evicted {fig['evicted']}, duplicates at hub {fig['duplicates_at_hub']}; "
+               f"{sum(fig['faults'].values())} faults")
+
+
+@click.command("chaos")
+@click.option("--agents", default=40, show_default=True, help="Simulated agents (fleet mode, real agent code).")
+@click.option("--relays", default=2, show_default=True, help="Relays, one site each.")
+@click.option("--minutes", default=10.0, show_default=True, help="Length of the fault window.")
+@click.option("--faults-per-kind", default=12, show_default=True, help="Faults of each of the seven kinds.")
+@click.option("--seed", default=0, show_default=True, help="Draws the fault schedule (and seeds the world).")
+@click.option("--fps", default=2.0, show_default=True, help="Frames a second per agent.")
+@click.option("--broker-persistence/--no-broker-persistence", default=True, show_default=True,
+              help="mosquitto keeps sessions and queued messages across a restart (off: expect losses).")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/bench"), show_default=True)
+def chaos(agents, relays, minutes, faults_per_kind, seed, fps, broker_persistence, out) -> None:
+    """Break everything on a seeded schedule, then account for every committed candidate.
+
+    Real mosquitto (persistent), hub, relays and agents (fleet mode). Faults: agents, relays and the
+    hub SIGKILLed and restarted; mosquitto stopped and restarted; the hub unreachable; a device's
+    link cut until its disk (outbox quota) fills; lossy links. Afterwards every committed sample id
+    must be at the hub exactly once or evicted by its outbox and counted. Writes OUT/chaos.json
+    (faults by kind, committed, evicted, at_hub, duplicates_at_hub, lost, seed, every fault) and
+    exits 1 when anything was lost or stored twice.
+
+    \b
+    Example:
+      edgeloop bench chaos --agents 40 --relays 2 --minutes 10 --out runs/bench
+      edgeloop bench chaos --agents 6 --relays 1 --minutes 1.5 --faults-per-kind 1 --seed 7 --out /tmp/c
+    """
+    from rich.console import Console
+
+    out.mkdir(parents=True, exist_ok=True)
+    s = ChaosSettings(out=out / "chaos", agents=agents, relays=relays, minutes=minutes, seed=seed,
+                      faults_per_kind=faults_per_kind, fps=fps, broker_persistence=broker_persistence)
+    with Console(stderr=True).status("starting") as spinner:
+        fig = run_chaos(s, lambda text: spinner.update(text))
+    (out / "chaos.json").write_text(json.dumps(fig, indent=1))
+    print_figures(fig)
+    click.echo(f"wrote {out / 'chaos.json'}")
+    if fig["lost"] or fig["duplicates_at_hub"]:
+        raise click.ClickException(f"the delivery contract broke: {fig['lost']} lost, "
+                                   f"{fig['duplicates_at_hub']} stored twice (first lost: {fig['lost_ids'][:3]})")
