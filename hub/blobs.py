@@ -1,10 +1,15 @@
-"""Content-addressed blob store: bytes live at sha256 paths, written once, atomically."""
+"""Content-addressed blob store: bytes live at sha256 paths, written once, atomically.
+
+Several hub processes (on several hosts) may share the folder, e.g. one Kubernetes ReadWriteMany
+volume: a blob is immutable and named by its content, so two writers of the same blob write the
+same bytes, each to a temporary file of its own, and either rename wins.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import os
-import threading
+import secrets
 from pathlib import Path
 
 
@@ -21,7 +26,8 @@ class BlobStore:
         p = self.path(digest)
         if not p.exists():
             p.parent.mkdir(parents=True, exist_ok=True)
-            tmp = p.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+            # Random, not pid + thread: processes on other hosts (or in other containers) share the folder.
+            tmp = p.with_name(f"{p.name}.{secrets.token_hex(8)}.tmp")
             with open(tmp, "wb") as f:
                 f.write(data)
                 f.flush()

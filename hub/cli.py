@@ -15,6 +15,8 @@ from edgeloop.shared.errors import ProtocolError
 from edgeloop.shared.hubclient import HubClient
 from edgeloop.shared.rollout import Gates
 
+from ._options import db_option
+
 # Not imported from .rollouts: `edgeloop rollout` stays a thin HTTP client that never loads the store.
 DEFAULT_STAGES = "shadow:10%,canary:10%,full"
 
@@ -46,8 +48,9 @@ def hub() -> None:
               help="Serve HTTPS with this certificate (PEM; e.g. from `edgeloop provision tls`); needs --tls-key.")
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="The certificate's private key (PEM).")
+@db_option
 def serve(data_dir, golden, host, port, tokens, ready_file, key_path, rollout_period, device_stale_s, tls_cert,
-          tls_key) -> None:
+          tls_key, db) -> None:
     """Serve the hub: its API under /api/v1, the dashboard at /, the labeling page at /label and the
     OpenAPI document at /openapi.json, all on one port. People sign in at /login with a token.
 
@@ -56,6 +59,7 @@ def serve(data_dir, golden, host, port, tokens, ready_file, key_path, rollout_pe
       edgeloop hub serve --data /var/lib/edgeloop/hub --golden golden.npz --port 8080 --token $TOKEN
       then open http://127.0.0.1:8080/ and sign in with $TOKEN
       edgeloop hub serve --data DIR --port 8443 --tls-cert tls/server.crt --tls-key tls/server.key   # HTTPS
+      edgeloop hub serve --data /shared/hub --db postgresql://hub@db/edgeloop --port 8080   # one of several
     """
     import asyncio
     import signal
@@ -79,13 +83,14 @@ def serve(data_dir, golden, host, port, tokens, ready_file, key_path, rollout_pe
     if not golden.exists():
         raise click.UsageError(f"no golden set at {golden}: pass --golden FILE.npz")
     tokens = [t for tok in tokens for t in tok.split()]
-    if not tokens and not HubStore(data_dir).tokens_exist():
+    store = HubStore(data_dir, db)
+    if not tokens and not store.tokens_exist():
         log.warning("no --token given and no token made (edgeloop hub token add): the hub is open to anyone "
                     "who can reach it")
     from .keys import default_key_path, load_or_create
 
     key = load_or_create(key_path or default_key_path(data_dir))
-    app = make_app(HubStore(data_dir), load_set(golden), tokens, key, rollout_period_s=rollout_period,
+    app = make_app(store, load_set(golden), tokens, key, rollout_period_s=rollout_period,
                    device_stale_s=device_stale_s)
 
     async def main():
@@ -106,6 +111,7 @@ def serve(data_dir, golden, host, port, tokens, ready_file, key_path, rollout_pe
         await runner.cleanup()
 
     asyncio.run(main())
+    store.close()
 
 
 @hub.command("seed")
@@ -116,7 +122,8 @@ def serve(data_dir, golden, host, port, tokens, ready_file, key_path, rollout_pe
 @click.option("--epochs", default=15, show_default=True)
 @click.option("--key", "key_path", type=click.Path(path_type=Path), default=None,
               help="Private key models are signed with (default DATA/keys/hub.key, created if missing).")
-def seed(data_dir, dataset, golden, epochs, key_path) -> None:
+@db_option
+def seed(data_dir, dataset, golden, epochs, key_path, db) -> None:
     """Import a labeled seed set, train the round-0 model from scratch and make it the fleet's desired model.
     The golden set is kept as DATA/golden.npz, where `hub serve` looks for it.
 
@@ -130,7 +137,7 @@ def seed(data_dir, dataset, golden, epochs, key_path) -> None:
     from .trainer import import_labeled_set, train_round
 
     key = load_or_create(key_path or default_key_path(data_dir))
-    store = HubStore(data_dir)
+    store = HubStore(data_dir, db)
     kept = data_dir / "golden.npz"
     if not kept.exists():  # `hub serve --data DIR` then finds it without --golden
         shutil.copyfile(golden, kept)
@@ -319,7 +326,8 @@ def format_rollout(r: dict) -> str:
                    "classes.txt; labelstudio: tasks.json + images/.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Folder to write (created if missing).")
-def export_cmd(data_dir, fmt, out_dir) -> None:
+@db_option
+def export_cmd(data_dir, fmt, out_dir, db) -> None:
     """Export the hub's labeled samples (images named <sample_id>.jpg, and their labels) for labeling or
     training tools.
 
@@ -331,7 +339,7 @@ def export_cmd(data_dir, fmt, out_dir) -> None:
     from .datasets import export
     from .store import HubStore
 
-    store = HubStore(data_dir)
+    store = HubStore(data_dir, db)
     path = export(store, fmt, out_dir)
     click.echo(f"exported {len(store.labeled())} labeled samples ({fmt}) to {path}")
 
@@ -342,7 +350,8 @@ def export_cmd(data_dir, fmt, out_dir) -> None:
 @click.option("--format", "fmt", type=click.Choice(["coco", "labelstudio"]), required=True,
               help="coco: an annotations.json; labelstudio: a JSON export of tasks.")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-def import_cmd(data_dir, fmt, file) -> None:
+@db_option
+def import_cmd(data_dir, fmt, file, db) -> None:
     """Import labels from FILE, matching samples by id; all or nothing.
 
     A label name outside the model's classes, or a sample the hub does not hold, refuses the whole
@@ -355,7 +364,7 @@ def import_cmd(data_dir, fmt, file) -> None:
     from .datasets import import_labels
     from .store import HubStore
 
-    click.echo(import_labels(HubStore(data_dir), fmt, file).summary())
+    click.echo(import_labels(HubStore(data_dir, db), fmt, file).summary())
 
 
 from .tokens_cli import token  # noqa: E402 - the subgroup lives in its own module

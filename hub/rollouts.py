@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -86,7 +85,8 @@ class DeviceRecord:
         for k, v in stats.items():
             if len(k) > MAX_STR:
                 raise TooLarge(f"{where}.stats: a key exceeds {MAX_STR} characters")
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            # abs(v) < 1e300 first: math.isfinite of a 400-digit int overflows.
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not abs(v) < 1e300 or not math.isfinite(v):
                 raise ProtocolError(f"{where}.stats.{k}: expected a finite number, got {v!r}")
         if not isinstance(facts, dict):
             raise ProtocolError(f"{where}.facts: expected an object of strings")
@@ -180,7 +180,7 @@ class RolloutRequest:
             raise ConfigError(f"shadow_fraction: expected a share of frames above 0 and at most 1, got {fraction!r}")
         budget = body.get("max_latency_ms")
         if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float))
-                                   or not 0 < budget < math.inf):
+                                   or not 0 < budget < 1e9):  # (a 400-digit int would overflow float())
             raise ConfigError(f"max_latency_ms: expected a positive number of milliseconds or null, got {budget!r}")
         force = body.get("force", False)
         if not isinstance(force, bool):
@@ -191,12 +191,13 @@ class RolloutRequest:
 
 # -- the service --------------------------------------------------------------------------------
 class Rollouts:
-    """Rollouts and device reports over a HubStore. Thread-safe: the API and the controller call it
-    from worker threads; every read-modify-write of a rollout holds one lock."""
+    """Rollouts and device reports over a HubStore. Safe with several hub processes on one database,
+    each running the controller: every read-modify-write of a rollout holds the store's "rollouts"
+    lock, which one thread of one process holds at a time, and re-reads the row under it. So two
+    controllers never advance one stage twice, and an operator's pause is never overwritten."""
 
     def __init__(self, store: HubStore, stale_s: float = 30.0, clock: Callable[[], float] = time.time):
         self.store, self.stale_s, self.clock = store, stale_s, clock
-        self._lock = threading.Lock()
         self.ticks = 0  # controller passes completed (tests wait on it instead of sleeping)
 
     # -- reports --------------------------------------------------------------------------------
@@ -227,7 +228,7 @@ class Rollouts:
         if gate.get("passed") is False and not req.force:
             raise RolloutConflict(f"{req.model} was refused by its training gate ({'; '.join(gate.get('reasons', []))}); "
                                   "roll it out anyway with force")
-        with self._lock:
+        with self.store.locked("rollouts"):
             for other in self.store.rollouts(ACTIVE):
                 if "all" in (other["group"], req.group) or other["group"] == req.group:
                     raise RolloutConflict(
@@ -267,7 +268,7 @@ class Rollouts:
     ACTIONS = ("pause", "resume", "abort", "rollback")
 
     def _operate(self, rollout_id: str, action: str) -> dict:
-        with self._lock:
+        with self.store.locked("rollouts"):
             row = self._get(rollout_id)
             state, now = row["state"], self.clock()
             allowed = {"pause": ("running",), "resume": ("paused",), "abort": ACTIVE,
@@ -312,7 +313,7 @@ class Rollouts:
         """One controller pass: judge the current stage of every running rollout."""
         for row in self.store.rollouts(("running",)):
             try:
-                with self._lock:
+                with self.store.locked("rollouts"):
                     row = self._get(row["rollout_id"])  # an operator may have paused it meanwhile
                     if row["state"] == "running":
                         self._judge(row, self.clock())

@@ -1,97 +1,132 @@
 """The hub's storage: samples, labels, models, desired versions, device reports and rollouts, behind a few verbs.
 
-SQLite through sqlite-utils (one file, zero set-up); images and artifacts in a BlobStore. Nothing
-outside this module writes SQL, so a PostgreSQL store can pass the same tests later.
+Two engines run the same statements (hub/_engines.py): SQLite at DATA/hub.sqlite by default (one
+file, zero set-up, one hub process) and PostgreSQL with `--db postgresql://...` (one database,
+several hub processes behind a load balancer). Nothing outside this module writes SQL, and every
+statement here is in the SQL both speak, so the same test suite passes on both.
+
+Several processes on one database stay correct because:
+- ingest is INSERT ... ON CONFLICT DO NOTHING by sample_id, so a sample two hubs receive at once
+  is stored by exactly one of them, and only that one answers "stored";
+- numbers (rollouts r1, r2, ...; campaigns cmp-1, ...) come from an atomic upsert on a sequences row;
+- read-modify-writes that span several statements (a rollout's transition, picking the next model
+  version while training) run under `locked(name)`, one holder across every process.
+
+Images and model artifacts are not in the database: they live in a content-addressed BlobStore
+under DATA/blobs, which every hub process must share (with Kubernetes: one ReadWriteMany volume).
+Blobs are immutable and named by their sha256, so sharing needs no coordination, the database stays
+small, and the artifact route can serve a file with Range requests. An S3-compatible store can
+replace the folder later (DESIGN.md).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-import sqlite3
-import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
-import sqlite_utils
 
 from edgeloop.shared.protocol import Candidate
 from edgeloop.shared.sampling.policy import AUDIT, FEEDBACK_WRONG
 
+from ._engines import open_engine
 from .blobs import BlobStore
 
 AUDIT_PRIORITY = -1.0  # in the label queue, after everything selected
 FEEDBACK_PRIORITY = 1e6  # a prediction the application flagged wrong: first in the label queue
 
+# The tables, in each engine's column types ({text}, {int}, ...). CREATE ... IF NOT EXISTS: a hub
+# opens an existing database as it is (older SQLite files were made by sqlite-utils, same layout).
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS samples (
+    sample_id {text} PRIMARY KEY NOT NULL, device_id {text}, camera_id {text}, site {text}, relay_id {text},
+    captured_at {float}, received_at {float}, model_version {text}, predicted {int}, confidence {float},
+    value {float}, reasons {text}, tags {text}, scores {text}, probs {bytes}, embedding {bytes},
+    image_sha256 {text}, image_bytes {int},
+    status {text} DEFAULT 'new',  -- new | queued | labeled | ambiguous
+    selected_at {float}, priority {float}, audit {int} DEFAULT 0, detections {bytes});
+CREATE INDEX IF NOT EXISTS idx_samples_status_priority ON samples (status, priority);
+-- Samples a labeler could not decide: kept and counted, never trained on.
+CREATE TABLE IF NOT EXISTS ambiguous (sample_id {text} PRIMARY KEY, source {text}, marked_at {float});
+-- People's and relays' tokens: only their SHA-256 is kept (see hub/auth.py).
+CREATE TABLE IF NOT EXISTS tokens (token_hash {text} PRIMARY KEY, name {text}, role {text},
+    created_at {float}, revoked_at {float});
+CREATE INDEX IF NOT EXISTS idx_tokens_name ON tokens (name);
+-- Every write through the API, allowed or refused, and who made it.
+CREATE TABLE IF NOT EXISTS audit_log (seq {serial}, at {float}, who {text}, role {text}, method {text},
+    path {text}, status {int}, detail {text});
+CREATE TABLE IF NOT EXISTS labels (sample_id {text} PRIMARY KEY, label {int}, source {text}, labeled_at {float});
+CREATE TABLE IF NOT EXISTS models (version {text} PRIMARY KEY, parent {text}, created_at {float},
+    artifact_sha256 {text}, artifact_size {int}, state_sha256 {text}, metrics {text}, labels_total {int});
+CREATE TABLE IF NOT EXISTS desired (grp {text} PRIMARY KEY, version {text}, set_at {float});
+CREATE TABLE IF NOT EXISTS campaigns (campaign_id {text} PRIMARY KEY, exemplars {text}, threshold {float},
+    quota {int}, expires_at {float}, created_at {float});
+CREATE TABLE IF NOT EXISTS counters (name {text} PRIMARY KEY, n {int});
+-- The last number handed out per name (see _next), apart from counters, which /api/v1/stats shows.
+CREATE TABLE IF NOT EXISTS sequences (name {text} PRIMARY KEY, n {int});
+-- The latest report of each device, as its relay forwarded it (stats and facts: JSON maps).
+CREATE TABLE IF NOT EXISTS devices (device_id {text} PRIMARY KEY, site {text}, relay_id {text}, status {text},
+    model_version {text}, stats {text}, facts {text}, last_error {text}, updated_at {float});
+CREATE INDEX IF NOT EXISTS idx_devices_site ON devices (site);
+-- stages, gates, gate (the last gate result) and history are JSON, seq orders and names them.
+CREATE TABLE IF NOT EXISTS rollouts (rollout_id {text} PRIMARY KEY, seq {int}, candidate {text},
+    baseline {text}, grp {text}, stages {text}, gates {text}, shadow_fraction {float}, max_latency_ms {float},
+    state {text}, stage_index {int}, stage_started_at {float}, paused_at {float}, reason {text}, gate {text},
+    history {text}, created_at {float}, updated_at {float});
+CREATE INDEX IF NOT EXISTS idx_rollouts_state ON rollouts (state);
+"""
+
 
 class HubStore:
-    def __init__(self, data_dir: Path):
+    """`HubStore(data_dir)`: SQLite in the data folder; `HubStore(data_dir, db="postgresql://...")`:
+    that PostgreSQL database. Blobs are under data_dir either way. Thread-safe."""
+
+    def __init__(self, data_dir: Path, db: str | None = None):
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.blobs = BlobStore(self.data_dir / "blobs")
-        # One connection shared by the API's worker threads; every use holds the lock.
-        conn = sqlite3.connect(self.data_dir / "hub.sqlite", check_same_thread=False)
-        self.db = sqlite_utils.Database(conn)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self._lock = threading.RLock()
+        self.db = open_engine(self.data_dir, db)
         self._schema()
 
     def _schema(self) -> None:
-        if "samples" not in self.db.table_names():
-            self.db["samples"].create({
-                "sample_id": str, "device_id": str, "camera_id": str, "site": str, "relay_id": str,
-                "captured_at": float, "received_at": float, "model_version": str, "predicted": int,
-                "confidence": float, "value": float, "reasons": str, "tags": str, "scores": str,
-                "probs": bytes, "embedding": bytes, "image_sha256": str, "image_bytes": int,
-                "status": str,  # new | queued | labeled
-                "selected_at": float, "priority": float, "audit": int,
-            }, pk="sample_id", not_null={"sample_id"}, defaults={"status": "new", "audit": 0})
-            self.db["samples"].create_index(["status", "priority"])
-        if "detections" not in self.db["samples"].columns_dict:  # added after the first hubs were deployed
-            self.db["samples"].add_column("detections", bytes)
-        if "ambiguous" not in self.db.table_names():
-            # Samples a labeler could not decide: kept and counted, never trained on.
-            self.db["ambiguous"].create({"sample_id": str, "source": str, "marked_at": float}, pk="sample_id")
-        if "tokens" not in self.db.table_names():
-            # People's and relays' tokens: only their SHA-256 is kept (see hub/auth.py).
-            self.db["tokens"].create({"token_hash": str, "name": str, "role": str, "created_at": float,
-                                      "revoked_at": float}, pk="token_hash")
-            self.db["tokens"].create_index(["name"])
-        if "audit_log" not in self.db.table_names():
-            # Every write through the API, allowed or refused, and who made it.
-            self.db["audit_log"].create({"seq": int, "at": float, "who": str, "role": str, "method": str,
-                                         "path": str, "status": int, "detail": str}, pk="seq")
-        if "labels" not in self.db.table_names():
-            self.db["labels"].create({"sample_id": str, "label": int, "source": str, "labeled_at": float},
-                                     pk="sample_id")
-        if "models" not in self.db.table_names():
-            self.db["models"].create({"version": str, "parent": str, "created_at": float, "artifact_sha256": str,
-                                      "artifact_size": int, "state_sha256": str, "metrics": str,
-                                      "labels_total": int}, pk="version")
-        if "desired" not in self.db.table_names():
-            self.db["desired"].create({"grp": str, "version": str, "set_at": float}, pk="grp")
-        if "campaigns" not in self.db.table_names():
-            self.db["campaigns"].create({"campaign_id": str, "exemplars": str, "threshold": float, "quota": int,
-                                         "expires_at": float, "created_at": float}, pk="campaign_id")
-        if "counters" not in self.db.table_names():
-            self.db["counters"].create({"name": str, "n": int}, pk="name")
-        if "devices" not in self.db.table_names():
-            # The latest report of each device, as its relay forwarded it (stats and facts: JSON maps).
-            self.db["devices"].create({"device_id": str, "site": str, "relay_id": str, "status": str,
-                                       "model_version": str, "stats": str, "facts": str, "last_error": str,
-                                       "updated_at": float}, pk="device_id")
-            self.db["devices"].create_index(["site"])
-        if "rollouts" not in self.db.table_names():
-            # stages, gates, gate (the last gate result) and history are JSON; seq orders and names them.
-            self.db["rollouts"].create({"rollout_id": str, "seq": int, "candidate": str, "baseline": str, "grp": str,
-                                        "stages": str, "gates": str, "shadow_fraction": float,
-                                        "max_latency_ms": float, "state": str, "stage_index": int,
-                                        "stage_started_at": float, "paused_at": float, "reason": str,
-                                        "gate": str, "history": str, "created_at": float, "updated_at": float},
-                                       pk="rollout_id")
-            self.db["rollouts"].create_index(["state"])
+        # Under a lock: two PostgreSQL hubs starting at once would race on CREATE TABLE IF NOT EXISTS.
+        with self.db.locked("schema"), self.db.transaction():
+            for statement in _SCHEMA.format(**self.db.types).split(";"):
+                if statement.strip():
+                    self.db.execute(statement)
+            if "detections" not in self.db.columns("samples"):  # added after the first hubs were deployed
+                self.db.execute(f"ALTER TABLE samples ADD COLUMN detections {self.db.types['bytes']}")
+
+    def close(self) -> None:
+        self.db.close()
+
+    def locked(self, name: str) -> contextlib.AbstractContextManager:
+        """Hold the lock `name` across every hub process on this database (and every thread of this
+        one) for a read-modify-write that spans several calls. Not re-entrant."""
+        return self.db.locked(name)
+
+    def _query(self, sql: str, params=()) -> list[dict]:
+        return self.db.query(sql, params)
+
+    def _upsert(self, table: str, row: dict, key: str) -> None:
+        """Insert `row`, or replace the row with the same `key`."""
+        cols = ", ".join(row)
+        sets = ", ".join(f"{c} = excluded.{c}" for c in row if c != key)
+        self.db.execute(f"INSERT INTO {table} ({cols}) VALUES ({', '.join('?' * len(row))}) "
+                        f"ON CONFLICT ({key}) DO UPDATE SET {sets}", list(row.values()))
+
+    def _insert(self, table: str, row: dict) -> int:
+        return self.db.execute(f"INSERT INTO {table} ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+                               list(row.values()))
+
+    def _next(self, name: str, first: int) -> int:
+        """The next number of `name`: `first` the first time, then one more each call, never the same
+        twice however many processes ask at once (one atomic upsert)."""
+        return self.db.query("INSERT INTO sequences (name, n) VALUES (?, ?) ON CONFLICT (name) "
+                             "DO UPDATE SET n = sequences.n + 1 RETURNING n", [name, first])[0]["n"]
 
     # -- samples -----------------------------------------------------------------------------
     def ingest(self, cands: Iterable[Candidate], site: str, relay_id: str, status: str = "new"
@@ -100,37 +135,40 @@ class HubStore:
         cands = list(cands)
         for c in cands:  # blobs first: a row never points at a missing image
             self.blobs.put(c.image)
-        stored, dup = [], []
         now = time.time()
-        with self._lock, self.db.conn:
-            for c in cands:
-                audit, wrong = AUDIT in c.reasons, FEEDBACK_WRONG in c.reasons
-                row = {
-                    "sample_id": c.sample_id, "device_id": c.device_id, "camera_id": c.camera_id, "site": site,
-                    "relay_id": relay_id, "captured_at": c.captured_at, "received_at": now,
-                    "model_version": c.model_version, "predicted": c.predicted, "confidence": c.confidence,
-                    "value": c.value, "reasons": json.dumps(list(c.reasons)), "tags": json.dumps(c.tags),
-                    "scores": json.dumps(c.scores), "probs": np.asarray(c.probs, "<f4").tobytes(),
-                    "embedding": None if c.embedding is None else np.asarray(c.embedding, "<f2").tobytes(),
-                    "image_sha256": c.image_sha256, "image_bytes": len(c.image),
-                    # Audit samples queue for labeling on arrival, after the selected ones, and never
-                    # enter the selection pool: they are the unbiased slice. A frame the application
-                    # flagged wrong queues first.
-                    "status": "queued" if status == "new" and (audit or wrong) else status,
-                    "selected_at": None,
-                    "priority": AUDIT_PRIORITY if audit else FEEDBACK_PRIORITY if wrong else None,
-                    "audit": int(audit),
-                    "detections": None if c.detections is None else np.asarray(c.detections, "<f4").tobytes(),
-                }
-                cur = self.db.conn.execute(
-                    f"INSERT OR IGNORE INTO samples ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
-                    list(row.values()))
-                (stored if cur.rowcount else dup).append(c.sample_id)
-        return stored, dup
-
-    def _query(self, sql: str, params=()) -> list[dict]:
-        with self._lock:
-            return list(self.db.query(sql, params))
+        rows = []
+        for c in cands:
+            audit, wrong = AUDIT in c.reasons, FEEDBACK_WRONG in c.reasons
+            row = {
+                "sample_id": c.sample_id, "device_id": c.device_id, "camera_id": c.camera_id, "site": site,
+                "relay_id": relay_id, "captured_at": c.captured_at, "received_at": now,
+                "model_version": c.model_version, "predicted": c.predicted, "confidence": c.confidence,
+                "value": c.value, "reasons": json.dumps(list(c.reasons)), "tags": json.dumps(c.tags),
+                "scores": json.dumps(c.scores), "probs": np.asarray(c.probs, "<f4").tobytes(),
+                "embedding": None if c.embedding is None else np.asarray(c.embedding, "<f2").tobytes(),
+                "image_sha256": c.image_sha256, "image_bytes": len(c.image),
+                # Audit samples queue for labeling on arrival, after the selected ones, and never
+                # enter the selection pool: they are the unbiased slice. A frame the application
+                # flagged wrong queues first.
+                "status": "queued" if status == "new" and (audit or wrong) else status,
+                "selected_at": None,
+                "priority": AUDIT_PRIORITY if audit else FEEDBACK_PRIORITY if wrong else None,
+                "audit": int(audit),
+                "detections": None if c.detections is None else np.asarray(c.detections, "<f4").tobytes(),
+            }
+            rows.append(row)
+        # Ids in sorted order: two hubs inserting overlapping batches take the row locks in the same
+        # order, so they wait for each other instead of deadlocking. ON CONFLICT DO NOTHING waits for
+        # a concurrent insert of the same id to commit, then changes nothing: one of them stores it.
+        inserted = [False] * len(rows)
+        with self.db.transaction():
+            for i in sorted(range(len(rows)), key=lambda i: rows[i]["sample_id"]):
+                row = rows[i]
+                inserted[i] = bool(self.db.execute(
+                    f"INSERT INTO samples ({', '.join(row)}) VALUES ({', '.join('?' * len(row))}) "
+                    "ON CONFLICT (sample_id) DO NOTHING", list(row.values())))
+        stored = [c.sample_id for c, new in zip(cands, inserted) if new]
+        return stored, [c.sample_id for c, new in zip(cands, inserted) if not new]
 
     def sample(self, sample_id: str) -> dict | None:
         rows = self._query("SELECT * FROM samples WHERE sample_id = ?", [sample_id])
@@ -141,51 +179,53 @@ class HubStore:
 
     def mark_queued(self, priorities: dict[str, float]) -> None:
         now = time.time()
-        with self._lock, self.db.conn:
-            self.db.conn.executemany(
+        with self.db.transaction():
+            self.db.executemany(
                 "UPDATE samples SET status = 'queued', selected_at = ?, priority = ? WHERE sample_id = ? AND status = 'new'",
-                [(now, p, sid) for sid, p in priorities.items()])
+                [(now, p, sid) for sid, p in sorted(priorities.items())])  # sorted: see ingest
 
     def label_queue(self, limit: int = 100) -> list[dict]:
         return [_decode_row(r) for r in self._query(
-            "SELECT * FROM samples WHERE status = 'queued' ORDER BY priority DESC, sample_id LIMIT ?", [limit])]
+            "SELECT * FROM samples WHERE status = 'queued' ORDER BY priority DESC NULLS LAST, sample_id LIMIT ?",
+            [limit])]
 
     def add_labels(self, labels: dict[str, int], source: str) -> list[str]:
         """-> ids labeled; ids the hub does not hold are skipped (the caller reports them)."""
-        now = time.time()
-        done = []
-        with self._lock, self.db.conn:
-            for sid, label in labels.items():
-                cur = self.db.conn.execute("UPDATE samples SET status = 'labeled' WHERE sample_id = ?", [sid])
-                if cur.rowcount:
-                    self.db.conn.execute("INSERT OR REPLACE INTO labels VALUES (?, ?, ?, ?)", [sid, label, source, now])
-                    done.append(sid)
-        return done
+        now, done = time.time(), set()
+        with self.db.transaction():
+            for sid, label in sorted(labels.items()):  # sorted: see ingest
+                if self.db.execute("UPDATE samples SET status = 'labeled' WHERE sample_id = ?", [sid]):
+                    self._upsert("labels", {"sample_id": sid, "label": label, "source": source, "labeled_at": now},
+                                 key="sample_id")
+                    done.add(sid)
+        return [sid for sid in labels if sid in done]
 
     def mark_ambiguous(self, sample_ids: Iterable[str], source: str) -> list[str]:
         """A labeler could not decide: the samples leave the queue, are kept and counted, and never
         enter training. -> ids marked (ids the hub does not hold are skipped)."""
-        now, done = time.time(), []
-        with self._lock, self.db.conn:
-            for sid in sample_ids:
-                cur = self.db.conn.execute("UPDATE samples SET status = 'ambiguous' WHERE sample_id = ?", [sid])
-                if cur.rowcount:
-                    self.db.conn.execute("DELETE FROM labels WHERE sample_id = ?", [sid])
-                    self.db.conn.execute("INSERT OR REPLACE INTO ambiguous VALUES (?, ?, ?)", [sid, source, now])
-                    done.append(sid)
-        return done
+        sample_ids, now, done = list(sample_ids), time.time(), set()
+        with self.db.transaction():
+            for sid in sorted(set(sample_ids)):  # sorted: see ingest
+                if self.db.execute("UPDATE samples SET status = 'ambiguous' WHERE sample_id = ?", [sid]):
+                    self.db.execute("DELETE FROM labels WHERE sample_id = ?", [sid])
+                    self._upsert("ambiguous", {"sample_id": sid, "source": source, "marked_at": now}, key="sample_id")
+                    done.add(sid)
+        return [sid for sid in sample_ids if sid in done]
 
     def unlabel(self, sample_id: str) -> str | None:
         """Undo a label or an ambiguous mark: the sample goes back to the label queue where it was.
         -> the status it had, or None when it was neither labeled nor ambiguous (or is unknown)."""
-        with self._lock, self.db.conn:
+        with self.db.transaction():
+            # FOR UPDATE would be the PostgreSQL idiom; the UPDATE below re-checks the status instead,
+            # which both engines understand: of two hubs undoing at once, one changes the row.
             rows = self._query("SELECT status FROM samples WHERE sample_id = ?", [sample_id])
             if not rows or rows[0]["status"] not in ("labeled", "ambiguous"):
                 return None
-            self.db.conn.execute("DELETE FROM labels WHERE sample_id = ?", [sample_id])
-            self.db.conn.execute("DELETE FROM ambiguous WHERE sample_id = ?", [sample_id])
-            self.db.conn.execute("UPDATE samples SET status = 'queued', priority = COALESCE(priority, 0) "
-                                 "WHERE sample_id = ?", [sample_id])
+            if not self.db.execute("UPDATE samples SET status = 'queued', priority = COALESCE(priority, 0) "
+                                   "WHERE sample_id = ? AND status = ?", [sample_id, rows[0]["status"]]):
+                return None
+            self.db.execute("DELETE FROM labels WHERE sample_id = ?", [sample_id])
+            self.db.execute("DELETE FROM ambiguous WHERE sample_id = ?", [sample_id])
         return rows[0]["status"]
 
     def labels(self, source: str | None = None) -> list[dict]:
@@ -219,9 +259,10 @@ class HubStore:
         forwarded; selected = sent to the label queue by any route (the hub's selection, the audit
         stream, application feedback); labeled; and beside them ambiguous, audit, still queued."""
         q = self._query(
-            "SELECT COUNT(*) AS forwarded, SUM(status != 'new') AS selected, "
-            "SUM(status = 'labeled') AS labeled, SUM(status = 'ambiguous') AS ambiguous, "
-            "SUM(audit) AS audit, SUM(status = 'queued') AS queued "
+            "SELECT COUNT(*) AS forwarded, COUNT(*) FILTER (WHERE status != 'new') AS selected, "
+            "COUNT(*) FILTER (WHERE status = 'labeled') AS labeled, "
+            "COUNT(*) FILTER (WHERE status = 'ambiguous') AS ambiguous, "
+            "COUNT(*) FILTER (WHERE audit = 1) AS audit, COUNT(*) FILTER (WHERE status = 'queued') AS queued "
             "FROM samples WHERE NOT (device_id = relay_id AND site = relay_id)")[0]  # seed sets: see import_labeled_set
         return {k: int(v or 0) for k, v in q.items()}
 
@@ -232,7 +273,7 @@ class HubStore:
             "SELECT * FROM (SELECT s.sample_id, s.site, s.device_id, s.camera_id, s.model_version, s.captured_at, "
             "s.predicted, s.confidence, s.embedding, s.tags, s.audit, l.label FROM samples s "
             "LEFT JOIN labels l USING (sample_id) WHERE s.audit = 1 ORDER BY s.captured_at DESC LIMIT ?) "
-            "ORDER BY captured_at", [limit])
+            "AS newest ORDER BY captured_at", [limit])
         return [{**r, "tags": json.loads(r["tags"])} for r in rows]
 
     def labeled_embeddings(self) -> np.ndarray | None:
@@ -251,8 +292,10 @@ class HubStore:
             "ORDER BY s.sample_id")]
 
     def counts(self) -> dict[str, int]:
-        by_status = {r["status"]: r["n"] for r in self._query("SELECT status, COUNT(*) AS n FROM samples GROUP BY status")}
-        audit = self._query("SELECT COUNT(*) AS n, SUM(status = 'labeled') AS labeled FROM samples WHERE audit = 1")[0]
+        by_status = {r["status"]: r["n"] for r in self._query(
+            "SELECT status, COUNT(*) AS n FROM samples GROUP BY status ORDER BY status")}
+        audit = self._query("SELECT COUNT(*) AS n, COUNT(*) FILTER (WHERE status = 'labeled') AS labeled "
+                            "FROM samples WHERE audit = 1")[0]
         return {"samples": sum(by_status.values()), **{f"status_{k}": v for k, v in by_status.items()},
                 "audit": audit["n"], "audit_labeled": audit["labeled"] or 0,
                 "labels": self._query("SELECT COUNT(*) AS n FROM labels")[0]["n"], **self.counters()}
@@ -262,25 +305,24 @@ class HubStore:
                   labels_total: int) -> None:
         art = self.blobs.put(artifact)
         st = self.blobs.put(state)
-        with self._lock:
-            self.db["models"].insert({"version": version, "parent": parent, "created_at": time.time(),
-                                      "artifact_sha256": art, "artifact_size": len(artifact), "state_sha256": st,
-                                      "metrics": json.dumps(metrics), "labels_total": labels_total}, replace=True)
+        self._upsert("models", {"version": version, "parent": parent, "created_at": time.time(),
+                                "artifact_sha256": art, "artifact_size": len(artifact), "state_sha256": st,
+                                "metrics": json.dumps(metrics), "labels_total": labels_total}, key="version")
 
     def model(self, version: str) -> dict | None:
         rows = self._query("SELECT * FROM models WHERE version = ?", [version])
         return {**rows[0], "metrics": json.loads(rows[0]["metrics"])} if rows else None
 
     def models(self) -> list[dict]:
-        return [{**r, "metrics": json.loads(r["metrics"])} for r in self._query("SELECT * FROM models ORDER BY created_at")]
+        return [{**r, "metrics": json.loads(r["metrics"])}
+                for r in self._query("SELECT * FROM models ORDER BY created_at, version")]
 
     def latest_model(self) -> dict | None:
         rows = self.models()
         return rows[-1] if rows else None
 
     def set_desired(self, version: str, group: str = "fleet") -> None:
-        with self._lock:
-            self.db["desired"].insert({"grp": group, "version": version, "set_at": time.time()}, replace=True)
+        self._upsert("desired", {"grp": group, "version": version, "set_at": time.time()}, key="grp")
 
     def desired(self, group: str = "fleet") -> str | None:
         rows = self._query("SELECT version FROM desired WHERE grp = ?", [group])
@@ -305,10 +347,13 @@ class HubStore:
         """Keep the latest report of each device (dicts: device_id, status, model_version, stats, facts, last_error)."""
         rows = [(d["device_id"], site, relay_id, d["status"], d["model_version"], json.dumps(d["stats"]),
                  json.dumps(d["facts"]), d["last_error"], now) for d in devices]
-        with self._lock, self.db.conn:
-            self.db.conn.executemany(
-                "INSERT OR REPLACE INTO devices (device_id, site, relay_id, status, model_version, stats, facts, "
-                "last_error, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        with self.db.transaction():
+            self.db.executemany(
+                "INSERT INTO devices (device_id, site, relay_id, status, model_version, stats, facts, last_error, "
+                "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (device_id) DO UPDATE SET "
+                "site = excluded.site, relay_id = excluded.relay_id, status = excluded.status, "
+                "model_version = excluded.model_version, stats = excluded.stats, facts = excluded.facts, "
+                "last_error = excluded.last_error, updated_at = excluded.updated_at", sorted(rows, key=lambda r: r[0]))
         return len(rows)
 
     def devices(self, site: str | None = None) -> list[dict]:
@@ -328,10 +373,9 @@ class HubStore:
 
     def add_rollout(self, row: dict) -> dict:
         """Store a new rollout (without rollout_id) -> the stored row, named r1, r2, ... in order."""
-        with self._lock, self.db.conn:
-            seq = self._query("SELECT COALESCE(MAX(seq), 0) + 1 AS n FROM rollouts")[0]["n"]
-            full = {**row, "rollout_id": f"r{seq}", "seq": seq}
-            self.db["rollouts"].insert(self._encode_rollout(full))
+        seq = self._next("rollouts", first=self._query("SELECT COALESCE(MAX(seq), 0) + 1 AS n FROM rollouts")[0]["n"])
+        full = {**row, "rollout_id": f"r{seq}", "seq": seq}
+        self._insert("rollouts", self._encode_rollout(full))
         return self.rollout(full["rollout_id"])
 
     def rollout(self, rollout_id: str) -> dict | None:
@@ -348,8 +392,9 @@ class HubStore:
 
     def update_rollout(self, rollout_id: str, changes: dict) -> dict:
         """Apply `changes` (JSON fields as Python values) -> the updated row."""
-        with self._lock, self.db.conn:
-            self.db["rollouts"].update(rollout_id, self._encode_rollout(changes))
+        row = self._encode_rollout(changes)
+        self.db.execute(f"UPDATE rollouts SET {', '.join(f'{k} = ?' for k in row)} WHERE rollout_id = ?",
+                        [*row.values(), rollout_id])
         return self.rollout(rollout_id)
 
     def _encode_rollout(self, row: dict) -> dict:
@@ -372,22 +417,21 @@ class HubStore:
             embs.append(row["embedding"].astype(float).round(4).tolist())
         if len({len(e) for e in embs}) != 1:
             raise ValueError("exemplars have embeddings of different sizes")
-        with self._lock:
-            n = self._query("SELECT COUNT(*) AS n FROM campaigns")[0]["n"]
-            camp = {"campaign_id": f"cmp-{n + 1}", "exemplars": json.dumps(embs), "threshold": threshold,
-                    "quota": quota, "expires_at": time.time() + ttl_s, "created_at": time.time()}
-            self.db["campaigns"].insert(camp)
+        n = self._next("campaigns", first=self._query("SELECT COUNT(*) + 1 AS n FROM campaigns")[0]["n"])
+        camp = {"campaign_id": f"cmp-{n}", "exemplars": json.dumps(embs), "threshold": threshold,
+                "quota": quota, "expires_at": time.time() + ttl_s, "created_at": time.time()}
+        self._insert("campaigns", camp)
         return {**camp, "exemplars": embs}
 
     def active_campaigns(self) -> list[dict]:
-        rows = self._query("SELECT * FROM campaigns WHERE expires_at > ? ORDER BY created_at", [time.time()])
+        rows = self._query("SELECT * FROM campaigns WHERE expires_at > ? ORDER BY created_at, campaign_id",
+                           [time.time()])
         return [{**r, "exemplars": json.loads(r["exemplars"])} for r in rows]
 
     # -- tokens and the audit log ---------------------------------------------------------------
     def add_token(self, token_hash: str, name: str, role: str) -> None:
-        with self._lock:
-            self.db["tokens"].insert({"token_hash": token_hash, "name": name, "role": role, "created_at": time.time(),
-                                      "revoked_at": None})
+        self._insert("tokens", {"token_hash": token_hash, "name": name, "role": role, "created_at": time.time(),
+                                "revoked_at": None})
 
     def token(self, token_hash: str) -> dict | None:
         """The live (not revoked) token with this hash, or None."""
@@ -400,20 +444,17 @@ class HubStore:
     def tokens(self) -> list[dict]:
         """Every token ever made (name, role, created_at, revoked_at; a short hash prefix as its id)."""
         return [{**r, "token_hash": r["token_hash"][:12]} for r in
-                self._query("SELECT * FROM tokens ORDER BY created_at")]
+                self._query("SELECT * FROM tokens ORDER BY created_at, token_hash")]
 
     def revoke_tokens(self, name: str) -> int:
         """Revoke every live token of `name` (or the one whose hash starts with it) -> how many."""
-        with self._lock, self.db.conn:
-            cur = self.db.conn.execute(
-                "UPDATE tokens SET revoked_at = ? WHERE revoked_at IS NULL AND (name = ? OR token_hash LIKE ?)",
-                [time.time(), name, f"{name}%" if len(name) >= 8 else "-"])
-        return cur.rowcount
+        return self.db.execute(
+            "UPDATE tokens SET revoked_at = ? WHERE revoked_at IS NULL AND (name = ? OR token_hash LIKE ?)",
+            [time.time(), name, f"{name.lower()}%" if len(name) >= 8 else "-"])  # hashes are lower-case hex
 
     def audit(self, who: str, role: str, method: str, path: str, status: int, detail: str = "") -> None:
-        with self._lock, self.db.conn:
-            self.db.conn.execute("INSERT INTO audit_log (at, who, role, method, path, status, detail) "
-                                 "VALUES (?, ?, ?, ?, ?, ?, ?)", [time.time(), who, role, method, path, status, detail])
+        self._insert("audit_log", {"at": time.time(), "who": who, "role": role, "method": method, "path": path,
+                                   "status": status, "detail": detail})
 
     def audit_log(self, limit: int = 100, who: str | None = None) -> list[dict]:
         """The newest writes first."""
@@ -427,9 +468,8 @@ class HubStore:
 
     # -- counters ----------------------------------------------------------------------------
     def bump(self, name: str, n: int) -> None:
-        with self._lock, self.db.conn:
-            self.db.conn.execute("INSERT INTO counters VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET n = n + excluded.n",
-                                 [name, n])
+        self.db.execute("INSERT INTO counters (name, n) VALUES (?, ?) "
+                        "ON CONFLICT (name) DO UPDATE SET n = counters.n + excluded.n", [name, n])
 
     def counters(self) -> dict[str, int]:
         return {r["name"]: r["n"] for r in self._query("SELECT name, n FROM counters")}

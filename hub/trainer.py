@@ -113,6 +113,15 @@ def train_round(store: HubStore, golden: LabeledSet, signing_key, *, epochs: int
     absolute accuracy, any golden slice may fall below the parent; min_gain: by how much overall
     accuracy must beat it). Neither outcome changes the desired model: that is the caller's call.
     """
+    # One training at a time across every hub process on the database: the version is numbered
+    # when training starts and registered when it ends, and two hubs must not both pick v4.
+    with store.locked("training"):
+        return _train_round(store, golden, signing_key, epochs=epochs, seed=seed, from_scratch=from_scratch,
+                            tolerance=tolerance, min_gain=min_gain)
+
+
+def _train_round(store: HubStore, golden: LabeledSet, signing_key, *, epochs: int, seed: int, from_scratch: bool,
+                 tolerance: float, min_gain: float) -> dict:
     t0 = time.monotonic()
     rows = store.labeled()
     if not rows:

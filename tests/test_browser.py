@@ -14,6 +14,7 @@ import pytest
 
 from edgeloop.procs import Service
 
+import hubdb
 from test_hub_api import TOKEN
 from test_hub_labeling import hub, jcall, queued  # noqa: F401 - hub is a fixture
 
@@ -49,7 +50,7 @@ def signed_in(browser, url: str, path: str):
 def test_labeling_with_the_keyboard_stores_exactly_those_labels(browser, hub):
     from playwright.sync_api import expect
 
-    url, db = hub
+    url, data = hub
     ids = queued(url, 6, seed=1)
     page = signed_in(browser, url, "/label")
     root = page.locator("#labeler")
@@ -81,11 +82,11 @@ def test_labeling_with_the_keyboard_stores_exactly_those_labels(browser, hub):
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=SHOTS / "label.png", full_page=True)
 
-    with sqlite3.connect(db) as conn:
-        marks = ", ".join("?" * len(ids))
-        labels = dict(conn.execute(f"SELECT sample_id, label FROM labels WHERE sample_id IN ({marks})", ids))
-        ambiguous = [r[0] for r in conn.execute(f"SELECT sample_id FROM ambiguous WHERE sample_id IN ({marks})", ids)]
-        status = dict(conn.execute(f"SELECT sample_id, status FROM samples WHERE sample_id IN ({marks})", ids))
+    store = hubdb.store(data)  # what the hub's database holds
+    labels = {r["sample_id"]: r["label"] for r in store.labels() if r["sample_id"] in ids}
+    ambiguous = [r["sample_id"] for r in store.ambiguous() if r["sample_id"] in ids]
+    status = {sid: store.sample(sid)["status"] for sid in ids}
+    store.close()
     assert labels == {ids[0]: 3, ids[1]: predicted[ids[1]], ids[4]: 2}
     assert ambiguous == [ids[2]]
     assert status[ids[3]] == status[ids[5]] == "queued"

@@ -13,6 +13,7 @@ import pytest
 from edgeloop.procs import Service
 from edgeloop.shared.protocol import SampleBatch, encode
 
+import hubdb
 from factories import make_candidate
 
 TOKEN = "test-token"
@@ -26,7 +27,8 @@ def hub(tmp_path_factory):
     np.savez(golden, images=rng.integers(0, 255, (6, 64, 64, 3), dtype=np.uint8), labels=np.arange(6),
              slices=np.array(["day", "dusk", "night"] * 2))
     svc = Service.edgeloop("hub", ["hub", "serve", "--data", str(root / "data"), "--golden", str(golden),
-                                   "--port", "0", "--token", TOKEN], root / "logs", ready=True).start()
+                                   "--port", "0", "--token", TOKEN, *hubdb.args(root / "data")],
+                           root / "logs", ready=True).start()
     info = svc.wait_ready(timeout=60)
     yield info["url"]
     assert svc.stop() == 0

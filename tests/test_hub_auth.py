@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from edgeloop.hub.auth import ROLES, allowed
 from edgeloop.procs import Service
 
+import hubdb
 from factories import make_candidate
 from test_hub_api import TOKEN, batch, call
 from test_hub_labeling import jcall, queued
@@ -36,9 +37,11 @@ def hub(tmp_path_factory):
     np.savez(golden, images=rng.integers(0, 255, (6, 64, 64, 3), dtype=np.uint8), labels=np.arange(6),
              slices=np.array(["day", "dusk", "night"] * 2))
     svc = Service.edgeloop("hub", ["hub", "serve", "--data", str(data), "--golden", str(golden),
-                                   "--port", "0", "--token", TOKEN], root / "logs", ready=True).start()
+                                   "--port", "0", "--token", TOKEN, *hubdb.args(data)],
+                           root / "logs", ready=True).start()
     info = svc.wait_ready(timeout=60)
-    tokens = {name: edgeloop("hub", "token", "add", "--data", str(data), "--name", name, "--role", role)
+    tokens = {name: edgeloop("hub", "token", "add", "--data", str(data), *hubdb.args(data), "--name", name,
+                             "--role", role)
               for name, role in (("alice", "labeler"), ("bob", "labeler"), ("erin", "engineer"),
                                  ("otto", "operator"), ("relay-a", "relay"))}
     yield info["url"], data, tokens
@@ -92,13 +95,14 @@ def test_every_write_is_in_the_audit_log_with_who_made_it(hub):
 
 def test_tokens_are_stored_hashed_and_a_revoked_one_is_refused_at_once(hub):
     url, data, tok = hub
-    raw = b"".join(p.read_bytes() for p in data.glob("hub.sqlite*"))
-    assert all(t.encode() not in raw for t in tok.values())
+    raw = hubdb.raw(data)
+    assert b"relay-a" in raw and all(t.encode() not in raw for t in tok.values())
     assert jcall(url, "GET", "/api/v1/stats", token=tok["bob"])[0] == 200
-    assert "revoked 1 token(s) of bob" in edgeloop("hub", "token", "revoke", "--data", str(data), "bob")
+    revoked = edgeloop("hub", "token", "revoke", "--data", str(data), *hubdb.args(data), "bob")
+    assert "revoked 1 token(s) of bob" in revoked
     status, reply = jcall(url, "GET", "/api/v1/stats", token=tok["bob"])
     assert status == 401 and "token" in reply["error"]
-    listing = edgeloop("hub", "token", "list", "--data", str(data))
+    listing = edgeloop("hub", "token", "list", "--data", str(data), *hubdb.args(data))
     assert any(line.split()[1] == "bob" and "revoked" in line for line in listing.splitlines())
 
 

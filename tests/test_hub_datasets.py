@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
+import hubdb
 from factories import make_candidate
 
 from edgeloop.cli import main
@@ -43,17 +44,19 @@ def cands():
 
 @pytest.fixture
 def store(tmp_path, cands):
-    s = HubStore(tmp_path / "hub")
+    s = hubdb.store(tmp_path / "hub")
     fill(s, cands)
-    return s
+    yield s
+    s.close()
 
 
 @pytest.fixture
 def fresh(tmp_path, cands):
     """A second hub holding the same samples and no labels."""
-    s = HubStore(tmp_path / "fresh")
+    s = hubdb.store(tmp_path / "fresh")
     s.ingest(cands, "site-1", "relay-1")
-    return s
+    yield s
+    s.close()
 
 
 def test_coco_export_validates_and_writes_every_image(store, cands, tmp_path):
@@ -204,27 +207,27 @@ def test_a_file_that_is_not_json_is_refused(fresh, tmp_path):
 def test_cli_export_then_import(store, fresh, tmp_path):
     runner = CliRunner()
     out = tmp_path / "cli-ls"
-    r = runner.invoke(main, ["hub", "export", "--data", str(store.data_dir), "--format", "labelstudio",
-                             "--out", str(out)])
+    r = runner.invoke(main, ["hub", "export", "--data", str(store.data_dir), *hubdb.args(store.data_dir),
+                             "--format", "labelstudio", "--out", str(out)])
     assert r.exit_code == 0, r.output
     assert "exported 10 labeled samples" in r.output
-    r = runner.invoke(main, ["hub", "export", "--data", str(store.data_dir), "--format", "yolo",
-                             "--out", str(tmp_path / "cli-yolo")])
+    r = runner.invoke(main, ["hub", "export", "--data", str(store.data_dir), *hubdb.args(store.data_dir),
+                             "--format", "yolo", "--out", str(tmp_path / "cli-yolo")])
     assert r.exit_code == 0, r.output
     assert (tmp_path / "cli-yolo" / "classes.txt").exists()
-    r = runner.invoke(main, ["hub", "import", "--data", str(fresh.data_dir), "--format", "labelstudio",
-                             str(out / "tasks.json")])
+    r = runner.invoke(main, ["hub", "import", "--data", str(fresh.data_dir), *hubdb.args(fresh.data_dir),
+                             "--format", "labelstudio", str(out / "tasks.json")])
     assert r.exit_code == 0, r.output
     assert "imported 10 labels" in r.output
-    assert hub_labels(HubStore(fresh.data_dir)) == hub_labels(store)
+    assert hub_labels(fresh) == hub_labels(store)
 
 
 def test_cli_import_of_a_bad_file_prints_the_problem_not_a_traceback(store, fresh, tmp_path):
     path, tasks = _ls_tasks(store, tmp_path)
     tasks[0]["annotations"][0]["result"][0]["value"]["choices"] = ["cat"]
     path.write_text(json.dumps(tasks))
-    r = CliRunner().invoke(main, ["hub", "import", "--data", str(fresh.data_dir), "--format", "labelstudio",
-                                  str(path)])
+    r = CliRunner().invoke(main, ["hub", "import", "--data", str(fresh.data_dir), *hubdb.args(fresh.data_dir),
+                                  "--format", "labelstudio", str(path)])
     assert r.exit_code == 2
     assert "'cat' is not a class" in r.output and "hint:" in r.output
     assert "Traceback" not in r.output

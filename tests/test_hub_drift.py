@@ -5,7 +5,6 @@ names the site whose street lights changed, while the same fleet without the cha
 from __future__ import annotations
 
 import hashlib
-import shutil
 import subprocess
 import sys
 import urllib.parse
@@ -22,6 +21,7 @@ from edgeloop.shared.protocol import Candidate, SampleBatch, encode
 from edgeloop.shared.runtime import ModelRuntime
 from edgeloop.sim.world import CONDITIONS, DAY_LENGTH, World
 
+import hubdb
 from test_hub_api import TOKEN, call
 from test_hub_labeling import _browser_session, jcall
 
@@ -41,16 +41,18 @@ def seeded(tmp_path_factory):
     world.seed_set(n=1200, conditions=CONDITIONS).save(root / "seed.npz")
     world.golden_set(per_condition=200).save(root / "golden.npz")
     subprocess.run([sys.executable, "-m", "edgeloop", "hub", "seed", "--data", str(root / "hub"), "--dataset",
-                    str(root / "seed.npz"), "--golden", str(root / "golden.npz"), "--epochs", "10"],
+                    str(root / "seed.npz"), "--golden", str(root / "golden.npz"), "--epochs", "10",
+                    *hubdb.args(root / "hub")],
                    check=True, timeout=600, capture_output=True)
     return root
 
 
 def serve(seeded, name: str) -> tuple[Service, str]:
     data = seeded / name
-    shutil.copytree(seeded / "hub", data)  # each run starts from the same seeded hub
+    hubdb.copytree(seeded / "hub", data)  # each run starts from the same seeded hub
     svc = Service.edgeloop(name, ["hub", "serve", "--data", str(data), "--golden", str(seeded / "golden.npz"),
-                                  "--port", "0", "--token", TOKEN], seeded / "logs", ready=True).start()
+                                  "--port", "0", "--token", TOKEN, *hubdb.args(data)], seeded / "logs",
+                           ready=True).start()
     return svc, svc.wait_ready(timeout=60)["url"]
 
 

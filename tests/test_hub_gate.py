@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 
 from edgeloop.hub.cards import ModelNotFound, card_markdown, model_card
 from edgeloop.hub.gate import judge
-from edgeloop.hub.store import HubStore
+
+import hubdb
 
 SLICES = ("day", "dusk", "night")
 
@@ -99,7 +100,7 @@ def test_reasons_name_every_regressed_slice(cand_acc, parent_acc, cand_slices, p
 # --- model cards without training -------------------------------------------------------------
 
 def test_card_of_a_model_registered_from_outside(tmp_path):
-    store = HubStore(tmp_path)
+    store = hubdb.store(tmp_path)
     store.add_model("ext-1", None, b"artifact bytes", b"", {"accuracy": 0.5, "per_slice": {"day": 0.5},
                                                            "gate": "not a dict"}, labels_total=0)
     card = model_card(store, "ext-1")
@@ -134,14 +135,14 @@ def loop(tmp_path_factory):
     golden = LabeledSet(g.images, g.labels, g.slices)
     key = load_private_key(generate_keypair()[0])
 
-    seeded = HubStore(tmp_path_factory.mktemp("seeded"))
+    seeded = hubdb.store(tmp_path_factory.mktemp("seeded"))
     s = world.seed_set(n=256, conditions=CONDITIONS)
     import_labeled_set(seeded, LabeledSet(s.images, s.labels, s.slices))
     parent = train_round(seeded, golden, key, epochs=10, from_scratch=True)
     assert parent["promoted"]  # nothing to compare with
     seeded.set_desired(parent["version"])
 
-    narrow = HubStore(tmp_path_factory.mktemp("narrow"))
+    narrow = hubdb.store(tmp_path_factory.mktemp("narrow"))
     row = seeded.model(parent["version"])
     narrow.add_model(row["version"], None, seeded.blobs.get(row["artifact_sha256"]),
                      seeded.blobs.get(row["state_sha256"]), row["metrics"], row["labels_total"])

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import http.cookiejar
 import json
-import sqlite3
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -16,6 +15,7 @@ import pytest
 
 from edgeloop.procs import Service
 
+import hubdb
 from factories import make_candidate
 from test_hub_api import TOKEN, batch, call
 
@@ -30,9 +30,10 @@ def hub(tmp_path_factory):
     np.savez(golden, images=rng.integers(0, 255, (6, 64, 64, 3), dtype=np.uint8), labels=np.arange(6),
              slices=np.array(["day", "dusk", "night"] * 2))
     svc = Service.edgeloop("hub", ["hub", "serve", "--data", str(root / "data"), "--golden", str(golden),
-                                   "--port", "0", "--token", TOKEN], root / "logs", ready=True).start()
+                                   "--port", "0", "--token", TOKEN, *hubdb.args(root / "data")],
+                           root / "logs", ready=True).start()
     info = svc.wait_ready(timeout=60)
-    yield info["url"], root / "data" / "hub.sqlite"
+    yield info["url"], root / "data"
     assert svc.stop() == 0
 
 
@@ -66,16 +67,16 @@ def seen_frames(n: int, seed: int, **kw) -> list:
 
 
 def test_ambiguous_is_kept_and_counted_but_never_labeled_and_undo_requeues(hub):
-    url, db = hub
+    url, data = hub
     a, b, c = queued(url, 3)
     status, reply = jcall(url, "POST", "/api/v1/labels", {"labels": {a: 1}, "ambiguous": [b], "source": "alice"})
     assert status == 200 and reply == {"labeled": 1, "ambiguous": 1, "unknown": []}
     out = jcall(url, "GET", "/api/v1/labels?source=alice")[1]
     assert [(r["sample_id"], r["label"]) for r in out["labels"]] == [(a, 1)]
     assert [r["sample_id"] for r in out["ambiguous"]] == [b]
-    with sqlite3.connect(db) as conn:  # the real file: b is kept, marked, and has no label to train on
-        assert conn.execute("SELECT status FROM samples WHERE sample_id = ?", [b]).fetchone() == ("ambiguous",)
-        assert conn.execute("SELECT COUNT(*) FROM labels WHERE sample_id = ?", [b]).fetchone() == (0,)
+    store = hubdb.store(data)  # the real database: b is kept, marked, and has no label to train on
+    assert store.sample(b)["status"] == "ambiguous" and b not in {r["sample_id"] for r in store.labels()}
+    store.close()
     queue = [it["sample_id"] for it in jcall(url, "GET", "/api/v1/label-queue?limit=1000")[1]["items"]]
     assert a not in queue and b not in queue and c in queue
 

@@ -1,4 +1,4 @@
-"""Staged rollouts at the hub, on a real aiohttp app on loopback with a real SQLite folder.
+"""Staged rollouts at the hub, on a real aiohttp app on loopback with a real database (tests/hubdb.py).
 
 Devices are simulated the way the hub sees them: a `Fleet` reads GET /api/v1/desired?site=S as a
 relay does, applies it as agents would, and POSTs /api/v1/reports. Nothing sleeps for a fixed
@@ -23,8 +23,9 @@ from edgeloop.cli import main
 from edgeloop.hub.api import ROLLOUTS, make_app
 from edgeloop.hub.golden import LabeledSet
 from edgeloop.hub.keys import load_or_create
-from edgeloop.hub.store import HubStore
 from edgeloop.shared.rollout import stage_members
+
+import hubdb
 
 TOKEN = "rollout-token"
 SITES = {"site-0": [f"cam-{i:02d}" for i in range(20)], "site-1": [f"cam-{i:02d}" for i in range(20, 40)]}
@@ -43,7 +44,7 @@ class LiveHub:
         ready = threading.Event()
 
         async def serve():
-            self.store = HubStore(self.data)
+            self.store = hubdb.store(self.data)
             self.app = make_app(self.store, GOLDEN, [TOKEN], load_or_create(self.data / "keys" / "hub.key"),
                                 rollout_period_s=self.period, device_stale_s=self.stale_s)
             runner = web.AppRunner(self.app)
@@ -55,7 +56,7 @@ class LiveHub:
             ready.set()
             await self.stopping.wait()
             await runner.cleanup()
-            self.store.db.conn.close()
+            self.store.close()
 
         self.thread = threading.Thread(target=asyncio.run, args=(serve(),), daemon=True)
         self.thread.start()
@@ -159,13 +160,13 @@ REFUSED = {"passed": False, "reasons": ["slice night: 0.412 < parent 0.833 - tol
 
 
 def register(data, *versions, desired="v1"):
-    store = HubStore(data)
+    store = hubdb.store(data)
     for i, v in enumerate(versions):
         metrics = {"accuracy": 0.8, **({"gate": REFUSED} if v == "v-refused" else {})}
         store.add_model(v, versions[i - 1] if i else None, f"artifact of {v}".encode(), b"state", metrics, 0)
     if desired:
         store.set_desired(desired)
-    store.db.conn.close()
+    store.close()
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from edgeloop.shared.hubclient import HubClient
 from edgeloop.shared.mqtt import Connection
 from edgeloop.shared.protocol import SampleBatch, encode
 
+import hubdb
 from factories import make_candidate
 from test_hub_api import TOKEN
 from test_relay_share import get, wait
@@ -37,7 +38,8 @@ def https_hub(tmp_path_factory):
              slices=np.array(["day", "dusk", "night"]))
     svc = Service.edgeloop("hub", ["hub", "serve", "--data", str(root / "data"), "--golden", str(golden),
                                    "--port", "0", "--token", TOKEN, "--tls-cert", str(tls / "server.crt"),
-                                   "--tls-key", str(tls / "server.key")], root / "logs", ready=True).start()
+                                   "--tls-key", str(tls / "server.key"), *hubdb.args(root / "data")],
+                           root / "logs", ready=True).start()
     url = svc.wait_ready(timeout=60)["url"]
     yield url, tls / "ca.crt", root
     assert svc.stop() == 0

@@ -18,6 +18,7 @@ from edgeloop.shared import topics
 from edgeloop.shared.mqtt import Connection
 from edgeloop.shared.protocol import DeviceState, SampleBatch, encode
 
+import hubdb
 from factories import make_candidate
 from test_hub_api import TOKEN, call
 
@@ -51,7 +52,8 @@ def test_two_relays_share_a_site_and_each_candidate_is_handled_once(tmp_path):
         np.savez(golden, images=rng.integers(0, 255, (3, 64, 64, 3), dtype=np.uint8), labels=np.arange(3),
                  slices=np.array(["day", "dusk", "night"]))
         hub = Service.edgeloop("hub", ["hub", "serve", "--data", str(tmp_path / "hub"), "--golden", str(golden),
-                                       "--port", "0", "--token", TOKEN], logs, ready=True).start()
+                                       "--port", "0", "--token", TOKEN, *hubdb.args(tmp_path / "hub")],
+                               logs, ready=True).start()
         services.append(hub)
         hub_url = hub.wait_ready(timeout=60)["url"]
         conf = tmp_path / "relay.toml"
