@@ -80,7 +80,7 @@ class Relay:
         self.cache = ModelCache(s.data_dir / "models", s.model_cache_bytes)
         self.counts = {"received": 0, "duplicates": 0, "rejected": 0, "kept": 0, "dropped": 0, "forwarded": 0,
                        "bytes_in": 0, "bytes_to_hub": 0, "model_bytes_in": 0, "model_bytes_out": 0,
-                       "refused_by_hub": 0, "audit": 0, "feedback": 0, "campaign": 0}
+                       "refused_by_hub": 0, "forward_refused": 0, "audit": 0, "feedback": 0, "campaign": 0}
         self.campaigns: dict[str, Campaign] = {}
         self.campaign_used: dict[str, int] = {}
         self.url = ""
@@ -142,7 +142,7 @@ class Relay:
         # their quota here.
         bypass = [c for c in new if outside_budgets(c.reasons) or self._campaign_quota_left(c)]
         if bypass:
-            self.store.settle(bypass, [])
+            self._count_refused(self.store.settle(bypass, []))
             self.counts["audit"] += sum(AUDIT in c.reasons for c in bypass)
             self.counts["feedback"] += sum(is_feedback(c.reasons) for c in bypass)
             self.counts["campaign"] += sum(not outside_budgets(c.reasons) for c in bypass)
@@ -158,6 +158,13 @@ class Relay:
         self.counts["received"] += len(batch.samples)
         self.counts["duplicates"] += len(batch.samples) - len(new)
         self.counts["bytes_in"] += len(msg.payload)
+
+    def _count_refused(self, ids: list[str]) -> None:
+        """The forward queue is at its quota (the hub has been away long): these were worth the least."""
+        if ids:
+            self.counts["forward_refused"] += len(ids)
+            log.warning("forward queue full: %d candidate(s) worth less than everything queued were dropped "
+                        "(counted as forward_refused)", len(ids))
 
     def _campaign_quota_left(self, c: Candidate) -> bool:
         """True (and counted) when `c` was kept for an active campaign whose quota at this relay is not spent."""
@@ -204,7 +211,7 @@ class Relay:
                 self.selector_refused = []
                 if not kept and not dropped:
                     continue
-            await asyncio.to_thread(self.store.settle, kept, dropped)
+            self._count_refused(await asyncio.to_thread(self.store.settle, kept, dropped))
             self.counts["kept"] += len(kept)
             self.counts["dropped"] += len(dropped)
             log.info("window closed: kept %d, dropped %d", len(kept), len(dropped))

@@ -56,13 +56,14 @@ class RelayStore:
             rows = self._db.execute("SELECT payload FROM pending").fetchall()
         return [Candidate.from_wire(msgpack.unpackb(p, raw=False)) for (p,) in rows]
 
-    def settle(self, kept: list[Candidate], dropped_ids: list[str]) -> None:
-        """A window closed: the kept go to the forward queue, the rest are done with."""
-        for c in kept:
-            self.forward.put(c, c.value)
+    def settle(self, kept: list[Candidate], dropped_ids: list[str]) -> list[str]:
+        """A window closed: the kept go to the forward queue, the rest are done with.
+        -> ids the full forward queue refused (worth less than everything queued): the caller counts them."""
+        refused = [c.sample_id for c in kept if not self.forward.put(c, c.value)]
         with self._lock:
             self._db.executemany("DELETE FROM pending WHERE sample_id = ?",
                                  [(c.sample_id,) for c in kept] + [(s,) for s in dropped_ids])
+        return refused
 
     def close(self) -> None:
         self._db.close()
