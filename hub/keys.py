@@ -38,7 +38,7 @@ def load_or_create(path: Path):
             f.flush()
             os.fsync(f.fileno())
         # The public half first: whoever sees hub.key may rely on hub.pub beside it.
-        pub_tmp = tmp.with_suffix(".pub")
+        pub_tmp = tmp.with_name(tmp.name + ".pub")  # (with_suffix would drop the random part)
         pub_tmp.write_bytes(public_pem)
         try:
             os.link(tmp, path)  # atomic, and fails if another hub got there first
@@ -46,7 +46,7 @@ def load_or_create(path: Path):
             return load_private_key(path.read_bytes())
         os.replace(pub_tmp, path.with_suffix(".pub"))
     finally:
-        for t in (tmp, tmp.with_suffix(".pub")):
+        for t in (tmp, tmp.with_name(tmp.name + ".pub")):
             t.unlink(missing_ok=True)
     key = load_private_key(private_pem)
     log.info("created the hub signing key %s (key id %s); provision devices with %s",

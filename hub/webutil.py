@@ -52,6 +52,9 @@ async def json_errors(request: web.Request, handler):
         exc.text = json.dumps({"error": exc.text or exc.reason})
         exc.content_type = "application/json"
         raise
+    except ConnectionResetError:  # the client went away mid-request (a relay restarting): nothing to answer
+        log.info("%s %s: the client went away", request.method, request.path)
+        raise
     except Exception:  # a bug: logged with its traceback, answered as JSON like everything else
         log.exception("%s %s failed", request.method, request.path)
         raise error(web.HTTPInternalServerError, "internal error; see the hub's log") from None
