@@ -83,3 +83,23 @@ def signed_model(folder, version: str = "v0", seed: int = 0):
     artifact = pub.parent / f"{version}.model"
     artifact.write_bytes(arts[version])
     return artifact, pub
+
+
+HUB_TOKEN = "test-token"
+
+
+def start_hub(root, *extra: str, name: str = "hub", data=None):
+    """A real `edgeloop hub serve` on a free port, with a tiny golden set (nothing here evaluates a
+    model on it), the admin token HUB_TOKEN and the suite's database (tests/hubdb.py).
+    -> (Service, url); the caller stops it. root: a folder for the golden set, logs and (default) data."""
+    import hubdb
+    from edgeloop.procs import Service
+
+    data = data or root / "data"
+    golden = root / "golden.npz"
+    rng = np.random.default_rng(0)
+    np.savez(golden, images=rng.integers(0, 255, (6, 64, 64, 3), dtype=np.uint8), labels=np.arange(6),
+             slices=np.array(["day", "dusk", "night"] * 2))
+    svc = Service.edgeloop(name, ["hub", "serve", "--data", str(data), "--golden", str(golden), "--port", "0",
+                                  "--token", HUB_TOKEN, *extra, *hubdb.args(data)], root / "logs", ready=True).start()
+    return svc, svc.wait_ready(timeout=60)["url"]

@@ -10,27 +10,17 @@ import msgpack
 import numpy as np
 import pytest
 
-from edgeloop.procs import Service
 from edgeloop.shared.protocol import SampleBatch, encode
 
-import hubdb
-from factories import make_candidate
+from factories import HUB_TOKEN, make_candidate, start_hub
 
-TOKEN = "test-token"
+TOKEN = HUB_TOKEN
 
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory):
-    root = tmp_path_factory.mktemp("hub")
-    golden = root / "golden.npz"
-    rng = np.random.default_rng(0)
-    np.savez(golden, images=rng.integers(0, 255, (6, 64, 64, 3), dtype=np.uint8), labels=np.arange(6),
-             slices=np.array(["day", "dusk", "night"] * 2))
-    svc = Service.edgeloop("hub", ["hub", "serve", "--data", str(root / "data"), "--golden", str(golden),
-                                   "--port", "0", "--token", TOKEN, *hubdb.args(root / "data")],
-                           root / "logs", ready=True).start()
-    info = svc.wait_ready(timeout=60)
-    yield info["url"]
+    svc, url = start_hub(tmp_path_factory.mktemp("hub"))
+    yield url
     assert svc.stop() == 0
 
 

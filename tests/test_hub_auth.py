@@ -7,17 +7,15 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from edgeloop.hub.auth import ROLES, allowed
-from edgeloop.procs import Service
 
 import hubdb
-from factories import make_candidate
-from test_hub_api import TOKEN, batch, call
+from factories import make_candidate, start_hub
+from test_hub_api import batch, call
 from test_hub_labeling import jcall, queued
 
 pytestmark = pytest.mark.e2e
@@ -32,19 +30,12 @@ def edgeloop(*args: str) -> str:
 def hub(tmp_path_factory):
     root = tmp_path_factory.mktemp("hub-auth")
     data = root / "data"
-    golden = root / "golden.npz"
-    rng = np.random.default_rng(0)
-    np.savez(golden, images=rng.integers(0, 255, (6, 64, 64, 3), dtype=np.uint8), labels=np.arange(6),
-             slices=np.array(["day", "dusk", "night"] * 2))
-    svc = Service.edgeloop("hub", ["hub", "serve", "--data", str(data), "--golden", str(golden),
-                                   "--port", "0", "--token", TOKEN, *hubdb.args(data)],
-                           root / "logs", ready=True).start()
-    info = svc.wait_ready(timeout=60)
+    svc, url = start_hub(root, data=data)
     tokens = {name: edgeloop("hub", "token", "add", "--data", str(data), *hubdb.args(data), "--name", name,
                              "--role", role)
               for name, role in (("alice", "labeler"), ("bob", "labeler"), ("erin", "engineer"),
                                  ("otto", "operator"), ("relay-a", "relay"))}
-    yield info["url"], data, tokens
+    yield url, data, tokens
     assert svc.stop() == 0
 
 

@@ -13,10 +13,9 @@ import urllib.request
 import numpy as np
 import pytest
 
-from edgeloop.procs import Service
 
 import hubdb
-from factories import make_candidate
+from factories import make_candidate, start_hub
 from test_hub_api import TOKEN, batch, call
 
 pytestmark = pytest.mark.e2e
@@ -25,15 +24,8 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory):
     root = tmp_path_factory.mktemp("hub-labeling")
-    golden = root / "golden.npz"
-    rng = np.random.default_rng(0)
-    np.savez(golden, images=rng.integers(0, 255, (6, 64, 64, 3), dtype=np.uint8), labels=np.arange(6),
-             slices=np.array(["day", "dusk", "night"] * 2))
-    svc = Service.edgeloop("hub", ["hub", "serve", "--data", str(root / "data"), "--golden", str(golden),
-                                   "--port", "0", "--token", TOKEN, *hubdb.args(root / "data")],
-                           root / "logs", ready=True).start()
-    info = svc.wait_ready(timeout=60)
-    yield info["url"], root / "data"
+    svc, url = start_hub(root)
+    yield url, root / "data"
     assert svc.stop() == 0
 
 

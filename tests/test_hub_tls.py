@@ -6,7 +6,6 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 from edgeloop.broker import free_port
@@ -18,8 +17,7 @@ from edgeloop.shared.hubclient import HubClient
 from edgeloop.shared.mqtt import Connection
 from edgeloop.shared.protocol import SampleBatch, encode
 
-import hubdb
-from factories import make_candidate
+from factories import make_candidate, start_hub
 from test_hub_api import TOKEN
 from test_relay_share import get, wait
 
@@ -32,15 +30,7 @@ def https_hub(tmp_path_factory):
     subprocess.run([sys.executable, "-m", "edgeloop", "provision", "tls", "--dir", str(root / "pki"),
                     "--host", "127.0.0.1"], check=True, capture_output=True, timeout=60)
     tls = root / "pki" / "tls"
-    golden = root / "golden.npz"
-    rng = np.random.default_rng(0)
-    np.savez(golden, images=rng.integers(0, 255, (3, 64, 64, 3), dtype=np.uint8), labels=np.arange(3),
-             slices=np.array(["day", "dusk", "night"]))
-    svc = Service.edgeloop("hub", ["hub", "serve", "--data", str(root / "data"), "--golden", str(golden),
-                                   "--port", "0", "--token", TOKEN, "--tls-cert", str(tls / "server.crt"),
-                                   "--tls-key", str(tls / "server.key"), *hubdb.args(root / "data")],
-                           root / "logs", ready=True).start()
-    url = svc.wait_ready(timeout=60)["url"]
+    svc, url = start_hub(root, "--tls-cert", str(tls / "server.crt"), "--tls-key", str(tls / "server.key"))
     yield url, tls / "ca.crt", root
     assert svc.stop() == 0
 

@@ -8,7 +8,6 @@ import json
 import time
 import urllib.request
 
-import numpy as np
 import pytest
 
 from edgeloop.broker import free_port
@@ -18,8 +17,7 @@ from edgeloop.shared import topics
 from edgeloop.shared.mqtt import Connection
 from edgeloop.shared.protocol import DeviceState, SampleBatch, encode
 
-import hubdb
-from factories import make_candidate
+from factories import make_candidate, start_hub
 from test_hub_api import TOKEN, call
 
 pytestmark = pytest.mark.e2e
@@ -47,15 +45,8 @@ def test_two_relays_share_a_site_and_each_candidate_is_handled_once(tmp_path):
     try:
         wait_port(port)
         broker = f"mqtt://127.0.0.1:{port}"
-        golden = tmp_path / "golden.npz"
-        rng = np.random.default_rng(0)
-        np.savez(golden, images=rng.integers(0, 255, (3, 64, 64, 3), dtype=np.uint8), labels=np.arange(3),
-                 slices=np.array(["day", "dusk", "night"]))
-        hub = Service.edgeloop("hub", ["hub", "serve", "--data", str(tmp_path / "hub"), "--golden", str(golden),
-                                       "--port", "0", "--token", TOKEN, *hubdb.args(tmp_path / "hub")],
-                               logs, ready=True).start()
+        hub, hub_url = start_hub(tmp_path, data=tmp_path / "hub")
         services.append(hub)
-        hub_url = hub.wait_ready(timeout=60)["url"]
         conf = tmp_path / "relay.toml"
         conf.write_text(sampling_toml(None, {"least_confidence": 1.0}, 0))  # no budget: forward everything
         relays = []

@@ -23,17 +23,16 @@ import msgpack
 import numpy as np
 import pytest
 
-from edgeloop.procs import Service
 from edgeloop.shared import artifact
 from edgeloop.shared.manifest import ModelManifest
 from edgeloop.shared.protocol import SampleBatch, encode
 from edgeloop.shared.signing import load_private_key
 
-from factories import make_candidate
+from factories import HUB_TOKEN, make_candidate, start_hub
 
 schemathesis = pytest.importorskip("schemathesis", reason="pip install 'edgeloop[test]' (schemathesis)")
 
-TOKEN = "fuzz-token"
+TOKEN = HUB_TOKEN
 # Per operation and phase: ~30 operations take about 15 s on two idle cores. Deeper, on demand:
 # EDGELOOP_API_FUZZ_EXAMPLES=200 python -m pytest tests/test_schemathesis.py
 MAX_EXAMPLES = int(os.environ.get("EDGELOOP_API_FUZZ_EXAMPLES", "50"))
@@ -61,13 +60,7 @@ def hub_url(tmp_path_factory):
     """A real hub holding three samples and one registered model (its ONNX bytes are not a model: nothing
     here runs it)."""
     root = tmp_path_factory.mktemp("hub-schemathesis")
-    golden = root / "golden.npz"
-    rng = np.random.default_rng(0)
-    np.savez(golden, images=rng.integers(0, 255, (6, 64, 64, 3), dtype=np.uint8), labels=np.arange(6),
-             slices=np.array(["day", "dusk", "night"] * 2))
-    svc = Service.edgeloop("hub", ["hub", "serve", "--data", str(root / "data"), "--golden", str(golden),
-                                   "--port", "0", "--token", TOKEN], root / "logs", ready=True).start()
-    url = svc.wait_ready(timeout=60)["url"]
+    svc, url = start_hub(root)
     # A few samples, so that the queue, the labels and selection have rows to show.
     batch = encode(SampleBatch("relay-s", "site-s", tuple(
         make_candidate(embedding=np.arange(4, dtype=np.float16) + i) for i in range(3))))
