@@ -6,13 +6,12 @@ match its manifest); 2 an option or key file is wrong (unreadable key, files tha
 
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import click
 
+from edgeloop.atomic import write_atomic as _write_atomic
 from edgeloop.shared.errors import ConfigError, ModelError
 
 PRIVATE_NAME = "hub.key"
@@ -22,21 +21,6 @@ PUBLIC_NAME = "hub.pub"
 def _fail(reason: str, code: int = 1) -> None:
     click.echo(f"error: {reason}", err=True)
     sys.exit(code)
-
-
-def _write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write via a temp file in the same folder, then rename: a reader never sees half a file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _read_key(path: Path, loader, what: str):

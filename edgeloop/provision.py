@@ -34,12 +34,12 @@ import secrets
 import shutil
 import signal
 import subprocess
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import click
 
+from edgeloop.atomic import write_atomic as _write_atomic
 from edgeloop.shared import topics
 from edgeloop.shared.errors import ConfigError
 
@@ -168,22 +168,6 @@ def render_broker_conf(root: Path, port: int, tls_port: int | None, user: str, b
 
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
-    """Temp file in the same folder with its final mode from the start, then rename: a reader never
-    sees half a file, and a secret is never readable by others, not even for a moment."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _broker_owner(root: Path) -> tuple[int, int] | None:
