@@ -32,8 +32,9 @@ def test_the_schedule_has_every_kind_per_kind_times_within_the_window_never_over
     assert [f.at for f in faults] == sorted(f.at for f in faults)
     for kind in KINDS:
         mine = [f for f in faults if f.kind == kind]
-        assert all(0 <= f.at and f.at + f.duration <= seconds + 0.05 and f.duration > 0 for f in mine)
-        assert all(a.at + a.duration <= b.at + 0.01 for a, b in zip(mine, mine[1:]))
+        cs = [(round(100 * f.at), round(100 * (f.at + f.duration))) for f in mine]  # whole centiseconds
+        assert all(0 <= start < end <= 100 * seconds for start, end in cs)
+        assert all(a_end <= b_start for (_, a_end), (b_start, _) in zip(cs, cs[1:]))
 
 
 def test_the_same_seed_draws_the_same_schedule_and_another_seed_another():

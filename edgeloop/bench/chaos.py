@@ -126,7 +126,10 @@ def draw_schedule(seed: int, seconds: float, per_kind: int, fleet: list[str], sm
             t += gap
             target = rng.choice(targets)
             mode = rng.choice(("refuse", "blackhole")) if kind == "hub_unreachable" else ""
-            out.append(Fault(round(t, 2), kind, target, round(d, 2), mode, rng.randrange(2**31)))
+            # Whole centiseconds, start and end each rounded: rounding keeps their order, so faults of
+            # one kind still never overlap and the last still ends within the window.
+            start, end = round(100 * t), round(100 * (t + d))
+            out.append(Fault(start / 100, kind, target, (end - start) / 100, mode, rng.randrange(2**31)))
             t += d
     return sorted(out, key=lambda f: (f.at, f.kind))
 
