@@ -11,13 +11,14 @@ import cv2
 import pytest
 from click.testing import CliRunner
 
-from edgeloop.bench.loop import ARMS, LoopConfig, labels_to_target, run_loop_bench
+from edgeloop.bench.loop import ARMS, EXTRA_ARMS, LoopConfig, labels_to_target, run_loop_bench
 
 # The seed model must be trained enough for its embeddings to spread out (a few dozen steps): with a
 # barely trained net every frame is a near duplicate of every other and diversity selection, rightly,
 # keeps almost nothing.
 TINY = LoopConfig(seeds=1, rounds=2, labels=20, cameras=2, sites=2, frames=120, epochs=1, seed_epochs=12, seed_set=200,
-                  golden_per_condition=10)
+                  golden_per_condition=10, agent_per_hour=600, relay_per_hour_per_agent=300,
+                  arms=ARMS + EXTRA_ARMS)
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +32,7 @@ def test_the_json_has_every_arm_and_figure(tiny):
     out, report = tiny
     saved = json.loads((out / "loop.json").read_text())
     assert saved["target"] == report["target"] and 0 < saved["target"] <= 1
-    assert set(saved["arms"]) == set(ARMS)
+    assert set(saved["arms"]) == set(ARMS + EXTRA_ARMS)
     n = TINY.rounds + 1
     for arm, a in saved["arms"].items():
         for key in ("labels", "accuracy_mean", "accuracy_std", "per_slice", "labels_used"):
@@ -43,7 +44,9 @@ def test_the_json_has_every_arm_and_figure(tiny):
         assert a["bytes_uplinked"]["total"] == a["bytes_uplinked"]["agent_to_relay"] + a["bytes_uplinked"]["relay_to_hub"]
         assert a["bytes_uplinked"]["raw"] == TINY.rounds * TINY.cameras * TINY.frames * 64 * 64 * 3
         assert a["labels_to_target"] is None or a["labels_to_target"] >= TINY.seed_set
-    assert len(saved["lines"]) == len(ARMS)
+        if a["labels_to_target"] is not None:
+            assert a["loop_labels_to_target"] == pytest.approx(a["labels_to_target"] - TINY.seed_set)
+    assert len(saved["lines"]) == len(ARMS + EXTRA_ARMS)
 
 
 def test_label_axes_are_equal_across_arms_and_cumulative(tiny):
@@ -77,10 +80,27 @@ def test_no_tier_exceeds_its_budget(tiny):
                 # the hub spends the whole label budget whenever enough candidates reach it
                 assert rd["labeled"] == min(b["labels"], rd["relay_kept"]), arm
     # central keeps everything; random and edgeloop have enough candidates to spend the label budget
-    for rd in report["arms"]["central"]["rounds"]:
-        assert rd["agent_kept"] == rd["relay_kept"] == rd["frames"]
-    for arm in ("random", "central"):
+    for arm in ("central", "oracle"):
+        for rd in report["arms"][arm]["rounds"]:
+            assert rd["agent_kept"] == rd["relay_kept"] == rd["frames"]
+    for arm in ("random", "central", "oracle"):
         assert all(rd["labeled"] == TINY.labels for rd in report["arms"][arm]["rounds"]), arm
+
+
+def test_the_oracle_labels_every_frame_the_model_gets_wrong_first(tiny):
+    _, report = tiny
+    for arm, a in report["arms"].items():
+        for rd in a["rounds"]:
+            assert 0 <= rd["wrong_labeled"] <= min(rd["labeled"], rd["wrong_in_pool"])
+    for rd in report["arms"]["oracle"]["rounds"]:
+        assert rd["wrong_labeled"] == min(TINY.labels, rd["wrong_in_pool"]) > 0
+
+
+def test_budgets_must_be_positive():
+    with pytest.raises(ValueError, match="agent_per_hour"):
+        LoopConfig(agent_per_hour=0)
+    with pytest.raises(ValueError, match="unknown arms"):
+        LoopConfig(arms=("random", "psychic"))
 
 
 def test_central_uplinks_more_than_the_selective_arms(tiny):

@@ -13,6 +13,15 @@ golden set; only the way frames are thrown away differs:
   per site window (near-duplicate removal, class balance on the predicted class, weight = value),
   hub `select_for_labeling(strategy="hybrid")` aware of the labeled embeddings.
 
+One more arm runs only when asked for (`--arms random,oracle`): `oracle` sees every frame, like
+`central`, and labels frames the current model gets *wrong* (ground truth, random among them): no
+selector can know more, so it bounds how many labels any selection could save in this world.
+
+The agent and relay budgets default to what keeps the hierarchy under 5 % of central's bytes
+(both links counted): agents keep about 1 frame in 22, relays forward 100 of the 108 they get, and
+the hub labels what arrives. Wider budgets give the later tiers more choice for more bytes
+(`--agent-per-hour 600 --relay-per-hour-per-agent 300`: 12.6 % of central's bytes, no better here).
+
 The selection code is the services' own (`edgeloop.shared.sampling`, `edgeloop.hub.selection`), the
 training is the hub's (`edgeloop.hub.training`: fine-tune the child from its parent on everything
 labeled, export to ONNX, evaluate the ONNX artifact on `World.golden_set`). Inference is the device's
@@ -39,6 +48,7 @@ import click
 import numpy as np
 
 ARMS = ("random", "threshold", "central", "edgeloop")
+EXTRA_ARMS = ("oracle",)  # only when asked for: it reads the ground truth
 # The onebox demo's signal sets (edgeloop.onebox.AGENT_SIGNALS / RELAY_SIGNALS), restated so that this
 # module does not import the process-orchestration code.
 AGENT_SIGNALS = {"least_confidence": 1.0, "margin": 0.5, "random": 0.1}
@@ -58,8 +68,8 @@ class LoopConfig:
     seed_epochs: int = 15                  # epochs of the round-0 seed model (shared by every arm)
     seed_set: int = 300                    # labeled day/dusk frames behind the seed model
     golden_per_condition: int = 300
-    agent_per_hour: float = 600.0          # per camera; a camera runs 3600 frames per hour
-    relay_per_hour_per_agent: float = 300.0
+    agent_per_hour: float = 165.0          # per camera; a camera runs 3600 frames per hour
+    relay_per_hour_per_agent: float = 160.0
     window_s: float = 60.0
     band: tuple[float, float] = (0.35, 0.65)
     dedup: float = 0.02                    # cosine distance for near duplicates at the relay
@@ -68,12 +78,15 @@ class LoopConfig:
     arms: tuple[str, ...] = ARMS
 
     def __post_init__(self):
-        bad = set(self.arms) - set(ARMS)
+        bad = set(self.arms) - set(ARMS + EXTRA_ARMS)
         if bad:
-            raise ValueError(f"unknown arms {sorted(bad)} (known: {', '.join(ARMS)})")
+            raise ValueError(f"unknown arms {sorted(bad)} (known: {', '.join(ARMS + EXTRA_ARMS)})")
         for name in ("seeds", "rounds", "labels", "cameras", "sites", "frames", "seed_set", "golden_per_condition"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("agent_per_hour", "relay_per_hour_per_agent"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         self.sites = min(self.sites, self.cameras)
         self.arms = tuple(self.arms)
 
@@ -101,17 +114,12 @@ def _signals(spec: dict[str, float], band=None):
 
 
 def _hub_select(rows: list[dict], budget: int, strategy: str, seed: int,
-                labeled_embeddings: np.ndarray | None) -> tuple[dict[str, float], str]:
-    """select_for_labeling with the strategy if the hub has it (else "uncertainty"); -> (chosen, strategy used)."""
+                labeled_embeddings: np.ndarray | None) -> dict[str, float]:
+    """The hub service's select_for_labeling; the diversity strategies see what is labeled."""
     from edgeloop.hub import selection
 
-    if strategy not in selection.STRATEGIES:
-        # TODO(hybrid): fallback for a hub.selection from before "hybrid"/"coreset"; drop once released.
-        strategy = "uncertainty"
-    kwargs = {}
-    if strategy in ("hybrid", "coreset"):
-        kwargs["labeled_embeddings"] = labeled_embeddings
-    return selection.select_for_labeling(rows, budget, strategy=strategy, seed=seed, **kwargs), strategy
+    kwargs = {"labeled_embeddings": labeled_embeddings} if strategy in ("hybrid", "coreset") else {}
+    return selection.select_for_labeling(rows, budget, strategy=strategy, seed=seed, **kwargs)
 
 
 class _Round:
@@ -133,7 +141,7 @@ class _Round:
         from edgeloop.shared.config import Budget
         from edgeloop.shared.sampling import Observation, WindowedSelector, score
 
-        if arm == "central":
+        if arm in ("central", "oracle"):
             return [c for cam in cands for c in cands[cam]]
         signals = {"random": _signals({"random": 1.0}),
                    "threshold": _signals({"confidence_band": 1.0, "random": 1e-3}, self.cfg.band),
@@ -152,7 +160,7 @@ class _Round:
         from edgeloop.shared.config import Budget
         from edgeloop.shared.sampling import Observation, WindowedSelector, score, select_diverse
 
-        if arm in ("central", "threshold"):  # no relay budget / no relay stage: everything goes on
+        if arm in ("central", "oracle", "threshold"):  # no relay budget / no relay stage: everything goes on
             return list(uplinked)
         kept = []
         for site in sorted(cams_per_site):
@@ -177,17 +185,24 @@ class _Round:
             kept += sel.close_until(None)
         return kept
 
-    def hub(self, arm: str, pool: list[_Cand], labeled_embeddings: np.ndarray | None) -> tuple[list[_Cand], str]:
+    def hub(self, arm: str, pool: list[_Cand], labeled_embeddings: np.ndarray | None,
+            truth: Callable[[str, int], int]) -> tuple[list[_Cand], str]:
         k = self.cfg.labels
+        if arm == "oracle":  # the frames the model gets wrong, at random; then any others
+            rng = np.random.default_rng([self.seed, self.round_no, 7])
+            order = rng.permutation(len(pool))
+            wrong = [pool[i] for i in order if truth(pool[i].camera_id, pool[i].index) != pool[i].predicted]
+            right = [pool[i] for i in order if truth(pool[i].camera_id, pool[i].index) == pool[i].predicted]
+            return (wrong + right)[:k], "oracle"
         rows = [{"sample_id": c.sample_id, "probs": c.probs, "embedding": c.embedding, "captured_at": c.captured_at}
                 for c in pool]
         hub_seed = self.seed * 1000 + self.round_no
         strategy = {"random": "random", "threshold": "random", "central": "uncertainty", "edgeloop": "hybrid"}[arm]
         if arm == "threshold" and len(pool) <= k:
             return list(pool), "all"
-        chosen, used = _hub_select(rows, k, strategy, hub_seed, labeled_embeddings)
+        chosen = _hub_select(rows, k, strategy, hub_seed, labeled_embeddings)
         by_id = {c.sample_id: c for c in pool}
-        return [by_id[s] for s in sorted(chosen, key=lambda s: (-chosen[s], s))], used
+        return [by_id[s] for s in sorted(chosen, key=lambda s: (-chosen[s], s))], strategy
 
 
 def _evaluate(result, version: str, parent: str | None, golden) -> tuple:
@@ -248,7 +263,7 @@ def _run_seed(cfg: LoopConfig, seed: int, step: Callable[[str], None]) -> dict:
                 imgs = np.concatenate(a["images"])
                 labeled_emb = np.concatenate([np.stack([p.embedding for p in a["runtime"].predict_batch(imgs[i:i + 256])])
                                               for i in range(0, len(imgs), 256)])
-            chosen, used = rnd.hub(arm, fwd, labeled_emb)
+            chosen, used = rnd.hub(arm, fwd, labeled_emb, world.truth)
             if used != "all" or a["hub_strategy"] is None:
                 a["hub_strategy"] = used
             new_labels = np.asarray([world.truth(c.camera_id, c.index) for c in chosen], np.int64)
@@ -264,13 +279,16 @@ def _run_seed(cfg: LoopConfig, seed: int, step: Callable[[str], None]) -> dict:
             a["per_slice"].append(m["per_slice"])
             a["labels_used"].append(a["n_labeled"])
             agent_budget = math.floor(cfg.agent_per_hour * cfg.window_s / 3600.0 * n_windows + 1e-9) * cfg.cameras \
-                if arm != "central" else None
+                if arm not in ("central", "oracle") else None
             relay_budget = sum(math.floor(cfg.relay_per_hour_per_agent * n * cfg.window_s / 3600.0 * n_windows + 1e-9)
                                for n in cams_per_site.values()) if arm in ("random", "edgeloop") else None
             a["rounds"].append({
                 "frames": n_frames, "agent_kept": len(up), "relay_kept": len(fwd), "labeled": len(chosen),
                 "budgets": {"agent": agent_budget, "relay": relay_budget, "labels": cfg.labels},
                 "night_labeled": sum(1 for c in chosen if world.condition(c.camera_id, c.index) == "night"),
+                # how many of the labeled frames (and of the hub's pool) the labeling model got wrong
+                "wrong_labeled": sum(1 for c in chosen if world.truth(c.camera_id, c.index) != c.predicted),
+                "wrong_in_pool": sum(1 for c in fwd if world.truth(c.camera_id, c.index) != c.predicted),
                 "bytes": {"raw": n_frames * h * w * 3, "agent_to_relay": sum(c.nbytes for c in up),
                           "relay_to_hub": sum(c.nbytes for c in fwd)}})
             step(f"seed {seed} round {r} {arm}: {m['accuracy']:.3f} ({a['n_labeled']} labels)")
@@ -306,7 +324,8 @@ def _summarise(cfg: LoopConfig, per_seed: list[dict], seeds: list[int]) -> dict:
         for i in range(cfg.rounds):
             rd = [r["rounds"][i] for r in runs]
             rounds.append({**{k: float(np.mean([x[k] for x in rd]))
-                              for k in ("frames", "agent_kept", "relay_kept", "labeled", "night_labeled")},
+                              for k in ("frames", "agent_kept", "relay_kept", "labeled", "night_labeled",
+                                        "wrong_labeled", "wrong_in_pool")},
                            "budgets": rd[0]["budgets"],
                            "bytes": {k: float(np.mean([x["bytes"][k] for x in rd])) for k in rd[0]["bytes"]}})
         out["arms"][arm] = {
@@ -331,6 +350,8 @@ def _summarise(cfg: LoopConfig, per_seed: list[dict], seeds: list[int]) -> dict:
     for a in out["arms"].values():
         ltt = labels_to_target(a["labels_used"], a["accuracy_mean"], target)
         a["labels_to_target"] = None if ltt is None else round(ltt, 1)
+        # The seed set is the same for every arm: the loop's own labels are what selection can save.
+        a["loop_labels_to_target"] = None if ltt is None else round(ltt - cfg.seed_set, 1)
     return out
 
 
@@ -361,20 +382,26 @@ def _ratio(a, b) -> str:
     return "n/a" if a is None or b is None or b == 0 else f"{a / b:.2f}x"
 
 
+def _labels(v) -> str:
+    return "never" if v is None else f"{v:.0f}"
+
+
 def summary_lines(report: dict) -> list[str]:
     arms = report["arms"]
     rnd, cen = arms.get("random"), arms.get("central")
     lines = []
     for name, a in arms.items():
-        ltt = a["labels_to_target"]
-        parts = [f"labels_to_target {'never' if ltt is None else f'{ltt:.0f}'}"]
+        ltt, loop_ltt = a["labels_to_target"], a["loop_labels_to_target"]
+        parts = [f"labels_to_target {_labels(ltt)} (loop {_labels(loop_ltt)})"]
         if rnd is not None and name != "random":
-            r_ltt = rnd["labels_to_target"]
-            parts[0] += f" vs random {'never' if r_ltt is None else f'{r_ltt:.0f}'} ({_ratio(ltt, r_ltt)})"
+            parts[0] += (f" vs random {_labels(rnd['labels_to_target'])} (loop {_labels(rnd['loop_labels_to_target'])}:"
+                         f" {_ratio(loop_ltt, rnd['loop_labels_to_target'])})")
         if cen is not None:
             pct = 100.0 * a["bytes_uplinked"]["total"] / max(1, cen["bytes_uplinked"]["total"])
             parts.append(f"bytes {pct:.1f}% of central")
-            parts.append(f"accuracy at equal labels {_ratio(a['accuracy_mean'][-1], cen['accuracy_mean'][-1])} central")
+            worst = min(x / y for x, y in zip(a["accuracy_mean"][1:], cen["accuracy_mean"][1:]))
+            parts.append(f"accuracy at equal labels {_ratio(a['accuracy_mean'][-1], cen['accuracy_mean'][-1])} central "
+                         f"(worst round {worst:.2f}x)")
         parts.append(f"final {a['accuracy_mean'][-1]:.3f}±{a['accuracy_std'][-1]:.3f}")
         lines.append(f"{name}: " + ", ".join(parts))
     return lines
@@ -383,7 +410,7 @@ def summary_lines(report: dict) -> list[str]:
 # --- the plot ---------------------------------------------------------------------------------
 
 COLORS = {"random": (0.5, 0.5, 0.5), "threshold": (0.85, 0.55, 0.1), "central": (0.15, 0.35, 0.8),
-          "edgeloop": (0.1, 0.6, 0.25)}  # RGB in 0..1
+          "edgeloop": (0.1, 0.6, 0.25), "oracle": (0.6, 0.2, 0.6)}  # RGB in 0..1
 
 
 def plot(report: dict, path: Path) -> str:
@@ -504,13 +531,18 @@ def _plot_cv2(report: dict, path: Path, size: tuple[int, int] = (960, 600)) -> N
               help="Labeled day/dusk frames behind the seed model (round 0 of every arm).")
 @click.option("--golden", "golden_per_condition", default=300, show_default=True,
               help="Golden-set frames per lighting condition.")
-@click.option("--arms", default=",".join(ARMS), show_default=True, help="Comma-separated arms to run.")
+@click.option("--agent-per-hour", default=LoopConfig.agent_per_hour, show_default=True,
+              help="Agent budget: frames kept per camera per hour of capture (random, threshold, edgeloop).")
+@click.option("--relay-per-hour-per-agent", default=LoopConfig.relay_per_hour_per_agent, show_default=True,
+              help="Relay budget: frames forwarded per agent per hour (random, edgeloop).")
+@click.option("--arms", default=",".join(ARMS), show_default=True,
+              help=f"Comma-separated arms to run; also {', '.join(EXTRA_ARMS)} (labels what the model gets wrong).")
 @click.option("--target", type=float, default=None,
               help="Accuracy target for labels_to_target [default: 0.95 x central's final mean accuracy].")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/bench"), show_default=True,
               help="Output folder: loop.json and loop.png.")
-def loop(seeds, rounds, labels, cameras, sites, frames, epochs, seed_epochs, seed_set, golden_per_condition, arms,
-         target, out) -> None:
+def loop(seeds, rounds, labels, cameras, sites, frames, epochs, seed_epochs, seed_set, golden_per_condition,
+         agent_per_hour, relay_per_hour_per_agent, arms, target, out) -> None:
     """Labels and bytes saved by hierarchical selection, against random, threshold and central arms.
 
     Runs the whole loop in one process over several seeds of the simulated world, with the services'
@@ -529,8 +561,8 @@ def loop(seeds, rounds, labels, cameras, sites, frames, epochs, seed_epochs, see
     try:
         cfg = LoopConfig(seeds=seeds, rounds=rounds, labels=labels, cameras=cameras, sites=sites, frames=frames,
                          epochs=epochs, seed_epochs=seed_epochs, seed_set=seed_set,
-                         golden_per_condition=golden_per_condition,
-                         target=target, arms=arm_list)
+                         golden_per_condition=golden_per_condition, agent_per_hour=agent_per_hour,
+                         relay_per_hour_per_agent=relay_per_hour_per_agent, target=target, arms=arm_list)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
