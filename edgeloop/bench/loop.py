@@ -14,8 +14,8 @@ golden set; only the way frames are thrown away differs:
   hub `select_for_labeling(strategy="hybrid")` aware of the labeled embeddings.
 
 One more arm runs only when asked for (`--arms random,oracle`): `oracle` sees every frame, like
-`central`, and labels frames the current model gets *wrong* (ground truth, random among them): no
-selector can know more, so it bounds how many labels any selection could save in this world.
+`central`, and labels frames the current model gets *wrong* (ground truth, random among them):
+knowledge no selector has, so it shows roughly how many labels selection could save in this world.
 
 The agent and relay budgets default to what keeps the hierarchy under 5 % of central's bytes
 (both links counted): agents keep about 1 frame in 22, relays forward 100 of the 108 they get, and
