@@ -47,6 +47,8 @@ import click
 from edgeloop.procs import Service, ServiceFailed, wait_port
 from edgeloop.shared.outbox import Journal, read_journal
 
+from .scratch import fresh_box
+
 KINDS = ("agent_kill", "relay_kill", "hub_kill", "broker_restart", "hub_unreachable", "disk_full", "link_drop")
 PROCS_PER_SITE = 2  # fleet processes per site; the first of each site has SMALL_DISK
 DISK = "4MB"  # outbox quota of a device (the fleet's default)
@@ -370,7 +372,7 @@ class ChaosRun:
 
         self.s, self.status = s, status
         self.box = OneBox(OneBoxSettings(
-            out=s.out / "box", agents=0, relays=s.relays, broker="mosquitto", broker_persistence=s.broker_persistence,
+            out=fresh_box(s.out), agents=0, relays=s.relays, broker="mosquitto", broker_persistence=s.broker_persistence,
             frames_per_round=10**9, relay_per_hour_per_agent=None, seed=s.seed, seed_set=300,
             golden_per_condition=50, epochs=4))
         self.links = LinkHost()
