@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from edgeloop.onebox import OneBox, OneBoxSettings
+from edgeloop.procs import sigterm_unwinds
 
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
@@ -133,6 +134,7 @@ def demo(rounds, agents, relays, broker, frames, labels, epochs, strategy, seed,
     Example:
       edgeloop demo --rounds 3 --agents 4 --relays 2 --out runs/demo
     """
+    sigterm_unwinds()
     marker = out / ".edgeloop-demo"
     if out.exists() and any(out.iterdir()):
         if not marker.exists():

@@ -91,6 +91,13 @@ class Service:
             return ""
 
 
+def sigterm_unwinds() -> None:
+    """Make SIGTERM unwind the main thread like Ctrl-C does, so that the `finally` which stops the
+    child services runs: they live in their own sessions and would otherwise outlive their parent
+    (a `timeout`, a CI job or systemd stopping a demo or benchmark)."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
 def mosquitto_service(port: int, work: Path, log_dir: Path, persistence: bool = False) -> Service:
     """A real mosquitto on loopback with a generated config (anonymous, for one-box runs and tests)."""
     exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"

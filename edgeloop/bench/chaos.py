@@ -44,7 +44,7 @@ from pathlib import Path
 
 import click
 
-from edgeloop.procs import Service, ServiceFailed, wait_port
+from edgeloop.procs import Service, ServiceFailed, sigterm_unwinds, wait_port
 from edgeloop.shared.outbox import Journal, read_journal
 
 from .scratch import fresh_box
@@ -737,6 +737,7 @@ def chaos(agents, relays, minutes, faults_per_kind, seed, fps, broker_persistenc
     """
     from rich.console import Console
 
+    sigterm_unwinds()
     out.mkdir(parents=True, exist_ok=True)
     s = ChaosSettings(out=out / "chaos", agents=agents, relays=relays, minutes=minutes, seed=seed,
                       faults_per_kind=faults_per_kind, fps=fps, broker_persistence=broker_persistence)

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import click
 
+from edgeloop.procs import sigterm_unwinds
+
 from .scratch import fresh_box
 
 STAGES = "shadow:10%,canary:10%,full"
@@ -108,6 +110,7 @@ def rollout(agents, relays, fps, procs_per_site, state_interval, out) -> None:
     """
     from rich.console import Console
 
+    sigterm_unwinds()
     console = Console(stderr=True)
     out.mkdir(parents=True, exist_ok=True)
     with console.status("starting") as spinner:
