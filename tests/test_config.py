@@ -295,3 +295,16 @@ def test_byte_size_property(n, unit):
     expected = n * config._UNITS[unit.upper()]
     assert config.parse_size(f"{n}{unit}", "x") == expected
     assert config.parse_size(f"{n} {unit.lower()}", "x") == expected
+
+
+def test_every_toml_example_in_the_readme_loads():
+    """The README's configuration examples are what people copy: each must load as written."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    blocks = re.findall(r"```toml\n(.*?)```", readme, flags=re.S)
+    assert blocks
+    for block in blocks:
+        cfg = config.loads(block)
+        assert cfg.sampling.signals, block
