@@ -190,9 +190,10 @@ class _Round:
         k = self.cfg.labels
         if arm == "oracle":  # the frames the model gets wrong, at random; then any others
             rng = np.random.default_rng([self.seed, self.round_no, 7])
-            order = rng.permutation(len(pool))
-            wrong = [pool[i] for i in order if truth(pool[i].camera_id, pool[i].index) != pool[i].predicted]
-            right = [pool[i] for i in order if truth(pool[i].camera_id, pool[i].index) == pool[i].predicted]
+            shuffled = [pool[i] for i in rng.permutation(len(pool))]
+            is_wrong = [truth(c.camera_id, c.index) != c.predicted for c in shuffled]
+            wrong = [c for c, w in zip(shuffled, is_wrong) if w]
+            right = [c for c, w in zip(shuffled, is_wrong) if not w]
             return (wrong + right)[:k], "oracle"
         rows = [{"sample_id": c.sample_id, "probs": c.probs, "embedding": c.embedding, "captured_at": c.captured_at}
                 for c in pool]
