@@ -13,14 +13,19 @@ Two ways in, with the same JSON body:
 from __future__ import annotations
 
 import json
+import logging
 import math
 import threading
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from edgeloop.shared.errors import EdgeloopError, ProtocolError
+from edgeloop.shared.errors import EdgeloopError, ProtocolError, StorageError
 from edgeloop.shared.protocol import MAX_STR
+
+from .pipeline import PRIORITY, build_candidate
+
+log = logging.getLogger("edgeloop.agent")
 
 VERDICTS = ("wrong", "confirmed")
 MAX_FEEDBACK_BYTES = 4096
@@ -138,3 +143,30 @@ class RecentFrames:
     @property
     def nbytes(self) -> int:
         return self._bytes
+
+
+class FeedbackDesk:
+    """Turns the application's feedback into candidates: the flagged frame, outside every budget.
+
+    A frame already queued for its own merit is upgraded in place (same id, feedback's worth)."""
+
+    def __init__(self, recent: RecentFrames, outbox, site: str, device_id: str, wake: threading.Event):
+        self.recent, self.outbox, self.site, self.device_id, self.wake = recent, outbox, site, device_id, wake
+        self.counts: Counter[str] = Counter()
+
+    def take(self, fb: Feedback) -> dict:
+        """Queue the flagged frame; FrameGone if no longer held, StorageError if the outbox refuses it."""
+        item = self.recent.find(fb)
+        reason = f"feedback:{fb.verdict}"
+        extra = {"feedback_label": fb.label} if fb.label else {}
+        cand = build_candidate(item.frame, item.pred, item.model_version, item.sample_id, self.site,
+                               self.device_id, PRIORITY[reason], {}, (reason,), extra)
+        if not self.outbox.put(cand, cand.value, replace=True):
+            raise StorageError(f"the outbox refused feedback frame {item.sample_id}")
+        self.counts[fb.verdict] += 1
+        self.wake.set()
+        log.info("feedback %s on frame %s queued", fb.verdict, item.sample_id)
+        return {"sample_id": item.sample_id, "reason": reason, "captured_at": item.frame.captured_at}
+
+    def failed(self) -> None:
+        self.counts["failed"] += 1

@@ -1,6 +1,7 @@
-"""Frame sources: the simulated camera, and anything cv2.VideoCapture opens (file, device index, URL).
+"""Frame sources: anything cv2.VideoCapture opens (file, device index, URL), and source plug-ins.
 
-    src = open_source("sim:cam-000", sim_seed=0)     # or "video.mp4", "0", "rtsp://..."
+    src = open_source("video.mp4")                   # or "0", "rtsp://...", "http://cam/stream.mjpg"
+    src = open_source("sim:cam-000", sim_seed=0)     # NAME:ARGS -> the plug-in NAME (see shared/frames.py)
     for frame in src: ...                             # SourceFrame(image BGR uint8, captured_at, tags)
     src.close()                                       # from another thread: ends the iteration
 
@@ -8,20 +9,24 @@ Frame-rate cap (`max_fps`): a live source (device, URL) keeps grabbing and skips
 the cap without decoding them, so the driver's buffer never lags behind; a file or the simulated
 camera, which give frames on demand, are paced instead. A live source that drops is reopened with
 backoff until it comes back (or the source is closed); a file ends at its end.
+
+Plug-ins (entry-point group `edgeloop.sources`): the simulator installs `sim:CAMERA` (the digits
+world) and `scenes:CAMERA` (the detection world); the agent never imports them by name.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
+import re
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from importlib.metadata import entry_points
 from pathlib import Path
 
-import numpy as np
-
 from edgeloop.shared.errors import ConfigError, EdgeloopError
+from edgeloop.shared.frames import SOURCE_PLUGINS, Paced, SourceFrame
+
+__all__ = ["SourceError", "SourceFrame", "CaptureSource", "open_source"]
 
 log = logging.getLogger(__name__)
 
@@ -29,68 +34,10 @@ log = logging.getLogger(__name__)
 class SourceError(EdgeloopError):
     """A frame source cannot be opened or read."""
 
-    hint = "check the --source value: sim:CAMERA, a video file, a device index or a URL"
+    hint = "check the --source value: a video file, a device index, a URL, or a plug-in's NAME:ARGS (sim:CAMERA)"
 
 
-@dataclass(frozen=True)
-class SourceFrame:
-    image: np.ndarray  # (H, W, 3) uint8 BGR
-    captured_at: float  # seconds since the epoch (the capture clock budgets are counted on)
-    camera_id: str
-    index: int
-    tags: dict[str, str] = field(default_factory=dict)
-
-
-class _Paced:
-    """Shared by the sources: the stop flag, the fps cap and its counters."""
-
-    def __init__(self, max_fps: float):
-        self.min_dt = 1.0 / max_fps if max_fps > 0 else 0.0
-        self.closed = threading.Event()
-        self.skipped = 0  # frames dropped by the fps cap
-        self.reconnects = 0
-        self.corrupt = 0  # frames the source could not decode
-        self._last = -float("inf")
-        self.clock = time.monotonic  # the pace is kept on this clock
-
-    def close(self) -> None:
-        self.closed.set()
-
-    def _pace(self) -> None:
-        """Wait until the next frame is due (sources that give frames on demand)."""
-        if self.min_dt:
-            self.closed.wait(max(0.0, self._last + self.min_dt - self.clock()))
-            self._last = self.clock()
-
-    def _due(self) -> bool:
-        """Whether a live frame arriving now is due; if so it counts as taken."""
-        now = self.clock()
-        if now - self._last < self.min_dt:
-            return False
-        self._last = now
-        return True
-
-
-class SimSource(_Paced):
-    """A camera of the simulated world, from frame `start` on; tags carry the frame index for the oracle."""
-
-    def __init__(self, camera_id: str, seed: int = 0, start: int = 0, max_fps: float = 0.0):
-        super().__init__(max_fps)
-        from edgeloop.sim import World  # only simulated devices need the world
-
-        self.world = World(seed=seed)
-        self.camera_id = camera_id
-        self.position = start
-
-    def __iter__(self) -> Iterator[SourceFrame]:
-        while not self.closed.is_set():
-            self._pace()
-            f = self.world.frame(self.camera_id, self.position)
-            self.position += 1
-            yield SourceFrame(f.image, f.captured_at, self.camera_id, f.index, {**f.tags, "frame": str(f.index)})
-
-
-class CaptureSource(_Paced):
+class CaptureSource(Paced):
     """cv2.VideoCapture over a file, a device index or a URL."""
 
     MAX_BAD_READS = 10  # consecutive unreadable frames before a file counts as ended
@@ -169,7 +116,20 @@ def open_source(spec: str, camera_id: str | None = None, sim_seed: int = 0, star
         raise ConfigError("--source is empty")
     if max_fps < 0:
         raise ConfigError("--max-fps must not be negative")
-    if spec.startswith("sim:"):
-        cam = spec[4:] or "cam-000"
-        return SimSource(cam, seed=sim_seed, start=start, max_fps=max_fps)
+    name, sep, args = spec.partition(":")
+    # NAME:ARGS names a plug-in; a URL (rtsp://, http://) or a Windows-style drive path does not.
+    if sep and _PLUGIN_NAME.fullmatch(name) and not args.startswith("//") and not Path(spec).exists():
+        return _plugin(name)(args, seed=sim_seed, start=start, max_fps=max_fps)
     return CaptureSource(spec, camera_id or "cam0", max_fps=max_fps)
+
+
+_PLUGIN_NAME = re.compile(r"[a-z][a-z0-9_]{1,31}")
+
+
+def _plugin(name: str):
+    found = {ep.name: ep for ep in entry_points(group=SOURCE_PLUGINS)}
+    if name not in found:
+        known = ", ".join(sorted(found)) or "none"
+        raise SourceError(f"no source plug-in named {name!r} (installed: {known}); "
+                          "simulated cameras need the sim extra: pip install 'edgeloop[sim]'")
+    return found[name].load()

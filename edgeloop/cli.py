@@ -19,7 +19,7 @@ COMMANDS = {
     "hub": ("edgeloop.hub.cli:hub", "Run the cloud hub: ingest, label, train, register and roll out models."),
     "rollout": ("edgeloop.hub.cli:rollout", "Roll a model out in stages (shadow, canary, full) with gates; pause, abort, roll back."),
     "broker": ("edgeloop.broker:broker", "Run the embedded MQTT broker (zero set-up; mosquitto for production)."),
-    "fleet": ("edgeloop.sim.fleet:fleet", "Run many simulated devices in one process (firmware-sim's fleet mode)."),
+    "fleet": ("edgeloop.agent.fleet:fleet", "Run many agents in one process, each on its own (simulated) camera."),
     "demo": ("edgeloop.demo:demo", "Run the whole loop on one box: broker, hub, relays, agents, rounds."),
     "bench": ("edgeloop.bench:bench", "Benchmarks: measured figures, JSON and plots."),
     "keys": ("edgeloop.keys_cli:keys", "Create the hub's signing key pair."),

@@ -78,11 +78,14 @@ class Budget:
 
 STRATEGIES = ("top", "diverse")
 SIGNAL_KINDS = ("random", "every_nth", "interval", "least_confidence", "margin", "entropy", "confidence_band",
-                "rare_class", "detection_count", "novelty", "metadata")
+                "close_to_threshold", "rare_class", "detection_count", "novelty", "metadata")
+AGGREGATES = ("max", "mean")  # how a detector's per-box uncertainties make one frame's score
 # The parameters each kind reads. A parameter of another kind is refused unless it keeps its default,
 # so that `n = 3` on a margin signal is a visible mistake, not a silently ignored line.
 SIGNAL_PARAMS: dict[str, tuple[str, ...]] = {
+    "least_confidence": ("aggregate",), "margin": ("aggregate",), "entropy": ("aggregate",),
     "confidence_band": ("low", "high"),
+    "close_to_threshold": ("low", "high", "min_count"),
     "every_nth": ("n",),
     "interval": ("interval_s",),
     "rare_class": ("max_share",),
@@ -106,12 +109,15 @@ class SignalConfig:
 
     kind: str
     weight: float = 1.0
-    low: float = 0.35  # confidence_band
-    high: float = 0.65  # confidence_band
+    low: float = 0.35  # confidence_band, close_to_threshold
+    high: float = 0.65  # confidence_band, close_to_threshold
     n: int | None = None  # every_nth: fires on frame indices divisible by n (required)
     interval_s: float | None = None  # interval: fires once per interval_s of capture time (required)
     max_share: float = 0.05  # rare_class: fires when the class's share of the training counts is at most this
-    min_count: int | None = None  # detection_count: fires from this many detections on (required)
+    # detection_count: fires from this many detections on (required); close_to_threshold: from this many
+    # boxes scoring within [low, high] on (default 1)
+    min_count: int | None = None
+    aggregate: str = "max"  # least_confidence, margin, entropy on a detector: the worst box, or the mean
     min_distance: float = 0.15  # novelty: cosine distance to the nearest remembered embedding
     memory: int = 256  # novelty: how many recently kept embeddings are remembered
     tag: str | None = None  # metadata: the tag to read (required)
@@ -149,6 +155,8 @@ class SignalConfig:
             raise ConfigError(f"{where}: max_share must be a fraction in (0, 1], got {self.max_share!r}")
         if self.min_count is not None and (not _is_int(self.min_count) or self.min_count < 1):
             raise ConfigError(f"{where}: min_count must be an integer >= 1, got {self.min_count!r}")
+        if self.aggregate not in AGGREGATES:
+            raise ConfigError(f"{where}: aggregate must be one of {', '.join(AGGREGATES)}, got {self.aggregate!r}")
         if not 0.0 < self.min_distance <= 2.0:
             raise ConfigError(f"{where}: min_distance must be a cosine distance in (0, 2], got {self.min_distance!r}")
         if not _is_int(self.memory) or not 1 <= self.memory <= MAX_NOVELTY_MEMORY:

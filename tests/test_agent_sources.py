@@ -34,6 +34,23 @@ def test_a_source_that_never_opens_is_a_clear_error(spec):
         open_source(spec)
 
 
+def test_an_unknown_plugin_names_the_installed_ones():
+    with pytest.raises(SourceError, match=r"no source plug-in named 'nosuch' \(installed: .*scenes.*sim"):
+        open_source("nosuch:cam-1")
+
+
+def test_the_agent_reaches_simulated_cameras_only_through_the_plugin_registry():
+    """The agent's code never names the simulator: `sim:` resolves through the entry-point group."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from edgeloop.agent.sources import open_source; import edgeloop.agent.daemon; "
+            "assert 'edgeloop.sim' not in sys.modules, 'agent imported the simulator'; "
+            "next(iter(open_source('sim:cam-000'))); print(sorted(m for m in sys.modules if m.startswith('edgeloop.sim')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "edgeloop.sim.source" in out  # loaded by the plug-in registry, on demand
+
+
 def test_the_simulated_camera_resumes_where_it_stopped():
     a = open_source("sim:cam-002", sim_seed=3)
     first = [f for f, _ in zip(a, range(5))]

@@ -312,6 +312,53 @@ def test_uncertainty_on_a_detector_reads_the_detection_scores(kind, det_scores, 
     assert detection_uncertainty(np.array(det_scores), kind) == pytest.approx(expected, abs=1e-6)
 
 
+@pytest.mark.parametrize("kind, det_scores, expected", [
+    ("least_confidence", [0.9, 0.5], 0.6),  # mean of 0.2 and 1.0
+    ("margin", [0.9, 0.1, 0.5], (0.2 + 0.2 + 1.0) / 3),
+    ("entropy", [1.0, 0.5], 0.5),
+    ("least_confidence", [], 0.0),
+])
+def test_mean_aggregate_averages_the_boxes(kind, det_scores, expected):
+    o = obs([1 / 3] * 3, detections=dets(*[(s, 0) for s in det_scores]))
+    assert one(SignalConfig(kind, aggregate="mean"), o) == pytest.approx(expected, abs=1e-6)
+
+
+@given(st.lists(st.floats(0, 1), max_size=20), st.sampled_from(["least_confidence", "margin", "entropy"]))
+def test_the_mean_box_is_never_more_uncertain_than_the_worst(det_scores, kind):
+    worst = detection_uncertainty(np.array(det_scores), kind)
+    mean = detection_uncertainty(np.array(det_scores), kind, aggregate="mean")
+    assert 0.0 <= mean <= worst + 1e-12
+
+
+@pytest.mark.parametrize("det_scores, min_count, expected", [
+    ([0.9, 0.5, 0.4, 0.1], 1, 1.0),  # two boxes in [0.35, 0.65]: twice min_count
+    ([0.9, 0.5], 1, 0.5),
+    ([0.9, 0.5], 2, 0.25),
+    ([0.9, 0.1], 1, 0.0),
+    ([], 1, 0.0),
+])
+def test_close_to_threshold_counts_the_boxes_near_the_threshold(det_scores, min_count, expected):
+    o = obs(detections=dets(*[(s, 0) for s in det_scores]))
+    assert one(SignalConfig("close_to_threshold", min_count=min_count), o) == pytest.approx(expected)
+
+
+@given(st.lists(st.floats(0, 1), max_size=30), st.integers(1, 10), st.floats(0, 1), st.floats(0, 1))
+def test_close_to_threshold_fires_exactly_from_min_count_boxes_in_the_band(det_scores, min_count, a, b):
+    low, high = min(a, b), max(a, b)
+    cfg = SignalConfig("close_to_threshold", low=low, high=high, min_count=min_count)
+    n = sum(low <= s <= high for s in det_scores)
+    s = one(cfg, obs(detections=dets(*[(x, 0) for x in det_scores])))
+    assert (s >= FIRES_AT) == (n >= min_count)
+
+
+def test_close_to_threshold_is_zero_for_a_classifier_and_aggregate_belongs_to_uncertainty():
+    assert one(SignalConfig("close_to_threshold"), obs([0.5, 0.5])) == 0.0
+    with pytest.raises(ConfigError, match="aggregate does not apply"):
+        SignalConfig("novelty", aggregate="mean")
+    with pytest.raises(ConfigError, match="aggregate must be one of max, mean"):
+        SignalConfig("entropy", aggregate="median")
+
+
 # --- every signal, any input --------------------------------------------------------------------
 
 REQUIRED = {"every_nth": {"n": 3}, "interval": {"interval_s": 10.0}, "detection_count": {"min_count": 2},
@@ -327,6 +374,11 @@ def signal_configs(draw, kind=None) -> SignalConfig:
         case "confidence_band":
             a, b = draw(st.floats(0, 1)), draw(st.floats(0, 1))
             params = {"low": min(a, b), "high": max(a, b)}
+        case "close_to_threshold":
+            a, b = draw(st.floats(0, 1)), draw(st.floats(0, 1))
+            params = {"low": min(a, b), "high": max(a, b), "min_count": draw(st.none() | st.integers(1, 50))}
+        case "least_confidence" | "margin" | "entropy":
+            params = {"aggregate": draw(st.sampled_from(config.AGGREGATES))}
         case "every_nth":
             params = {"n": draw(st.integers(1, 10**6))}
         case "interval":
@@ -405,7 +457,7 @@ def signal_toml(**fields) -> str:
 
 @pytest.mark.parametrize("fields, detail", [
     ({"kind": "margin", "n": 3}, "signals[margin]: n does not apply (it belongs to every_nth)"),
-    ({"kind": "novelty", "low": 0.1}, "signals[novelty]: low does not apply (it belongs to confidence_band)"),
+    ({"kind": "novelty", "low": 0.1}, "signals[novelty]: low does not apply (it belongs to confidence_band or close_to_threshold)"),
     ({"kind": "random", "memory": 10}, "signals[random]: memory does not apply (it belongs to novelty)"),
     ({"kind": "every_nth", "n": 2, "interval_s": 5}, "interval_s does not apply (it belongs to interval)"),
     ({"kind": "metadata", "tag": "a", "values": ["b"], "max_share": 0.2}, "max_share does not apply"),
@@ -527,9 +579,15 @@ def test_all_kinds_in_one_file():
         kind = "margin"
         [[sampling.signals]]
         kind = "entropy"
+        aggregate = "mean"
         [[sampling.signals]]
         kind = "confidence_band"
         low = 0.4
+        [[sampling.signals]]
+        kind = "close_to_threshold"
+        low = 0.3
+        high = 0.6
+        min_count = 2
         [[sampling.signals]]
         kind = "rare_class"
         max_share = 0.02
@@ -554,14 +612,14 @@ def test_all_kinds_in_one_file():
     signals = config.loads(text).sampling.signals
     assert [s.name for s in signals] == [*config.SIGNAL_KINDS[:-1], "metadata:zone", "metadata:weather"]
     assert signals[2].interval_s == 600.0 and isinstance(signals[2].interval_s, float)
-    assert signals[9] == SignalConfig("novelty", weight=0.5, min_distance=0.15, memory=512)
+    assert signals[10] == SignalConfig("novelty", weight=0.5, min_distance=0.15, memory=512)
     state = SignalState.for_signals(signals)
     assert state.memory == 512
     o = obs([0.5, 0.3, 0.2], embedding=E1, tags={"zone": "gate"}, captured_at=10.0, index=60)
     value, scores, reasons = score(o, signals, 0, SignalContext((1000, 10, 990)), state)
     assert reasons == ("every_nth", "interval", "least_confidence", "margin", "entropy", "confidence_band",
                        "novelty", "metadata:zone=gate")
-    assert scores["rare_class"] < FIRES_AT and scores["detection_count"] == 0.0
+    assert scores["rare_class"] < FIRES_AT and scores["detection_count"] == scores["close_to_threshold"] == 0.0
 
 
 def test_context_from_manifest():

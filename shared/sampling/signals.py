@@ -20,6 +20,8 @@ What each kind scores (every score is >= 0.5 exactly when the "fires" column hol
     margin            graded: 1 - (p1 - p2)                               detector with no detections
     entropy           graded: entropy / log C                             detector with no detections
     confidence_band   top p in [low, high]                                detector with no detections
+    close_to_threshold  at least min_count (default 1) detection scores     classifier, or no detection in
+                      in [low, high]; graded by the count                 the band
     rare_class        predicted class's share of the training counts      no counts, or the class is not
                       <= max_share                                        among them
     detection_count   at least min_count detections                       classifier (no detections array)
@@ -29,9 +31,12 @@ What each kind scores (every score is >= 0.5 exactly when the "fires" column hol
     metadata          tags[tag] is one of values                          tag missing or another value
 
 Detectors (`Observation.detections` is an (N, 6) array, possibly empty): the uncertainty kinds read
-the detection scores instead of `probs`, each score s as the binary prediction (s, 1 - s), and the
-most uncertain detection decides: least_confidence = margin = max 1 - |2s - 1|, entropy = max H(s) /
-log 2, confidence_band = 1 when any detection score lies in [low, high]. No detection: 0.
+the detection scores instead of `probs`, each score s as the binary prediction (s, 1 - s), and by
+default the most uncertain detection decides (`aggregate = "max"`; `"mean"` averages over the boxes):
+least_confidence = margin = 1 - |2s - 1|, entropy = H(s) / log 2; confidence_band = 1 when any
+detection score lies in [low, high]. No detection: 0. `close_to_threshold` counts the boxes whose
+score lies in [low, high] (Roboflow's close_to_threshold: threshold ± epsilon, with a minimum count
+of objects): it fires from `min_count` such boxes on, graded count / (2 min_count).
 `rare_class` takes the rarest detected class; `detection_count` counts every row it is given (the
 detector's own score threshold has already been applied).
 
@@ -244,9 +249,11 @@ def random_signal(sample_id: str, seed: int) -> float:
 
 # --- detector uncertainty (detection scores) ----------------------------------------------------
 
-def detection_uncertainty(det_scores: np.ndarray, kind: str, low: float = 0.35, high: float = 0.65) -> float:
-    """det_scores (N,) -> the most uncertain detection's score for an uncertainty `kind`, each
-    detection read as the binary prediction (s, 1 - s); 0 for no detection."""
+def detection_uncertainty(det_scores: np.ndarray, kind: str, low: float = 0.35, high: float = 0.65,
+                          aggregate: str = "max") -> float:
+    """det_scores (N,) -> one frame's score for an uncertainty `kind`, each detection read as the binary
+    prediction (s, 1 - s), aggregated over the detections ("max": the most uncertain one, "mean");
+    0 for no detection."""
     s = np.asarray(det_scores, np.float64).ravel()
     s = s[np.isfinite(s)]
     if s.size == 0:
@@ -255,11 +262,21 @@ def detection_uncertainty(det_scores: np.ndarray, kind: str, low: float = 0.35, 
         return 1.0 if bool(np.any((s >= low) & (s <= high))) else 0.0
     s = np.clip(s, 0.0, 1.0)
     if kind in ("least_confidence", "margin"):  # both are 1 - |2s - 1| for two classes
-        return float(np.max(1.0 - np.abs(2.0 * s - 1.0)))
-    if kind == "entropy":
+        per_box = 1.0 - np.abs(2.0 * s - 1.0)
+    elif kind == "entropy":
         p = np.clip(s, 1e-12, 1.0 - 1e-12)
-        return float(min(1.0, np.max(-(p * np.log(p) + (1 - p) * np.log(1 - p)) / math.log(2.0))))
-    raise ValueError(f"{kind!r} is not an uncertainty signal")
+        per_box = np.minimum(1.0, -(p * np.log(p) + (1 - p) * np.log(1 - p)) / math.log(2.0))
+    else:
+        raise ValueError(f"{kind!r} is not an uncertainty signal")
+    return float(np.mean(per_box) if aggregate == "mean" else np.max(per_box))
+
+
+def close_to_threshold(det_scores: np.ndarray, low: float, high: float, min_count: int) -> float:
+    """det_scores (N,) -> graded count of the boxes scoring within [low, high]: fires (>= 0.5) from
+    min_count boxes on, 1 at twice as many."""
+    s = np.asarray(det_scores, np.float64).ravel()
+    n = int(np.count_nonzero(np.isfinite(s) & (s >= low) & (s <= high)))
+    return _graded(n >= min_count, n / (2.0 * min_count)) if n else 0.0
 
 
 # --- scoring ------------------------------------------------------------------------------------
@@ -317,7 +334,10 @@ def signal(cfg: SignalConfig, obs: Observation, seed: int = 0, context: SignalCo
         case "random":
             s = random_signal(obs.sample_id, seed)
         case "least_confidence" | "margin" | "entropy" | "confidence_band" if obs.detections is not None:
-            s = detection_uncertainty(obs.detections[:, 4], kind, cfg.low, cfg.high)
+            s = detection_uncertainty(obs.detections[:, 4], kind, cfg.low, cfg.high, cfg.aggregate)
+        case "close_to_threshold":
+            s = 0.0 if obs.detections is None else close_to_threshold(obs.detections[:, 4], cfg.low, cfg.high,
+                                                                       cfg.min_count or 1)
         case "least_confidence":
             s = least_confidence(obs.probs)
         case "margin":

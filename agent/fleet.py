@@ -1,8 +1,9 @@
-"""Fleet mode: many simulated devices in one process, each a real agent.
+"""Fleet mode: many devices in one process, each a real agent (for simulated fleets and load tests).
 
 Every device is the real `Agent` — its own MQTT connection, last will, outbox file, model store,
-OTA worker and state reports — on a simulated camera at a low frame rate. Only the process is
-shared, so a few hundred devices fit in a handful of processes:
+OTA worker and state reports — on its own camera (`--source-pattern`, by default a simulated one
+through the `sim` source plug-in) at a low frame rate. Only the process is shared, so a few hundred
+devices fit in a handful of processes:
 
     edgeloop fleet --agents 50 --first 0 --site site-0 --broker mqtt://127.0.0.1:1883 \\
         --pubkey hub.pub --data runs/fleet
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import click
 
-log = logging.getLogger("edgeloop.sim.fleet")
+log = logging.getLogger("edgeloop.agent.fleet")
 
 
 def device_id(i: int) -> str:
@@ -58,14 +59,14 @@ class Fleet:
 
 def build(n: int, first: int, site: str, broker: str, pubkey, data: Path, sampling, max_fps: float,
           sim_seed: int, state_interval: float, password: str | None = None, quota: int = 4 << 20,
-          journal: bool = False) -> Fleet:
-    from edgeloop.agent.daemon import Agent, AgentSettings
+          journal: bool = False, source_pattern: str = "sim:cam-{i:04d}") -> Fleet:
+    from .daemon import Agent, AgentSettings
 
     agents = []
     for i in range(first, first + n):
         dev = device_id(i)
         agents.append(Agent(AgentSettings(
-            device_id=dev, site=site, broker=broker, source=f"sim:cam-{i:04d}", data_dir=data / dev,
+            device_id=dev, site=site, broker=broker, source=source_pattern.format(i=i), data_dir=data / dev,
             sampling=sampling, sim_seed=sim_seed, outbox_quota=quota, outbox_journal=journal, max_fps=max_fps,
             state_interval=state_interval, public_key=pubkey, password=password,
             recent_frames=0)))  # no application feedback in a simulated fleet: no frame ring
@@ -82,15 +83,17 @@ def build(n: int, first: int, site: str, broker: str, pubkey, data: Path, sampli
 @click.option("--data", "data_dir", type=click.Path(path_type=Path), required=True, help="One folder per device here.")
 @click.option("--config", "config_path", type=click.Path(path_type=Path), default=None, help="TOML config of the agents.")
 @click.option("--max-fps", default=2.0, show_default=True, help="Frames a second per device.")
-@click.option("--sim-seed", default=0, show_default=True)
+@click.option("--sim-seed", default=0, show_default=True, help="Seed of the simulated world (sim and scenes sources).")
+@click.option("--source-pattern", default="sim:cam-{i:04d}", show_default=True,
+              help="Each device's --source, with {i} its index (e.g. 'scenes:cam-{i:03d}?fps=5').")
 @click.option("--state-interval", default=2.0, show_default=True, help="Seconds between each device's state reports.")
 @click.option("--quota", default="4MB", show_default=True, help="Outbox byte quota of each device (its disk).")
 @click.option("--outbox-journal", is_flag=True,
               help="Every device keeps each committed and evicted sample id in its outbox file (audits).")
 @click.option("--ready-file", type=click.Path(path_type=Path), default=None, help="Written once every device runs.")
-def fleet(n, first, site, broker, pubkey_path, data_dir, config_path, max_fps, sim_seed, state_interval, quota,
-          outbox_journal, ready_file) -> None:
-    """Run many simulated devices in one process (firmware-sim's fleet mode), each a real agent.
+def fleet(n, first, site, broker, pubkey_path, data_dir, config_path, max_fps, sim_seed, source_pattern, state_interval,
+          quota, outbox_journal, ready_file) -> None:
+    """Run many devices in one process (fleet mode), each a real agent with its own camera.
 
     SIGTERM stops the devices; SIGUSR1 ends their cameras, lets each send what it queued, then exits.
 
@@ -105,7 +108,8 @@ def fleet(n, first, site, broker, pubkey_path, data_dir, config_path, max_fps, s
 
     pubkey = load_public_key(pubkey_path.read_bytes())
     fl = build(n, first, site, broker, pubkey, data_dir, cfg.load(config_path).sampling, max_fps, sim_seed,
-               state_interval, quota=cfg.parse_size(quota, "--quota"), journal=outbox_journal)
+               state_interval, quota=cfg.parse_size(quota, "--quota"), journal=outbox_journal,
+               source_pattern=source_pattern)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
