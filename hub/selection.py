@@ -34,11 +34,13 @@ class _Item:
     embedding: np.ndarray | None
     predicted: int
     nbytes: int = 0
+    detections: np.ndarray | None = None  # a detector's boxes: uncertainty and class balance read them
 
 
 def select_for_labeling(pool: list[dict], budget: int, strategy: str = "uncertainty", seed: int = 0,
                         labeled_embeddings: np.ndarray | None = None) -> dict[str, float]:
-    """pool: rows with sample_id, probs (C,), embedding (D,) | None, captured_at.
+    """pool: rows with sample_id, probs (C,), embedding (D,) | None, captured_at, and for a detector's
+    samples detections (K, 6) (uncertainty from the box scores, classes balanced over the boxes).
 
     -> {sample_id: priority} for at most `budget` of them (higher priority = label first).
     labeled_embeddings (M, D): what is already labeled, for the diversity strategies.
@@ -47,15 +49,19 @@ def select_for_labeling(pool: list[dict], budget: int, strategy: str = "uncertai
         raise ValueError(f"unknown strategy {strategy!r} (known: {', '.join(STRATEGIES)})")
     items = []
     for row in pool:
+        det = row.get("detections")
+        det = None if det is None else np.asarray(det, np.float32).reshape(-1, 6)
         if strategy == "random":
             value = (zlib.crc32(f"{seed}:{row['sample_id']}".encode()) & 0xFFFFFFFF) / 0xFFFFFFFF
         elif strategy == "coreset":
             value = 1.0
         else:
-            value, _, _ = score(Observation(row["sample_id"], np.asarray(row["probs"])), UNCERTAINTY, seed)
+            value, _, _ = score(Observation(row["sample_id"], np.asarray(row["probs"]), detections=det), UNCERTAINTY,
+                                seed)
         emb = row.get("embedding")
         items.append(_Item(row["sample_id"], value, row["captured_at"],
-                           None if emb is None else np.asarray(emb, np.float32), int(np.argmax(row["probs"]))))
+                           None if emb is None else np.asarray(emb, np.float32), int(np.argmax(row["probs"])),
+                           detections=det))
     if strategy in ("random", "uncertainty"):
         chosen = select_top(items, budget)
         return {it.sample_id: it.value for it in chosen}

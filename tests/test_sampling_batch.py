@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgeloop.shared.sampling.batch import (class_quotas, cosine_distances, kcenter, near_duplicates,
-                                            select_diverse)
+from edgeloop.shared.sampling.batch import (balance_classes_of, class_quotas, cosine_distances, kcenter,
+                                            near_duplicates, select_diverse)
 
 
 @dataclass(frozen=True, eq=False)
@@ -193,3 +193,47 @@ def test_kcenter_already_steers_away():
     assert kcenter(emb, 1, np.array([1.0, 1.0, 0.5])) == [0]
     assert kcenter(emb, 1, np.array([1.0, 1.0, 0.5]), already=np.array([[1.0, 0.0]])) == [2]
     assert kcenter(emb, 2) == [0, 2]
+
+
+# --- detectors: balance over the boxes -------------------------------------------------------------
+
+@dataclass(frozen=True, eq=False)
+class DetItem(Item):
+    detections: np.ndarray | None = None
+
+
+def boxes(*classes) -> np.ndarray:
+    return np.array([[0.1, 0.1, 0.2, 0.2, 0.9, c] for c in classes], np.float32).reshape(-1, 6)
+
+
+def test_a_frame_counts_for_the_rarest_class_among_its_boxes_and_empty_frames_for_their_own():
+    items = [DetItem(f"s{i}", 1.0, 10, None, 0, boxes(*cls)) for i, cls in
+             enumerate([(0, 0, 0), (0, 0, 3), (0,), (), (3,), ()])]
+    assert balance_classes_of(items).tolist() == [0, 3, 0, 4, 3, 4]
+
+
+def test_one_rare_object_among_common_ones_wins_its_quota():
+    # Nine frames full of class 0 and one frame of class 0 cars with a single class 5 in it: a balanced
+    # budget of 2 takes the frame with the rare object even though it scores lowest.
+    items = [DetItem(f"s{i}", 1.0 + i, 10, None, 0, boxes(0, 0)) for i in range(9)]
+    items.append(DetItem("rare", 0.01, 10, None, 0, boxes(0, 0, 0, 5)))
+    chosen = select_diverse(items, 2, balance_classes=True)
+    assert "rare" in [it.sample_id for it in chosen]
+
+
+@st.composite
+def det_item_lists(draw) -> list:
+    base = draw(item_lists(max_size=20))
+    out = []
+    for it in base:
+        classes = draw(st.lists(st.integers(0, 6), max_size=5))
+        out.append(DetItem(it.sample_id, it.value, it.nbytes, it.embedding, it.predicted, boxes(*classes)))
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(det_item_lists(), st.integers(0, 30), st.integers(0, 600))
+def test_budgets_hold_with_detections_balanced(items, k, max_bytes):
+    chosen = select_diverse(items, k, max_bytes=max_bytes, balance_classes=True)
+    assert len(chosen) <= k and sum(it.nbytes for it in chosen) <= max_bytes
+    assert len({it.sample_id for it in chosen}) == len(chosen)

@@ -177,6 +177,33 @@ def class_quotas(predicted: np.ndarray, k: int, num_classes: int) -> np.ndarray:
     return quotas
 
 
+def balance_classes_of(items: Sequence) -> np.ndarray:
+    """(N,) int64: the class each item counts for when a budget is balanced over classes.
+
+    A classifier's item counts for its predicted class. A detector's item (`detections`, (K, 6) rows
+    x1, y1, x2, y2, score, class) counts for the rarest class among its boxes, rarest by the number of
+    boxes of that class in the whole pool, so a frame with one rare object fills the rare class's quota
+    however many common ones surround it; a frame with no box counts for a class of its own, one past
+    the largest class present (empty scenes get a share, not the whole budget)."""
+    dets = [getattr(it, "detections", None) for it in items]
+    if all(d is None for d in dets):
+        return np.array([int(it.predicted) for it in items], dtype=np.int64)
+    box_classes = [np.asarray(d[:, 5], np.int64) if d is not None and len(d) else np.zeros(0, np.int64) for d in dets]
+    everything = np.concatenate(box_classes + [np.array([int(it.predicted) for it in items], np.int64)])
+    empty = int(everything.max()) + 1
+    counts = np.bincount(np.concatenate(box_classes), minlength=empty)
+    out = np.empty(len(items), np.int64)
+    for i, (it, d, cls) in enumerate(zip(items, dets, box_classes)):
+        if d is None:
+            out[i] = int(it.predicted)
+        elif cls.size == 0:
+            out[i] = empty
+        else:
+            present = np.unique(cls)
+            out[i] = int(present[np.argmin(counts[present])])  # ties: the lowest class id
+    return out
+
+
 # --- select_diverse -----------------------------------------------------------------------------
 
 def _weight(value: Any) -> float:
@@ -269,7 +296,7 @@ def select_diverse(items: Sequence, k: float, *, max_bytes: float = math.inf, de
     sample_id (so the result does not depend on input order; of equal sample_ids the highest value
     is kept); drop near-duplicates if `dedup_threshold` > 0; then weighted k-center (weight = value,
     clipped >= 1e-6; distances measured to `already` (M, D) and the picks so far). With
-    `balance_classes`, each class (by `predicted`) first fills its `class_quotas` share with a
+    `balance_classes`, each class (by `predicted`, or a detector's boxes: `balance_classes_of`) first fills its `class_quotas` share with a
     k-center inside the class (classes take turns, so a byte budget is shared fairly); slots left
     over (items that did not fit the bytes) go to a k-center over the rest. Items without a usable
     embedding (None, non-finite, or another dimension than the majority / `already`) are ranked by
@@ -312,8 +339,8 @@ def select_diverse(items: Sequence, k: float, *, max_bytes: float = math.inf, de
         used += item.nbytes
 
     if balance_classes and pool:
-        pred = np.array([int(it.predicted) for it in pool], dtype=np.int64)
-        nc = int(pred.max()) + 1 if num_classes is None else int(num_classes)
+        pred = balance_classes_of(pool)
+        nc = max(int(pred.max()) + 1, int(num_classes or 0))
         quotas = class_quotas(pred, k, nc)
         pickers = {c: _Picker([it for it, p in zip(pool, pred) if p == c], dim, already)
                    for c in range(nc) if quotas[c] > 0}
