@@ -25,23 +25,28 @@ console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
 def _row(round_no: int, version: str, train: dict, frames: dict, nbytes: dict) -> dict:
+    """A round of report.json: a classifier's accuracy, or a detector's map50 and map (COCO mAP@0.5 and
+    mAP@0.5:0.95); per_slice is the same figure (accuracy or mAP@0.5) per lighting slice."""
     m = train["metrics"]
-    return {"round": round_no, "model_version": version, "labels_total": train["labels_total"],
-            "accuracy": round(m["accuracy"], 4), "per_slice": {k: round(v, 4) for k, v in sorted(m["per_slice"].items())},
+    figures = {"map50": round(m["map50"], 4), "map": round(m["map"], 4)} if "map50" in m else {
+        "accuracy": round(m["accuracy"], 4)}
+    return {"round": round_no, "model_version": version, "labels_total": train["labels_total"], **figures,
+            "per_slice": {k: round(v, 4) for k, v in sorted(m["per_slice"].items())},
             "promoted": train.get("promoted", True), "gate": train.get("gate") or m.get("gate"),
             "frames": frames, "bytes": nbytes}
 
 
 def _table(rounds: list[dict]) -> Table:
     slices = sorted({k for r in rounds for k in r["per_slice"]})
+    figures = ["map50", "map"] if "map50" in rounds[0] else ["accuracy"]
     t = Table(title="edgeloop demo")
-    for col in ["round", "model", "promoted", "labels", "accuracy", *slices, "seen", "agent kept", "relay kept",
+    for col in ["round", "model", "promoted", "labels", *figures, *slices, "seen", "agent kept", "relay kept",
                 "selected", "raw MB", "agent→relay KB", "relay→hub KB", "models↓ KB"]:
         t.add_column(col, justify="right")
     for r in rounds:
         f, b = r["frames"], r["bytes"]
         t.add_row(str(r["round"]), r["model_version"], "yes" if r["promoted"] else "no", str(r["labels_total"]),
-                  f"{r['accuracy']:.3f}",
+                  *[f"{r[k]:.3f}" for k in figures],
                   *[f"{r['per_slice'].get(s, 0):.3f}" for s in slices], str(f["seen"]), str(f["agent_kept"]),
                   str(f["relay_kept"]), str(f["hub_selected"]), f"{b['raw'] / 1e6:.1f}", f"{b['agent_to_relay'] / 1e3:.0f}",
                   f"{b['relay_to_hub'] / 1e3:.0f}", f"{b['models_down'] / 1e3:.0f}")
@@ -51,10 +56,10 @@ def _table(rounds: list[dict]) -> Table:
 def run_demo(s: OneBoxSettings, rounds: int, labels_per_round: int, strategy: str = "hybrid") -> dict:
     box = OneBox(s)
     t_start = time.monotonic()
-    report = {"broker": s.broker, "settings": {"agents": s.agents, "relays": s.relays, "rounds": rounds,
+    report = {"broker": s.broker, "task": s.task, "settings": {"agents": s.agents, "relays": s.relays, "rounds": rounds,
                                                  "frames_per_round": s.frames_per_round,
                                                  "labels_per_round": labels_per_round, "seed": s.seed,
-                                                 "strategy": strategy},
+                                                 "strategy": strategy, "fps": s.fps},
               "rounds": []}
     try:
         with console.status("[bold]starting") as status:
@@ -79,10 +84,9 @@ def run_demo(s: OneBoxSettings, rounds: int, labels_per_round: int, strategy: st
                 now = box.totals()
                 status.update(f"[bold]round {r}: selecting {labels_per_round} samples for labeling")
                 selected = hub.post("/api/v1/selection", {"budget": labels_per_round, "strategy": strategy})["selected"]
-                from edgeloop.sim import World
                 from edgeloop.sim.oracle import label_queue
 
-                labeled = label_queue(hub, World(seed=s.seed))
+                labeled = label_queue(hub, box.world())
                 status.update(f"[bold]round {r}: training a new model from {version} on the hub")
                 train = hub.post("/api/v1/train", {"epochs": s.epochs})
                 if train["promoted"]:
@@ -112,6 +116,8 @@ def run_demo(s: OneBoxSettings, rounds: int, labels_per_round: int, strategy: st
 
 
 @click.command()
+@click.option("--task", type=click.Choice(["detect", "classify"]), default="classify", show_default=True,
+              help="detect: a detector on the scenes world (video-like streams, boxes); classify: digits.")
 @click.option("--rounds", default=3, show_default=True, help="Rounds of the loop after the seed model.")
 @click.option("--agents", default=4, show_default=True, help="Simulated devices (one camera each).")
 @click.option("--relays", default=2, show_default=True, help="Relays, one site each; agents spread over them.")
@@ -119,20 +125,21 @@ def run_demo(s: OneBoxSettings, rounds: int, labels_per_round: int, strategy: st
               help="embedded: amqtt in a child process (zero set-up); mosquitto: the real thing.")
 @click.option("--frames", default=600, show_default=True, help="Frames each camera shows per round.")
 @click.option("--labels", default=100, show_default=True, help="Label budget per round at the hub.")
-@click.option("--epochs", default=15, show_default=True, help="Training epochs per round.")
+@click.option("--epochs", default=None, type=int, help="Training epochs per round [default: 15 classify, 12 detect].")
+@click.option("--fps", default=5.0, show_default=True, help="detect: the cameras' frame rate (world time).")
 @click.option("--strategy", type=click.Choice(["hybrid", "uncertainty", "coreset", "random"]), default="hybrid",
               show_default=True, help="How the hub spends its label budget.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the simulated world.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/demo"), show_default=True,
               help="Output folder: report.json, logs/, and every service's data.")
-def demo(rounds, agents, relays, broker, frames, labels, epochs, strategy, seed, out) -> None:
+def demo(task, rounds, agents, relays, broker, frames, labels, epochs, fps, strategy, seed, out) -> None:
     """Run the whole loop on one box: broker, hub, relays and agents as separate processes.
 
     Prints a table per round and writes OUT/report.json.
 
     \b
-    Example:
-      edgeloop demo --rounds 3 --agents 4 --relays 2 --out runs/demo
+    Example (detection on the scenes world; --task classify for the digits):
+      edgeloop demo --task detect --rounds 3 --agents 4 --relays 2 --out runs/demo
     """
     sigterm_unwinds()
     marker = out / ".edgeloop-demo"
@@ -144,12 +151,14 @@ def demo(rounds, agents, relays, broker, frames, labels, epochs, strategy, seed,
         shutil.rmtree(out)  # an earlier demo's folder: a demo starts from nothing
     out.mkdir(parents=True, exist_ok=True)
     marker.touch()
-    s = OneBoxSettings(out=out, agents=agents, relays=relays, broker=broker, frames_per_round=frames, seed=seed,
-                       epochs=epochs)
+    s = OneBoxSettings(out=out, task=task, fps=fps, agents=agents, relays=relays, broker=broker,
+                       frames_per_round=frames, seed=seed, epochs=epochs or (12 if task == "detect" else 15),
+                       golden_per_condition=150 if task == "detect" else 300)
     report = run_demo(s, rounds, labels, strategy)
     (out / "report.json").write_text(json.dumps(report, indent=1))
     first = report["rounds"][0]
     last = next(r for r in reversed(report["rounds"]) if r["promoted"])  # the model the fleet ends up running
-    console.print(f"accuracy {first['accuracy']:.3f} -> {last['accuracy']:.3f}; "
+    figure = "map50" if "map50" in first else "accuracy"
+    console.print(f"{figure} {first[figure]:.3f} -> {last[figure]:.3f}; "
                   f"per slice {json.dumps(first['per_slice'])} -> {json.dumps(last['per_slice'])}")
     console.print(f"report: {out / 'report.json'} ({report['seconds']}s)")

@@ -41,6 +41,8 @@ RELAY_POLICY = {"strategy": "diverse", "dedup_threshold": 0.02, "balance_classes
 @dataclass
 class OneBoxSettings:
     out: Path
+    task: str = "classify"  # classify: the digits world; detect: the scenes world (video-like streams)
+    fps: float = 5.0  # detect: the cameras' frame rate (frames per second of world time)
     agents: int = 4
     relays: int = 2
     broker: str = "embedded"  # or "mosquitto"
@@ -81,12 +83,25 @@ class OneBox:
         return self.sites[agent_index % len(self.sites)]
 
     # -- start -------------------------------------------------------------------------------
-    def make_datasets(self) -> tuple[Path, Path]:
+    def world(self):
+        """The simulated world of the task, as the agents' source plug-in builds it."""
+        if self.s.task == "detect":
+            from edgeloop.sim import ScenesWorld
+
+            return ScenesWorld(seed=self.s.seed, fps=self.s.fps)
         from edgeloop.sim import World
 
+        return World(seed=self.s.seed)
+
+    def camera_source(self, i: int) -> str:
+        if self.s.task == "detect":
+            return f"scenes:cam-{i:03d}?fps={self.s.fps:g}"
+        return f"sim:cam-{i:03d}"
+
+    def make_datasets(self) -> tuple[Path, Path]:
         data = self.s.out / "data"
         data.mkdir(parents=True, exist_ok=True)
-        world = World(seed=self.s.seed)
+        world = self.world()
         golden, seed = data / "golden.npz", data / "seed.npz"
         world.golden_set(per_condition=self.s.golden_per_condition).save(golden)
         world.seed_set(n=self.s.seed_set).save(seed)
@@ -157,7 +172,7 @@ class OneBox:
                                           audit_fraction=self.s.audit_fraction))
         return Service.edgeloop(self.agent_ids[i], [
             "agent", "run", "--device", self.agent_ids[i], "--site", self.site_of(i), "--broker", self.broker_url,
-            "--source", f"sim:cam-{i:03d}", "--sim-seed", str(self.s.seed), "--data", str(self.s.out / self.agent_ids[i]),
+            "--source", self.camera_source(i), "--sim-seed", str(self.s.seed), "--data", str(self.s.out / self.agent_ids[i]),
             "--pubkey", str(self.public_key_path),
             "--config", str(conf), "--frames-per-model", str(self.s.frames_per_round), "--state-interval", "0.5",
             "--max-fps", str(self.s.agent_max_fps), *(["--api", "127.0.0.1:0"] if self.s.agent_api else [])],

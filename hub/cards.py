@@ -50,10 +50,16 @@ def model_card(store: HubStore, version: str) -> dict:
         "training": _section(m.get("training"), TRAINING_KEYS),
         "data": {**_section(m.get("data"), ("by_class", "by_slice", "total")), "labels_total": row.get("labels_total")},
         "metrics": {
-            "accuracy": m.get("accuracy"), "n": m.get("n"),
+            # The figure a slice is scored by: accuracy for a classifier, COCO mAP@0.5 for a detector.
+            "figure": "mAP@0.5" if "map50" in m else "accuracy",
+            "accuracy": m.get("map50", m.get("accuracy")), "n": m.get("n"),
             "per_slice": {s: {"accuracy": per_slice.get(s), "n": per_slice_n.get(s)}
                           for s in sorted(set(per_slice) | set(per_slice_n), key=str)},
         },
+        # Detectors: mAP@0.5:0.95, and mAP@0.5 per slice of every kind (lighting, weather, site, object size) and
+        # AP@0.5 per class, all from pycocotools.
+        "detection": {"map50": m.get("map50"), "map": m.get("map"), "slices": dict(m.get("slices") or {}),
+                      "per_class": dict(m.get("per_class") or {})} if "map50" in m else None,
         "calibration": _section(m.get("calibration"), CALIBRATION_KEYS),
         "gate": _section(m.get("gate"), GATE_KEYS),
         "artifact": {"sha256": row.get("artifact_sha256"), "size": row.get("artifact_size")},
@@ -82,11 +88,17 @@ def card_markdown(card: dict) -> str:
         counts = d.get(key)
         if isinstance(counts, dict) and counts:
             lines += ["", f"| {title} | n |", "|---|---:|", *[f"| {k} | {_fmt(v)} |" for k, v in counts.items()]]
-    lines += ["", "## Golden-set accuracy", "", f"- overall: {_fmt(m.get('accuracy'))} (n = {_fmt(m.get('n'))})"]
+    lines += ["", f"## Golden-set {m.get('figure', 'accuracy')}", "",
+              f"- overall: {_fmt(m.get('accuracy'))} (n = {_fmt(m.get('n'))})"]
     per_slice = m.get("per_slice") or {}
     if per_slice:
-        lines += ["", "| slice | accuracy | n |", "|---|---:|---:|",
+        lines += ["", f"| slice | {m.get('figure', 'accuracy')} | n |", "|---|---:|---:|",
                   *[f"| {s} | {_fmt(v.get('accuracy'))} | {_fmt(v.get('n'))} |" for s, v in per_slice.items()]]
+    det = card.get("detection")
+    if det:
+        lines += ["", f"- mAP@0.5:0.95: {_fmt(det.get('map'))}", "", "| slice | mAP@0.5 |", "|---|---:|",
+                  *[f"| {s} | {_fmt(v)} |" for s, v in det["slices"].items()],
+                  "", "| class | AP@0.5 |", "|---|---:|", *[f"| {k} | {_fmt(v)} |" for k, v in det["per_class"].items()]]
     lines += ["", "## Calibration", "",
               f"- temperature: {_fmt(c.get('temperature'))} (baked into the exported logits)",
               f"- ECE on {_fmt(c.get('n_eval'))} held-out golden samples: {_fmt(c.get('ece_before'))} before, "

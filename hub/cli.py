@@ -67,7 +67,7 @@ def serve(data_dir, golden, host, port, tokens, ready_file, key_path, rollout_pe
     from aiohttp import web
 
     from .api import make_app
-    from .golden import load_set
+    from .golden import load_golden
     from .store import HubStore
 
     if (tls_cert is None) != (tls_key is None):
@@ -90,7 +90,7 @@ def serve(data_dir, golden, host, port, tokens, ready_file, key_path, rollout_pe
     from .keys import default_key_path, load_or_create
 
     key = load_or_create(key_path or default_key_path(data_dir))
-    app = make_app(store, load_set(golden), tokens, key, rollout_period_s=rollout_period,
+    app = make_app(store, load_golden(golden), tokens, key, rollout_period_s=rollout_period,
                    device_stale_s=device_stale_s)
 
     async def main():
@@ -117,21 +117,25 @@ def serve(data_dir, golden, host, port, tokens, ready_file, key_path, rollout_pe
 @hub.command("seed")
 @click.option("--data", "data_dir", type=click.Path(path_type=Path), required=True, help="Hub data folder.")
 @click.option("--dataset", type=click.Path(exists=True, path_type=Path), required=True,
-              help="Labeled seed set (.npz: images, labels, slices).")
-@click.option("--golden", type=click.Path(exists=True, path_type=Path), required=True, help="Golden set (.npz).")
+              help="Labeled seed set: a classification .npz (images, labels, slices) or a detection one "
+                   "(images, box_image, box_xyxy, box_class, names, task, slices, weather, site, camera).")
+@click.option("--golden", type=click.Path(exists=True, path_type=Path), required=True,
+              help="Golden set (.npz) of the same task: every model is evaluated on it.")
 @click.option("--epochs", default=15, show_default=True)
 @click.option("--key", "key_path", type=click.Path(path_type=Path), default=None,
               help="Private key models are signed with (default DATA/keys/hub.key, created if missing).")
 @db_option
 def seed(data_dir, dataset, golden, epochs, key_path, db) -> None:
     """Import a labeled seed set, train the round-0 model from scratch and make it the fleet's desired model.
-    The golden set is kept as DATA/golden.npz, where `hub serve` looks for it.
+    The golden set is kept as DATA/golden.npz, where `hub serve` looks for it. A detection seed set
+    trains the built-in detector (its class names become the project's), a classification one the
+    built-in classifier.
 
     \b
     Example:
       edgeloop hub seed --data /var/lib/edgeloop/hub --dataset seed.npz --golden golden.npz
     """
-    from .golden import load_set
+    from .golden import DetectionSet, load_golden
     from .keys import default_key_path, load_or_create
     from .store import HubStore
     from .trainer import import_labeled_set, train_round
@@ -141,10 +145,19 @@ def seed(data_dir, dataset, golden, epochs, key_path, db) -> None:
     kept = data_dir / "golden.npz"
     if not kept.exists():  # `hub serve --data DIR` then finds it without --golden
         shutil.copyfile(golden, kept)
-    n = import_labeled_set(store, load_set(dataset))
-    result = train_round(store, load_set(golden), key, epochs=epochs, from_scratch=True)
-    click.echo(f"seeded {n} labels; model {result['version']} accuracy {result['metrics']['accuracy']:.3f} "
-               f"per slice {json.dumps(result['metrics']['per_slice'])}")
+    seed_set, golden_set = load_golden(dataset), load_golden(golden)
+    if type(seed_set) is not type(golden_set):
+        raise click.UsageError("--dataset and --golden must be of one task (both classification or both detection sets)")
+    if isinstance(seed_set, DetectionSet):
+        from .detect.round import import_detection_set
+
+        n = import_detection_set(store, seed_set)
+    else:
+        n = import_labeled_set(store, seed_set)
+    result = train_round(store, golden_set, key, epochs=epochs, from_scratch=True)
+    m = result["metrics"]
+    figure = f"mAP@0.5 {m['map50']:.3f}" if "map50" in m else f"accuracy {m['accuracy']:.3f}"
+    click.echo(f"seeded {n} labels; model {result['version']} {figure} per slice {json.dumps(m['per_slice'])}")
     # The gate, not this command, decides whether the model becomes the fleet's desired one.
     if result["promoted"]:
         store.set_desired(result["version"])

@@ -4,9 +4,11 @@
     g.passed   # better overall, and no golden slice fell more than `tolerance` below the parent
     g.reasons  # ("slice night: 0.412 < parent 0.833 - tolerance 0.02",)
 
-Both metrics dicts are what `training.evaluate` writes: {"accuracy": float, "per_slice": {slice: float}}.
-Metrics registered from outside may lack either; a parent without an overall accuracy cannot be
-compared with, so the candidate passes and the reason says why.
+Both metrics dicts are what the hub's evaluation writes: a classifier's {"accuracy": float,
+"per_slice": {slice: accuracy}}, a detector's {"map50": float, "per_slice": {slice: mAP@0.5}}; the
+overall figure compared is "map50" when the candidate has one, else "accuracy", and the parent is read
+on the same figure. Metrics registered from outside may lack either; a parent without the overall
+figure cannot be compared with, so the candidate passes and the reason says why.
 """
 
 from __future__ import annotations
@@ -46,20 +48,22 @@ def judge(candidate_metrics: dict, parent_metrics: dict | None, tolerance: float
     if not tolerance >= 0 or not math.isfinite(min_gain):
         raise ValueError(f"judge: tolerance must be >= 0 and min_gain finite, got {tolerance}, {min_gain}")
     cand = candidate_metrics if isinstance(candidate_metrics, dict) else {}
-    acc = _number(cand.get("accuracy"))
-    if acc is None:  # our own evaluate() always writes it: without it nothing says the model works
-        return GateResult(False, ("candidate has no overall accuracy",), compared=False)
+    figure = "map50" if "map50" in cand else "accuracy"
+    acc = _number(cand.get(figure))
+    if acc is None:  # our own evaluation always writes it: without it nothing says the model works
+        return GateResult(False, (f"candidate has no overall {figure}",), compared=False)
     parent = parent_metrics if isinstance(parent_metrics, dict) else None
-    parent_acc = _number(parent.get("accuracy")) if parent is not None else None
+    parent_acc = _number(parent.get(figure)) if parent is not None else None
     if parent is None:
         return GateResult(True, ("no parent: nothing to compare with",), compared=False)
     if parent_acc is None:
-        return GateResult(True, ("parent has no comparable metrics (no overall accuracy)",), compared=False)
+        return GateResult(True, (f"parent has no comparable metrics (no overall {figure})",), compared=False)
 
     reasons = []
     better = acc > parent_acc + min_gain
     sign = ">" if better else "<="
-    reasons.append(f"overall: {acc:.3f} {sign} parent {parent_acc:.3f} + min_gain {min_gain:g}")
+    reasons.append(f"overall{' mAP@0.5' if figure == 'map50' else ''}: {acc:.3f} {sign} parent {parent_acc:.3f} "
+                   f"+ min_gain {min_gain:g}")
 
     regressed = []
     parent_slices, cand_slices = _slices(parent), _slices(cand) or {}

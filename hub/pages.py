@@ -70,7 +70,8 @@ def models_view(models: list[dict], desired: str | None) -> dict:
         met = m["metrics"]
         gate = met.get("gate") or {}
         cal = met.get("calibration") or {}
-        rows.append({"version": m["version"], "parent": m["parent"], "accuracy": met.get("accuracy"),
+        # A detector's headline figure is COCO mAP@0.5 (its per_slice are mAP@0.5 too).
+        rows.append({"version": m["version"], "parent": m["parent"], "accuracy": met.get("map50", met.get("accuracy")),
                      "per_slice": {s: (met.get("per_slice") or {}).get(s) for s in slices},
                      "labels": m["labels_total"], "desired": m["version"] == desired,
                      "gate": gate.get("passed"), "gate_reasons": gate.get("reasons", []),

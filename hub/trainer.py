@@ -24,7 +24,7 @@ from edgeloop.shared.protocol import Candidate
 from edgeloop.shared.runtime import ModelRuntime
 
 from . import calibration, gate, live, training
-from .golden import LabeledSet
+from .golden import DetectionSet, LabeledSet
 from .store import HubStore
 
 log = logging.getLogger("edgeloop.hub.trainer")
@@ -116,6 +116,11 @@ def train_round(store: HubStore, golden: LabeledSet, signing_key, *, epochs: int
     # One training at a time across every hub process on the database: the version is numbered
     # when training starts and registered when it ends, and two hubs must not both pick v4.
     with store.locked("training"):
+        if isinstance(golden, DetectionSet):
+            from .detect.round import train_detection_round
+
+            return train_detection_round(store, golden, signing_key, epochs=epochs, seed=seed,
+                                         from_scratch=from_scratch, tolerance=tolerance, min_gain=min_gain)
         return _train_round(store, golden, signing_key, epochs=epochs, seed=seed, from_scratch=from_scratch,
                             tolerance=tolerance, min_gain=min_gain)
 
@@ -128,11 +133,7 @@ def _train_round(store: HubStore, golden: LabeledSet, signing_key, *, epochs: in
         raise NothingToTrain("no labeled samples to train on")
     images = np.stack([decode_image(store.blobs.get(r["image_sha256"])) for r in rows])
     labels = np.asarray([r["label"] for r in rows], np.int64)
-    parent = None if from_scratch else store.desired() or (store.latest_model() or {}).get("version")
-    parent_state = store.blobs.get(store.model(parent)["state_sha256"]) if parent else None
-    if parent and not parent_state:  # registered from outside: no torch weights to fine-tune from
-        log.info("%s has no training state here; training from scratch", parent)
-        parent, parent_state = None, None
+    parent, parent_state = parent_of(store, from_scratch)
     version = next_version(store)
     log.info("training %s from %s on %d labeled samples", version, parent or "scratch", len(rows))
     result = training.train(images, labels, parent_state=parent_state, epochs=epochs, seed=seed)
@@ -145,27 +146,52 @@ def _train_round(store: HubStore, golden: LabeledSet, signing_key, *, epochs: in
                "train_seconds": round(result.seconds, 2), "train_loss": result.train_loss,
                "calibration": calib, "training": {**result.settings, "from_scratch": from_scratch},
                "data": data_counts(rows)}
+    verdict = judge(metrics, store, parent, tolerance, min_gain)
+    reference = drift_reference(runtime, images, golden, version)
+    register(store, signing_key, manifest, onnx, result.state, metrics, reference=reference, labels_total=len(rows))
+    log.info("%s: accuracy %.3f %s; T %.3f, ECE %s -> %s", version, metrics["accuracy"],
+             " ".join(f"{k}={v:.3f}" for k, v in sorted(metrics["per_slice"].items())),
+             calib["temperature"], calib["ece_before"], calib["ece_after"])
+    log_verdict(version, verdict)
+    return {"version": version, "parent": parent, "metrics": metrics, "labels_total": len(rows),
+            "seconds": round(time.monotonic() - t0, 2), "promoted": verdict.passed, "gate": metrics["gate"]}
+
+
+def parent_of(store: HubStore, from_scratch: bool) -> tuple[str | None, bytes | None]:
+    """The model a round fine-tunes from (the fleet's desired, else the newest) and its torch state."""
+    parent = None if from_scratch else store.desired() or (store.latest_model() or {}).get("version")
+    parent_state = store.blobs.get(store.model(parent)["state_sha256"]) if parent else None
+    if parent and not parent_state:  # registered from outside: no torch weights to fine-tune from
+        log.info("%s has no training state here; training from scratch", parent)
+        parent, parent_state = None, None
+    return parent, parent_state
+
+
+def judge(metrics: dict, store: HubStore, parent: str | None, tolerance: float, min_gain: float) -> gate.GateResult:
+    """The gate against the parent's stored metrics; the verdict is written into `metrics["gate"]`."""
     verdict = gate.judge(metrics, store.model(parent)["metrics"] if parent else None,
                          tolerance=tolerance, min_gain=min_gain)
     metrics["gate"] = {"passed": verdict.passed, "reasons": list(verdict.reasons), "regressed": list(verdict.regressed),
                        "parent": parent, "tolerance": tolerance, "min_gain": min_gain}
+    return verdict
+
+
+def register(store: HubStore, signing_key, manifest, onnx: bytes, state: bytes, metrics: dict, *,
+             reference: live.Reference | None, labels_total: int) -> None:
+    """Sign manifest + ONNX, pack the artifact and register the version (with its torch state, for
+    fine-tuning children, and the drift reference, which stays at the hub)."""
     manifest = dataclasses.replace(manifest, metrics=metrics)
-    manifest_bytes = manifest.to_json()
-    signature = sign_digest(signing_key, model_digest(manifest_bytes, onnx))
+    signature = sign_digest(signing_key, model_digest(manifest.to_json(), onnx))
     artifact = pack(manifest, onnx, signature=signature, key_id=key_id(signing_key))
-    # The drift reference stays at the hub (devices do not need it): only the stored metrics name it.
-    reference = drift_reference(runtime, images, golden, version)
     stored = dict(metrics)
     if reference is not None:
         stored["drift_reference"] = {"sha256": store.blobs.put(reference.to_bytes()),
                                      "quantile": reference.quantile, "threshold": reference.threshold}
-    store.add_model(version, parent, artifact, result.state, stored, labels_total=len(rows))
-    log.info("%s: accuracy %.3f %s; T %.3f, ECE %s -> %s", version, metrics["accuracy"],
-             " ".join(f"{k}={v:.3f}" for k, v in sorted(metrics["per_slice"].items())),
-             calib["temperature"], calib["ece_before"], calib["ece_after"])
+    store.add_model(manifest.version, manifest.parent, artifact, state, stored, labels_total=labels_total)
+
+
+def log_verdict(version: str, verdict: gate.GateResult) -> None:
     if verdict.passed:
         log.info("%s passes the gate: %s", version, "; ".join(verdict.reasons))
     else:
         log.warning("%s refused by the gate: %s", version, "; ".join(verdict.reasons))
-    return {"version": version, "parent": parent, "metrics": metrics, "labels_total": len(rows),
-            "seconds": round(time.monotonic() - t0, 2), "promoted": verdict.passed, "gate": metrics["gate"]}

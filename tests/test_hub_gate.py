@@ -105,7 +105,9 @@ def test_card_of_a_model_registered_from_outside(tmp_path):
                                                            "gate": "not a dict"}, labels_total=0)
     card = model_card(store, "ext-1")
     assert card["version"] == "ext-1" and card["parent"] is None and card["created_at"].endswith("+00:00")
-    assert card["metrics"] == {"accuracy": 0.5, "n": None, "per_slice": {"day": {"accuracy": 0.5, "n": None}}}
+    assert card["metrics"] == {"figure": "accuracy", "accuracy": 0.5, "n": None,
+                               "per_slice": {"day": {"accuracy": 0.5, "n": None}}}
+    assert card["detection"] is None
     assert card["calibration"]["temperature"] is None and card["gate"]["passed"] is None
     assert card["training"] == dict.fromkeys(["epochs", "seed", "lr", "batch_size", "augment", "from_scratch"])
     assert card["artifact"]["size"] == len(b"artifact bytes")
