@@ -107,6 +107,10 @@ class Pending:
     def predicted(self) -> int:
         return int(np.argmax(self.pred.probs))
 
+    @property
+    def detections(self) -> np.ndarray | None:
+        return self.pred.detections
+
 
 def pool_limit(sampling: SamplingConfig) -> int | None:
     """How many candidates a window may hold: enough for its budget (more for the diverse picker)."""
