@@ -19,6 +19,7 @@ COMMANDS = {
     "hub": ("edgeloop.hub.cli:hub", "Run the cloud hub: ingest, label, train, register and roll out models."),
     "rollout": ("edgeloop.hub.cli:rollout", "Roll a model out in stages (shadow, canary, full) with gates; pause, abort, roll back."),
     "broker": ("edgeloop.broker:broker", "Run the embedded MQTT broker (zero set-up; mosquitto for production)."),
+    "sim": ("edgeloop.sim.sim_cli:sim", "Simulated cameras: stream statistics, video files with ground truth, live MJPEG."),
     "fleet": ("edgeloop.agent.fleet:fleet", "Run many agents in one process, each on its own (simulated) camera."),
     "demo": ("edgeloop.demo:demo", "Run the whole loop on one box: broker, hub, relays, agents, rounds."),
     "bench": ("edgeloop.bench:bench", "Benchmarks: measured figures, JSON and plots."),
