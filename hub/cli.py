@@ -335,25 +335,33 @@ def format_rollout(r: dict) -> str:
 @click.option("--data", "data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
               help="Hub data folder.")
 @click.option("--format", "fmt", type=click.Choice(["coco", "yolo", "labelstudio"]), required=True,
-              help="coco: annotations.json + images/; yolo: the YOLO classification layout train/<class>/ + "
-                   "classes.txt; labelstudio: tasks.json + images/.")
+              help="coco: annotations.json + images/ (detection: bbox in pixels, an image without annotations "
+                   "has no objects); yolo: classification train/<class>/ + classes.txt, detection data.yaml + "
+                   "images/ + labels/ (Ultralytics); labelstudio: tasks.json + images/ (detection: rectangles "
+                   "and labeling_config.xml).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Folder to write (created if missing).")
+@click.option("--image-url-base", default=None, metavar="URL",
+              help="labelstudio, detection: task images at URL/images/<id>.jpg (something serving the export "
+                   "folder) instead of Label Studio's local-files route /data/local-files/?d=images/<id>.jpg.")
 @db_option
-def export_cmd(data_dir, fmt, out_dir, db) -> None:
+def export_cmd(data_dir, fmt, out_dir, image_url_base, db) -> None:
     """Export the hub's labeled samples (images named <sample_id>.jpg, and their labels) for labeling or
-    training tools.
+    training tools. A detection project (its model is a detector) exports its box labels; a
+    classification project a class per image.
 
     \b
     Examples:
       edgeloop hub export --data /var/lib/edgeloop/hub --format labelstudio --out ls/
       edgeloop hub export --data /var/lib/edgeloop/hub --format yolo --out yolo/
+      edgeloop hub export --data /var/lib/edgeloop/hub --format labelstudio --out ls/ \\
+          --image-url-base https://files.example.com/ls
     """
     from .datasets import export
     from .store import HubStore
 
     store = HubStore(data_dir, db)
-    path = export(store, fmt, out_dir)
+    path = export(store, fmt, out_dir, image_url_base=image_url_base)
     click.echo(f"exported {len(store.labeled())} labeled samples ({fmt}) to {path}")
 
 
@@ -367,8 +375,9 @@ def export_cmd(data_dir, fmt, out_dir, db) -> None:
 def import_cmd(data_dir, fmt, file, db) -> None:
     """Import labels from FILE, matching samples by id; all or nothing.
 
-    A label name outside the model's classes, or a sample the hub does not hold, refuses the whole
-    file with the list of problems. A label that differs from the hub's replaces it and is counted.
+    A label name outside the project's classes, a sample the hub does not hold, or (detection) a box
+    outside its image or of zero area refuses the whole file with the list of problems. A label that
+    differs from the hub's replaces it and is counted.
 
     \b
     Example:

@@ -1,16 +1,28 @@
-"""The labeling API: the queue, samples, labels in and out, undo, and "more like this".
+"""The labeling API: the project, the queue, samples, labels in and out, undo, and "more like this".
 
+    GET    /api/v1/project                   {"task": "classify" | "detect", "classes": [name, ...]}
     GET    /api/v1/label-queue?limit=N       what waits for a label, best first
     GET    /api/v1/samples/{id}              one sample: prediction, top classes, reasons, boxes
     GET    /api/v1/samples/{id}/image        the JPEG
     GET    /api/v1/samples/{id}/similar?k=N  its nearest neighbours at the hub (embedding distance)
-    POST   /api/v1/labels                    {"labels": {id: class}, "ambiguous": [id]}: recorded as the
-                                             caller's (an admin token may name a "source", e.g. "oracle")
-    GET    /api/v1/labels?source=S           every label, and the samples marked ambiguous
+    POST   /api/v1/labels                    {"labels": {id: class index}} (classification projects),
+                                             {"boxes": {id: [{"class": index or name, "xyxy": [x1, y1,
+                                             x2, y2]}, ...]}} (detection projects; [] = no objects), and
+                                             "ambiguous": [id]: recorded as the caller's (an admin token
+                                             may name a "source", e.g. "oracle")
+    GET    /api/v1/labels?source=S           every label (with `boxes`: list, or null for a class label),
+                                             and the samples marked ambiguous
     DELETE /api/v1/labels/{id}               undo a label or an ambiguous mark: back to the queue
                                              (a labeler undoes only their own)
 
-A request is validated whole before anything is stored.
+A sample (and each queue item) carries "width" and "height", its stored image's pixels (null when the
+hub cannot read the image's header), "detections", the model's boxes as pre-labels (normalised x1, y1,
+x2, y2, score, class), and "label": null, {"class": i, "source"} or {"boxes": [...], "source"}.
+
+Boxes are in pixels of the stored image; the checks are hub/project.py's (a coordinate at most 1 px
+beyond an edge is clipped to it, further out is refused). A request is validated whole before anything
+is stored; a refusal is a 400 naming the field (`boxes.<id>[2].xyxy: box [...] lies outside the 320x240
+image`).
 """
 
 from __future__ import annotations
@@ -23,7 +35,7 @@ from edgeloop.shared.errors import ProtocolError
 from edgeloop.shared.protocol import check_id
 from edgeloop.shared.sampling.policy import is_feedback
 
-from .training import LABELS
+from .project import Project, project
 from .webutil import CALLER, STORE, error, read_json
 
 TOP_CLASSES = 3
@@ -41,6 +53,7 @@ def public(row: dict) -> dict:
         "top": [[int(i), round(float(probs[i]), 4)] for i in top],
         # Boxes in normalised frame coordinates: x1, y1, x2, y2, score, class.
         "detections": [] if det is None else [[round(float(v), 4) for v in d] for d in det],
+        "width": row.get("width"), "height": row.get("height"), "label": row.get("label"),
     }
 
 
@@ -56,6 +69,11 @@ async def _sample(request: web.Request) -> dict:
     if not row:
         raise error(web.HTTPNotFound, f"no sample {request.match_info['sample_id']!r} at the hub")
     return row
+
+
+async def get_project(request: web.Request) -> web.Response:
+    p = await asyncio.to_thread(project, request.app[STORE])
+    return web.json_response({"task": p.task, "classes": list(p.classes)})
 
 
 async def get_label_queue(request: web.Request) -> web.Response:
@@ -87,33 +105,78 @@ async def get_similar(request: web.Request) -> web.Response:
     return web.json_response({"sample_id": sid, "items": items})
 
 
-async def post_labels(request: web.Request) -> web.Response:
-    body = await read_json(request)
-    caller = request[CALLER]
-    labels, ambiguous = body.get("labels", {}), body.get("ambiguous", [])
-    # Attribution cannot be forged: a person's labels are theirs; only an admin token names a source.
-    source = body.get("source", "human" if caller.name in ("admin", "anonymous") else caller.name) \
-        if caller.role == "admin" else caller.name
+MAX_PROBLEMS = 5  # named in one 400 answer; the rest are counted
+
+
+def _refuse(problems: list[str]) -> web.HTTPException:
+    more = f"; and {len(problems) - MAX_PROBLEMS} more" if len(problems) > MAX_PROBLEMS else ""
+    return error(web.HTTPBadRequest, "; ".join(problems[:MAX_PROBLEMS]) + more)
+
+
+def _check_shapes(labels, boxes, ambiguous) -> None:
+    """The request's parts have the right types and do not overlap (before the project is asked)."""
     if not isinstance(labels, dict):
         raise error(web.HTTPBadRequest, "labels: expected an object of sample_id -> class index")
-    for sid, label in labels.items():
-        if not isinstance(label, int) or isinstance(label, bool) or not 0 <= label < len(LABELS):
-            raise error(web.HTTPBadRequest, f"labels.{sid}: expected a class index from 0 to {len(LABELS) - 1}")
+    if not isinstance(boxes, dict):
+        raise error(web.HTTPBadRequest, "boxes: expected an object of sample_id -> list of boxes")
     if not isinstance(ambiguous, list) or not all(isinstance(i, str) for i in ambiguous):
         raise error(web.HTTPBadRequest, "ambiguous: expected a list of sample ids")
     if both := sorted(set(labels) & set(ambiguous)):
         raise error(web.HTTPBadRequest, f"ambiguous: {both[0]!r} is also given a label")
-    if not labels and not ambiguous:
-        raise error(web.HTTPBadRequest, "expected labels, ambiguous or both")
+    if both := sorted(set(boxes) & set(ambiguous)):
+        raise error(web.HTTPBadRequest, f"ambiguous: {both[0]!r} is also given boxes")
+    if both := sorted(set(labels) & set(boxes)):
+        raise error(web.HTTPBadRequest, f"boxes.{both[0]}: also given a class label; a sample takes one or the other")
+    if not labels and not boxes and not ambiguous:
+        raise error(web.HTTPBadRequest, "expected labels, ambiguous or both (or boxes, in a detection project)")
+
+
+def _check_for(proj: Project, labels: dict, boxes: dict, sizes: dict) -> dict[str, list[dict]]:
+    """Labels fit the project (classification: class indices; detection: boxes inside each image) ->
+    the boxes to store, for the samples the hub holds. Raises the 400 naming every field refused."""
+    if labels and proj.task == "detect":
+        raise error(web.HTTPBadRequest, f"labels: this is a detection project ({proj.describe()}): "
+                                        "send boxes per sample, not class labels")
+    if boxes and proj.task == "classify":
+        raise error(web.HTTPBadRequest, f"boxes: this is a classification project ({proj.describe()}): "
+                                        "send a class index per sample in labels, not boxes")
+    for sid, label in labels.items():
+        if proj.check_class(f"labels.{sid}", label, names=False)[1]:
+            raise error(web.HTTPBadRequest, f"labels.{sid}: expected a class index from 0 to "
+                                            f"{len(proj.classes) - 1} ({proj.describe()}), got {label!r:.40}")
+    clean, problems = {}, []
+    for sid, given in boxes.items():
+        if sid not in sizes:  # not at the hub: reported as unknown, like a class label's
+            continue
+        ok, found = proj.check_boxes(f"boxes.{sid}", given, sizes[sid])
+        problems += found
+        if ok is not None:
+            clean[sid] = ok
+    if problems:
+        raise _refuse(problems)
+    return clean
+
+
+async def post_labels(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    caller, store = request[CALLER], request.app[STORE]
+    labels, boxes, ambiguous = body.get("labels", {}), body.get("boxes", {}), body.get("ambiguous", [])
+    # Attribution cannot be forged: a person's labels are theirs; only an admin token names a source.
+    source = body.get("source", "human" if caller.name in ("admin", "anonymous") else caller.name) \
+        if caller.role == "admin" else caller.name
+    _check_shapes(labels, boxes, ambiguous)
     try:
         check_id(source, "source")
     except ProtocolError as exc:
         raise error(web.HTTPBadRequest, str(exc)) from exc
-    store = request.app[STORE]
-    done = await asyncio.to_thread(store.add_labels, labels, source)
-    marked = await asyncio.to_thread(store.mark_ambiguous, ambiguous, source)
-    unknown = sorted((set(labels) - set(done)) | (set(ambiguous) - set(marked)))
-    return web.json_response({"labeled": len(done), "ambiguous": len(marked), "unknown": unknown})
+    proj = await asyncio.to_thread(project, store)
+    sizes = await asyncio.to_thread(store.sample_sizes, boxes) if boxes else {}
+    clean = _check_for(proj, labels, boxes, sizes)
+    done = await asyncio.to_thread(store.add_labels, labels, source) if labels else []
+    boxed = await asyncio.to_thread(store.add_box_labels, clean, source) if clean else []
+    marked = await asyncio.to_thread(store.mark_ambiguous, ambiguous, source) if ambiguous else []
+    unknown = sorted((set(labels) - set(done)) | (set(boxes) - set(boxed)) | (set(ambiguous) - set(marked)))
+    return web.json_response({"labeled": len(done) + len(boxed), "ambiguous": len(marked), "unknown": unknown})
 
 
 async def get_labels(request: web.Request) -> web.Response:
@@ -138,6 +201,7 @@ async def delete_label(request: web.Request) -> web.Response:
 
 
 def add_routes(r: web.UrlDispatcher) -> None:
+    r.add_get("/api/v1/project", get_project)
     r.add_get("/api/v1/label-queue", get_label_queue)
     r.add_get("/api/v1/samples/{sample_id}", get_sample)
     r.add_get("/api/v1/samples/{sample_id}/image", get_image)

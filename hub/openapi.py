@@ -22,12 +22,18 @@ SUMMARIES: dict[tuple[str, str], tuple[str, str | None]] = {
     ("GET", "/api/v1/models/{version}/card"): ("The model card: data, settings, metrics per slice, calibration, gate",
                                                None),
     ("POST", "/api/v1/selection"): ("Queue the best K unlabeled samples for labeling", "application/json"),
-    ("GET", "/api/v1/label-queue"): ("What waits for a label, best first", None),
+    ("GET", "/api/v1/project"): ("The project's task (classify or detect) and class names, from the fleet's model",
+                                 None),
+    ("GET", "/api/v1/label-queue"): ("What waits for a label, best first (with image width/height, model boxes, "
+                                     "label)", None),
     ("GET", "/api/v1/samples/{sample_id}/image"): ("A sample's JPEG", None),
-    ("GET", "/api/v1/samples/{sample_id}"): ("One sample: prediction, top classes, reasons, detection boxes", None),
+    ("GET", "/api/v1/samples/{sample_id}"): ("One sample: prediction, top classes, reasons, the model's boxes, image "
+                                             "width/height, its label (class or boxes)", None),
     ("GET", "/api/v1/samples/{sample_id}/similar"): ("A sample's nearest neighbours at the hub (?k=N)", None),
-    ("POST", "/api/v1/labels"): ("Store labels and ambiguous marks by sample id", "application/json"),
-    ("GET", "/api/v1/labels"): ("Every label, and the samples marked ambiguous (?source=S)", None),
+    ("POST", "/api/v1/labels"): ("Store labels by sample id: class indices (labels), boxes in image pixels "
+                                 "[{class, xyxy}] ([] = no objects), ambiguous marks", "application/json"),
+    ("GET", "/api/v1/labels"): ("Every label (class index or boxes), and the samples marked ambiguous (?source=S)",
+                                None),
     ("DELETE", "/api/v1/labels/{sample_id}"): ("Undo a label or an ambiguous mark: the sample queues again", None),
     ("POST", "/api/v1/train"): ("Train, evaluate and register a new model version", "application/json"),
     ("GET", "/api/v1/stats"): ("Counts for dashboards", None),

@@ -29,55 +29,16 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeloop.shared.images import image_size
 from edgeloop.shared.protocol import Candidate
 from edgeloop.shared.sampling.policy import AUDIT, FEEDBACK_WRONG
 
 from ._engines import open_engine
+from ._rows import ADDED_COLUMNS, SCHEMA, WITH_LABEL, decode_boxes, decode_row
 from .blobs import BlobStore
 
 AUDIT_PRIORITY = -1.0  # in the label queue, after everything selected
 FEEDBACK_PRIORITY = 1e6  # a prediction the application flagged wrong: first in the label queue
-
-# The tables, in each engine's column types ({text}, {int}, ...). CREATE ... IF NOT EXISTS: a hub
-# opens an existing database as it is (older SQLite files were made by sqlite-utils, same layout).
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS samples (
-    sample_id {text} PRIMARY KEY NOT NULL, device_id {text}, camera_id {text}, site {text}, relay_id {text},
-    captured_at {float}, received_at {float}, model_version {text}, predicted {int}, confidence {float},
-    value {float}, reasons {text}, tags {text}, scores {text}, probs {bytes}, embedding {bytes},
-    image_sha256 {text}, image_bytes {int},
-    status {text} DEFAULT 'new',  -- new | queued | labeled | ambiguous
-    selected_at {float}, priority {float}, audit {int} DEFAULT 0, detections {bytes});
-CREATE INDEX IF NOT EXISTS idx_samples_status_priority ON samples (status, priority);
--- Samples a labeler could not decide: kept and counted, never trained on.
-CREATE TABLE IF NOT EXISTS ambiguous (sample_id {text} PRIMARY KEY, source {text}, marked_at {float});
--- People's and relays' tokens: only their SHA-256 is kept (see hub/auth.py).
-CREATE TABLE IF NOT EXISTS tokens (token_hash {text} PRIMARY KEY, name {text}, role {text},
-    created_at {float}, revoked_at {float});
-CREATE INDEX IF NOT EXISTS idx_tokens_name ON tokens (name);
--- Every write through the API, allowed or refused, and who made it.
-CREATE TABLE IF NOT EXISTS audit_log (seq {serial}, at {float}, who {text}, role {text}, method {text},
-    path {text}, status {int}, detail {text});
-CREATE TABLE IF NOT EXISTS labels (sample_id {text} PRIMARY KEY, label {int}, source {text}, labeled_at {float});
-CREATE TABLE IF NOT EXISTS models (version {text} PRIMARY KEY, parent {text}, created_at {float},
-    artifact_sha256 {text}, artifact_size {int}, state_sha256 {text}, metrics {text}, labels_total {int});
-CREATE TABLE IF NOT EXISTS desired (grp {text} PRIMARY KEY, version {text}, set_at {float});
-CREATE TABLE IF NOT EXISTS campaigns (campaign_id {text} PRIMARY KEY, exemplars {text}, threshold {float},
-    quota {int}, expires_at {float}, created_at {float});
-CREATE TABLE IF NOT EXISTS counters (name {text} PRIMARY KEY, n {int});
--- The last number handed out per name (see _next), apart from counters, which /api/v1/stats shows.
-CREATE TABLE IF NOT EXISTS sequences (name {text} PRIMARY KEY, n {int});
--- The latest report of each device, as its relay forwarded it (stats and facts: JSON maps).
-CREATE TABLE IF NOT EXISTS devices (device_id {text} PRIMARY KEY, site {text}, relay_id {text}, status {text},
-    model_version {text}, stats {text}, facts {text}, last_error {text}, updated_at {float});
-CREATE INDEX IF NOT EXISTS idx_devices_site ON devices (site);
--- stages, gates, gate (the last gate result) and history are JSON, seq orders and names them.
-CREATE TABLE IF NOT EXISTS rollouts (rollout_id {text} PRIMARY KEY, seq {int}, candidate {text},
-    baseline {text}, grp {text}, stages {text}, gates {text}, shadow_fraction {float}, max_latency_ms {float},
-    state {text}, stage_index {int}, stage_started_at {float}, paused_at {float}, reason {text}, gate {text},
-    history {text}, created_at {float}, updated_at {float});
-CREATE INDEX IF NOT EXISTS idx_rollouts_state ON rollouts (state);
-"""
 
 
 class HubStore:
@@ -94,11 +55,13 @@ class HubStore:
     def _schema(self) -> None:
         # Under a lock: two PostgreSQL hubs starting at once would race on CREATE TABLE IF NOT EXISTS.
         with self.db.locked("schema"), self.db.transaction():
-            for statement in _SCHEMA.format(**self.db.types).split(";"):
+            for statement in SCHEMA.format(**self.db.types).split(";"):
                 if statement.strip():
                     self.db.execute(statement)
-            if "detections" not in self.db.columns("samples"):  # added after the first hubs were deployed
-                self.db.execute(f"ALTER TABLE samples ADD COLUMN detections {self.db.types['bytes']}")
+            # Columns added after the first hubs were deployed.
+            for table, column, kind in ADDED_COLUMNS:
+                if column not in self.db.columns(table):
+                    self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {self.db.types[kind]}")
 
     def close(self) -> None:
         self.db.close()
@@ -139,6 +102,7 @@ class HubStore:
         rows = []
         for c in cands:
             audit, wrong = AUDIT in c.reasons, FEEDBACK_WRONG in c.reasons
+            width, height = image_size(c.image)
             row = {
                 "sample_id": c.sample_id, "device_id": c.device_id, "camera_id": c.camera_id, "site": site,
                 "relay_id": relay_id, "captured_at": c.captured_at, "received_at": now,
@@ -155,6 +119,7 @@ class HubStore:
                 "priority": AUDIT_PRIORITY if audit else FEEDBACK_PRIORITY if wrong else None,
                 "audit": int(audit),
                 "detections": None if c.detections is None else np.asarray(c.detections, "<f4").tobytes(),
+                "width": width, "height": height,
             }
             rows.append(row)
         # Ids in sorted order: two hubs inserting overlapping batches take the row locks in the same
@@ -171,11 +136,32 @@ class HubStore:
         return stored, [c.sample_id for c, new in zip(cands, inserted) if not new]
 
     def sample(self, sample_id: str) -> dict | None:
-        rows = self._query("SELECT * FROM samples WHERE sample_id = ?", [sample_id])
-        return _decode_row(rows[0]) if rows else None
+        """One sample (arrays and JSON decoded), with its image's width and height and its `label`:
+        None, {"class": i, "source"} or {"boxes": [{"class", "xyxy"}], "source"}."""
+        rows = self._query(f"{WITH_LABEL} WHERE s.sample_id = ?", [sample_id])
+        return self._sized(decode_row(rows[0])) if rows else None
+
+    def sample_sizes(self, sample_ids: Iterable[str]) -> dict[str, tuple[int, int] | None]:
+        """-> {sample_id: (width, height) of its stored image, or None when unreadable}; ids the hub
+        does not hold are left out."""
+        ids, out = sorted(set(sample_ids)), {}
+        for i in range(0, len(ids), 500):  # bounded IN lists
+            chunk = ids[i:i + 500]
+            for r in self._query(f"SELECT sample_id, width, height, image_sha256 FROM samples "
+                                 f"WHERE sample_id IN ({', '.join('?' * len(chunk))})", chunk):
+                r = self._sized(r)
+                out[r["sample_id"]] = (r["width"], r["height"]) if r["width"] else None
+        return out
+
+    def _sized(self, row: dict) -> dict:
+        """Rows stored before samples had a size: read it from the image's header (not stored back:
+        a read path stays a read)."""
+        if row.get("width") is None and row.get("image_sha256") and self.blobs.exists(row["image_sha256"]):
+            row["width"], row["height"] = image_size(self.blobs.get(row["image_sha256"]))
+        return row
 
     def samples_with_status(self, status: str) -> list[dict]:
-        return [_decode_row(r) for r in self._query("SELECT * FROM samples WHERE status = ?", [status])]
+        return [decode_row(r) for r in self._query("SELECT * FROM samples WHERE status = ?", [status])]
 
     def mark_queued(self, priorities: dict[str, float]) -> None:
         now = time.time()
@@ -185,18 +171,32 @@ class HubStore:
                 [(now, p, sid) for sid, p in sorted(priorities.items())])  # sorted: see ingest
 
     def label_queue(self, limit: int = 100) -> list[dict]:
-        return [_decode_row(r) for r in self._query(
-            "SELECT * FROM samples WHERE status = 'queued' ORDER BY priority DESC NULLS LAST, sample_id LIMIT ?",
+        """The queued samples, best first, as `sample` gives them."""
+        return [self._sized(decode_row(r)) for r in self._query(
+            f"{WITH_LABEL} WHERE s.status = 'queued' ORDER BY s.priority DESC NULLS LAST, s.sample_id LIMIT ?",
             [limit])]
 
     def add_labels(self, labels: dict[str, int], source: str) -> list[str]:
-        """-> ids labeled; ids the hub does not hold are skipped (the caller reports them)."""
+        """Class labels (an index per sample) -> ids labeled; ids the hub does not hold are skipped
+        (the caller reports them). Replaces any label a sample had, boxes included."""
+        return self._put_labels({sid: (int(label), None) for sid, label in labels.items()}, source)
+
+    def add_box_labels(self, boxes: dict[str, list[dict]], source: str) -> list[str]:
+        """Box labels: per sample [{"class": index, "xyxy": [x1, y1, x2, y2]}, ...] in pixels of its
+        stored image, [] for "no objects" -> ids labeled; ids the hub does not hold are skipped.
+        Stored as given: the caller has checked them (hub/project.py). Replaces any label a sample had."""
+        return self._put_labels({sid: (None, json.dumps([{"class": int(b["class"]),
+                                                          "xyxy": [float(v) for v in b["xyxy"]]} for b in bxs]))
+                                 for sid, bxs in boxes.items()}, source)
+
+    def _put_labels(self, labels: dict[str, tuple[int | None, str | None]], source: str) -> list[str]:
         now, done = time.time(), set()
         with self.db.transaction():
-            for sid, label in sorted(labels.items()):  # sorted: see ingest
+            for sid, (label, boxes) in sorted(labels.items()):  # sorted: see ingest
                 if self.db.execute("UPDATE samples SET status = 'labeled' WHERE sample_id = ?", [sid]):
-                    self._upsert("labels", {"sample_id": sid, "label": label, "source": source, "labeled_at": now},
-                                 key="sample_id")
+                    self.db.execute("DELETE FROM ambiguous WHERE sample_id = ?", [sid])
+                    self._upsert("labels", {"sample_id": sid, "label": label, "source": source, "labeled_at": now,
+                                            "boxes": boxes}, key="sample_id")
                     done.add(sid)
         return [sid for sid in labels if sid in done]
 
@@ -229,9 +229,12 @@ class HubStore:
         return rows[0]["status"]
 
     def labels(self, source: str | None = None) -> list[dict]:
-        """Every label (sample_id, label, source, labeled_at), oldest first; one source's when given."""
+        """Every label (sample_id, label, boxes, source, labeled_at), oldest first; one source's when
+        given. label: the class index, None for a box label; boxes: the list, None for a class label."""
         where, params = ("WHERE source = ?", [source]) if source is not None else ("", [])
-        return self._query(f"SELECT * FROM labels {where} ORDER BY labeled_at, sample_id", params)
+        return [decode_boxes(r) for r in self._query(
+            f"SELECT sample_id, label, boxes, source, labeled_at FROM labels {where} ORDER BY labeled_at, sample_id",
+            params)]
 
     def ambiguous(self) -> list[dict]:
         """Samples marked ambiguous (sample_id, source, marked_at), oldest first."""
@@ -286,10 +289,11 @@ class HubStore:
         return np.stack([e for e in embs if e.shape[0] == dim]).astype(np.float32)
 
     def labeled(self) -> list[dict]:
-        """Every labeled sample: sample_id, label, image_sha256, tags."""
-        return [{**r, "tags": json.loads(r["tags"])} for r in self._query(
-            "SELECT s.sample_id, l.label, s.image_sha256, s.tags FROM labels l JOIN samples s USING (sample_id) "
-            "ORDER BY s.sample_id")]
+        """Every labeled sample, by id: sample_id, label (class index or None), boxes (list or None),
+        source, image_sha256, tags, width, height (None when the image's header is unreadable)."""
+        return [self._sized(decode_boxes({**r, "tags": json.loads(r["tags"])})) for r in self._query(
+            "SELECT s.sample_id, l.label, l.boxes, l.source, s.image_sha256, s.tags, s.width, s.height "
+            "FROM labels l JOIN samples s USING (sample_id) ORDER BY s.sample_id")]
 
     def counts(self) -> dict[str, int]:
         by_status = {r["status"]: r["n"] for r in self._query(
@@ -477,15 +481,3 @@ class HubStore:
 
 def _desired_key(group: str) -> str:
     return "fleet" if group == "all" else f"site:{group}"
-
-
-def _decode_row(r: dict) -> dict:
-    r = dict(r)
-    r["reasons"] = json.loads(r["reasons"])
-    r["tags"] = json.loads(r["tags"])
-    r["scores"] = json.loads(r["scores"])
-    r["probs"] = np.frombuffer(r["probs"], "<f4")
-    r["embedding"] = None if r["embedding"] is None else np.frombuffer(r["embedding"], "<f2")
-    det = r.get("detections")
-    r["detections"] = None if det is None else np.frombuffer(det, "<f4").reshape(-1, 6)
-    return r

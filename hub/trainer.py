@@ -128,9 +128,9 @@ def train_round(store: HubStore, golden: LabeledSet, signing_key, *, epochs: int
 def _train_round(store: HubStore, golden: LabeledSet, signing_key, *, epochs: int, seed: int, from_scratch: bool,
                  tolerance: float, min_gain: float) -> dict:
     t0 = time.monotonic()
-    rows = store.labeled()
+    rows = [r for r in store.labeled() if r["label"] is not None]  # class labels; box labels train a detector
     if not rows:
-        raise NothingToTrain("no labeled samples to train on")
+        raise NothingToTrain("no class-labeled samples to train on")
     images = np.stack([decode_image(store.blobs.get(r["image_sha256"])) for r in rows])
     labels = np.asarray([r["label"] for r in rows], np.int64)
     parent, parent_state = parent_of(store, from_scratch)

@@ -37,7 +37,7 @@ def decode_image(data: bytes) -> np.ndarray:
     than MAX_PIXELS."""
     if not data:
         raise ImageError("empty image")
-    height, width = _claimed_size(data)
+    height, width = claimed_size(data)
     if height * width > MAX_PIXELS:
         raise ImageError(f"image claims {height}x{width} pixels, more than the limit of {MAX_PIXELS}")
     try:
@@ -49,7 +49,17 @@ def decode_image(data: bytes) -> np.ndarray:
     return img
 
 
-def _claimed_size(data: bytes) -> tuple[int, int]:
+def image_size(data: bytes) -> tuple[int | None, int | None]:
+    """(width, height) from a JPEG's or PNG's header without decoding it; (None, None) when it has
+    none (a test's fake JPEG, a corrupt upload: the hub keeps those, boxes cannot be placed on them)."""
+    try:
+        height, width = claimed_size(data)
+    except ImageError:
+        return None, None
+    return (width, height) if width > 0 and height > 0 else (None, None)
+
+
+def claimed_size(data: bytes) -> tuple[int, int]:
     """(height, width) from a JPEG's frame header or a PNG's IHDR, before anything is allocated."""
     data = bytes(data)
     if data.startswith(_PNG):

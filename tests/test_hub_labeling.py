@@ -111,6 +111,33 @@ def test_a_sample_shows_its_prediction_top_classes_and_boxes(hub):
     assert jcall(url, "GET", "/api/v1/samples/nope")[0] == 404
 
 
+def test_without_a_model_the_project_is_the_digit_classes_and_labels_are_class_indices(hub):
+    url, _ = hub
+    assert jcall(url, "GET", "/api/v1/project") == (200, {"task": "classify", "classes": [str(i) for i in range(10)]})
+    from edgeloop.shared.images import encode_jpeg
+
+    (sid,) = queued(url, 1, image_bytes=encode_jpeg(np.zeros((30, 40, 3), np.uint8)))  # no embedding: no neighbour
+    item = jcall(url, "GET", f"/api/v1/samples/{sid}")[1]
+    assert (item["width"], item["height"], item["label"]) == (40, 30, None) == (*_jpeg_size(url, sid), None)
+    (fake,) = queued(url, 1)  # bytes that only look like a JPEG: no size, and no boxes could be placed
+    assert jcall(url, "GET", f"/api/v1/samples/{fake}")[1]["width"] is None
+    status, reply = jcall(url, "POST", "/api/v1/labels", {"boxes": {sid: []}})
+    assert status == 400 and "classification project" in reply["error"] and "send a class index" in reply["error"]
+    assert jcall(url, "POST", "/api/v1/labels", {"labels": {sid: 4}, "source": "carol"})[0] == 200
+    assert jcall(url, "GET", f"/api/v1/samples/{sid}")[1]["label"] == {"class": 4, "source": "carol"}
+    (row,) = jcall(url, "GET", "/api/v1/labels?source=carol")[1]["labels"]
+    assert (row["label"], row["boxes"]) == (4, None)
+
+
+def _jpeg_size(url, sid) -> tuple[int, int]:
+    from edgeloop.shared.images import decode_image
+
+    req = urllib.request.Request(f"{url}/api/v1/samples/{sid}/image", headers={"Authorization": f"Bearer {TOKEN}"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        h, w = decode_image(resp.read()).shape[:2]
+    return w, h
+
+
 def test_more_like_this_lists_the_nearest_samples_first(hub):
     url, _ = hub
     base = np.zeros(16, np.float32)

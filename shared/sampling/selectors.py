@@ -12,7 +12,7 @@ Items are anything with `.sample_id`, `.value`, `.captured_at` and `.nbytes` (a 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Protocol, TypeVar
 
 from ..config import Budget

@@ -1,0 +1,79 @@
+"""The hub database's tables and how a row becomes a dict (store.py holds the verbs)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+ADDED_COLUMNS = (("samples", "detections", "bytes"), ("samples", "width", "int"), ("samples", "height", "int"),
+                  ("labels", "boxes", "text"))
+
+# The tables, in each engine's column types ({text}, {int}, ...). CREATE ... IF NOT EXISTS: a hub
+# opens an existing database as it is (older SQLite files were made by sqlite-utils, same layout).
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS samples (
+    sample_id {text} PRIMARY KEY NOT NULL, device_id {text}, camera_id {text}, site {text}, relay_id {text},
+    captured_at {float}, received_at {float}, model_version {text}, predicted {int}, confidence {float},
+    value {float}, reasons {text}, tags {text}, scores {text}, probs {bytes}, embedding {bytes},
+    image_sha256 {text}, image_bytes {int},
+    status {text} DEFAULT 'new',  -- new | queued | labeled | ambiguous
+    selected_at {float}, priority {float}, audit {int} DEFAULT 0, detections {bytes},
+    width {int}, height {int});  -- the stored image's pixels, from its header at ingest (NULL: unreadable)
+CREATE INDEX IF NOT EXISTS idx_samples_status_priority ON samples (status, priority);
+-- Samples a labeler could not decide: kept and counted, never trained on.
+CREATE TABLE IF NOT EXISTS ambiguous (sample_id {text} PRIMARY KEY, source {text}, marked_at {float});
+-- People's and relays' tokens: only their SHA-256 is kept (see hub/auth.py).
+CREATE TABLE IF NOT EXISTS tokens (token_hash {text} PRIMARY KEY, name {text}, role {text},
+    created_at {float}, revoked_at {float});
+CREATE INDEX IF NOT EXISTS idx_tokens_name ON tokens (name);
+-- Every write through the API, allowed or refused, and who made it.
+CREATE TABLE IF NOT EXISTS audit_log (seq {serial}, at {float}, who {text}, role {text}, method {text},
+    path {text}, status {int}, detail {text});
+-- A label is a class index (label) or a frame's boxes (boxes: a JSON list of class and xyxy, [] = no objects).
+CREATE TABLE IF NOT EXISTS labels (sample_id {text} PRIMARY KEY, label {int}, source {text}, labeled_at {float},
+    boxes {text});
+CREATE TABLE IF NOT EXISTS models (version {text} PRIMARY KEY, parent {text}, created_at {float},
+    artifact_sha256 {text}, artifact_size {int}, state_sha256 {text}, metrics {text}, labels_total {int});
+CREATE TABLE IF NOT EXISTS desired (grp {text} PRIMARY KEY, version {text}, set_at {float});
+CREATE TABLE IF NOT EXISTS campaigns (campaign_id {text} PRIMARY KEY, exemplars {text}, threshold {float},
+    quota {int}, expires_at {float}, created_at {float});
+CREATE TABLE IF NOT EXISTS counters (name {text} PRIMARY KEY, n {int});
+-- The last number handed out per name (see _next), apart from counters, which /api/v1/stats shows.
+CREATE TABLE IF NOT EXISTS sequences (name {text} PRIMARY KEY, n {int});
+-- The latest report of each device, as its relay forwarded it (stats and facts: JSON maps).
+CREATE TABLE IF NOT EXISTS devices (device_id {text} PRIMARY KEY, site {text}, relay_id {text}, status {text},
+    model_version {text}, stats {text}, facts {text}, last_error {text}, updated_at {float});
+CREATE INDEX IF NOT EXISTS idx_devices_site ON devices (site);
+-- stages, gates, gate (the last gate result) and history are JSON, seq orders and names them.
+CREATE TABLE IF NOT EXISTS rollouts (rollout_id {text} PRIMARY KEY, seq {int}, candidate {text},
+    baseline {text}, grp {text}, stages {text}, gates {text}, shadow_fraction {float}, max_latency_ms {float},
+    state {text}, stage_index {int}, stage_started_at {float}, paused_at {float}, reason {text}, gate {text},
+    history {text}, created_at {float}, updated_at {float});
+CREATE INDEX IF NOT EXISTS idx_rollouts_state ON rollouts (state);
+"""
+
+
+# A sample with its label, if any (label_*: see decode_row).
+WITH_LABEL = ("SELECT s.*, l.label AS label_class, l.boxes AS label_boxes, l.source AS label_source "
+               "FROM samples s LEFT JOIN labels l ON l.sample_id = s.sample_id")
+
+
+def decode_boxes(r: dict) -> dict:
+    return {**r, "boxes": None if r.get("boxes") is None else json.loads(r["boxes"])}
+
+
+def decode_row(r: dict) -> dict:
+    r = dict(r)
+    if "label_source" in r:
+        cls, boxes, source = r.pop("label_class"), r.pop("label_boxes"), r.pop("label_source")
+        r["label"] = ({"boxes": json.loads(boxes), "source": source} if boxes is not None
+                      else {"class": cls, "source": source} if cls is not None else None)
+    r["reasons"] = json.loads(r["reasons"])
+    r["tags"] = json.loads(r["tags"])
+    r["scores"] = json.loads(r["scores"])
+    r["probs"] = np.frombuffer(r["probs"], "<f4")
+    r["embedding"] = None if r["embedding"] is None else np.frombuffer(r["embedding"], "<f2")
+    det = r.get("detections")
+    r["detections"] = None if det is None else np.frombuffer(det, "<f4").reshape(-1, 6)
+    return r
