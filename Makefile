@@ -12,7 +12,7 @@ PIP ?= $(PYTHON) -m pip
 install: .install.stamp
 
 demo: .install.stamp
-	$(PYTHON) -m edgeloop demo --rounds 3 --agents 4 --relays 2 --out runs/demo
+	$(PYTHON) -m edgeloop demo --task detect --rounds 3 --agents 4 --relays 2 --out runs/demo
 
 test: .install.stamp
 	$(PYTHON) -m pytest -q

@@ -21,19 +21,30 @@ from edgeloop.shared.hubclient import HubClient
 from edgeloop.shared.mqtt import Connection
 from edgeloop.shared.protocol import DeviceState, decode
 
-def sampling_toml(per_hour: float | None, signals: dict[str, float], seed: int, window_s: float = 60, **extra) -> str:
+def sampling_toml(per_hour: float | None, signals: dict[str, float | dict], seed: int, window_s: float = 60,
+                  **extra) -> str:
     """A [sampling] section: budget per hour of capture time (None: unlimited) over windows of
-    window_s seconds, signal kind -> weight, and any other [sampling] keys (strategy, audit_fraction, ...)."""
+    window_s seconds, signal kind -> weight (or -> {"weight": w, other keys of the signal}), and any
+    other [sampling] keys (strategy, audit_fraction, ...)."""
     budget = "" if per_hour is None else f"per_hour = {per_hour}, "
     lines = ["[sampling]", f"budget = {{ {budget}window_s = {window_s} }}", f"seed = {seed}"]
     lines += [f"{k} = {json.dumps(v)}" for k, v in extra.items()]
     for kind, weight in signals.items():
-        lines += ["[[sampling.signals]]", f'kind = "{kind}"', f"weight = {weight}"]
+        keys = weight if isinstance(weight, dict) else {"weight": weight}
+        lines += ["[[sampling.signals]]", f'kind = "{kind}"', *(f"{k} = {json.dumps(v)}" for k, v in keys.items())]
     return "\n".join(lines) + "\n"
 
 
 AGENT_SIGNALS = {"least_confidence": 1.0, "margin": 0.5, "random": 0.1}
+# A detector's agent: its least sure box, boxes just over the serving threshold (0.25; Roboflow's
+# close_to_threshold), novelty, and a random share. Box uncertainty cannot see what the model misses
+# altogether (at night, before it has seen a night, that is nearly everything): a frame unlike what
+# the agent kept lately, or a random one, stands for those.
+AGENT_DETECT_SIGNALS = {"least_confidence": 1.0,
+                        "close_to_threshold": {"weight": 0.5, "low": 0.25, "high": 0.45},
+                        "novelty": {"weight": 1.0, "min_distance": 0.05}, "random": 0.3}
 RELAY_SIGNALS = {"least_confidence": 1.0, "entropy": 0.5}
+RELAY_DETECT_SIGNALS = {**RELAY_SIGNALS, "random": 0.3}  # a floor, so diversity can pick silent frames
 # The relay spends its budget on diversity: no near duplicates across cameras, classes balanced.
 RELAY_POLICY = {"strategy": "diverse", "dedup_threshold": 0.02, "balance_classes": True}
 
@@ -42,7 +53,7 @@ RELAY_POLICY = {"strategy": "diverse", "dedup_threshold": 0.02, "balance_classes
 class OneBoxSettings:
     out: Path
     task: str = "classify"  # classify: the digits world; detect: the scenes world (video-like streams)
-    fps: float = 5.0  # detect: the cameras' frame rate (frames per second of world time)
+    fps: float = 2.0  # detect: the cameras' frame rate (frames per second of world time)
     agents: int = 4
     relays: int = 2
     broker: str = "embedded"  # or "mosquitto"
@@ -53,7 +64,11 @@ class OneBoxSettings:
     seed: int = 0
     seed_set: int = 300
     golden_per_condition: int = 300
-    epochs: int = 15
+    epochs: int = 15  # per round
+    seed_epochs: int | None = None  # the seed model's (None: epochs)
+    # Relays' and the hub's near-duplicate distance (cosine, embeddings; 0: none). A detector's embedding
+    # is mostly its camera's background: a fixed camera's frames a minute apart are within 0.02.
+    dedup_threshold: float = 0.02
     agent_max_fps: float = 0.0  # 0: as fast as the CPU goes
     audit_fraction: float = 0.0  # share of frames every tier keeps outside its budget, reason "audit"
     agent_api: bool = False  # agents serve their local API (feedback, metrics) on a free loopback port
@@ -135,7 +150,7 @@ class OneBox:
 
     def seed_hub(self, golden: Path, seed: Path) -> str:
         svc = Service.edgeloop("hub-seed", ["hub", "seed", "--data", str(self.s.out / "hub"), "--dataset", str(seed),
-                                            "--golden", str(golden), "--epochs", str(self.s.epochs)], self.logs)
+                                            "--golden", str(golden), "--epochs", str(self.s.seed_epochs or self.s.epochs)], self.logs)
         code = svc.start().proc.wait()
         if code != 0:
             raise ServiceFailed(f"hub seed failed ({code}); see {svc.log_path}\n{svc.tail()}")
@@ -154,8 +169,10 @@ class OneBox:
         if self.s.relay_per_hour_per_agent is not None:
             per_hour = self.s.relay_per_hour_per_agent * max(1, self.s.agents // max(1, self.s.relays))
         conf = self.s.out / "relay.toml"
-        policy = RELAY_POLICY if per_hour is not None else {}  # unlimited: forward every candidate
-        conf.write_text(sampling_toml(per_hour, RELAY_SIGNALS, self.s.seed, **policy))
+        # unlimited: forward every candidate
+        policy = {**RELAY_POLICY, "dedup_threshold": self.s.dedup_threshold} if per_hour is not None else {}
+        signals = RELAY_DETECT_SIGNALS if self.s.task == "detect" else RELAY_SIGNALS
+        conf.write_text(sampling_toml(per_hour, signals, self.s.seed, **policy))
         svcs = []
         for i, site in enumerate(self.sites):
             svc = Service.edgeloop(f"relay-{i}", [
@@ -168,7 +185,8 @@ class OneBox:
     def agent_service(self, i: int, env: dict | None = None) -> Service:
         conf = self.s.out / "agent.toml"
         if not conf.exists():
-            conf.write_text(sampling_toml(self.s.agent_per_hour, AGENT_SIGNALS, self.s.seed,
+            signals = AGENT_DETECT_SIGNALS if self.s.task == "detect" else AGENT_SIGNALS
+            conf.write_text(sampling_toml(self.s.agent_per_hour, signals, self.s.seed,
                                           audit_fraction=self.s.audit_fraction))
         return Service.edgeloop(self.agent_ids[i], [
             "agent", "run", "--device", self.agent_ids[i], "--site", self.site_of(i), "--broker", self.broker_url,

@@ -6,6 +6,7 @@
     GET  /api/v1/models               the registry;  GET /api/v1/models/{v}/artifact  the signed file
     GET  /api/v1/models/{v}/card      its model card: data, settings, per-slice metrics, calibration, gate
     POST /api/v1/selection            {"budget": K, "strategy": "uncertainty"} -> queue K for labeling
+                                      (hybrid: "dedup_threshold", cosine distance, default 0.02)
     GET  /api/v1/label-queue          what waits for a label, best first
     GET  /api/v1/samples/{id}/image   the JPEG
     POST /api/v1/labels               {"labels": {"<sample_id>": 3, ...}, "source": "oracle"}
@@ -162,9 +163,12 @@ async def post_selection(request: web.Request) -> web.Response:
         raise _error(web.HTTPBadRequest, "budget: expected a non-negative integer")
     if strategy not in selection.STRATEGIES:
         raise _error(web.HTTPBadRequest, f"strategy: expected one of {', '.join(selection.STRATEGIES)}")
+    dedup = body.get("dedup_threshold", selection.NEAR_DUPLICATE)
+    if not isinstance(dedup, (int, float)) or isinstance(dedup, bool) or not 0.0 <= dedup < 1.0:
+        raise _error(web.HTTPBadRequest, "dedup_threshold: expected a cosine distance in [0, 1)")
     pool = await asyncio.to_thread(store.samples_with_status, "new")
     labeled = await asyncio.to_thread(store.labeled_embeddings)
-    chosen = await asyncio.to_thread(selection.select_for_labeling, pool, budget, strategy, 0, labeled)
+    chosen = await asyncio.to_thread(selection.select_for_labeling, pool, budget, strategy, 0, labeled, float(dedup))
     await asyncio.to_thread(store.mark_queued, chosen)
     return web.json_response({"selected": list(chosen), "pool": len(pool)})
 

@@ -24,6 +24,9 @@ from edgeloop.shared.sampling.signals import Observation, score
 STRATEGIES = ("uncertainty", "random", "coreset", "hybrid")
 UNCERTAINTY = (SignalConfig("least_confidence", 1.0), SignalConfig("margin", 0.5))
 NEAR_DUPLICATE = 0.02  # cosine distance: closer than this to a labeled sample teaches nothing new
+# hybrid's weight floor for a detector's frame: one it is silent about may be one it is blind on (no box,
+# no uncertainty), so diversity must still be able to pick it.
+SILENT_FLOOR = 0.1
 
 
 @dataclass(frozen=True)
@@ -38,12 +41,15 @@ class _Item:
 
 
 def select_for_labeling(pool: list[dict], budget: int, strategy: str = "uncertainty", seed: int = 0,
-                        labeled_embeddings: np.ndarray | None = None) -> dict[str, float]:
+                        labeled_embeddings: np.ndarray | None = None,
+                        dedup_threshold: float = NEAR_DUPLICATE) -> dict[str, float]:
     """pool: rows with sample_id, probs (C,), embedding (D,) | None, captured_at, and for a detector's
     samples detections (K, 6) (uncertainty from the box scores, classes balanced over the boxes).
 
     -> {sample_id: priority} for at most `budget` of them (higher priority = label first).
-    labeled_embeddings (M, D): what is already labeled, for the diversity strategies.
+    labeled_embeddings (M, D): what is already labeled, for the diversity strategies. dedup_threshold:
+    hybrid's near-duplicate distance (a fixed camera's frames are all close: a detector's embedding is
+    mostly its background, so its near duplicates are closer than a classifier's).
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r} (known: {', '.join(STRATEGIES)})")
@@ -58,6 +64,8 @@ def select_for_labeling(pool: list[dict], budget: int, strategy: str = "uncertai
         else:
             value, _, _ = score(Observation(row["sample_id"], np.asarray(row["probs"]), detections=det), UNCERTAINTY,
                                 seed)
+            if strategy == "hybrid" and det is not None:
+                value = max(value, SILENT_FLOOR)
         emb = row.get("embedding")
         items.append(_Item(row["sample_id"], value, row["captured_at"],
                            None if emb is None else np.asarray(emb, np.float32), int(np.argmax(row["probs"])),
@@ -67,8 +75,8 @@ def select_for_labeling(pool: list[dict], budget: int, strategy: str = "uncertai
         return {it.sample_id: it.value for it in chosen}
     already = labeled_embeddings if labeled_embeddings is not None and len(labeled_embeddings) else None
     if strategy == "hybrid" and already is not None:
-        items = _away_from(items, already, NEAR_DUPLICATE)
-    chosen = select_diverse(items, budget, already=already, dedup_threshold=NEAR_DUPLICATE if strategy == "hybrid" else 0.0,
+        items = _away_from(items, already, dedup_threshold)
+    chosen = select_diverse(items, budget, already=already, dedup_threshold=dedup_threshold if strategy == "hybrid" else 0.0,
                             balance_classes=strategy == "hybrid")
     # Priority follows pick order: the first picks are the most informative.
     return {it.sample_id: float(len(chosen) - i) for i, it in enumerate(chosen)}

@@ -96,7 +96,7 @@ def test_labeling_with_the_keyboard_stores_exactly_those_labels(browser, hub):
 def demo_hub(tmp_path_factory):
     """One short demo round, then its hub served again for the dashboard."""
     out = tmp_path_factory.mktemp("demo")
-    subprocess.run([sys.executable, "-m", "edgeloop", "demo", "--rounds", "1", "--agents", "2", "--relays", "1",
+    subprocess.run([sys.executable, "-m", "edgeloop", "demo", "--task", "classify", "--rounds", "1", "--agents", "2", "--relays", "1",
                     "--frames", "400", "--labels", "40", "--epochs", "10", "--out", str(out)], check=True,
                    timeout=600, stdout=subprocess.DEVNULL)
     svc = Service.edgeloop("hub", ["hub", "serve", "--data", str(out / "hub"), "--golden",

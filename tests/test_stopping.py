@@ -33,7 +33,7 @@ def processes_mentioning(text: str) -> list[int]:
 
 def test_sigterm_stops_the_demo_and_every_service_it_started(tmp_path):
     out = tmp_path / "demo"
-    proc = subprocess.Popen([sys.executable, "-m", "edgeloop", "demo", "--rounds", "1", "--agents", "1",
+    proc = subprocess.Popen([sys.executable, "-m", "edgeloop", "demo", "--task", "classify", "--rounds", "1", "--agents", "1",
                              "--relays", "1", "--out", str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:

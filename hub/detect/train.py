@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from ...shared.detection import letterbox_geometry
 from ...shared.manifest import InputSpec
-from ...shared.preprocess import preprocess
+from ...shared.preprocess import preprocess, resize
 from .model import DEFAULT_IMGSZ, STRIDE, DetectorNet, build_detector, input_spec, load_detector_state, state_bytes
 
 BOX_LOSS_WEIGHT = 2.0  # GIoU against the focal loss, about CenterNet's/TTFNet's balance
@@ -85,6 +85,7 @@ def train_detector(images: np.ndarray | Sequence[np.ndarray], boxes: Sequence[np
     finally:
         torch.set_num_threads(threads)
     settings = {"epochs": epochs, "seed": seed, "batch_size": batch_size, "lr": lr, "augment": augment,
+                "bf16": bf16_training(),
                 "imgsz": list(imgsz), "from_parent": parent_state is not None, "images": len(images),
                 "objects": int(sum(len(c) for c in classes))}
     return DetTrainResult(net=net, state=state_bytes(net), epochs=epochs, train_loss=loss_value,
@@ -98,8 +99,12 @@ def _fit(images: list[np.ndarray], boxes: list[np.ndarray], classes: list[np.nda
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     net = load_detector_state(parent_state, num_classes) if parent_state is not None else build_detector(num_classes)
+    # channels_last: about a tenth faster for these small convolutions on CPU; the weights are the same.
+    net = net.to(memory_format=torch.channels_last)
     # Targets once, in input pixels on the output grid; flips below transform them with the frame.
     targets = [_targets(b, c, img.shape[:2], spec, num_classes) for img, b, c in zip(images, boxes, classes)]
+    # Letterbox once, not every epoch (still uint8: preprocess then only converts a batch).
+    images = [resize(img, spec) for img in images]
     n = len(images)
     batch_size = min(batch_size, n)
     # Drop the ragged last batch: a handful of frames gives BatchNorm noisy statistics. Each epoch
@@ -109,6 +114,7 @@ def _fit(images: list[np.ndarray], boxes: list[np.ndarray], classes: list[np.nda
     # Warm-up then cosine decay: the warm-up keeps a fine-tuned child from being knocked far off its parent.
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(1, epochs * steps), pct_start=0.15)
     loss_value = float("nan")
+    amp = bf16_training()
     for epoch in range(1, epochs + 1):
         net.train()
         order = torch.randperm(n, generator=gen).tolist()
@@ -120,8 +126,9 @@ def _fit(images: list[np.ndarray], boxes: list[np.ndarray], classes: list[np.nda
             heat_t, box_t, weight_t = (torch.stack(t) for t in zip(*(targets[j] for j in idx)))
             if augment:
                 x, heat_t, box_t, weight_t = _augment(x, heat_t, box_t, weight_t, gen)
-            heat, box, _ = net(x)
-            loss = _focal_loss(heat, heat_t) + BOX_LOSS_WEIGHT * _giou_loss(box, box_t, weight_t)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+                heat, box, _ = net(x.contiguous(memory_format=torch.channels_last))
+            loss = _focal_loss(heat.float(), heat_t) + BOX_LOSS_WEIGHT * _giou_loss(box.float(), box_t, weight_t)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -130,7 +137,19 @@ def _fit(images: list[np.ndarray], boxes: list[np.ndarray], classes: list[np.nda
         loss_value = total / steps
         if progress is not None:
             progress(epoch, epochs, loss_value)
-    return net.eval(), loss_value
+    return net.to(memory_format=torch.contiguous_format).eval(), loss_value
+
+
+def bf16_training() -> bool:
+    """Whether the convolutions run in bfloat16 (autocast; weights, BatchNorm and losses stay float32):
+    on CPUs with native bf16 (AVX512-BF16, AMX) that is ~1.5x faster; elsewhere it would be emulated
+    and slower. EDGELOOP_TRAIN_BF16=0 turns it off."""
+    if os.environ.get("EDGELOOP_TRAIN_BF16", "1") == "0":
+        return False
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 # --- targets and losses -----------------------------------------------------------------------
