@@ -5,7 +5,8 @@
     g.reasons  # ("slice night: 0.412 < parent 0.833 - tolerance 0.02",)
 
 Both metrics dicts are what the hub's evaluation writes: a classifier's {"accuracy": float,
-"per_slice": {slice: accuracy}}, a detector's {"map50": float, "per_slice": {slice: mAP@0.5}}; the
+"per_slice": {slice: accuracy}}, a detector's {"map50": float, "slices": {"lighting:night": mAP@0.5,
+"weather:fog": ..., "site:...": ..., "size:S": ...}} (or, from outside, "per_slice"); the
 overall figure compared is "map50" when the candidate has one, else "accuracy", and the parent is read
 on the same figure. Metrics registered from outside may lack either; a parent without the overall
 figure cannot be compared with, so the candidate passes and the reason says why.
@@ -35,6 +36,11 @@ def _number(value) -> float | None:
 
 
 def _slices(metrics: dict) -> dict[str, float | None] | None:
+    """The slices the gate compares: a detector's every `slices` entry but single cameras (lighting,
+    weather, site, object size; a camera has too few golden frames to judge on), else `per_slice`."""
+    det = metrics.get("slices") if "map50" in metrics else None
+    if isinstance(det, dict):
+        return {str(k): _number(v) for k, v in det.items() if not str(k).startswith("camera:")}
     per = metrics.get("per_slice")
     return {str(k): _number(v) for k, v in per.items()} if isinstance(per, dict) else None
 

@@ -106,12 +106,13 @@ def drift_reference(runtime: ModelRuntime, images: np.ndarray, golden: LabeledSe
 
 
 def train_round(store: HubStore, golden: LabeledSet, signing_key, *, epochs: int = 15, seed: int = 0,
-                from_scratch: bool = False, tolerance: float = 0.02, min_gain: float = 0.0) -> dict:
+                from_scratch: bool = False, tolerance: float | None = None, min_gain: float = 0.0) -> dict:
     """-> {"version", "parent", "metrics", "labels_total", "seconds", "promoted", "gate"}; registers the new model.
 
     The gate judges the new model against its parent's stored metrics (tolerance: how far, in
-    absolute accuracy, any golden slice may fall below the parent; min_gain: by how much overall
-    accuracy must beat it). Neither outcome changes the desired model: that is the caller's call.
+    absolute accuracy or mAP@0.5, any golden slice may fall below the parent — default 0.02 for a
+    classifier, detect.round.DETECT_TOLERANCE for a detector; min_gain: by how much the overall
+    figure must beat it). Neither outcome changes the desired model: that is the caller's call.
     """
     # One training at a time across every hub process on the database: the version is numbered
     # when training starts and registered when it ends, and two hubs must not both pick v4.
@@ -122,7 +123,7 @@ def train_round(store: HubStore, golden: LabeledSet, signing_key, *, epochs: int
             return train_detection_round(store, golden, signing_key, epochs=epochs, seed=seed,
                                          from_scratch=from_scratch, tolerance=tolerance, min_gain=min_gain)
         return _train_round(store, golden, signing_key, epochs=epochs, seed=seed, from_scratch=from_scratch,
-                            tolerance=tolerance, min_gain=min_gain)
+                            tolerance=0.02 if tolerance is None else tolerance, min_gain=min_gain)
 
 
 def _train_round(store: HubStore, golden: LabeledSet, signing_key, *, epochs: int, seed: int, from_scratch: bool,

@@ -62,6 +62,22 @@ def test_min_gain_and_tolerance_are_applied():
         judge(cand, PARENT, tolerance=-0.01)
 
 
+DETECTOR = {"map50": 0.40, "per_slice": {"day": 0.5, "night": 0.3},
+            "slices": {"lighting:day": 0.5, "lighting:night": 0.3, "weather:fog": 0.35, "site:site-0": 0.4,
+                       "size:L": 0.45, "camera:cam-003": 0.6}}
+
+
+def test_a_detector_is_judged_on_every_slice_but_single_cameras():
+    worse_on_large = {**DETECTOR, "map50": 0.45, "slices": {**DETECTOR["slices"], "size:L": 0.30}}
+    g = judge(worse_on_large, DETECTOR)
+    assert not g.passed and g.regressed == ("size:L",)
+    assert any("slice size:L: 0.300 < parent 0.450" in r for r in g.reasons)
+    worse_on_one_camera = {**DETECTOR, "map50": 0.45, "slices": {**DETECTOR["slices"], "camera:cam-003": 0.1}}
+    assert judge(worse_on_one_camera, DETECTOR).passed  # a camera's few golden frames do not gate
+    no_fog = {**DETECTOR, "map50": 0.45, "slices": {k: v for k, v in DETECTOR["slices"].items() if k != "weather:fog"}}
+    assert judge(no_fog, DETECTOR).regressed == ("weather:fog",)
+
+
 # --- the judgement, as properties -------------------------------------------------------------
 
 accuracy = st.floats(0, 1, allow_nan=False)
