@@ -16,7 +16,7 @@ from frame 500 on, with a condition of DRIFT_CONDITIONS (the city put up new str
 
 Only those frames change, and only their lighting (tag "lighting" says "sodium"); everything else,
 including every output of a World built without `drift`, is identical to the undrifted world.
-DigitNet standardises each channel of each image, so a tint or gain alone would be invisible to it;
+ClassifierNet standardises each channel of each image, so a tint or gain alone would be invisible to it;
 the noise-only blue channel and the bloom are what move its embeddings and lower its confidence.
 """
 

@@ -91,7 +91,7 @@ def split_halves(labels: Sequence[int], slices: Sequence[str]) -> tuple[np.ndarr
     Samples are ordered by (slice, label, index) and dealt alternately, so every (slice, class)
     group with two or more members lands in both halves and the halves differ in size by at most
     one. (Alternating within a slice alone is not enough: the simulator's golden set cycles its
-    labels 0..9 within each slice, so the even positions would hold only even digits.)
+    labels 0..9 within each slice, so the even positions would hold only even classes.)
     """
     labels, slices = np.asarray(labels), np.asarray(slices, dtype=object)
     if labels.shape != slices.shape or labels.ndim != 1:

@@ -146,7 +146,7 @@ def coco_document(store: HubStore, images_dir: Path | None = None) -> dict:
                             "area": w * h, "iscrowd": 0})
     return {"info": {"description": "edgeloop hub labeled set", "version": "1.0"},
             "images": images, "annotations": annotations,
-            "categories": [{"id": k + 1, "name": name, "supercategory": "digit"} for k, name in enumerate(names)]}
+            "categories": [{"id": k + 1, "name": name, "supercategory": "object"} for k, name in enumerate(names)]}
 
 
 def export_coco(store: HubStore, out_dir: Path) -> Path:

@@ -2,7 +2,7 @@
 a label must pass to be one.
 
 The project follows the model the fleet runs: the manifest of the fleet's desired model, else of the
-newest registered one; a hub without any model labels the legacy ten digit classes "0".."9".
+newest registered one; a hub without any model labels the built-in classifier's ten classes, named 0 to 9.
 
     p = project(store)                     # Project(task="detect", classes=("car", "van", "person"))
     boxes, problems = p.check_boxes("boxes.01J...", [{"class": "car", "xyxy": [4, 5, 60, 80]}], (320, 240))
@@ -120,7 +120,7 @@ _cache_lock = threading.Lock()
 
 
 def legacy() -> Project:
-    """A hub without a model: classification of the built-in classifier's ten digit classes."""
+    """A hub without a model: classification of the built-in classifier's ten classes."""
     from .training import LABELS  # here, not at the top: training.py is the module that loads torch
 
     return Project("classify", tuple(LABELS))

@@ -1,4 +1,4 @@
-"""Train the digit classifier on the hub, export it to ONNX with a manifest, evaluate the artifact.
+"""Train the built-in image classifier on the hub, export it to ONNX with a manifest, evaluate the artifact.
 
     result = train(images, labels, parent_state=parent.state)        # images (N, H, W, 3) uint8 BGR
     onnx_bytes, manifest = export_onnx(result.net, version="v7", parent="v6", parity_frames=images[:16],
@@ -51,7 +51,7 @@ def _block(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
-class DigitNet(nn.Module):
+class ClassifierNet(nn.Module):
     """A small CNN (~80k parameters): (N, 3, H, W) float32 -> logits (N, C), embedding (N, 64).
 
     Per-image standardisation, five 3x3 conv + BatchNorm + ReLU layers in four resolution stages
@@ -65,7 +65,7 @@ class DigitNet(nn.Module):
         self.features = nn.Sequential(
             _block(3, 16), _block(16, 24), nn.MaxPool2d(2),  # full resolution keeps thin strokes; -> H/2
             _block(24, 48), nn.MaxPool2d(2),  # -> H/4
-            _block(48, 64), nn.MaxPool2d(2),  # -> H/8: 4x4 cells, each seeing most of the digit
+            _block(48, 64), nn.MaxPool2d(2),  # -> H/8: 4x4 cells, each seeing most of the object
             _block(64, EMBEDDING_DIM),
         )
         self.classifier = nn.Linear(EMBEDDING_DIM, num_classes)
@@ -82,31 +82,31 @@ class DigitNet(nn.Module):
         return self.classifier(embedding), embedding
 
 
-def build_net(num_classes: int = 10) -> DigitNet:
-    return DigitNet(num_classes)
+def build_net(num_classes: int = 10) -> ClassifierNet:
+    return ClassifierNet(num_classes)
 
 
-def load_state(state: bytes, num_classes: int = 10) -> DigitNet:
-    """`TrainResult.state` bytes -> DigitNet in eval mode. Raises ModelError if they don't fit."""
+def load_state(state: bytes, num_classes: int = 10) -> ClassifierNet:
+    """`TrainResult.state` bytes -> ClassifierNet in eval mode. Raises ModelError if they don't fit."""
     net = build_net(num_classes)
     try:
         # weights_only: state bytes may come from disk or a peer; never unpickle arbitrary objects.
         sd = torch.load(io.BytesIO(state), map_location="cpu", weights_only=True)
         net.load_state_dict(sd)
     except Exception as exc:  # torch raises RuntimeError, pickle/zip errors, ... for bad bytes
-        raise ModelError(f"model state does not load into DigitNet({num_classes} classes): {exc}") from exc
+        raise ModelError(f"model state does not load into ClassifierNet({num_classes} classes): {exc}") from exc
     return net.eval()
 
 
 class Calibrated(nn.Module):
-    """A DigitNet whose logits are divided by a fixed temperature T > 0: what gets exported.
+    """A ClassifierNet whose logits are divided by a fixed temperature T > 0: what gets exported.
 
     The device's softmax of these logits is the calibrated confidence; argmax (and accuracy) is the
     net's. Only the export sees this wrapper: TrainResult.state stays the raw net, so children are
     fine-tuned from uncalibrated weights.
     """
 
-    def __init__(self, net: DigitNet, temperature: float = 1.0):
+    def __init__(self, net: ClassifierNet, temperature: float = 1.0):
         super().__init__()
         if not (math.isfinite(temperature) and temperature > 0):
             raise ValueError(f"temperature must be finite and > 0, got {temperature}")
@@ -146,7 +146,7 @@ def _state_bytes(net: nn.Module) -> bytes:
 
 @dataclass
 class TrainResult:
-    net: DigitNet  # in eval mode
+    net: ClassifierNet  # in eval mode
     state: bytes  # torch.save(state_dict) bytes, loadable by load_state()
     epochs: int
     train_loss: float  # mean training loss of the last epoch (nan when epochs == 0)
@@ -190,7 +190,7 @@ def _augment(x: torch.Tensor, spec: InputSpec, gen: torch.Generator) -> torch.Te
 def train(images: np.ndarray, labels: np.ndarray, *, spec: InputSpec = DEFAULT_INPUT, parent_state: bytes | None = None,
           epochs: int = 15, seed: int = 0, batch_size: int = 64, lr: float = 3e-3, augment: bool = True,
           progress: Callable[[int, int, float], None] | None = None) -> TrainResult:
-    """Train a DigitNet on images (N, H, W, 3) uint8 BGR with labels (N,) in 0..9.
+    """Train a ClassifierNet on images (N, H, W, 3) uint8 BGR with labels (N,) in 0..9.
 
     parent_state: start from the parent's weights (the loop trains each model from its parent on
     everything labeled so far) instead of a fresh initialisation. progress(epoch, epochs, loss) is
@@ -202,7 +202,7 @@ def train(images: np.ndarray, labels: np.ndarray, *, spec: InputSpec = DEFAULT_I
     if len(images) == 0 or labels.shape != (len(images),):
         raise ValueError(f"train: need N >= 1 images and N labels, got {len(images)} images, labels {labels.shape}")
     if spec.layout != "NCHW":
-        raise ValueError(f"train: DigitNet takes NCHW input, spec has layout {spec.layout!r}")
+        raise ValueError(f"train: ClassifierNet takes NCHW input, spec has layout {spec.layout!r}")
     if labels.min() < 0 or labels.max() >= len(LABELS):
         raise ValueError(f"train: labels must lie in 0..{len(LABELS) - 1}, got {labels.min()}..{labels.max()}")
 
@@ -224,7 +224,7 @@ def train(images: np.ndarray, labels: np.ndarray, *, spec: InputSpec = DEFAULT_I
 
 def _fit(images: np.ndarray, labels: np.ndarray, spec: InputSpec, parent_state: bytes | None, epochs: int, seed: int,
          batch_size: int, lr: float, augment: bool,
-         progress: Callable[[int, int, float], None] | None) -> tuple[DigitNet, float]:
+         progress: Callable[[int, int, float], None] | None) -> tuple[ClassifierNet, float]:
     """The training loop of train(); returns the net in eval mode and the last epoch's mean loss."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -264,10 +264,10 @@ def _fit(images: np.ndarray, labels: np.ndarray, spec: InputSpec, parent_state: 
 
 # --- export -----------------------------------------------------------------------------------
 
-def export_onnx(net: DigitNet, *, version: str, parent: str | None, spec: InputSpec = DEFAULT_INPUT,
+def export_onnx(net: ClassifierNet, *, version: str, parent: str | None, spec: InputSpec = DEFAULT_INPUT,
                 class_counts: Sequence[int] = (), metrics: dict | None = None,
                 parity_frames: np.ndarray | None = None, temperature: float = 1.0) -> tuple[bytes, ModelManifest]:
-    """DigitNet -> (ONNX bytes, manifest), after checking onnxruntime agrees with torch.
+    """ClassifierNet -> (ONNX bytes, manifest), after checking onnxruntime agrees with torch.
 
     The ONNX model takes `spec.name` (N, 3, H, W) float32 (N dynamic) and returns "logits" (N, 10)
     and "embedding" (N, 64); the logits are the net's divided by `temperature` (see Calibrated), so
@@ -278,7 +278,7 @@ def export_onnx(net: DigitNet, *, version: str, parent: str | None, spec: InputS
     if net.num_classes != len(LABELS):
         raise ModelError(f"export: net has {net.num_classes} classes, LABELS has {len(LABELS)}")
     if spec.layout != "NCHW":
-        raise ValueError(f"export: DigitNet takes NCHW input, spec has layout {spec.layout!r}")
+        raise ValueError(f"export: ClassifierNet takes NCHW input, spec has layout {spec.layout!r}")
     model = Calibrated(net, temperature)
     was_training = net.training
     model.eval()  # BatchNorm must use running statistics in the exported graph

@@ -50,7 +50,7 @@ def make_candidate(value: float = 0.5, image_bytes: bytes = FAKE_JPEG, **overrid
 
 
 def signed_models(folder, seeds: dict[str, int]) -> tuple[dict[str, bytes], "Path", bytes]:
-    """Real (untrained, seeded) DigitNets exported to ONNX, packed and signed by ONE fresh hub key.
+    """Real (untrained, seeded) ClassifierNets exported to ONNX, packed and signed by ONE fresh hub key.
 
     Two versions with the same seed hold the same weights. Needs the hub extra (torch).
     -> ({version: artifact bytes}, hub.pub path, the private key PEM to sign more with).

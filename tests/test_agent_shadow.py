@@ -28,7 +28,7 @@ from edgeloop.shared.runtime import ModelRuntime
 from factories import signed_models
 from test_e2e import serve_bytes
 
-pytest.importorskip("torch")  # the models are DigitNets exported with torch (the hub extra)
+pytest.importorskip("torch")  # the models are ClassifierNets exported with torch (the hub extra)
 pytestmark = pytest.mark.e2e
 
 SITE, DEVICE = "site-s", "dev-s"

@@ -1,6 +1,6 @@
 """hub.live: Wilson intervals, live accuracy, the accuracy-drop and shift alarms; the world's drift.
 
-The key test trains a real DigitNet on the simulated world, builds its Reference from training and
+The key test trains a real ClassifierNet on the simulated world, builds its Reference from training and
 golden images, and feeds drift_alarms the audit samples of two sites, one of which gets sodium street
 lights at night: only that site may alarm.
 """
@@ -219,7 +219,7 @@ AUDIT_P = 0.4  # share of frames an agent keeps as audit samples here (far above
 
 @pytest.fixture(scope="module")
 def model():
-    """A DigitNet trained briefly on the world's seed set (all conditions), its runtime and Reference."""
+    """A ClassifierNet trained briefly on the world's seed set (all conditions), its runtime and Reference."""
     pytest.importorskip("torch")
     from edgeloop.hub.training import export_onnx, train
     from edgeloop.shared.runtime import ModelRuntime

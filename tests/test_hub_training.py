@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from edgeloop.hub.training import (DEFAULT_INPUT, EMBEDDING_DIM, LABELS, DigitNet, TrainResult, build_net, evaluate,
+from edgeloop.hub.training import (DEFAULT_INPUT, EMBEDDING_DIM, LABELS, ClassifierNet, TrainResult, build_net, evaluate,
                                    export_onnx, load_state, train)
 from edgeloop.shared.errors import ManifestError, ModelError
 from edgeloop.shared.manifest import ModelManifest
@@ -70,7 +70,7 @@ def exported(trained, data):
 
 def test_net_shapes():
     net = build_net().eval()
-    assert isinstance(net, DigitNet)
+    assert isinstance(net, ClassifierNet)
     logits, emb = net(torch.zeros(5, 3, DEFAULT_INPUT.height, DEFAULT_INPUT.width))
     assert logits.shape == (5, len(LABELS)) and emb.shape == (5, EMBEDDING_DIM) == (5, 64)
     assert sum(p.numel() for p in net.parameters()) < 200_000  # "small"
@@ -167,7 +167,7 @@ def test_export_without_parity_frames_uses_random_ones():
     assert m.parent is None and m.metrics["onnx_parity_max_abs_diff"] <= 1e-3
 
 
-class _DriftsWhenExported(DigitNet):
+class _DriftsWhenExported(ClassifierNet):
     """A net whose exported graph differs from its eager self: the parity check must catch it."""
 
     def forward(self, x):

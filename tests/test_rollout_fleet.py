@@ -54,7 +54,7 @@ def register(box, name: str, make) -> str:
 
 
 def random_model(version: str):
-    """An untrained DigitNet: it loads fine, and disagrees with the fleet's model on most frames."""
+    """An untrained ClassifierNet: it loads fine, and disagrees with the fleet's model on most frames."""
     import torch
 
     from edgeloop.hub.training import build_net, export_onnx

@@ -155,7 +155,7 @@ async function undo() {
   say(`undone: ${last.item.sample_id} is back`);
 }
 
-// -- classes: buttons, digit keys, and the filter for names ---------------------------------------
+// -- classes: buttons, number keys, and the filter for names ---------------------------------------
 function chooseClass(i) {
   if (TASK !== "detect") { act("label", i); return; }
   const sel = editor.selected;
