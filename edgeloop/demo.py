@@ -167,7 +167,7 @@ def demo(task, rounds, agents, relays, broker, frames, labels, epochs, fps, stra
     else:
         s = OneBoxSettings(out=out, task=task, agents=agents, relays=relays, broker=broker,
                            frames_per_round=frames, seed=seed, epochs=epochs or 15)
-    report = run_demo(s, rounds, labels or (60 if task == "detect" else 100), strategy)
+    report = run_demo(s, rounds, labels if labels is not None else 60 if task == "detect" else 100, strategy)
     (out / "report.json").write_text(json.dumps(report, indent=1))
     first = report["rounds"][0]
     last = next(r for r in reversed(report["rounds"]) if r["promoted"])  # the model the fleet ends up running
