@@ -6,17 +6,16 @@ boxes those gestures imply, in the stored image's pixels. Writes runs/screenshot
 from __future__ import annotations
 
 import json
-import warnings
 
 import numpy as np
 import pytest
 
-from factories import make_candidate, start_hub
+from factories import fixed_box_detector_onnx, make_candidate, start_hub
 from test_browser import SHOTS, browser, signed_in  # noqa: F401 - browser is a fixture
 from test_hub_api import batch, call
 from test_hub_labeling import jcall
 
-torch = pytest.importorskip("torch")
+pytest.importorskip("torch")  # the detector is exported by torch (the hub extra)
 pytestmark = pytest.mark.e2e
 
 CLASSES = ("car", "van", "person")
@@ -28,21 +27,6 @@ PRE = np.array([[0.10, 0.15, 0.35, 0.55, 0.91, 0],    # a car  -> image pixels 3
 TOLERANCE_PX = 2.0  # image pixels; the frame is shown about 2.5x larger, so a mouse pixel is 0.4 of one
 
 
-class FixedYolo(torch.nn.Module):
-    """-> (1, 4+3, 2), YOLOv8 style: cx, cy, w, h in model pixels, then the class scores, of PRE's boxes."""
-
-    def __init__(self, side: int):
-        super().__init__()
-        xyxy = PRE[:, :4] * side
-        cls = np.full((len(CLASSES), len(PRE)), 0.01, np.float32)
-        cls[PRE[:, 5].astype(int), np.arange(len(PRE))] = PRE[:, 4]
-        table = np.concatenate([((xyxy[:, :2] + xyxy[:, 2:]) / 2).T, (xyxy[:, 2:] - xyxy[:, :2]).T, cls])
-        self.register_buffer("table", torch.from_numpy(table.astype(np.float32)))
-
-    def forward(self, x):
-        return (self.table + 0 * x.mean()).unsqueeze(0)
-
-
 def detector_artifact(tmp_path, private_pem: bytes, version: str = "det-1") -> bytes:
     """A tiny real detector (ONNX exported by torch), packed with its manifest and signed."""
     from edgeloop.shared.artifact import pack, sign_artifact
@@ -50,14 +34,10 @@ def detector_artifact(tmp_path, private_pem: bytes, version: str = "det-1") -> b
     from edgeloop.shared.signing import load_private_key
 
     side = 64
-    path = tmp_path / "det.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice
-        torch.onnx.export(FixedYolo(side).eval(), (torch.zeros(1, 3, side, side),), str(path), input_names=["images"],
-                          output_names=["output0"], opset_version=17, dynamo=False)
+    onnx = fixed_box_detector_onnx(tmp_path / "det.onnx", PRE, len(CLASSES), side)
     manifest = ModelManifest(version=version, task="detection", input=InputSpec(name="images", height=side, width=side),
                              outputs={"detections": "output0"}, labels=CLASSES)
-    return sign_artifact(pack(manifest, path.read_bytes()), load_private_key(private_pem))
+    return sign_artifact(pack(manifest, onnx), load_private_key(private_pem))
 
 
 def street_jpeg(seed: int) -> bytes:

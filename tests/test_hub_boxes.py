@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import hubdb
-from factories import make_candidate, start_hub
+from factories import fixed_box_detector_onnx, make_candidate, start_hub
 from test_hub_api import batch, call
 from test_hub_labeling import jcall
 
@@ -39,26 +39,8 @@ PRE = np.array([[0.10, 0.15, 0.35, 0.55, 0.91, 0], [0.55, 0.50, 0.90, 0.95, 0.62
 # -- a detector, and frames it saw -----------------------------------------------------------------
 def detector_onnx(tmp_path, side: int = 64) -> bytes:
     """A tiny YOLOv8-style detector, (1, 4+3, 2) fixed boxes, exported by torch."""
-    import torch
-
-    class FixedYolo(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            xyxy = PRE[:, :4] * side
-            cls = np.full((len(CLASSES), len(PRE)), 0.01, np.float32)
-            cls[PRE[:, 5].astype(int), np.arange(len(PRE))] = PRE[:, 4]
-            table = np.concatenate([((xyxy[:, :2] + xyxy[:, 2:]) / 2).T, (xyxy[:, 2:] - xyxy[:, :2]).T, cls])
-            self.register_buffer("table", torch.from_numpy(table.astype(np.float32)))
-
-        def forward(self, x):
-            return (self.table + 0 * x.mean()).unsqueeze(0)
-
-    path = tmp_path / "det.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice
-        torch.onnx.export(FixedYolo().eval(), (torch.zeros(1, 3, side, side),), str(path), input_names=["images"],
-                          output_names=["output0"], opset_version=17, dynamo=False)
-    return path.read_bytes()
+    pytest.importorskip("torch")
+    return fixed_box_detector_onnx(tmp_path / "det.onnx", PRE, len(CLASSES), side)
 
 
 def detector_manifest(version: str = "det-1", classes=CLASSES) -> ModelManifest:
