@@ -225,7 +225,8 @@ def test_golden_set_is_balanced_and_covers_sites_classes_and_empty_frames(golden
 @given(cam=cameras, salt=st.integers(0, 2**32), lighting=st.sampled_from(LIGHTINGS))
 def test_golden_frames_come_from_held_out_time_in_the_asked_lighting(world, cam, salt, lighting):
     index = scenes_data.time_in(world, cam, lighting, scenes_mod.GOLDEN_T0, scenes_mod._hash(salt))
-    assert index / world.fps >= scenes_mod.GOLDEN_T0
+    world_time = index / world.fps  # seconds of world time, not a measured duration
+    assert world_time >= scenes_mod.GOLDEN_T0
     assert world.truth(cam, index).tags["lighting"] == lighting
 
 
