@@ -12,8 +12,8 @@ import pytest
 
 from factories import fixed_box_detector_onnx, make_candidate, start_hub
 from test_browser import SHOTS, browser, signed_in  # noqa: F401 - browser is a fixture
-from test_hub_api import batch, call
-from test_hub_labeling import jcall
+from test_hub_api import call
+from test_hub_labeling import jcall, queue_candidates
 
 pytest.importorskip("torch")  # the detector is exported by torch (the hub extra)
 pytestmark = pytest.mark.e2e
@@ -63,12 +63,7 @@ def post_candidates(url, n: int, seed: int) -> list[str]:
     cands = [make_candidate(value=0.9 - 0.1 * i, image_bytes=street_jpeg(seed + i), model_version="det-1",
                             probs=np.array([0.5, 0.3, 0.2], np.float32), detections=PRE.copy(),
                             reasons=("detection_count", "low_box_confidence")) for i in range(n)]
-    assert call(url, "POST", "/api/v1/samples", batch(*cands))[0] == 200
-    assert jcall(url, "POST", "/api/v1/selection", {"budget": 100, "strategy": "uncertainty"})[0] == 200
-    mine = {c.sample_id for c in cands}
-    queue = [it["sample_id"] for it in jcall(url, "GET", "/api/v1/label-queue?limit=1000")[1]["items"]]
-    assert mine <= set(queue)
-    return [sid for sid in queue if sid in mine]
+    return queue_candidates(url, cands)
 
 
 @pytest.fixture(scope="module")

@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 
 import hubdb
 from factories import fixed_box_detector_onnx, make_candidate, start_hub
-from test_hub_api import batch, call
-from test_hub_labeling import jcall
+from test_hub_api import call
+from test_hub_labeling import jcall, queue_candidates
 
 from edgeloop.hub import _boxsets as boxsets
 from edgeloop.hub.datasets import (DatasetError, export_coco, export_labelstudio, export_yolo, import_coco,
@@ -78,13 +78,7 @@ def hub(tmp_path_factory):
 
 def queued(url, n: int, seed: int = 0) -> list[str]:
     """n 320x240 frames with the model's boxes, posted as a relay posts them and queued -> their ids."""
-    cands = frames(n, seed)
-    assert call(url, "POST", "/api/v1/samples", batch(*cands))[0] == 200
-    assert jcall(url, "POST", "/api/v1/selection", {"budget": 10_000, "strategy": "uncertainty"})[0] == 200
-    mine = {c.sample_id for c in cands}
-    queue = [it["sample_id"] for it in jcall(url, "GET", "/api/v1/label-queue?limit=1000")[1]["items"]]
-    assert mine <= set(queue)
-    return [sid for sid in queue if sid in mine]
+    return queue_candidates(url, frames(n, seed))
 
 
 def post(url, body):

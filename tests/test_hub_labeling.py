@@ -38,6 +38,12 @@ def queued(url, n: int, seed: int | None = None, **kw) -> list[str]:
     """Ingest n candidates (with random embeddings when a seed is given) and queue them for
     labeling -> their ids, in queue order."""
     cands = [make_candidate(value=0.1 * i, **kw) for i in range(n)] if seed is None else seen_frames(n, seed, **kw)
+    return queue_candidates(url, cands)
+
+
+def queue_candidates(url, cands: list) -> list[str]:
+    """Post candidates as a relay does (msgpack SampleBatch), select them all for labeling -> their
+    ids in label-queue order."""
     assert call(url, "POST", "/api/v1/samples", batch(*cands))[0] == 200
     ids = {c.sample_id for c in cands}
     status, reply = jcall(url, "POST", "/api/v1/selection", {"budget": 10_000, "strategy": "uncertainty"})
