@@ -25,7 +25,7 @@ COMMANDS = {
     "bench": ("edgeloop.bench:bench", "Benchmarks: measured figures, JSON and plots."),
     "keys": ("edgeloop.keys_cli:keys", "Create the hub's signing key pair."),
     "model": ("edgeloop.keys_cli:model", "Pack and verify signed model artifacts."),
-    "provision": ("edgeloop.provision:provision", "Site broker security: device and relay credentials, ACL, revocation, TLS."),
+    "provision": ("edgeloop.provision_cli:provision", "Site broker security: device and relay credentials, ACL, revocation, TLS."),
 }
 
 
