@@ -28,17 +28,13 @@ Figures (OUT/chaos.json): faults by kind, committed, evicted, at_hub, duplicates
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import math
-import random
 import signal
-import sqlite3
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -47,9 +43,10 @@ import click
 from edgeloop.procs import Service, ServiceFailed, sigterm_unwinds, wait_port
 from edgeloop.shared.outbox import Journal, read_journal
 
+from .chaos_schedule import KINDS, Fault, draw_schedule, hub_rows, reconcile
+from .faulty_link import FaultyLink, LinkHost
 from .scratch import fresh_box
 
-KINDS = ("agent_kill", "relay_kill", "hub_kill", "broker_restart", "hub_unreachable", "disk_full", "link_drop")
 PROCS_PER_SITE = 2  # fleet processes per site; the first of each site has SMALL_DISK
 DISK = "4MB"  # outbox quota of a device (the fleet's default)
 SMALL_DISK = "24KB"  # about ten candidates: a link down for ten seconds fills it
@@ -58,273 +55,8 @@ SMALL_DISK = "24KB"  # about ten candidates: a link down for ten seconds fills i
 AGENT_PER_HOUR = 1800
 AGENT_WINDOW_S = 10
 AGENT_SIGNALS = {"least_confidence": 1.0, "margin": 0.5, "random": 0.1}
-# link_drop: every LOSSY_TICK_S each connection is reset with P_CUT, else stalled with P_STALL;
-# a new connection is refused with P_REFUSE.
-LOSSY_TICK_S, P_CUT, P_STALL, P_REFUSE = 0.5, 0.03, 0.06, 0.3
-STALL_S = (0.5, 4.0)
 SETTLE_STALL_S = 120.0  # settling gives up when the hub gains nothing for this long
 RESTART_TRIES = 3
-
-
-# --- the schedule (pure) ----------------------------------------------------------------------
-@dataclass(frozen=True)
-class Fault:
-    at: float  # seconds after the fault window opened
-    kind: str
-    target: str  # a fleet process, a relay, "hub", "broker" or "hub-link"
-    duration: float  # seconds down, unreachable or lossy
-    mode: str = ""  # hub_unreachable: "refuse" or "blackhole"
-    seed: int = 0  # link_drop: seeds its resets and stalls
-
-
-def _clamp(lo: float, x: float, hi: float) -> float:
-    return max(lo, min(x, hi))
-
-
-def _durations(kind: str, n: int, slot: float, rng: random.Random) -> list[float]:
-    """How long each fault of a kind lasts, for n faults sharing a window of n * slot seconds."""
-    if kind in ("agent_kill", "hub_kill"):
-        return [rng.uniform(1.0, _clamp(2.0, 0.2 * slot, 6.0)) for _ in range(n)]
-    if kind == "relay_kill":
-        return [rng.uniform(1.0, _clamp(2.0, 0.2 * slot, 8.0)) for _ in range(n)]
-    if kind == "broker_restart":
-        return [rng.uniform(2.0, _clamp(3.0, 0.25 * slot, 10.0)) for _ in range(n)]
-    if kind == "hub_unreachable":  # one long outage (relays store and forward for minutes), the rest shorter
-        out = [rng.uniform(0.3, 0.6) * slot for _ in range(n)]
-        out[rng.randrange(n)] = 2.5 * slot if n > 1 else 0.6 * slot
-        return out
-    if kind == "disk_full":
-        return [max(15.0, rng.uniform(0.35, 0.6) * slot) for _ in range(n)]
-    if kind == "link_drop":
-        return [max(10.0, rng.uniform(0.3, 0.6) * slot) for _ in range(n)]
-    raise ValueError(f"unknown fault kind {kind!r}")
-
-
-def draw_schedule(seed: int, seconds: float, per_kind: int, fleet: list[str], small_disk: list[str],
-                  relays: list[str]) -> list[Fault]:
-    """per_kind faults of every kind within [0, seconds), in start order; the same seed, the same schedule.
-
-    Within a kind faults never overlap: their durations (capped at 90% of the window in all) are
-    laid out in a random order with random gaps between them. disk_full cuts small-disk processes'
-    links and link_drop makes the other processes' links lossy, so that one never hides the other."""
-    big_disk = [p for p in fleet if p not in small_disk]
-    if per_kind < 1 or seconds <= 0 or not small_disk or not big_disk or not relays:
-        raise ValueError("a schedule needs a positive window, per_kind >= 1, fleet processes with a small "
-                         "disk and without, and relays")
-    rng = random.Random(seed)
-    out: list[Fault] = []
-    for kind in KINDS:
-        durations = _durations(kind, per_kind, seconds / per_kind, rng)
-        total = sum(durations)
-        if total > 0.9 * seconds:
-            durations = [d * 0.9 * seconds / total for d in durations]
-        weights = [rng.expovariate(1.0) for _ in range(per_kind + 1)]
-        slack = seconds - sum(durations)
-        gaps = [slack * w / sum(weights) for w in weights]
-        targets = {"agent_kill": fleet, "link_drop": big_disk, "disk_full": small_disk, "relay_kill": relays,
-                   "hub_kill": ["hub"], "broker_restart": ["broker"], "hub_unreachable": ["hub-link"]}[kind]
-        t = 0.0
-        for gap, d in zip(gaps, durations):
-            t += gap
-            target = rng.choice(targets)
-            mode = rng.choice(("refuse", "blackhole")) if kind == "hub_unreachable" else ""
-            # Whole centiseconds, start and end each rounded: rounding keeps their order, so faults of
-            # one kind still never overlap and the last still ends within the window.
-            start, end = round(100 * t), round(100 * (t + d))
-            out.append(Fault(start / 100, kind, target, (end - start) / 100, mode, rng.randrange(2**31)))
-            t += d
-    return sorted(out, key=lambda f: (f.at, f.kind))
-
-
-# --- reconciliation (pure) ----------------------------------------------------------------------
-def reconcile(journals: Iterable[Journal], hub_rows: Counter[str], fleet_rows: set[str]) -> dict:
-    """Account for every committed sample id.
-
-    journals: each agent's outbox journal; hub_rows: sample_id -> rows stored at the hub (every row of
-    its samples table); fleet_rows: the hub's ids that came from this fleet's devices.
-    A committed id is at_hub if the hub holds it, else evicted if its outbox evicted it, else lost.
-    An id both evicted and at the hub (sent, its PUBACK lost with the link, then evicted) counts at_hub.
-    """
-    committed: set[str] = set()
-    evicted_ids: set[str] = set()
-    queued: set[str] = set()
-    for j in journals:
-        committed |= j.committed
-        evicted_ids |= j.evicted
-        queued |= j.queued
-    at_hub = committed & hub_rows.keys()
-    evicted = (committed & evicted_ids) - at_hub
-    lost = committed - at_hub - evicted
-    return {
-        "committed": len(committed), "evicted": len(evicted), "at_hub": len(at_hub),
-        "duplicates_at_hub": sum(n - 1 for n in hub_rows.values()),
-        "lost": len(lost),
-        "evicted_after_delivery": len(evicted_ids & at_hub),
-        "still_queued": len(queued - at_hub),
-        "at_hub_never_committed": len(fleet_rows - committed),
-        "lost_ids": sorted(lost)[:20],
-    }
-
-
-def hub_rows(hub_db: Path, devices: set[str]) -> tuple[Counter[str], set[str]]:
-    """-> (sample_id -> rows, for every row of the hub's samples table; the ids from `devices`).
-
-    Read-only, straight from the file: the API cannot show a row stored twice, this can."""
-    db = sqlite3.connect(f"file:{hub_db}?mode=ro", uri=True)
-    try:
-        rows = db.execute("SELECT sample_id, device_id FROM samples").fetchall()
-    finally:
-        db.close()
-    return Counter(sid for sid, _ in rows), {sid for sid, dev in rows if dev in devices}
-
-
-# --- a link that breaks on demand ------------------------------------------------------------------
-class _Pipe:
-    """One proxied connection: both ends, and until when it is stalled."""
-
-    def __init__(self, *writers: asyncio.StreamWriter):
-        self.writers = writers
-        self.stalled_until = 0.0
-        self.closed = False
-
-    def abort(self) -> None:
-        self.closed = True
-        for w in self.writers:
-            w.transport.abort()
-
-
-class FaultyLink:
-    """A TCP proxy on loopback between clients and their upstream that faults can break.
-
-    cut: None (pass), "refuse" (every connection is reset, new ones at once) or "blackhole"
-    (connections stay open but nothing passes until the cut ends; then what was held goes through,
-    late). lossy: connections are reset or stalled at random, and some new ones refused: what a link
-    that drops packets does to the application above TCP. Runs on a LinkHost's event loop; the
-    setters may be called from any thread.
-    """
-
-    def __init__(self, name: str, upstream: int, loop: asyncio.AbstractEventLoop):
-        self.name, self.upstream, self.loop = name, upstream, loop
-        self.cut: str | None = None
-        self.lossy = False
-        self.port = 0
-        self.pipes: set[_Pipe] = set()
-        self.counts: Counter[str] = Counter()
-        self._rng = random.Random(0)
-        self._ticker: asyncio.Task | None = None
-        self._server: asyncio.Server | None = None
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def close(self) -> None:
-        self._server.close()
-        self._set_lossy(False, 0)
-        for p in list(self.pipes):
-            p.abort()
-
-    def set_cut(self, mode: str | None) -> None:
-        self.loop.call_soon_threadsafe(self._set_cut, mode)
-
-    def set_lossy(self, on: bool, seed: int = 0) -> None:
-        self.loop.call_soon_threadsafe(self._set_lossy, on, seed)
-
-    def _set_cut(self, mode: str | None) -> None:
-        self.cut = mode
-        if mode == "refuse":
-            for p in list(self.pipes):
-                p.abort()
-                self.counts["reset"] += 1
-
-    def _set_lossy(self, on: bool, seed: int) -> None:
-        self.lossy = on
-        if on and self._ticker is None:
-            self._rng = random.Random(seed)
-            self._ticker = self.loop.create_task(self._lossy_ticker())
-        elif not on and self._ticker is not None:
-            self._ticker.cancel()
-            self._ticker = None
-
-    async def _lossy_ticker(self) -> None:
-        while True:
-            await asyncio.sleep(LOSSY_TICK_S)
-            for p in list(self.pipes):
-                r = self._rng.random()
-                if r < P_CUT:
-                    p.abort()
-                    self.counts["lossy_reset"] += 1
-                elif r < P_CUT + P_STALL:
-                    p.stalled_until = self.loop.time() + self._rng.uniform(*STALL_S)
-                    self.counts["lossy_stall"] += 1
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while self.cut == "blackhole":  # held: the client waits, as for a host that does not answer
-            await asyncio.sleep(0.1)
-        if self.cut == "refuse" or (self.lossy and self._rng.random() < P_REFUSE):
-            self.counts["refused" if self.cut else "lossy_refused"] += 1
-            writer.transport.abort()
-            return
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream)
-        except OSError:  # the upstream is down: so is the link
-            writer.transport.abort()
-            return
-        pipe = _Pipe(writer, up_writer)
-        self.pipes.add(pipe)
-        self.counts["connections"] += 1
-        try:
-            await asyncio.gather(self._pump(reader, up_writer, pipe), self._pump(up_reader, writer, pipe))
-        finally:
-            self.pipes.discard(pipe)
-            pipe.abort()
-
-    async def _pump(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, pipe: _Pipe) -> None:
-        try:
-            while data := await src.read(1 << 16):
-                while not pipe.closed and (self.cut == "blackhole" or self.loop.time() < pipe.stalled_until):
-                    await asyncio.sleep(0.05)
-                if pipe.closed:
-                    return
-                dst.write(data)
-                await dst.drain()
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            pipe.abort()  # one side gone: the connection is over
-
-
-class LinkHost:
-    """An event loop in a thread, hosting every FaultyLink of a run."""
-
-    def __init__(self):
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="links", daemon=True)
-        self.thread.start()
-        self.links: dict[str, FaultyLink] = {}
-
-    def add(self, name: str, upstream: int) -> FaultyLink:
-        link = FaultyLink(name, upstream, self.loop)
-        asyncio.run_coroutine_threadsafe(link.start(), self.loop).result(10)
-        self.links[name] = link
-        return link
-
-    def close(self) -> None:
-        """Close every link and its connections, end the tasks, stop the loop."""
-        async def shutdown():
-            for link in self.links.values():
-                await link.close()
-            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-        with contextlib.suppress(Exception):  # closing is best effort: the run's figures are already taken
-            asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-        if not self.thread.is_alive():
-            self.loop.close()
 
 
 # --- the run ----------------------------------------------------------------------------------------
