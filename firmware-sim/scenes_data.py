@@ -18,7 +18,7 @@ class DetectionDataset:
     """Frames with boxes. images (N, H, W, 3) uint8 BGR; boxes / classes: per image (K, 4) float32 xyxy
     pixels and (K,) int64; tags per image {"lighting", "weather", "site", "camera"}.
 
-    `save` writes the .npz the hub reads without importing the sim (hub/golden.py, DetectionSet)."""
+    `save` writes the .npz the hub reads without importing the sim (hub/training/golden.py, DetectionSet)."""
 
     def __init__(self, images: np.ndarray, boxes: list[np.ndarray], classes: list[np.ndarray],
                  names: tuple[str, ...], tags: list[dict[str, str]]):

@@ -45,7 +45,7 @@ from edgeloop.shared.errors import ConfigError, EdgeloopError, ProtocolError, To
 from edgeloop.shared.protocol import MAX_MESSAGE_BYTES, SampleBatch, check_id, decode
 
 from . import labeling, monitor, pages, selection
-from .golden import LabeledSet
+from .training.golden import LabeledSet
 from .openapi import build as build_openapi
 from .openapi import get_openapi
 from .cards import ModelNotFound, model_card
@@ -53,7 +53,7 @@ from .rollouts import RelayReport, RolloutConflict, RolloutNotFound, RolloutRequ
 from .store import HubStore
 from .webutil import (GOLDEN, ROLLOUT_PERIOD, ROLLOUTS, SIGNING_KEY, STORE, TOKENS, TRAIN_LOCK, auth, json_errors,
                       read_json as _json, error as _error)
-from .trainer import train_round
+from .training.rounds import train_round
 
 log = logging.getLogger("edgeloop.hub")
 

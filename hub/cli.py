@@ -67,7 +67,7 @@ def serve(data_dir, golden, host, port, tokens, ready_file, key_path, rollout_pe
     from aiohttp import web
 
     from .api import make_app
-    from .golden import load_golden
+    from .training.golden import load_golden
     from .store import HubStore
 
     if (tls_cert is None) != (tls_key is None):
@@ -135,10 +135,10 @@ def seed(data_dir, dataset, golden, epochs, key_path, db) -> None:
     Example:
       edgeloop hub seed --data /var/lib/edgeloop/hub --dataset seed.npz --golden golden.npz
     """
-    from .golden import DetectionSet, load_golden
+    from .training.golden import DetectionSet, load_golden
     from .keys import default_key_path, load_or_create
     from .store import HubStore
-    from .trainer import import_labeled_set, train_round
+    from .training.rounds import import_labeled_set, train_round
 
     key = load_or_create(key_path or default_key_path(data_dir))
     store = HubStore(data_dir, db)
@@ -149,7 +149,7 @@ def seed(data_dir, dataset, golden, epochs, key_path, db) -> None:
     if type(seed_set) is not type(golden_set):
         raise click.UsageError("--dataset and --golden must be of one task (both classification or both detection sets)")
     if isinstance(seed_set, DetectionSet):
-        from .detect.round import import_detection_set
+        from .training.detect.round import import_detection_set
 
         n = import_detection_set(store, seed_set)
     else:

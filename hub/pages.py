@@ -17,7 +17,7 @@ from . import monitor, plots
 from .cards import ModelNotFound, model_card
 from .rollouts import Rollouts
 from .store import HubStore
-from .training import LABELS
+from .training.classifier import LABELS
 from .webutil import COOKIE, ROLLOUTS, STORE, error, identify
 
 HERE = Path(__file__).parent

@@ -121,7 +121,7 @@ _cache_lock = threading.Lock()
 
 def legacy() -> Project:
     """A hub without a model: classification of the built-in classifier's ten classes."""
-    from .training import LABELS  # here, not at the top: training.py is the module that loads torch
+    from .training.classifier import LABELS  # here, not at the top: training.py is the module that loads torch
 
     return Project("classify", tuple(LABELS))
 

@@ -17,7 +17,7 @@ from aiohttp import web
 from edgeloop.shared.protocol import MAX_MESSAGE_BYTES
 
 from .auth import ANONYMOUS, Caller, allowed, token_hash
-from .golden import LabeledSet
+from .training.golden import LabeledSet
 from .rollouts import Rollouts
 from .store import HubStore
 

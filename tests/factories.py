@@ -60,7 +60,7 @@ def signed_models(folder, seeds: dict[str, int]) -> tuple[dict[str, bytes], "Pat
 
     import torch
 
-    from edgeloop.hub.training import build_net, export_onnx
+    from edgeloop.hub.training.classifier import build_net, export_onnx
     from edgeloop.shared.artifact import pack, sign_artifact
     from edgeloop.shared.signing import generate_keypair, load_private_key
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from edgeloop.hub.training import build_net, export_onnx
+from edgeloop.hub.training.classifier import build_net, export_onnx
 from edgeloop.shared.artifact import pack
 
 

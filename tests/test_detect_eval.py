@@ -21,7 +21,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from test_detector import NAMES, make_scenes, trained
 
-from edgeloop.hub.detect import coco_map, evaluate_detector
+from edgeloop.hub.training.detect import coco_map, evaluate_detector
 from edgeloop.shared.runtime import ModelRuntime
 
 CONF, IOU, MAX_DET = 0.01, 0.45, 100  # evaluate_detector's settings, restated

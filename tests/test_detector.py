@@ -16,9 +16,9 @@ import numpy as np
 import onnx
 import pytest
 
-from edgeloop.hub.detect import (DEFAULT_IMGSZ, EMBEDDING_DIM, STRIDE, build_detector, evaluate_detector,
+from edgeloop.hub.training.detect import (DEFAULT_IMGSZ, EMBEDDING_DIM, STRIDE, build_detector, evaluate_detector,
                                  export_detector_onnx, load_detector_state, train_detector)
-from edgeloop.hub.golden import DetectionSet, load_detection_set
+from edgeloop.hub.training.golden import DetectionSet, load_detection_set
 from edgeloop.shared.errors import ConfigError, ModelError
 from edgeloop.shared.manifest import ModelManifest
 from edgeloop.shared.runtime import ModelRuntime

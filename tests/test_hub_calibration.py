@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgeloop.hub.calibration import expected_calibration_error, fit_temperature, nll, softmax, split_halves
+from edgeloop.hub.training.calibration import expected_calibration_error, fit_temperature, nll, softmax, split_halves
 
 
 def sample_labels(rng: np.random.Generator, probs: np.ndarray) -> np.ndarray:
@@ -105,7 +105,7 @@ def test_split_halves_of_a_golden_set_cycling_labels():
 
 def test_exported_graph_divides_logits_by_the_temperature():
     torch = pytest.importorskip("torch")
-    from edgeloop.hub.training import build_net, export_onnx, predict_logits
+    from edgeloop.hub.training.classifier import build_net, export_onnx, predict_logits
     from edgeloop.shared.runtime import ModelRuntime
 
     torch.manual_seed(0)

@@ -14,7 +14,7 @@ from edgeloop.cli import main
 from edgeloop.hub.datasets import (DatasetError, export_coco, export_labelstudio, export_yolo, import_coco,
                                    import_labelstudio, validate_coco, validate_labelstudio)
 from edgeloop.hub.store import HubStore
-from edgeloop.hub.training import LABELS
+from edgeloop.hub.training.classifier import LABELS
 from edgeloop.shared.images import encode_jpeg
 
 

@@ -14,7 +14,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from edgeloop.hub.cards import ModelNotFound, card_markdown, model_card
-from edgeloop.hub.gate import judge
+from edgeloop.hub.training.gate import judge
 
 import hubdb
 
@@ -143,8 +143,8 @@ def loop(tmp_path_factory):
     """A parent trained on every class and slice, and a child of it fine-tuned on one class only,
     in a second store that holds the parent as its desired model and nothing but that class labeled."""
     pytest.importorskip("torch")
-    from edgeloop.hub.golden import LabeledSet
-    from edgeloop.hub.trainer import import_labeled_set, train_round
+    from edgeloop.hub.training.golden import LabeledSet
+    from edgeloop.hub.training.rounds import import_labeled_set, train_round
     from edgeloop.shared.signing import generate_keypair, load_private_key
     from edgeloop.sim.world import CONDITIONS, World
 
@@ -212,8 +212,8 @@ def test_cards_of_the_trained_models(loop):
 
 
 def test_the_temperature_is_baked_into_the_artifact_not_the_state(loop):
-    from edgeloop.hub.calibration import softmax
-    from edgeloop.hub.training import load_state, predict_logits
+    from edgeloop.hub.training.calibration import softmax
+    from edgeloop.hub.training.classifier import load_state, predict_logits
     from edgeloop.shared.artifact import unpack
     from edgeloop.shared.runtime import ModelRuntime
 

@@ -221,7 +221,7 @@ AUDIT_P = 0.4  # share of frames an agent keeps as audit samples here (far above
 def model():
     """A ClassifierNet trained briefly on the world's seed set (all conditions), its runtime and Reference."""
     pytest.importorskip("torch")
-    from edgeloop.hub.training import export_onnx, train
+    from edgeloop.hub.training.classifier import export_onnx, train
     from edgeloop.shared.runtime import ModelRuntime
 
     world = World(seed=WORLD_SEED)

@@ -21,7 +21,7 @@ from click.testing import CliRunner
 
 from edgeloop.cli import main
 from edgeloop.hub.api import ROLLOUTS, make_app
-from edgeloop.hub.golden import LabeledSet
+from edgeloop.hub.training.golden import LabeledSet
 from edgeloop.hub.keys import load_or_create
 from edgeloop.shared.rollout import stage_members
 

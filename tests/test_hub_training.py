@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from edgeloop.hub.training import (DEFAULT_INPUT, EMBEDDING_DIM, LABELS, ClassifierNet, TrainResult, build_net, evaluate,
+from edgeloop.hub.training.classifier import (DEFAULT_INPUT, EMBEDDING_DIM, LABELS, ClassifierNet, TrainResult, build_net, evaluate,
                                    export_onnx, load_state, train)
 from edgeloop.shared.errors import ManifestError, ModelError
 from edgeloop.shared.manifest import ModelManifest

@@ -57,7 +57,7 @@ def random_model(version: str):
     """An untrained ClassifierNet: it loads fine, and disagrees with the fleet's model on most frames."""
     import torch
 
-    from edgeloop.hub.training import build_net, export_onnx
+    from edgeloop.hub.training.classifier import build_net, export_onnx
 
     torch.manual_seed(123)
     return export_onnx(build_net(), version=version, parent=None)

@@ -226,7 +226,7 @@ def run(*args: str) -> subprocess.CompletedProcess:
 def packed(tmp_path_factory):
     """keys init + model pack of a real exported model: (folder, hub.key, hub.pub, artifact path, stdout)."""
     pytest.importorskip("torch")
-    from edgeloop.hub.training import build_net, export_onnx
+    from edgeloop.hub.training.classifier import build_net, export_onnx
 
     d = tmp_path_factory.mktemp("signed")
     onnx, manifest = export_onnx(build_net(), version="v1", parent=None)

@@ -256,7 +256,7 @@ def test_dataset_save_load_round_trip_with_the_exact_keys(golden, tmp_path):
 
 
 def test_the_hub_reads_the_dataset(golden, tmp_path):
-    hub_golden = pytest.importorskip("edgeloop.hub.golden")
+    hub_golden = pytest.importorskip("edgeloop.hub.training.golden")
     golden.save(tmp_path / "g.npz")
     loaded = hub_golden.load_detection_set(tmp_path / "g.npz")
     assert len(loaded) == len(golden) and tuple(loaded.names) == CLASSES

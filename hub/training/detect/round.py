@@ -21,13 +21,13 @@ from edgeloop.shared.protocol import Candidate
 from edgeloop.shared.runtime import ModelRuntime
 
 from ..golden import DetectionSet
-from ..store import HubStore
-from ..trainer import NothingToTrain, judge, log_verdict, next_version, parent_of, register
+from ...store import HubStore
+from ..rounds import NothingToTrain, judge, log_verdict, next_version, parent_of, register
 from .evaluate import evaluate_detector
 from .model import export_detector_onnx
 from .train import train_detector
 
-log = logging.getLogger("edgeloop.hub.detect")
+log = logging.getLogger("edgeloop.hub.training.detect")
 # How far a slice's mAP@0.5 may fall below the parent's. Wider than a classifier's 0.02: a golden set of
 # a few hundred frames measures a slice's mAP (size:L, weather:fog: a few dozen boxes each) to a few
 # hundredths, and a gate that refuses on noise keeps the fleet on its old model.

@@ -27,10 +27,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..shared.errors import ModelError
-from ..shared.manifest import InputSpec, ModelManifest
-from ..shared.preprocess import preprocess
-from ..shared.runtime import ModelRuntime
+from ...shared.errors import ModelError
+from ...shared.manifest import InputSpec, ModelManifest
+from ...shared.preprocess import preprocess
+from ...shared.runtime import ModelRuntime
 
 LABELS = tuple(str(i) for i in range(10))
 DEFAULT_INPUT = InputSpec(name="image", height=32, width=32, layout="NCHW", color="RGB", scale=1 / 255,

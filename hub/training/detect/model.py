@@ -27,10 +27,10 @@ import onnx
 import torch
 from torch import nn
 
-from ...shared.errors import ModelError
-from ...shared.manifest import DetectionSpec, InputSpec, ModelManifest
-from ...shared.preprocess import preprocess
-from ...shared.runtime import ModelRuntime
+from ....shared.errors import ModelError
+from ....shared.manifest import DetectionSpec, InputSpec, ModelManifest
+from ....shared.preprocess import preprocess
+from ....shared.runtime import ModelRuntime
 
 STRIDE = 8  # output grid; the deepest stage is at 16 and merged back up
 # (height, width), as Ultralytics orders imgsz. 320x240 frames scale by 0.8 with no padding; a
@@ -42,7 +42,7 @@ EMBEDDING_DIM = 64
 SCORE_THRESHOLD = 0.25
 MAX_DETECTIONS = 100
 HEAT_PRIOR = 0.01  # initial sigmoid of every heatmap cell: nearly all cells are background
-ONNX_OPSET = 17  # the TorchScript exporter, as in hub/training.py (fast, quiet, writes to BytesIO)
+ONNX_OPSET = 17  # the TorchScript exporter, as in hub/training/classifier.py (fast, quiet, writes to BytesIO)
 PARITY_SCORE_TOLERANCE = 1e-3  # |class score| difference, torch vs onnxruntime
 PARITY_BOX_TOLERANCE = 0.05  # input pixels, on coordinates up to ~256 in float32
 

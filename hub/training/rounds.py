@@ -23,11 +23,13 @@ from edgeloop.shared.images import decode_image, encode_jpeg, sha256
 from edgeloop.shared.protocol import Candidate
 from edgeloop.shared.runtime import ModelRuntime
 
-from . import calibration, gate, live, training
+from .. import live
+from . import calibration, gate
+from . import classifier as training
 from .golden import DetectionSet, LabeledSet
-from .store import HubStore
+from ..store import HubStore
 
-log = logging.getLogger("edgeloop.hub.trainer")
+log = logging.getLogger("edgeloop.hub.training.rounds")
 
 
 class NothingToTrain(EdgeloopError):

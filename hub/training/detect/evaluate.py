@@ -21,8 +21,8 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from ...shared.manifest import DetectionSpec
-from ...shared.runtime import ModelRuntime
+from ....shared.manifest import DetectionSpec
+from ....shared.runtime import ModelRuntime
 from ..golden import DetectionSet
 
 # mAP ranks every detection down to the least confident: a serving threshold (0.25) would cut the

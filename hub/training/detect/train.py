@@ -22,9 +22,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ...shared.detection import letterbox_geometry
-from ...shared.manifest import InputSpec
-from ...shared.preprocess import preprocess, resize
+from ....shared.detection import letterbox_geometry
+from ....shared.manifest import InputSpec
+from ....shared.preprocess import preprocess, resize
 from .model import DEFAULT_IMGSZ, STRIDE, DetectorNet, build_detector, input_spec, load_detector_state, state_bytes
 
 BOX_LOSS_WEIGHT = 2.0  # GIoU against the focal loss, about CenterNet's/TTFNet's balance
