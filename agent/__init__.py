@@ -1,1 +1,1 @@
-"""placeholder"""
+"""The device agent: capture, inference, first-stage selection, the SQLite outbox, OTA model slots."""

@@ -103,30 +103,31 @@ def _host_port(value: str) -> tuple[str, int]:
 def check_model(model, manifest_path, runs, threads) -> None:
     """Validate a model against its manifest, run test inferences, print its specs and latency.
 
-    MODEL is an .onnx file (with --manifest) or a packed artifact. A mismatch between model and
-    manifest is an error here, before it could ever reach a device.
+    MODEL is a packed artifact, an .onnx file with --manifest, or a bare .onnx whose metadata says what
+    it is (as Ultralytics exports write: task, names, imgsz): the manifest is then inferred and the
+    inference printed. A mismatch between model and manifest is an error here, before it could ever
+    reach a device.
 
     \b
-    Example:
+    Examples:
       edgeloop agent check-model model.onnx --manifest manifest.json
+      edgeloop agent check-model yolov8n.onnx          # an Ultralytics export, no manifest
     """
     import time
 
     import numpy as np
 
-    from edgeloop.shared.artifact import unpack
-    from edgeloop.shared.manifest import ModelManifest
+    from edgeloop.shared.onnx_metadata import load_model_file
     from edgeloop.shared.runtime import ModelRuntime
 
-    data = model.read_bytes()
-    if manifest_path is None:
-        art = unpack(data)
-        onnx, manifest = art.onnx, art.manifest
-    else:
-        onnx, manifest = data, ModelManifest.from_json(manifest_path.read_bytes())
+    onnx, manifest, notes = load_model_file(model.read_bytes(),
+                                            manifest_path.read_bytes() if manifest_path else None)
     rt = ModelRuntime.load(onnx, manifest, threads=threads)
     spec = manifest.input
     click.echo(f"model {manifest.version} ({manifest.task}, {manifest.num_classes} labels, parent {manifest.parent or '-'})")
+    for note in notes:
+        click.echo(f"  {note}")
+    click.echo(f"classes {', '.join(manifest.labels)}")
     click.echo(f"input  {spec.name}: {list(spec.shape)} {spec.layout} {spec.color} scale={spec.scale:.5g} "
                f"mean={list(spec.mean)} std={list(spec.std)} resize={spec.resize}")
     for o in rt.session.get_outputs():

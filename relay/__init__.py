@@ -1,1 +1,1 @@
-"""placeholder"""
+"""The site relay: aggregates its agents over MQTT, selects again, forwards to the hub, caches models."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -131,3 +131,26 @@ def fixed_box_detector_onnx(path, boxes: np.ndarray, num_classes: int, side: int
         torch.onnx.export(FixedYolo().eval(), (torch.zeros(1, 3, side, side),), str(path), input_names=["images"],
                           output_names=["output0"], opset_version=17, dynamo=False)
     return Path(path).read_bytes()
+
+
+def ultralytics_style(onnx_bytes: bytes, names: Sequence[str], imgsz: tuple[int, int] | None, task: str = "detect",
+                      keep: Sequence[str] = ("output0",), drop: Sequence[str] = (), **extra: str) -> bytes:
+    """An ONNX as Ultralytics' exporter leaves it: only the outputs in `keep`, and metadata_props with
+    str() values (names a dict literal, imgsz a list), no manifest anywhere. imgsz None and the keys
+    in `drop` are left out."""
+    import onnx
+
+    model = onnx.load_from_string(onnx_bytes)
+    outputs = [o for o in model.graph.output if o.name in keep]
+    del model.graph.output[:]
+    model.graph.output.extend(outputs)
+    meta = {"description": "Ultralytics YOLOv8n model", "author": "Ultralytics", "version": "8.3.0",
+            "license": "AGPL-3.0 License (https://ultralytics.com/license)", "stride": "8", "task": task,
+            "batch": "1", "names": str(dict(enumerate(names))), **extra}
+    if imgsz is not None:
+        meta["imgsz"] = str(list(imgsz))
+    del model.metadata_props[:]
+    for k, v in meta.items():
+        if k not in drop:
+            model.metadata_props.add(key=k, value=v)
+    return model.SerializeToString()
