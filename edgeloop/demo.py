@@ -89,7 +89,7 @@ def run_demo(s: OneBoxSettings, rounds: int, labels_per_round: int, strategy: st
 
                 labeled = label_queue(hub, box.world())
                 status.update(f"[bold]round {r}: training a new model from {version} on the hub")
-                train = hub.post("/api/v1/train", {"epochs": s.epochs})
+                train = hub.train({"epochs": s.epochs})
                 if train["promoted"]:
                     hub.post("/api/v1/desired", {"version": train["version"]})
             if not train["promoted"]:  # the fleet keeps its model; the next round trains from it again

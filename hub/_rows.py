@@ -51,11 +51,11 @@ CREATE TABLE IF NOT EXISTS rollouts (rollout_id {text} PRIMARY KEY, seq {int}, c
     state {text}, stage_index {int}, stage_started_at {float}, paused_at {float}, reason {text}, gate {text},
     history {text}, created_at {float}, updated_at {float});
 CREATE INDEX IF NOT EXISTS idx_rollouts_state ON rollouts (state);
--- What the hub labels and trains: one row (name 'default'); classes is a JSON list (hub/project.py).
+-- What the hub labels and trains: one row (name 'default'), classes a JSON list (hub/project.py).
 CREATE TABLE IF NOT EXISTS project (name {text} PRIMARY KEY, task {text}, classes {text}, trainer {text},
     created_at {float});
--- Training jobs (hub/training/jobs.py): settings, progress and result are JSON; log is the tail of the
--- trainer's output; owner is host:pid of the hub process running it, heartbeat_at its last sign of life.
+-- Training jobs (hub/training/jobs.py): settings, progress and result are JSON, log is the tail of the
+-- trainer's output, owner is host:pid of the hub process running it, heartbeat_at its last sign of life.
 CREATE TABLE IF NOT EXISTS jobs (job_id {text} PRIMARY KEY, kind {text}, state {text}, trainer {text},
     settings {text}, created_by {text}, created_at {float}, started_at {float}, finished_at {float},
     owner {text}, heartbeat_at {float}, progress {text}, log {text}, result {text}, error {text},

@@ -10,7 +10,7 @@
     GET  /api/v1/label-queue          what waits for a label, best first
     GET  /api/v1/samples/{id}/image   the JPEG
     POST /api/v1/labels               {"labels": {"<sample_id>": 3, ...}, "source": "oracle"}
-    POST /api/v1/train                {"epochs": 15} -> train, evaluate, register a new version
+    POST /api/v1/train                {"epochs": 15} -> 202 a queued training job (see jobs_api.py)
     POST /api/v1/desired              {"version": "v3"} -> roll the fleet to it
     GET  /api/v1/stats                counts for dashboards and the demo
     GET  /api/v1/audit?who=NAME       every write through the API, who made it, and its answer
@@ -44,16 +44,16 @@ from edgeloop.shared.artifact import unpack
 from edgeloop.shared.errors import ConfigError, EdgeloopError, ProtocolError, TooLarge
 from edgeloop.shared.protocol import MAX_MESSAGE_BYTES, SampleBatch, check_id, decode
 
-from . import labeling, monitor, pages, selection
+from . import jobs_api, labeling, monitor, pages, selection
+from .training.jobs import Jobs
 from .training.golden import LabeledSet
 from .openapi import build as build_openapi
 from .openapi import get_openapi
 from .cards import ModelNotFound, model_card
 from .rollouts import RelayReport, RolloutConflict, RolloutNotFound, RolloutRequest, Rollouts
 from .store import HubStore
-from .webutil import (GOLDEN, ROLLOUT_PERIOD, ROLLOUTS, SIGNING_KEY, STORE, TOKENS, TRAIN_LOCK, auth, json_errors,
+from .webutil import (GOLDEN, ROLLOUT_PERIOD, ROLLOUTS, SIGNING_KEY, STORE, TOKENS, JOBS, auth, json_errors,
                       read_json as _json, error as _error)
-from .training.rounds import train_round
 
 log = logging.getLogger("edgeloop.hub")
 
@@ -171,20 +171,6 @@ async def post_selection(request: web.Request) -> web.Response:
     chosen = await asyncio.to_thread(selection.select_for_labeling, pool, budget, strategy, 0, labeled, float(dedup))
     await asyncio.to_thread(store.mark_queued, chosen)
     return web.json_response({"selected": list(chosen), "pool": len(pool)})
-
-
-async def post_train(request: web.Request) -> web.Response:
-    body = await _json(request) if request.can_read_body else {}
-    epochs = body.get("epochs", 15)
-    if not isinstance(epochs, int) or not 1 <= epochs <= 500:
-        raise _error(web.HTTPBadRequest, "epochs: expected an integer from 1 to 500")
-    async with request.app[TRAIN_LOCK]:  # one training at a time
-        try:
-            result = await asyncio.to_thread(train_round, request.app[STORE], request.app[GOLDEN],
-                                             request.app[SIGNING_KEY], epochs=epochs)
-        except EdgeloopError as exc:
-            raise _error(web.HTTPConflict, str(exc)) from exc
-    return web.json_response(result)
 
 
 async def post_campaign(request: web.Request) -> web.Response:
@@ -332,14 +318,17 @@ async def health(request: web.Request) -> web.Response:
 
 
 def make_app(store: HubStore, golden: LabeledSet, tokens: list[str], signing_key, rollout_period_s: float = 1.0,
-             device_stale_s: float = 30.0) -> web.Application:
-    """The hub's app; its rollout controller runs every `rollout_period_s` while the app runs, and a
-    device not reported for `device_stale_s` counts as offline."""
+             device_stale_s: float = 30.0, jobs: dict | None = None) -> web.Application:
+    """The hub's app; its rollout controller runs every `rollout_period_s` while the app runs, its job
+    runner trains what is queued (`jobs`: Jobs' keyword settings), and a device not reported for
+    `device_stale_s` counts as offline."""
     app = web.Application(middlewares=[json_errors, auth], client_max_size=MAX_MESSAGE_BYTES + (1 << 16))
-    app[STORE], app[GOLDEN], app[TOKENS], app[TRAIN_LOCK] = store, golden, list(tokens), asyncio.Lock()
+    app[STORE], app[GOLDEN], app[TOKENS] = store, golden, list(tokens)
     app[SIGNING_KEY] = signing_key
+    app[JOBS] = Jobs(store, golden, signing_key, **(jobs or {}))
     app[ROLLOUTS], app[ROLLOUT_PERIOD] = Rollouts(store, stale_s=device_stale_s), float(rollout_period_s)
     app.cleanup_ctx.append(rollout_controller)
+    app.cleanup_ctx.append(jobs_api.job_runner)
     r = app.router
     r.add_post("/api/v1/samples", post_samples)
     r.add_get("/api/v1/desired", get_desired)
@@ -350,7 +339,7 @@ def make_app(store: HubStore, golden: LabeledSet, tokens: list[str], signing_key
     r.add_get("/api/v1/models/{version}/card", get_card)
     r.add_post("/api/v1/selection", post_selection)
     labeling.add_routes(r)
-    r.add_post("/api/v1/train", post_train)
+    jobs_api.add_routes(r)
     r.add_get("/api/v1/stats", get_stats)
     r.add_get("/api/v1/audit", get_audit)
     r.add_get("/api/v1/live", get_live)

@@ -24,7 +24,8 @@ PREFIX = "elt_"
 
 # (method, route template); GET routes under /api/v1 are reads, open to every person's role.
 _LABELER = {("POST", "/api/v1/labels"), ("DELETE", "/api/v1/labels/{sample_id}"), ("POST", "/api/v1/campaigns")}
-_ENGINEER = _LABELER | {("POST", "/api/v1/selection"), ("POST", "/api/v1/train"), ("POST", "/api/v1/models")}
+_ENGINEER = _LABELER | {("POST", "/api/v1/selection"), ("POST", "/api/v1/train"), ("POST", "/api/v1/models"),
+                        ("POST", "/api/v1/jobs/{job_id}/cancel")}
 _OPERATOR = {("POST", "/api/v1/rollouts"), ("POST", "/api/v1/rollouts/{rollout_id}/{action}"),
              ("POST", "/api/v1/desired")}
 _RELAY = {("POST", "/api/v1/samples"), ("POST", "/api/v1/reports"), ("GET", "/api/v1/desired"),

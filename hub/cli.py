@@ -138,7 +138,8 @@ def seed(data_dir, dataset, golden, epochs, key_path, db) -> None:
     from .training.golden import DetectionSet, load_golden
     from .keys import default_key_path, load_or_create
     from .store import HubStore
-    from .training.rounds import import_labeled_set, train_round
+    from .project import Project, legacy, save_project, saved_project
+    from .training.rounds import import_detection_set, import_labeled_set, train_round
 
     key = load_or_create(key_path or default_key_path(data_dir))
     store = HubStore(data_dir, db)
@@ -148,9 +149,10 @@ def seed(data_dir, dataset, golden, epochs, key_path, db) -> None:
     seed_set, golden_set = load_golden(dataset), load_golden(golden)
     if type(seed_set) is not type(golden_set):
         raise click.UsageError("--dataset and --golden must be of one task (both classification or both detection sets)")
+    if saved_project(store) is None:  # the seed set's classes become the project's
+        save_project(store, Project("detect", tuple(seed_set.names)) if isinstance(seed_set, DetectionSet)
+                     else legacy())
     if isinstance(seed_set, DetectionSet):
-        from .training.detect.round import import_detection_set
-
         n = import_detection_set(store, seed_set)
     else:
         n = import_labeled_set(store, seed_set)
@@ -389,6 +391,8 @@ def import_cmd(data_dir, fmt, file, db) -> None:
     click.echo(import_labels(HubStore(data_dir, db), fmt, file).summary())
 
 
-from .tokens_cli import token  # noqa: E402 - the subgroup lives in its own module
+from .init_cli import init  # noqa: E402 - these commands live in their own modules
+from .tokens_cli import token  # noqa: E402
 
+hub.add_command(init)
 hub.add_command(token)

@@ -48,7 +48,7 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from edgeloop.shared.errors import EdgeloopError
 from edgeloop.shared.images import decode_image
@@ -100,23 +100,25 @@ def _label_names(store: HubStore) -> tuple[str, ...]:
 
 
 # -- export ----------------------------------------------------------------------------------------
-def _labeled_images(store: HubStore, images_dir: Path | None, proj: Project | None = None) -> list[dict]:
-    """The labeled samples of the project's kind (class labels, or boxes) with their JPEG bytes and
-    size; written to images_dir/<sample_id>.jpg if given."""
+def _labeled_images(store: HubStore, images_dir: Path | None, proj: Project | None = None,
+                    with_data: bool = False) -> Iterator[dict]:
+    """The labeled samples of the project's kind (class labels, or boxes) with their size (and their JPEG
+    bytes under "data" when with_data), one at a time: written to images_dir/<sample_id>.jpg if given.
+    A generator, so that however large the set, one image at a time is in memory."""
     boxes = (proj or project(store)).task == "detect"
-    out = []
     for row in store.labeled():
         if (row["boxes"] is not None) != boxes:  # e.g. a detection seed set imported before any model
             continue
-        data = store.blobs.get(row["image_sha256"])
         w, h = row.get("width"), row.get("height")
+        data = None
+        if images_dir is not None or with_data or not w or not h:
+            data = store.blobs.get(row["image_sha256"])
         if not w or not h:
             h, w = decode_image(data).shape[:2]
         if images_dir is not None:
             images_dir.mkdir(parents=True, exist_ok=True)
             (images_dir / f"{row['sample_id']}.jpg").write_bytes(data)
-        out.append({**row, "data": data, "width": int(w), "height": int(h)})
-    return out
+        yield {**row, "width": int(w), "height": int(h), **({"data": data} if with_data else {})}
 
 
 def _write_json(path: Path, doc: Any) -> Path:
@@ -134,7 +136,7 @@ def coco_document(store: HubStore, images_dir: Path | None = None) -> dict:
     file_name images/<id>.jpg (relative to the annotations file)."""
     proj = project(store)
     if proj.task == "detect":
-        return boxsets.coco_document(_labeled_images(store, images_dir, proj), proj.classes)
+        return boxsets.coco_document(list(_labeled_images(store, images_dir, proj)), proj.classes)
     names = proj.classes
     images, annotations = [], []
     for i, s in enumerate(_labeled_images(store, images_dir, proj), start=1):
@@ -183,7 +185,7 @@ def export_yolo(store: HubStore, out_dir: Path) -> Path:
         shutil.rmtree(train)
     for name in names:
         (train / name).mkdir(parents=True, exist_ok=True)
-    for s in _labeled_images(store, None, proj):
+    for s in _labeled_images(store, None, proj, with_data=True):
         (train / names[s["label"]] / f"{s['sample_id']}.jpg").write_bytes(s["data"])
     (out_dir / "classes.txt").write_text("".join(f"{name}\n" for name in names))
     return out_dir

@@ -22,8 +22,7 @@ SUMMARIES: dict[tuple[str, str], tuple[str, str | None]] = {
     ("GET", "/api/v1/models/{version}/card"): ("The model card: data, settings, metrics per slice, calibration, gate",
                                                None),
     ("POST", "/api/v1/selection"): ("Queue the best K unlabeled samples for labeling", "application/json"),
-    ("GET", "/api/v1/project"): ("The project's task (classify or detect) and class names, from the fleet's model",
-                                 None),
+    ("GET", "/api/v1/project"): ("The project's task (classify or detect) and class names", None),
     ("GET", "/api/v1/label-queue"): ("What waits for a label, best first (with image width/height, model boxes, "
                                      "label)", None),
     ("GET", "/api/v1/samples/{sample_id}/image"): ("A sample's JPEG", None),
@@ -35,7 +34,11 @@ SUMMARIES: dict[tuple[str, str], tuple[str, str | None]] = {
     ("GET", "/api/v1/labels"): ("Every label (class index or boxes), and the samples marked ambiguous (?source=S)",
                                 None),
     ("DELETE", "/api/v1/labels/{sample_id}"): ("Undo a label or an ambiguous mark: the sample queues again", None),
-    ("POST", "/api/v1/train"): ("Train, evaluate and register a new model version", "application/json"),
+    ("POST", "/api/v1/train"): ("Queue a training job (its trainer, epochs, seed...): 202 and the job",
+                                "application/json"),
+    ("GET", "/api/v1/jobs"): ("Training jobs, newest first: state, progress, result or error", None),
+    ("GET", "/api/v1/jobs/{job_id}"): ("One job: state, progress, the trainer's log tail, the result or error", None),
+    ("POST", "/api/v1/jobs/{job_id}/cancel"): ("Cancel a job (a running one once its trainer has stopped)", None),
     ("GET", "/api/v1/stats"): ("Counts for dashboards", None),
     ("GET", "/api/v1/live"): ("Production accuracy per site and device class from the audit stream (Wilson 95 %)",
                               None),
@@ -58,6 +61,7 @@ PUBLIC = {"/health", "/openapi.json"}
 OTHER_SUCCESS = {("GET", "/api/v1/desired"): {"204": {"description": "no model to run yet"}},
                  ("POST", "/api/v1/models"): {"201": {"description": "registered"}},
                  ("POST", "/api/v1/rollouts"): {"201": {"description": "started"}},
+                 ("POST", "/api/v1/train"): {"202": {"description": "queued"}},
                  ("GET", "/api/v1/models/{version}/artifact"): {"206": {"description": "the requested range"}}}
 
 

@@ -15,9 +15,9 @@ from aiohttp import web
 
 from . import monitor, plots
 from .cards import ModelNotFound, model_card
+from .project import project
 from .rollouts import Rollouts
 from .store import HubStore
-from .training.classifier import LABELS
 from .webutil import COOKIE, ROLLOUTS, STORE, error, identify
 
 HERE = Path(__file__).parent
@@ -98,7 +98,8 @@ async def dashboard(request: web.Request) -> web.Response:
 
 
 async def label_page(request: web.Request) -> web.Response:
-    return render("label.html", page="label", labels=LABELS)
+    proj = await asyncio.to_thread(project, request.app[STORE])
+    return render("label.html", page="label", labels=proj.classes)
 
 
 async def model_page(request: web.Request) -> web.Response:

@@ -1,8 +1,9 @@
 """The hub's project: what a label is (a class per frame, or boxes), and which classes, and the checks
 a label must pass to be one.
 
-The project follows the model the fleet runs: the manifest of the fleet's desired model, else of the
-newest registered one; a hub without any model labels the built-in classifier's ten classes, named 0 to 9.
+The project is what `edgeloop hub init` saved (from `--task --classes`, or from the seed model's manifest
+or its ONNX metadata); a hub set up before projects were saved follows the manifest of the fleet's desired
+model, else of the newest registered one; a hub with neither labels ten classes named by index.
 
     p = project(store)                     # Project(task="detect", classes=("car", "van", "person"))
     boxes, problems = p.check_boxes("boxes.01J...", [{"class": "car", "xyxy": [4, 5, 60, 80]}], (320, 240))
@@ -16,8 +17,10 @@ return every problem, each naming its place (`boxes.<id>[2].xyxy: ...`), and the
 
 from __future__ import annotations
 
+import json
 import math
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -120,15 +123,16 @@ _cache_lock = threading.Lock()
 
 
 def legacy() -> Project:
-    """A hub without a model: classification of the built-in classifier's ten classes."""
-    from .training.classifier import LABELS  # here, not at the top: training.py is the module that loads torch
-
-    return Project("classify", tuple(LABELS))
+    """A hub with neither a project nor a model: the built-in classifier's ten classes, named by index."""
+    return Project("classify", tuple(str(i) for i in range(10)))
 
 
 def project(store) -> Project:
-    """The project of a HubStore: from the manifest of the fleet's desired model, else the newest
-    registered model, else `legacy()`."""
+    """The project of a HubStore: as `edgeloop hub init` (or the seed) saved it, else from the manifest
+    of the fleet's desired model, else the newest registered model, else `legacy()`."""
+    saved = saved_project(store)
+    if saved is not None:
+        return saved
     desired = store.desired()
     model = store.model(desired) if desired else None
     model = model or store.latest_model()
@@ -143,6 +147,32 @@ def project(store) -> Project:
     with _cache_lock:
         _cache[sha] = found
     return found
+
+
+def saved_project(store) -> Project | None:
+    rows = store.db.query("SELECT task, classes FROM project WHERE name = 'default'")
+    return Project(rows[0]["task"], tuple(json.loads(rows[0]["classes"]))) if rows else None
+
+
+def saved_trainer(store) -> str | None:
+    """The trainer the project was set up with (`hub init --trainer`), None for the built-in one."""
+    rows = store.db.query("SELECT trainer FROM project WHERE name = 'default'")
+    return rows[0]["trainer"] if rows else None
+
+
+def save_project(store, proj: Project, trainer: str | None = None) -> None:
+    """Fix the project's task and classes (and its trainer). Classes may be added at the end later;
+    renumbering them would change what every stored label means, so that is refused."""
+    old = saved_project(store)
+    if old is not None and (old.task != proj.task or proj.classes[:len(old.classes)] != old.classes):
+        raise ValueError(f"the project is {old.task} of {old.describe()}: a project's task and the order of "
+                         "its classes cannot change (new classes may only be appended)")
+    if len(set(proj.classes)) != len(proj.classes):
+        raise ValueError(f"classes: a name appears twice in {proj.describe()}")
+    store.db.execute("INSERT INTO project (name, task, classes, trainer, created_at) VALUES ('default', ?, ?, ?, ?) "
+                     "ON CONFLICT (name) DO UPDATE SET task = excluded.task, classes = excluded.classes, "
+                     "trainer = excluded.trainer",
+                     [proj.task, json.dumps(list(proj.classes)), trainer, time.time()])
 
 
 def from_manifest(task: str, labels: Sequence[str]) -> Project:

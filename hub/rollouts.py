@@ -85,7 +85,7 @@ class DeviceRecord:
         for k, v in stats.items():
             if len(k) > MAX_STR:
                 raise TooLarge(f"{where}.stats: a key exceeds {MAX_STR} characters")
-            # abs(v) < 1e300 first: math.isfinite of a 400-digit int overflows.
+            # abs(v) < 1e300 first: math.isfinite overflows on an int of 400 decimal places.
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not abs(v) < 1e300 or not math.isfinite(v):
                 raise ProtocolError(f"{where}.stats.{k}: expected a finite number, got {v!r}")
         if not isinstance(facts, dict):
@@ -180,7 +180,7 @@ class RolloutRequest:
             raise ConfigError(f"shadow_fraction: expected a share of frames above 0 and at most 1, got {fraction!r}")
         budget = body.get("max_latency_ms")
         if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float))
-                                   or not 0 < budget < 1e9):  # (a 400-digit int would overflow float())
+                                   or not 0 < budget < 1e9):  # (float() overflows on an int of 400 places)
             raise ConfigError(f"max_latency_ms: expected a positive number of milliseconds or null, got {budget!r}")
         force = body.get("force", False)
         if not isinstance(force, bool):

@@ -18,13 +18,14 @@ from edgeloop.shared.protocol import MAX_MESSAGE_BYTES
 
 from .auth import ANONYMOUS, Caller, allowed, token_hash
 from .training.golden import LabeledSet
+from .training.jobs import Jobs
 from .rollouts import Rollouts
 from .store import HubStore
 
 STORE = web.AppKey("store", HubStore)
 GOLDEN = web.AppKey("golden", LabeledSet)
 TOKENS = web.AppKey("tokens", list)
-TRAIN_LOCK = web.AppKey("train_lock", asyncio.Lock)
+JOBS = web.AppKey("jobs", Jobs)
 SIGNING_KEY = web.AppKey("signing_key", object)
 ROLLOUTS = web.AppKey("rollouts", Rollouts)
 ROLLOUT_PERIOD = web.AppKey("rollout_period", float)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import ssl
+import time
 import urllib.error
 import urllib.request
 from typing import Any
@@ -76,3 +77,17 @@ class HubClient:
 
     def post(self, path: str, body: dict | None = None) -> Any:
         return self.call("POST", path, body or {})
+
+    def train(self, settings: dict | None = None, timeout: float = 3600.0, poll_s: float = 0.5) -> dict:
+        """Queue a training job and wait for its end -> its result ({"version", "promoted", "gate",
+        "metrics", ...}); ProtocolError when it failed or was cancelled, naming why."""
+        job = self.post("/api/v1/train", settings)
+        deadline = time.monotonic() + timeout
+        while job["state"] not in ("succeeded", "failed", "cancelled"):
+            if time.monotonic() > deadline:
+                raise PeerUnavailable(f"training job {job['job_id']} still {job['state']} after {timeout:.0f} s")
+            time.sleep(poll_s)
+            job = self.get(f"/api/v1/jobs/{job['job_id']}")
+        if job["state"] != "succeeded":
+            raise ProtocolError(f"training job {job['job_id']} {job['state']}: {job.get('error')}")
+        return job["result"]

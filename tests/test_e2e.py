@@ -72,7 +72,7 @@ def test_loop_delivers_once_and_rolls_a_new_model_to_every_agent(box_factory):
     # Relays forward everything here: the hub holds exactly what the relays accepted.
     assert len(ids) == relay_accepted(box)
 
-    trained = box.hub.post("/api/v1/train", {"epochs": 1})
+    trained = box.hub.train({"epochs": 1})
     box.hub.post("/api/v1/desired", {"version": trained["version"]})
     box.wait("every agent to run the new model", lambda: all(
         (st := box.agent_states().get(d)) is not None and st.model_version == trained["version"]

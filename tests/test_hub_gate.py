@@ -225,6 +225,8 @@ def test_the_temperature_is_baked_into_the_artifact_not_the_state(loop):
     assert art.manifest.metrics["calibration"]["temperature"] == t
     frames = loop["golden"].images[::10]
     device = np.stack([p.probs for p in ModelRuntime.load(art.onnx, art.manifest).predict_batch(list(frames))])
-    raw = predict_logits(load_state(store.blobs.get(row["state_sha256"])), frames)  # the state: uncalibrated
+    from edgeloop.hub.training.workspace import checkpoint_file
+
+    raw = predict_logits(load_state(checkpoint_file(store.blobs.get(row["state_sha256"]))), frames)  # the state: uncalibrated
     np.testing.assert_allclose(device, softmax(raw / t), atol=1e-4)
     assert (device.argmax(1) == raw.argmax(1)).all()

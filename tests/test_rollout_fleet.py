@@ -103,7 +103,7 @@ def fleet(tmp_path_factory):
 
 def test_a_good_model_goes_through_every_stage_to_every_agent_with_one_artifact_per_relay(fleet):
     box = fleet
-    v1 = box.hub.post("/api/v1/train", {"epochs": 2})["version"]
+    v1 = box.hub.train({"epochs": 2})["version"]
     size = next(m for m in box.hub.get("/api/v1/models")["models"] if m["version"] == v1)["artifact_size"]
     hub0 = box.hub.get("/api/v1/stats").get("model_bytes_out", 0)
     rid = rollout(box, v1)

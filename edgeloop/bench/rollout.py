@@ -56,7 +56,7 @@ def run_rollout_bench(agents: int, relays: int, out: Path, fps: float, procs_per
         box.wait("every agent on v0", lambda: running(box, "v0") == n or f"{running(box, 'v0')}/{n} on v0",
                  timeout=600)
         status("training v1 at the hub")
-        trained = box.hub.post("/api/v1/train", {"epochs": 2})
+        trained = box.hub.train({"epochs": 2})
         v1 = trained["version"]
         artifact = next(m for m in box.hub.get("/api/v1/models")["models"] if m["version"] == v1)
         # This measures distribution, not model quality: a quick sibling of v0 is what rolls out, and

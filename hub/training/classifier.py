@@ -31,7 +31,10 @@ from ...shared.errors import ModelError
 from ...shared.manifest import InputSpec, ModelManifest
 from ...shared.preprocess import preprocess
 from ...shared.runtime import ModelRuntime
+from .accuracy import evaluate  # noqa: F401 - torch-free, kept importable from here
 
+# The class names of a classifier trained without any given: ten, named by index (the seed sets of the
+# simulator's classification world label by index).
 LABELS = tuple(str(i) for i in range(10))
 DEFAULT_INPUT = InputSpec(name="image", height=32, width=32, layout="NCHW", color="RGB", scale=1 / 255,
                           mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
@@ -189,8 +192,8 @@ def _augment(x: torch.Tensor, spec: InputSpec, gen: torch.Generator) -> torch.Te
 
 def train(images: np.ndarray, labels: np.ndarray, *, spec: InputSpec = DEFAULT_INPUT, parent_state: bytes | None = None,
           epochs: int = 15, seed: int = 0, batch_size: int = 64, lr: float = 3e-3, augment: bool = True,
-          progress: Callable[[int, int, float], None] | None = None) -> TrainResult:
-    """Train a ClassifierNet on images (N, H, W, 3) uint8 BGR with labels (N,) in 0..9.
+          progress: Callable[[int, int, float], None] | None = None, num_classes: int = len(LABELS)) -> TrainResult:
+    """Train a ClassifierNet of num_classes on images (N, H, W, 3) uint8 BGR with labels (N,) in 0..C-1.
 
     parent_state: start from the parent's weights (the loop trains each model from its parent on
     everything labeled so far) instead of a fresh initialisation. progress(epoch, epochs, loss) is
@@ -203,8 +206,8 @@ def train(images: np.ndarray, labels: np.ndarray, *, spec: InputSpec = DEFAULT_I
         raise ValueError(f"train: need N >= 1 images and N labels, got {len(images)} images, labels {labels.shape}")
     if spec.layout != "NCHW":
         raise ValueError(f"train: ClassifierNet takes NCHW input, spec has layout {spec.layout!r}")
-    if labels.min() < 0 or labels.max() >= len(LABELS):
-        raise ValueError(f"train: labels must lie in 0..{len(LABELS) - 1}, got {labels.min()}..{labels.max()}")
+    if labels.min() < 0 or labels.max() >= num_classes:
+        raise ValueError(f"train: labels must lie in 0..{num_classes - 1}, got {labels.min()}..{labels.max()}")
 
     t0 = time.perf_counter()
     threads = torch.get_num_threads()
@@ -213,7 +216,8 @@ def train(images: np.ndarray, labels: np.ndarray, *, spec: InputSpec = DEFAULT_I
     try:
         # fork_rng: seed locally without disturbing the caller's global torch RNG.
         with torch.random.fork_rng(devices=[]):
-            net, loss_value = _fit(images, labels, spec, parent_state, epochs, seed, batch_size, lr, augment, progress)
+            net, loss_value = _fit(images, labels, spec, parent_state, epochs, seed, batch_size, lr, augment, progress,
+                                   num_classes)
     finally:
         torch.set_num_threads(threads)
     settings = {"epochs": epochs, "seed": seed, "batch_size": batch_size, "lr": lr, "augment": augment,
@@ -224,11 +228,11 @@ def train(images: np.ndarray, labels: np.ndarray, *, spec: InputSpec = DEFAULT_I
 
 def _fit(images: np.ndarray, labels: np.ndarray, spec: InputSpec, parent_state: bytes | None, epochs: int, seed: int,
          batch_size: int, lr: float, augment: bool,
-         progress: Callable[[int, int, float], None] | None) -> tuple[ClassifierNet, float]:
+         progress: Callable[[int, int, float], None] | None, num_classes: int) -> tuple[ClassifierNet, float]:
     """The training loop of train(); returns the net in eval mode and the last epoch's mean loss."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    net = load_state(parent_state) if parent_state is not None else build_net()
+    net = load_state(parent_state, num_classes) if parent_state is not None else build_net(num_classes)
     # Preprocess once: the same function and spec as the device; augmentation then works on tensors.
     x_all = torch.from_numpy(preprocess(images, spec))
     y_all = torch.from_numpy(labels.astype(np.int64))
@@ -266,17 +270,19 @@ def _fit(images: np.ndarray, labels: np.ndarray, spec: InputSpec, parent_state: 
 
 def export_onnx(net: ClassifierNet, *, version: str, parent: str | None, spec: InputSpec = DEFAULT_INPUT,
                 class_counts: Sequence[int] = (), metrics: dict | None = None,
-                parity_frames: np.ndarray | None = None, temperature: float = 1.0) -> tuple[bytes, ModelManifest]:
+                parity_frames: np.ndarray | None = None, temperature: float = 1.0,
+                labels: Sequence[str] = LABELS) -> tuple[bytes, ModelManifest]:
     """ClassifierNet -> (ONNX bytes, manifest), after checking onnxruntime agrees with torch.
 
-    The ONNX model takes `spec.name` (N, 3, H, W) float32 (N dynamic) and returns "logits" (N, 10)
-    and "embedding" (N, 64); the logits are the net's divided by `temperature` (see Calibrated), so
-    the device's softmax gives calibrated confidences. parity_frames (M, H', W', 3) uint8 BGR go
+    The ONNX model takes `spec.name` (N, 3, H, W) float32 (N dynamic) and returns "logits" (N, C), one
+    per name in `labels`, and "embedding" (N, 64); the logits are the net's divided by `temperature`
+    (see Calibrated), so the device's softmax gives calibrated confidences. parity_frames (M, H', W', 3) uint8 BGR go
     through the same Calibrated module in torch and through ModelRuntime; a max |logits diff| above
     1e-3 raises ModelError. The max diff is recorded in manifest.metrics["onnx_parity_max_abs_diff"].
     """
-    if net.num_classes != len(LABELS):
-        raise ModelError(f"export: net has {net.num_classes} classes, LABELS has {len(LABELS)}")
+    labels = tuple(str(n) for n in labels)
+    if net.num_classes != len(labels):
+        raise ModelError(f"export: net has {net.num_classes} classes, labels has {len(labels)}")
     if spec.layout != "NCHW":
         raise ValueError(f"export: ClassifierNet takes NCHW input, spec has layout {spec.layout!r}")
     model = Calibrated(net, temperature)
@@ -296,7 +302,7 @@ def export_onnx(net: ClassifierNet, *, version: str, parent: str | None, spec: I
 
         manifest = ModelManifest(
             version=version, task="classification", input=spec, outputs={"logits": "logits", "embedding": "embedding"},
-            labels=LABELS, parent=parent, class_counts=tuple(int(c) for c in class_counts), metrics=dict(metrics or {}),
+            labels=labels, parent=parent, class_counts=tuple(int(c) for c in class_counts), metrics=dict(metrics or {}),
             created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         )
         if parity_frames is None:
@@ -323,29 +329,3 @@ def _parity(net: nn.Module, onnx_bytes: bytes, manifest: ModelManifest, frames: 
     rt = ModelRuntime.load(onnx_bytes, manifest)  # also checks the model against the manifest
     got = rt.session.run([manifest.outputs["logits"]], {manifest.input.name: batch})[0]
     return float(np.max(np.abs(want - got)))
-
-
-# --- evaluation -------------------------------------------------------------------------------
-
-def evaluate(runtime: ModelRuntime, images: np.ndarray, labels: np.ndarray, slices: Sequence[str],
-             batch: int = 256) -> dict:
-    """Accuracy of the deployed artifact (onnxruntime, not torch) overall and per slice.
-
-    images (N, H, W, 3) uint8 BGR, labels (N,) ints, slices (N,) names such as "day"/"dusk"/"night".
-    -> {"accuracy": float, "n": int, "per_slice": {slice: accuracy}, "per_slice_n": {slice: n}}
-    """
-    labels, slices = np.asarray(labels), np.asarray(slices, dtype=object)
-    n = len(images)
-    if n == 0:
-        raise ValueError("evaluate: no images")
-    if labels.shape != (n,) or slices.shape != (n,):
-        raise ValueError(f"evaluate: {n} images but labels {labels.shape} and slices {slices.shape}")
-    pred = np.concatenate([[p.label for p in runtime.predict_batch(images[i:i + batch])] for i in range(0, n, batch)])
-    correct = pred == labels
-    names = sorted(set(slices.tolist()))
-    return {
-        "accuracy": float(correct.mean()),
-        "n": n,
-        "per_slice": {s: float(correct[slices == s].mean()) for s in names},
-        "per_slice_n": {s: int((slices == s).sum()) for s in names},
-    }
