@@ -49,9 +49,13 @@ def agent() -> None:
 @click.option("--recent-bytes", default="32MB", show_default=True, help="Memory bound of the recent frames.")
 @click.option("--ready-file", type=click.Path(path_type=Path), default=None,
               help="Write {port, url} of the local API here once running.")
+@click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="The signed model artifact the device was provisioned with: it runs and collects from the "
+                   "first minute, offline, until the relay's desired state brings another (a model already "
+                   "installed by OTA is kept).")
 def run(device_id, site, broker, source, camera_id, data_dir, pubkey_path, config_path, quota, outbox_journal,
         max_fps, frames_per_model, sim_seed, threads, state_interval, password, ca_file, api, recent_frames,
-        recent_bytes, ready_file) -> None:
+        recent_bytes, ready_file, model_path) -> None:
     """Capture, infer, keep the frames worth a label, and uplink them.
 
     A video file is processed to its end, then the agent sends what it kept and exits; cameras and
@@ -60,9 +64,11 @@ def run(device_id, site, broker, source, camera_id, data_dir, pubkey_path, confi
     edgeloop/SITE/DEVICE/feedback), and the frame goes up with the reason feedback:wrong.
 
     \b
-    Example (a simulated camera):
+    Example (a simulated camera; --model: the artifact it was provisioned with, so it collects before
+    any relay is reachable):
       edgeloop agent run --device dev-1 --site site-0 --source sim:cam-001 \\
-          --pubkey /etc/edgeloop/hub.pub --data /var/lib/edgeloop/agent --api 127.0.0.1:8780
+          --pubkey /etc/edgeloop/hub.pub --data /var/lib/edgeloop/agent --api 127.0.0.1:8780 \\
+          --model /etc/edgeloop/v0.artifact
       curl -d '{"sample_id": "01J...", "verdict": "wrong"}' http://127.0.0.1:8780/feedback
     """
     from edgeloop.shared.signing import load_public_key
@@ -80,7 +86,7 @@ def run(device_id, site, broker, source, camera_id, data_dir, pubkey_path, confi
         outbox_journal=outbox_journal,
         max_fps=max_fps, frames_per_model=frames_per_model, threads=threads, state_interval=state_interval,
         public_key=public_key, password=password, ca_file=ca_file, api=_host_port(api) if api else None,
-        recent_frames=recent_frames, recent_bytes=cfg.parse_size(recent_bytes, "--recent-bytes"))
+        recent_frames=recent_frames, recent_bytes=cfg.parse_size(recent_bytes, "--recent-bytes"), model=model_path)
     daemon = Agent(settings)
     signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
     signal.signal(signal.SIGINT, lambda *_: daemon.stop())

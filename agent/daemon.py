@@ -65,6 +65,25 @@ class AgentSettings:
     api: tuple[str, int] | None = None  # (host, port) of the local HTTP API; None: off
     recent_frames: int = 64  # frames held for application feedback
     recent_bytes: int = 32 << 20
+    model: Path | None = None  # the artifact it was provisioned with: runs until a desired model replaces it
+
+
+def provision_model(models: ModelStore, path: Path) -> None:
+    """Install the artifact a device was provisioned with as its active model, unless it already has
+    one (a model a desired state brought is newer than the provisioning). Verified like any model:
+    ConfigError when it is unreadable or not signed by the hub's key."""
+    try:
+        data = Path(path).read_bytes()
+        rt = models.load_bytes(data)
+    except OSError as exc:
+        raise ConfigError(f"--model {path}: {exc.strerror or exc}") from exc
+    except EdgeloopError as exc:
+        raise ConfigError(f"--model {path}: {exc}") from exc
+    if models.active_path.exists():
+        log.info("--model %s (%s): an active model is installed already; it stays", path, rt.version)
+        return
+    models.install(data)
+    log.info("provisioned with %s from %s: running it until a desired model comes", rt.version, path)
 
 
 class Agent:
@@ -83,8 +102,10 @@ class Agent:
         self._cursor_path = s.data_dir / "cursor.json"
         cursor = self._read_cursor()
         self._start = cursor.get("position", 0)
-        self.slot = ModelSlot(ModelStore(s.data_dir / "models", s.public_key, threads=s.threads),
-                              restart=self._restart_figures, report=self._report)
+        models = ModelStore(s.data_dir / "models", s.public_key, threads=s.threads)
+        if s.model is not None:
+            provision_model(models, s.model)
+        self.slot = ModelSlot(models, restart=self._restart_figures, report=self._report)
         if self.slot.version is not None and cursor.get("model_version") == self.slot.version:
             self.slot.frames_this_model = cursor.get("frames_this_model", 0)
         self.source = open_source(s.source, s.camera_id, s.sim_seed, start=self._start, max_fps=s.max_fps)

@@ -4,6 +4,7 @@ candidates, and drains completely once the broker is back. Real processes, real 
 from __future__ import annotations
 
 import shutil
+import subprocess
 import sqlite3
 import sys
 import time
@@ -98,3 +99,63 @@ def test_offline_agent_keeps_the_best_candidates_within_its_quota_and_drains_the
     finally:
         assert agent.stop() == 0, agent.tail()
         broker.stop()
+
+
+def test_an_agent_provisioned_with_a_model_collects_before_any_site_exists_and_sends_it_all(tmp_path):
+    """`agent run --model v0.artifact` with no broker reachable: it runs the model from the first frame,
+    fills its outbox, and sends all of it once the site's broker comes up."""
+    port = free_port()
+    logs = tmp_path / "logs"
+    received: list[SampleBatch] = []
+    # The site's collector has a session at the broker (made, then the broker goes down before the agent starts).
+    broker = mosquitto_service(port, tmp_path / "mosquitto", logs, persistence=True).start()
+    wait_port(port)
+
+    def collector() -> Connection:
+        return Connection(f"mqtt://127.0.0.1:{port}", "collector", clean_session=False,
+                          subscriptions=[("edgeloop/site-p/dev-p/samples", 1)],
+                          on_message=lambda c, u, m: received.append(decode(m.payload, SampleBatch)))
+
+    first = collector()
+    first.start().wait_connected(10)
+    time.sleep(0.5)
+    first.stop()
+    broker.stop()
+    artifact, pub = signed_model(tmp_path / "keys")
+    data = tmp_path / "agent"
+    conf = tmp_path / "agent.toml"
+    conf.write_text("[sampling]\nmin_value = 0.0\n")
+    agent = Service("agent", [sys.executable, "-m", "edgeloop", "agent", "run", "--device", "dev-p", "--site", "site-p",
+                              "--broker", f"mqtt://127.0.0.1:{port}", "--source", "sim:cam-000", "--data", str(data),
+                              "--pubkey", str(pub), "--config", str(conf), "--model", str(artifact),
+                              "--frames-per-model", "40"], logs).start()
+    try:
+        outbox = data / "outbox.sqlite"
+        wait_for("the provisioned model's candidates in the outbox", lambda: outbox.exists() and
+                 outbox_rows(outbox)[1].get("accepted", 0) >= 40, timeout=180)
+        rows, counters, _ = outbox_rows(outbox)
+        assert counters.get("sent", 0) == 0 and len(rows) == 40
+        assert (data / "models" / "active.model").read_bytes() == artifact.read_bytes()
+        kept = {sid for sid, _, _ in rows}
+        broker = mosquitto_service(port, tmp_path / "mosquitto", logs, persistence=True).start()
+        wait_port(port)
+        wait_for("the outbox to drain", lambda: not outbox_rows(outbox)[0], timeout=120)
+        second = collector().start()
+        ids = lambda: {c.sample_id for b in received for c in b.samples}  # noqa: E731
+        wait_for("the collector to receive everything", lambda: ids() >= kept, timeout=60)
+        assert ids() == kept
+        assert {c.model_version for b in received for c in b.samples} == {"v0"}
+        second.stop()
+    finally:
+        assert agent.stop() == 0, agent.tail()
+        broker.stop()
+
+
+def test_a_provisioned_model_not_signed_by_the_hub_is_refused(tmp_path):
+    artifact, _ = signed_model(tmp_path / "keys")
+    _, other_pub = signed_model(tmp_path / "other-keys")
+    proc = subprocess.run([sys.executable, "-m", "edgeloop", "agent", "run", "--device", "dev-q", "--site", "site-q",
+                           "--broker", "mqtt://127.0.0.1:9", "--data", str(tmp_path / "agent"), "--pubkey",
+                           str(other_pub), "--model", str(artifact)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "--model" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert not (tmp_path / "agent" / "models" / "active.model").exists()

@@ -209,7 +209,7 @@ class _Round:
 
 
 def _evaluate(result, version: str, parent: str | None, golden) -> tuple:
-    from edgeloop.hub.training.classifier import classifier as training
+    from edgeloop.hub.training import classifier as training
     from edgeloop.shared.runtime import ModelRuntime
 
     onnx, manifest = training.export_onnx(result.net, version=version, parent=parent, parity_frames=golden.images[:16])
@@ -218,7 +218,7 @@ def _evaluate(result, version: str, parent: str | None, golden) -> tuple:
 
 
 def _run_seed(cfg: LoopConfig, seed: int, step: Callable[[str], None]) -> dict:
-    from edgeloop.hub.training.classifier import classifier as training
+    from edgeloop.hub.training import classifier as training
     from edgeloop.shared.images import encode_jpeg
     from edgeloop.sim import World
 
