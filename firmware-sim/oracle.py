@@ -16,10 +16,11 @@ from .world import World
 log = logging.getLogger("edgeloop.sim.oracle")
 
 
-def label_queue(hub: HubClient, world, limit: int = 1000) -> int:
+def label_queue(hub: HubClient, world, limit: int = 1000, class_map: dict[int, int] | None = None) -> int:
     """Label everything waiting in the hub's queue; -> how many labels were posted.
 
-    world: a digits `World` (a class per frame) or a `ScenesWorld` (the frame's boxes, or none)."""
+    world: a digits `World` (a class per frame) or a `ScenesWorld` (the frame's boxes, or none).
+    class_map: world class -> the project's class, for a project of fewer classes (the others unlabeled)."""
     boxes = not isinstance(world, World)
     total = 0
     while True:
@@ -32,18 +33,19 @@ def label_queue(hub: HubClient, world, limit: int = 1000) -> int:
             if frame is None or not frame.isdigit():
                 log.warning("sample %s carries no simulated frame index; skipped", it["sample_id"])
                 continue
-            labels[it["sample_id"]] = _boxes(world, it, int(frame)) if boxes else world.truth(it["camera_id"],
-                                                                                                 int(frame))
+            labels[it["sample_id"]] = (_boxes(world, it, int(frame), class_map) if boxes
+                                       else world.truth(it["camera_id"], int(frame)))
         if not labels:
             return total
         key = "boxes" if boxes else "labels"
         total += hub.post("/api/v1/labels", {key: labels, "source": "oracle"})["labeled"]
 
 
-def _boxes(world, item: dict, frame: int) -> list[dict]:
+def _boxes(world, item: dict, frame: int, class_map: dict[int, int] | None = None) -> list[dict]:
     """The frame's ground-truth boxes in the pixels of the stored image (the agent may have shrunk it)."""
     truth = world.truth(item["camera_id"], frame)
     w, h = world.size
     sx, sy = item.get("width", w) / w, item.get("height", h) / h
-    return [{"class": int(c), "xyxy": [float(b[0] * sx), float(b[1] * sy), float(b[2] * sx), float(b[3] * sy)]}
-            for b, c in zip(truth.boxes, truth.classes)]
+    return [{"class": int(c) if class_map is None else class_map[int(c)],
+             "xyxy": [float(b[0] * sx), float(b[1] * sy), float(b[2] * sx), float(b[3] * sy)]}
+            for b, c in zip(truth.boxes, truth.classes) if class_map is None or int(c) in class_map]

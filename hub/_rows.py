@@ -61,6 +61,8 @@ CREATE TABLE IF NOT EXISTS jobs (job_id {text} PRIMARY KEY, kind {text}, state {
     owner {text}, heartbeat_at {float}, progress {text}, log {text}, result {text}, error {text},
     cancel_requested {int} DEFAULT 0);
 CREATE INDEX IF NOT EXISTS idx_jobs_state ON jobs (state, created_at);
+-- Small named values (JSON): the policy's state (hub/training/policy.py).
+CREATE TABLE IF NOT EXISTS settings (name {text} PRIMARY KEY, value {text});
 """
 
 

@@ -46,13 +46,14 @@ from edgeloop.shared.protocol import MAX_MESSAGE_BYTES, SampleBatch, check_id, d
 
 from . import jobs_api, labeling, monitor, pages, selection
 from .training.jobs import Jobs
+from .training.policy import Policy, PolicyConfig
 from .training.golden import LabeledSet
 from .openapi import build as build_openapi
 from .openapi import get_openapi
 from .cards import ModelNotFound, model_card
 from .rollouts import RelayReport, RolloutConflict, RolloutNotFound, RolloutRequest, Rollouts
 from .store import HubStore
-from .webutil import (GOLDEN, ROLLOUT_PERIOD, ROLLOUTS, SIGNING_KEY, STORE, TOKENS, JOBS, auth, json_errors,
+from .webutil import (GOLDEN, ROLLOUT_PERIOD, ROLLOUTS, SIGNING_KEY, STORE, TOKENS, JOBS, POLICY, auth, json_errors,
                       read_json as _json, error as _error)
 
 log = logging.getLogger("edgeloop.hub")
@@ -318,15 +319,17 @@ async def health(request: web.Request) -> web.Response:
 
 
 def make_app(store: HubStore, golden: LabeledSet, tokens: list[str], signing_key, rollout_period_s: float = 1.0,
-             device_stale_s: float = 30.0, jobs: dict | None = None) -> web.Application:
+             device_stale_s: float = 30.0, jobs: dict | None = None,
+             policy: "PolicyConfig | None" = None) -> web.Application:
     """The hub's app; its rollout controller runs every `rollout_period_s` while the app runs, its job
-    runner trains what is queued (`jobs`: Jobs' keyword settings), and a device not reported for
+    runner trains what is queued (`jobs`: Jobs' keyword settings) and the policy acts, and a device not reported for
     `device_stale_s` counts as offline."""
     app = web.Application(middlewares=[json_errors, auth], client_max_size=MAX_MESSAGE_BYTES + (1 << 16))
     app[STORE], app[GOLDEN], app[TOKENS] = store, golden, list(tokens)
     app[SIGNING_KEY] = signing_key
-    app[JOBS] = Jobs(store, golden, signing_key, **(jobs or {}))
     app[ROLLOUTS], app[ROLLOUT_PERIOD] = Rollouts(store, stale_s=device_stale_s), float(rollout_period_s)
+    app[JOBS] = Jobs(store, golden, signing_key, **(jobs or {}))
+    app[POLICY] = Policy(store, app[JOBS], app[ROLLOUTS], policy or PolicyConfig())
     app.cleanup_ctx.append(rollout_controller)
     app.cleanup_ctx.append(jobs_api.job_runner)
     r = app.router

@@ -27,7 +27,7 @@ _LABELER = {("POST", "/api/v1/labels"), ("DELETE", "/api/v1/labels/{sample_id}")
 _ENGINEER = _LABELER | {("POST", "/api/v1/selection"), ("POST", "/api/v1/train"), ("POST", "/api/v1/models"),
                         ("POST", "/api/v1/jobs/{job_id}/cancel")}
 _OPERATOR = {("POST", "/api/v1/rollouts"), ("POST", "/api/v1/rollouts/{rollout_id}/{action}"),
-             ("POST", "/api/v1/desired")}
+             ("POST", "/api/v1/desired"), ("POST", "/api/v1/policy")}
 _RELAY = {("POST", "/api/v1/samples"), ("POST", "/api/v1/reports"), ("GET", "/api/v1/desired"),
           ("GET", "/api/v1/models"), ("GET", "/api/v1/models/{version}/artifact"), ("GET", "/api/v1/campaigns")}
 WRITES = {"labeler": _LABELER, "engineer": _ENGINEER, "operator": _OPERATOR}

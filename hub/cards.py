@@ -30,6 +30,13 @@ def _section(value, keys: tuple[str, ...]) -> dict:
     return {k: value.get(k) for k in keys}
 
 
+def _lineage(raw) -> dict:
+    raw = raw if isinstance(raw, dict) else {}
+    dataset = raw.get("dataset") if isinstance(raw.get("dataset"), dict) else {}
+    return {"trainer": raw.get("trainer"), "parent": raw.get("parent"), "dataset_version": dataset.get("version"),
+            "samples": dataset.get("samples"), "registered_from": raw.get("registered_from")}
+
+
 def model_card(store: HubStore, version: str) -> dict:
     """-> {"version", "parent", "created_at", "training", "data", "metrics", "calibration", "gate", "artifact"}.
 
@@ -48,6 +55,8 @@ def model_card(store: HubStore, version: str) -> dict:
         "created_at": (datetime.fromtimestamp(created, timezone.utc).isoformat(timespec="seconds")
                        if isinstance(created, (int, float)) else None),
         "training": _section(m.get("training"), TRAINING_KEYS),
+        # Where it came from: the trainer, the labeled set's version (sha256 of its label revisions), the parent.
+        "lineage": _lineage(m.get("lineage")),
         "data": {**_section(m.get("data"), ("by_class", "by_slice", "total")), "labels_total": row.get("labels_total")},
         "metrics": {
             # The figure a slice is scored by: accuracy for a classifier, COCO mAP@0.5 for a detector.

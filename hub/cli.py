@@ -48,9 +48,14 @@ def hub() -> None:
               help="Serve HTTPS with this certificate (PEM; e.g. from `edgeloop provision tls`); needs --tls-key.")
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="The certificate's private key (PEM).")
+@click.option("--policy", "policy_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="TOML with a [policy] table: train on new labels or a schedule, select, promote and roll out "
+                   "by itself (see the README's 'The loop runs by itself').")
+@click.option("--job-timeout", default=3600.0, show_default=True, type=click.FloatRange(min=1),
+              help="Seconds a training job's trainer may run before it is stopped (a job may ask for less or more).")
 @db_option
 def serve(data_dir, golden, host, port, tokens, ready_file, key_path, rollout_period, device_stale_s, tls_cert,
-          tls_key, db) -> None:
+          tls_key, policy_path, job_timeout, db) -> None:
     """Serve the hub: its API under /api/v1, the dashboard at /, the labeling page at /label and the
     OpenAPI document at /openapi.json, all on one port. People sign in at /login with a token.
 
@@ -60,6 +65,7 @@ def serve(data_dir, golden, host, port, tokens, ready_file, key_path, rollout_pe
       then open http://127.0.0.1:8080/ and sign in with $TOKEN
       edgeloop hub serve --data DIR --port 8443 --tls-cert tls/server.crt --tls-key tls/server.key   # HTTPS
       edgeloop hub serve --data /shared/hub --db postgresql://hub@db/edgeloop --port 8080   # one of several
+      edgeloop hub serve --data DIR --port 8080 --policy hub-policy.toml   # trains and rolls out by itself
     """
     import asyncio
     import signal
@@ -90,8 +96,13 @@ def serve(data_dir, golden, host, port, tokens, ready_file, key_path, rollout_pe
     from .keys import default_key_path, load_or_create
 
     key = load_or_create(key_path or default_key_path(data_dir))
+    from .training.policy import load_policy
+
+    policy = load_policy(policy_path)
+    if policy.on:
+        log.info("policy on: %s", policy)
     app = make_app(store, load_golden(golden), tokens, key, rollout_period_s=rollout_period,
-                   device_stale_s=device_stale_s)
+                   device_stale_s=device_stale_s, jobs={"default_timeout_s": job_timeout}, policy=policy)
 
     async def main():
         runner = web.AppRunner(app)

@@ -4,6 +4,8 @@
     GET  /api/v1/jobs                   {"jobs": [...]}: the newest first
     GET  /api/v1/jobs/{job_id}          state, progress, the log's tail, the result or the error
     POST /api/v1/jobs/{job_id}/cancel   stop it (a queued job at once, a running one once its trainer stops)
+    GET  /api/v1/policy                 the automatic loop's settings and state (paused, last action)
+    POST /api/v1/policy                 {"paused": true | false}
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import logging
 from aiohttp import web
 
 from .training.jobs import JobNotFound, Jobs, check_settings
-from .webutil import CALLER, JOBS, error, read_json
+from .webutil import CALLER, JOBS, POLICY, error, read_json
 
 log = logging.getLogger("edgeloop.hub")
 RUNNER_PERIOD_S = 1.0
@@ -52,14 +54,31 @@ async def post_cancel(request: web.Request) -> web.Response:
     return await _job_call(request.app[JOBS].cancel, request.match_info["job_id"])
 
 
+async def get_policy(request: web.Request) -> web.Response:
+    return web.json_response(await asyncio.to_thread(request.app[POLICY].view))
+
+
+async def post_policy(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    if set(body) != {"paused"} or not isinstance(body["paused"], bool):
+        raise error(web.HTTPBadRequest, 'expected {"paused": true} or {"paused": false}')
+    return web.json_response(await asyncio.to_thread(request.app[POLICY].pause, body["paused"], request[CALLER].name))
+
+
 async def job_runner(app: web.Application):
     """Run queued jobs one at a time while the app runs; at start, fail the jobs a dead hub left running."""
     jobs: Jobs = app[JOBS]
     stop = asyncio.Event()
     await asyncio.to_thread(jobs.reap)
 
+    policy = app[POLICY]
+
     async def run():
         while not stop.is_set():
+            try:
+                await asyncio.to_thread(policy.tick)
+            except Exception:  # noqa: BLE001 - as below: the next pass retries
+                log.exception("policy pass failed")
             try:
                 done = await asyncio.to_thread(jobs.run_next)
             except Exception:  # noqa: BLE001 - a locked or full disk: log it, the next pass retries
@@ -86,3 +105,5 @@ def add_routes(r: web.UrlDispatcher) -> None:
     r.add_get("/api/v1/jobs", get_jobs)
     r.add_get("/api/v1/jobs/{job_id}", get_job)
     r.add_post("/api/v1/jobs/{job_id}/cancel", post_cancel)
+    r.add_get("/api/v1/policy", get_policy)
+    r.add_post("/api/v1/policy", post_policy)

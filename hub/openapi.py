@@ -39,6 +39,8 @@ SUMMARIES: dict[tuple[str, str], tuple[str, str | None]] = {
     ("GET", "/api/v1/jobs"): ("Training jobs, newest first: state, progress, result or error", None),
     ("GET", "/api/v1/jobs/{job_id}"): ("One job: state, progress, the trainer's log tail, the result or error", None),
     ("POST", "/api/v1/jobs/{job_id}/cancel"): ("Cancel a job (a running one once its trainer has stopped)", None),
+    ("GET", "/api/v1/policy"): ("The automatic loop: its settings, whether it is paused, its last action", None),
+    ("POST", "/api/v1/policy"): ("Pause or resume the automatic loop: {\"paused\": true}", "application/json"),
     ("GET", "/api/v1/stats"): ("Counts for dashboards", None),
     ("GET", "/api/v1/live"): ("Production accuracy per site and device class from the audit stream (Wilson 95 %)",
                               None),

@@ -26,13 +26,14 @@ def three_class(ds):
     return DetectionSet(images=ds.images, boxes=boxes, classes=classes, names=CLASSES, tags=ds.tags)
 
 
-def make_project(root: Path, seed_frames: int = 96, golden_per_condition: int = 12, epochs: int = 3) -> dict:
+def make_project(root: Path, seed_frames: int = 96, golden_per_condition: int = 12, epochs: int = 3,
+                 world_seed: int = 3) -> dict:
     """Write golden.npz, seed.npz, yolo.onnx (bare, Ultralytics-style) and ckpt/state.pt under root."""
     from edgeloop.hub.training.detect import export_detector_onnx, train_detector
     from edgeloop.sim import ScenesWorld
     from factories import ultralytics_style
 
-    world = ScenesWorld(seed=3, fps=2)
+    world = ScenesWorld(seed=world_seed, fps=2)
     golden, seed = three_class(world.golden_set(per_condition=golden_per_condition)), three_class(
         world.seed_set(n=seed_frames))
     golden.save(root / "golden.npz")
