@@ -8,6 +8,7 @@ import subprocess
 import sqlite3
 import sys
 import time
+from typing import Callable
 
 import pytest
 
@@ -39,17 +40,15 @@ def wait_for(what, cond, timeout):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_offline_agent_keeps_the_best_candidates_within_its_quota_and_drains_them_all(tmp_path):
-    port = free_port()
-    logs = tmp_path / "logs"
+def session_collector(tmp_path, port, logs, topic, received: list) -> tuple[Callable[[], Connection], Service]:
+    """Give a collector a persistent session at a mosquitto that then goes down (saving it), so the broker
+    queues for it what arrives while it is away -> (a maker of that collector's connection, the stopped broker)."""
     broker = mosquitto_service(port, tmp_path / "mosquitto", logs, persistence=True).start()
     wait_port(port)
-    # A collector with a persistent session: the broker queues for it what arrives while it is away.
-    received: list[SampleBatch] = []
 
     def collector() -> Connection:
         return Connection(f"mqtt://127.0.0.1:{port}", "collector", clean_session=False,
-                          subscriptions=[("edgeloop/site-x/dev-x/samples", 1)],
+                          subscriptions=[(topic, 1)],
                           on_message=lambda c, u, m: received.append(decode(m.payload, SampleBatch)))
 
     first = collector()
@@ -58,7 +57,14 @@ def test_offline_agent_keeps_the_best_candidates_within_its_quota_and_drains_the
     first.stop()
     broker.stop()  # the broker saves the session and goes down
     assert (tmp_path / "mosquitto" / "mosquitto.db").exists(), broker.tail()
+    return collector, broker
 
+
+def test_offline_agent_keeps_the_best_candidates_within_its_quota_and_drains_them_all(tmp_path):
+    port = free_port()
+    logs = tmp_path / "logs"
+    received: list[SampleBatch] = []
+    collector, broker = session_collector(tmp_path, port, logs, "edgeloop/site-x/dev-x/samples", received)
     artifact, pub = signed_model(tmp_path / "keys")
     data = tmp_path / "agent"
     (data / "models").mkdir(parents=True)
@@ -108,19 +114,7 @@ def test_an_agent_provisioned_with_a_model_collects_before_any_site_exists_and_s
     logs = tmp_path / "logs"
     received: list[SampleBatch] = []
     # The site's collector has a session at the broker (made, then the broker goes down before the agent starts).
-    broker = mosquitto_service(port, tmp_path / "mosquitto", logs, persistence=True).start()
-    wait_port(port)
-
-    def collector() -> Connection:
-        return Connection(f"mqtt://127.0.0.1:{port}", "collector", clean_session=False,
-                          subscriptions=[("edgeloop/site-p/dev-p/samples", 1)],
-                          on_message=lambda c, u, m: received.append(decode(m.payload, SampleBatch)))
-
-    first = collector()
-    first.start().wait_connected(10)
-    time.sleep(0.5)
-    first.stop()
-    broker.stop()
+    collector, broker = session_collector(tmp_path, port, logs, "edgeloop/site-p/dev-p/samples", received)
     artifact, pub = signed_model(tmp_path / "keys")
     data = tmp_path / "agent"
     conf = tmp_path / "agent.toml"
