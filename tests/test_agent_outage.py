@@ -24,6 +24,16 @@ FRAMES = 150
 
 
 def outbox_rows(path):
+    """-> (rows, counters, evictions) of an agent's outbox; empty while the agent is still creating it."""
+    try:
+        return _outbox_rows(path)
+    except sqlite3.OperationalError as exc:  # the file exists a moment before its tables do
+        if "no such table" not in str(exc):
+            raise
+        return [], {}, []
+
+
+def _outbox_rows(path):
     with sqlite3.connect(path) as db:
         rows = db.execute("SELECT sample_id, value, nbytes FROM outbox").fetchall()
         counters = dict(db.execute("SELECT name, n FROM counters").fetchall())

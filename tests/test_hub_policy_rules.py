@@ -39,7 +39,7 @@ def test_an_unset_policy_is_off_and_never_due():
     ("[policy]\ntrain_every_label = 5\n", "unknown key"),
     ("[polcy]\n", "unknown table"),
     ("[policy]\nselect_strategy = \"best\"\n", "select_strategy"),
-    ("[policy]\nrollout_stages = \"canary:200%\"\n", ""),
+    ("[policy]\nrollout_stages = \"canary:200%\"\n", "canary:200%.*at most 100%"),
     ("[policy]\nepochs = 0\n", "epochs"),
     ("[policy\n", "not valid TOML"),
 ])
