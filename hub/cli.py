@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from edgeloop.shared.errors import ProtocolError
+from edgeloop.shared.errors import EdgeloopError, ProtocolError
 from edgeloop.shared.hubclient import HubClient
 from edgeloop.shared.rollout import Gates
 
@@ -53,9 +53,12 @@ def hub() -> None:
                    "by itself (see the README's 'The loop runs by itself').")
 @click.option("--job-timeout", default=3600.0, show_default=True, type=click.FloatRange(min=1),
               help="Seconds a training job's trainer may run before it is stopped (a job may ask for less or more).")
+@click.option("--runner", default="local", show_default=True, metavar="local|ray:URL",
+              help="Where trainers run: here, or as Ray jobs on a cluster (ray:http://HEAD:8265; its workers must "
+                   "see DATA/jobs at the same path).")
 @db_option
 def serve(data_dir, golden, host, port, tokens, ready_file, key_path, rollout_period, device_stale_s, tls_cert,
-          tls_key, policy_path, job_timeout, db) -> None:
+          tls_key, policy_path, job_timeout, runner, db) -> None:
     """Serve the hub: its API under /api/v1, the dashboard at /, the labeling page at /label and the
     OpenAPI document at /openapi.json, all on one port. People sign in at /login with a token.
 
@@ -66,6 +69,7 @@ def serve(data_dir, golden, host, port, tokens, ready_file, key_path, rollout_pe
       edgeloop hub serve --data DIR --port 8443 --tls-cert tls/server.crt --tls-key tls/server.key   # HTTPS
       edgeloop hub serve --data /shared/hub --db postgresql://hub@db/edgeloop --port 8080   # one of several
       edgeloop hub serve --data DIR --port 8080 --policy hub-policy.toml   # trains and rolls out by itself
+      edgeloop hub serve --data /shared/hub --runner ray:http://ray-head:8265   # trainers run on a Ray cluster
     """
     import asyncio
     import signal
@@ -78,6 +82,12 @@ def serve(data_dir, golden, host, port, tokens, ready_file, key_path, rollout_pe
 
     if (tls_cert is None) != (tls_key is None):
         raise click.UsageError("--tls-cert and --tls-key go together")
+    from .training.ray_runner import ray_address
+
+    try:
+        ray_address(runner)
+    except EdgeloopError as exc:
+        raise click.BadParameter(str(exc), param_hint="--runner") from exc
     ssl_context = None
     if tls_cert:
         import ssl
@@ -102,7 +112,7 @@ def serve(data_dir, golden, host, port, tokens, ready_file, key_path, rollout_pe
     if policy.on:
         log.info("policy on: %s", policy)
     app = make_app(store, load_golden(golden), tokens, key, rollout_period_s=rollout_period,
-                   device_stale_s=device_stale_s, jobs={"default_timeout_s": job_timeout}, policy=policy)
+                   device_stale_s=device_stale_s, jobs={"default_timeout_s": job_timeout, "runner": runner}, policy=policy)
 
     async def main():
         runner = web.AppRunner(app)

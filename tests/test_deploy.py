@@ -73,3 +73,22 @@ def test_the_systemd_units_use_real_flags():
         exec_start = next(line for line in text.splitlines() if line.startswith("ExecStart="))
         argv = shlex.split(exec_start.split("=", 1)[1])
         assert flags_ok(command, argv) == [], unit
+
+
+def test_the_training_job_runs_the_trainer_contract_on_the_hubs_volume():
+    objs = k8s()
+    job = objs["Job/edgeloop-train"]
+    pod = job["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    command = container["command"]
+    assert command[:3] == ["python", "-m", "edgeloop.hub.training.builtin"]
+    from edgeloop.hub.training.builtin import TASKS, parser
+
+    known = {o for a in parser()._actions for o in a.option_strings}
+    assert [a for a in command if a.startswith("--") and a not in known] == []
+    assert {"--data", "--parent", "--out"} <= set(command) and command[3] in TASKS
+    env = {e["name"] for e in container["env"]}
+    assert set(re.findall(r"\$\((\w+)\)", " ".join(command))) <= env
+    claims = {v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"]}
+    assert claims == {"edgeloop-hub-data"}  # the volume the hub writes DATA/jobs on
+    assert pod["restartPolicy"] == "Never" and job["spec"]["backoffLimit"] == 0

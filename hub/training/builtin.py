@@ -17,8 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeloop.shared.images import decode_image
-
+from .frames import FrameFiles
 from .workspace import STATE_FILE
 
 
@@ -55,7 +54,7 @@ def classify(args) -> None:
     from . import classifier
 
     names, images, per_image = read_coco(args.data)
-    frames = np.stack([decode_image((args.data / i["file_name"]).read_bytes()) for i in images])
+    frames = FrameFiles([args.data / i["file_name"] for i in images])  # read a batch at a time
     labels = np.asarray([per_image[i["id"]][0]["class"] for i in images], np.int64)
     result = classifier.train(frames, labels, parent_state=parent_state(args.parent), epochs=args.epochs,
                               seed=args.seed, num_classes=len(names), progress=progress_line)
@@ -66,14 +65,17 @@ def classify(args) -> None:
               {"train_loss": result.train_loss, "train_seconds": round(result.seconds, 2), "settings": result.settings})
 
 
-def detect(args) -> None:
+def detect(args, frames=None) -> None:
+    """frames: the set's decoded frames, when a caller has them all in memory (bench trainer-memory's
+    baseline); by default they are read from --data a batch at a time."""
     from .detect.model import export_detector_onnx
     from .detect.train import train_detector
 
     names, images, per_image = read_coco(args.data)
-    frames, boxes, classes = [], [], []
+    if frames is None:
+        frames = FrameFiles([args.data / i["file_name"] for i in images])
+    boxes, classes = [], []
     for i in images:
-        frames.append(decode_image((args.data / i["file_name"]).read_bytes()))
         anns = per_image.get(i["id"], [])
         boxes.append(np.asarray([[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in anns)],
                                 np.float32).reshape(-1, 4))
@@ -87,16 +89,23 @@ def detect(args) -> None:
               {"train_loss": result.train_loss, "train_seconds": round(result.seconds, 2), "settings": result.settings})
 
 
+TASKS = ("classify", "detect")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m edgeloop.hub.training.builtin",
+                                description="The hub's built-in trainers, run as the trainer contract says.")
+    p.add_argument("task", choices=TASKS)
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--parent", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--seed", type=int, default=0)
+    return p
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m edgeloop.hub.training.builtin",
-                                     description="The hub's built-in trainers, run as the trainer contract says.")
-    parser.add_argument("task", choices=("classify", "detect"))
-    parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--parent", type=Path, required=True)
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--epochs", type=int, default=12)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    args = parser().parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     (classify if args.task == "classify" else detect)(args)
     return 0

@@ -32,6 +32,7 @@ from ...shared.manifest import InputSpec, ModelManifest
 from ...shared.preprocess import preprocess
 from ...shared.runtime import ModelRuntime
 from .accuracy import evaluate  # noqa: F401 - torch-free, kept importable from here
+from .frames import checked_frame
 
 # The class names of a classifier trained without any given: ten, named by index (the seed sets of the
 # simulator's classification world label by index).
@@ -190,17 +191,20 @@ def _augment(x: torch.Tensor, spec: InputSpec, gen: torch.Generator) -> torch.Te
     return (p.clamp(0.0, top) - mean) / std
 
 
-def train(images: np.ndarray, labels: np.ndarray, *, spec: InputSpec = DEFAULT_INPUT, parent_state: bytes | None = None,
-          epochs: int = 15, seed: int = 0, batch_size: int = 64, lr: float = 3e-3, augment: bool = True,
-          progress: Callable[[int, int, float], None] | None = None, num_classes: int = len(LABELS)) -> TrainResult:
-    """Train a ClassifierNet of num_classes on images (N, H, W, 3) uint8 BGR with labels (N,) in 0..C-1.
+def train(images: np.ndarray | Sequence[np.ndarray], labels: np.ndarray, *, spec: InputSpec = DEFAULT_INPUT,
+          parent_state: bytes | None = None, epochs: int = 15, seed: int = 0, batch_size: int = 64, lr: float = 3e-3,
+          augment: bool = True, progress: Callable[[int, int, float], None] | None = None,
+          num_classes: int = len(LABELS)) -> TrainResult:
+    """Train a ClassifierNet of num_classes on images, N of (H, W, 3) uint8 BGR, with labels (N,) in 0..C-1.
 
-    parent_state: start from the parent's weights (the loop trains each model from its parent on
-    everything labeled so far) instead of a fresh initialisation. progress(epoch, epochs, loss) is
-    called after every epoch (epoch counts from 1). Deterministic for a seed on a given machine.
+    images may be any sequence, e.g. one that decodes a file per item (builtin.FrameFiles): it is read
+    a batch at a time, so memory holds the model and a batch, not the set. parent_state: start from
+    the parent's weights (the loop trains each model from its parent on everything labeled so far)
+    instead of a fresh initialisation. progress(epoch, epochs, loss) is called after every epoch
+    (epoch counts from 1). Deterministic for a seed on a given machine.
     """
-    images, labels = np.asarray(images), np.asarray(labels)
-    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+    labels = np.asarray(labels)
+    if isinstance(images, np.ndarray) and (images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8):
         raise ValueError(f"train: images must be (N, H, W, 3) uint8 BGR, got {images.shape} {images.dtype}")
     if len(images) == 0 or labels.shape != (len(images),):
         raise ValueError(f"train: need N >= 1 images and N labels, got {len(images)} images, labels {labels.shape}")
@@ -226,17 +230,16 @@ def train(images: np.ndarray, labels: np.ndarray, *, spec: InputSpec = DEFAULT_I
                        seconds=time.perf_counter() - t0, settings=settings)
 
 
-def _fit(images: np.ndarray, labels: np.ndarray, spec: InputSpec, parent_state: bytes | None, epochs: int, seed: int,
+def _fit(images: Sequence[np.ndarray], labels: np.ndarray, spec: InputSpec, parent_state: bytes | None, epochs: int, seed: int,
          batch_size: int, lr: float, augment: bool,
          progress: Callable[[int, int, float], None] | None, num_classes: int) -> tuple[ClassifierNet, float]:
     """The training loop of train(); returns the net in eval mode and the last epoch's mean loss."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     net = load_state(parent_state, num_classes) if parent_state is not None else build_net(num_classes)
-    # Preprocess once: the same function and spec as the device; augmentation then works on tensors.
-    x_all = torch.from_numpy(preprocess(images, spec))
     y_all = torch.from_numpy(labels.astype(np.int64))
-    n = len(x_all)
+    n = len(images)
+    batch_size = min(batch_size, n)
     # Drop the ragged last batch: a handful of samples gives BatchNorm noisy statistics.
     # Each epoch reshuffles, so every sample is still seen.
     steps = max(1, n // batch_size)
@@ -250,7 +253,9 @@ def _fit(images: np.ndarray, labels: np.ndarray, spec: InputSpec, parent_state: 
         total = 0.0
         for i in range(steps):
             idx = order[i * batch_size:(i + 1) * batch_size]
-            xb, yb = x_all[idx], y_all[idx]
+            # The device's preprocess, a batch at a time; augmentation then works on tensors.
+            xb = torch.from_numpy(preprocess([checked_frame(images, j, "train") for j in idx.tolist()], spec))
+            yb = y_all[idx]
             if augment:
                 xb = _augment(xb, spec, gen)
             logits, _ = net(xb)

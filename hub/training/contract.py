@@ -78,12 +78,15 @@ class Outcome:
     seconds: float = 0.0
     progress: dict | None = None  # the last progress line
     log: list[str] = field(default_factory=list)  # the output's tail
+    error: str | None = None  # why it could not run at all (a runner's own failure)
 
     @property
     def reason(self) -> str | None:
         """Why there is no model to judge, or None when the trainer exited 0."""
         if self.cancelled:
             return "cancelled"
+        if self.error:
+            return self.error
         if self.timed_out:
             return f"the trainer ran past its timeout ({self.seconds:.0f} s) and was stopped"
         if self.returncode != 0:
@@ -95,17 +98,25 @@ class Outcome:
 def run_trainer(trainer: str, data: Path, parent: Path, out: Path, *, epochs: int | None = None,
                 seed: int | None = None, timeout_s: float = 3600.0,
                 on_progress: Callable[[dict], None] | None = None,
-                poll: Callable[[], bool] | None = None, env: dict | None = None) -> Outcome:
+                poll: Callable[[], bool] | None = None, env: dict | None = None, runner: str = "local",
+                job_name: str = "edgeloop-train") -> Outcome:
     """Run one trainer to its end, its timeout, or until poll() returns True (cancel) -> the Outcome.
 
-    poll is called about once a second (the caller's heartbeat and cancel check). The trainer runs in
-    a session of its own, so a timeout or a cancel stops it and anything it started."""
+    poll is called about once a second (the caller's heartbeat and cancel check). runner "local": the
+    trainer runs here in a session of its own, so a timeout or a cancel stops it and anything it
+    started; "ray:http://HEAD:8265": it runs as a Ray job (ray_runner.py) named job_name."""
     argv = [*trainer_argv(trainer), "--data", str(data), "--parent", str(parent), "--out", str(out)]
     if epochs is not None:
         argv += ["--epochs", str(epochs)]
     if seed is not None:
         argv += ["--seed", str(seed)]
     out.mkdir(parents=True, exist_ok=True)
+    from .ray_runner import ray_address, run_on_ray
+
+    address = ray_address(runner)
+    if address is not None:
+        return run_on_ray(address, argv, submission_id=job_name, timeout_s=timeout_s, on_progress=on_progress,
+                          poll=poll, env=env)
     t0 = time.monotonic()
     try:
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

@@ -88,8 +88,11 @@ def _decode(row: dict) -> dict:
 
 class Jobs:
     def __init__(self, store: HubStore, golden, signing_key, *, default_timeout_s: float = 3600.0,
-                 stale_s: float = STALE_S, defaults: dict | None = None):
-        self.store, self.golden, self.key = store, golden, signing_key
+                 stale_s: float = STALE_S, defaults: dict | None = None, runner: str = "local"):
+        from .ray_runner import ray_address
+
+        ray_address(runner)  # a bad runner fails the hub's start, not its first job
+        self.store, self.golden, self.key, self.runner = store, golden, signing_key, runner
         self.default_timeout_s, self.stale_s = default_timeout_s, stale_s
         self.defaults = dict(defaults or {})  # settings a job gets unless it says otherwise (the hub's config)
         self._db = store.db
@@ -195,7 +198,7 @@ class Jobs:
                 from_scratch=s.get("from_scratch", False), tolerance=s.get("tolerance"),
                 min_gain=s.get("min_gain", 0.0), trainer=s.get("trainer"),
                 timeout_s=s.get("timeout_s", self.default_timeout_s), on_progress=heartbeat, poll=poll,
-                on_version=named)
+                on_version=named, runner=self.runner)
             log_tail = result.pop("log", [])
         except rounds.TrainingFailed as exc:
             state = "cancelled" if str(exc).endswith(": cancelled") else "failed"

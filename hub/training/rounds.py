@@ -126,13 +126,14 @@ def train_round(store: HubStore, golden: LabeledSet | DetectionSet, signing_key,
                 from_scratch: bool = False, tolerance: float | None = None, min_gain: float = 0.0,
                 trainer: str | None = None, timeout_s: float = 3600.0,
                 on_progress: Callable[[dict], None] | None = None, poll: Callable[[], bool] | None = None,
-                on_version: Callable[[str], None] | None = None) -> dict:
+                on_version: Callable[[str], None] | None = None, runner: str = "local") -> dict:
     """-> {"version", "parent", "metrics", "labels_total", "seconds", "promoted", "gate"}; registers the new model.
 
     The gate judges the new model against its parent's stored metrics (tolerance: how far, in
     absolute accuracy or mAP@0.5, any golden slice may fall below the parent; min_gain: by how much
     the overall figure must beat it). on_progress gets the trainer's progress lines; poll() is asked
-    about once a second and stops the trainer when it returns True (a cancel).
+    about once a second and stops the trainer when it returns True (a cancel). runner: where the
+    trainer runs, "local" or "ray:http://HEAD:8265" (contract.run_trainer).
     """
     # One training at a time across every hub process on the database: the version is numbered
     # when training starts and registered when it ends, and two hubs must not both pick v4.
@@ -155,7 +156,8 @@ def train_round(store: HubStore, golden: LabeledSet | DetectionSet, signing_key,
             log.info("training %s with %s from %s on %d labeled samples", version, trainer, parent or "scratch",
                      dataset["samples"])
             outcome = contract.run_trainer(trainer, work / "data", work / "parent", work / "out", epochs=epochs,
-                                           seed=seed, timeout_s=timeout_s, on_progress=on_progress, poll=poll)
+                                           seed=seed, timeout_s=timeout_s, on_progress=on_progress, poll=poll,
+                                           runner=runner, job_name=f"edgeloop-{work.name}")
             if outcome.reason:
                 raise _with_log(TrainingFailed(f"{version}: {outcome.reason}"), outcome.log)
             lineage = {"trainer": trainer, "parent": parent, "dataset": dataset,

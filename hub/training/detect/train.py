@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from ....shared.detection import letterbox_geometry
 from ....shared.manifest import InputSpec
 from ....shared.preprocess import preprocess, resize
+from ..frames import checked_frame
 from .model import DEFAULT_IMGSZ, STRIDE, DetectorNet, build_detector, input_spec, load_detector_state, state_bytes
 
 BOX_LOSS_WEIGHT = 2.0  # GIoU against the focal loss, about CenterNet's/TTFNet's balance
@@ -51,20 +52,18 @@ def train_detector(images: np.ndarray | Sequence[np.ndarray], boxes: Sequence[np
                    progress: Callable[[int, int, float], None] | None = None) -> DetTrainResult:
     """Train a DetectorNet on frames (N of (H, W, 3) uint8 BGR, sizes may differ) and their objects.
 
-    boxes[i] (K, 4) float32 x1, y1, x2, y2 in frame pixels, classes[i] (K,) int64 in 0..len(names)-1; K may
+    images may be any sequence, e.g. one that decodes a file per item (builtin.FrameFiles): frames are
+    read, letterboxed and given their targets a batch at a time, so memory holds the model and a
+    batch, not the set. boxes[i] (K, 4) float32 x1, y1, x2, y2 in frame pixels, classes[i] (K,) int64 in 0..len(names)-1; K may
     be 0 (a frame with nothing in it is a valid negative). parent_state: start from the parent's weights
     (same names) instead of a fresh initialisation. imgsz = (height, width) of the model input.
     progress(epoch, epochs, loss) after every epoch (from 1). Deterministic for a seed on a given machine.
     """
-    # --- the contract -----------------------------------------------------------------------
-    images = list(images)
+    # --- the contract (each frame is checked as it is read) --------------------------------------
     names = tuple(str(n) for n in names)
-    if not images or len(boxes) != len(images) or len(classes) != len(images):
+    if not len(images) or len(boxes) != len(images) or len(classes) != len(images):
         raise ValueError(f"train_detector: need N >= 1 images with N box and class arrays, got "
                          f"{len(images)}, {len(boxes)}, {len(classes)}")
-    for i, img in enumerate(images):
-        if img.ndim != 3 or img.shape[-1] != 3 or img.dtype != np.uint8:
-            raise ValueError(f"train_detector: images[{i}] must be (H, W, 3) uint8 BGR, got {img.shape} {img.dtype}")
     boxes = [np.asarray(b, np.float32).reshape(-1, 4) for b in boxes]
     classes = [np.asarray(c, np.int64).reshape(-1) for c in classes]
     for i, (b, c) in enumerate(zip(boxes, classes)):
@@ -92,7 +91,7 @@ def train_detector(images: np.ndarray | Sequence[np.ndarray], boxes: Sequence[np
                           seconds=time.perf_counter() - t0, settings=settings)
 
 
-def _fit(images: list[np.ndarray], boxes: list[np.ndarray], classes: list[np.ndarray], num_classes: int,
+def _fit(images: Sequence[np.ndarray], boxes: list[np.ndarray], classes: list[np.ndarray], num_classes: int,
          spec: InputSpec, parent_state: bytes | None, epochs: int, seed: int, batch_size: int, lr: float,
          augment: bool, progress: Callable[[int, int, float], None] | None) -> tuple[DetectorNet, float]:
     """The training loop of train_detector(); returns the net in eval mode and the last epoch's mean loss."""
@@ -101,10 +100,6 @@ def _fit(images: list[np.ndarray], boxes: list[np.ndarray], classes: list[np.nda
     net = load_detector_state(parent_state, num_classes) if parent_state is not None else build_detector(num_classes)
     # channels_last: about a tenth faster for these small convolutions on CPU; the weights are the same.
     net = net.to(memory_format=torch.channels_last)
-    # Targets once, in input pixels on the output grid; flips below transform them with the frame.
-    targets = [_targets(b, c, img.shape[:2], spec, num_classes) for img, b, c in zip(images, boxes, classes)]
-    # Letterbox once, not every epoch (still uint8: preprocess then only converts a batch).
-    images = [resize(img, spec) for img in images]
     n = len(images)
     batch_size = min(batch_size, n)
     # Drop the ragged last batch: a handful of frames gives BatchNorm noisy statistics. Each epoch
@@ -121,9 +116,12 @@ def _fit(images: list[np.ndarray], boxes: list[np.ndarray], classes: list[np.nda
         total = 0.0
         for i in range(steps):
             idx = order[i * batch_size:(i + 1) * batch_size]
-            # The device's preprocess, a batch at a time: frames stay uint8 in memory until needed.
-            x = torch.from_numpy(preprocess([images[j] for j in idx], spec))
-            heat_t, box_t, weight_t = (torch.stack(t) for t in zip(*(targets[j] for j in idx)))
+            # A batch is read, letterboxed and given its targets (in input pixels on the output grid;
+            # flips below transform them with the frame) here, then goes through the device's preprocess.
+            frames = [checked_frame(images, j, "train_detector") for j in idx]
+            heat_t, box_t, weight_t = (torch.stack(t) for t in zip(*(
+                _targets(boxes[j], classes[j], f.shape[:2], spec, num_classes) for j, f in zip(idx, frames))))
+            x = torch.from_numpy(preprocess([resize(f, spec) for f in frames], spec))
             if augment:
                 x, heat_t, box_t, weight_t = _augment(x, heat_t, box_t, weight_t, gen)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
