@@ -72,6 +72,7 @@ class OneBoxSettings:
     agent_max_fps: float = 0.0  # 0: as fast as the CPU goes
     audit_fraction: float = 0.0  # share of frames every tier keeps outside its budget, reason "audit"
     agent_api: bool = False  # agents serve their local API (feedback, metrics) on a free loopback port
+    hub_args: tuple[str, ...] = ()  # more `hub serve` options, e.g. ("--policy", "policy.toml")
 
 
 class OneBox:
@@ -158,7 +159,7 @@ class OneBox:
 
     def start_hub(self, golden: Path) -> HubClient:
         svc = Service.edgeloop("hub", ["hub", "serve", "--data", str(self.s.out / "hub"), "--golden", str(golden),
-                                       "--port", "0", "--token", self.token], self.logs, ready=True)
+                                       "--port", "0", "--token", self.token, *self.s.hub_args], self.logs, ready=True)
         self._add(svc.start())
         self.hub = HubClient(svc.wait_ready(timeout=120)["url"], self.token)
         return self.hub

@@ -18,7 +18,8 @@ from .cards import ModelNotFound, model_card
 from .project import project
 from .rollouts import Rollouts
 from .store import HubStore
-from .webutil import COOKIE, ROLLOUTS, STORE, error, identify
+from .training.policy import WHO as POLICY_WHO
+from .webutil import COOKIE, JOBS, POLICY, ROLLOUTS, STORE, error, identify
 
 HERE = Path(__file__).parent
 ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
@@ -81,19 +82,37 @@ def models_view(models: list[dict], desired: str | None) -> dict:
     return {"slices": slices, "rows": rows, "chart": chart}
 
 
-def dashboard_view(store: HubStore, rollouts: Rollouts, now: float | None = None) -> dict:
+def training_view(jobs: list[dict], policy: dict, actions: list[dict], now: float) -> dict:
+    """The newest training jobs (state, progress, what came of them) and the policy's state and steps."""
+    rows = []
+    for j in jobs:
+        result, progress = j.get("result") or {}, j.get("progress") or {}
+        rows.append({"job_id": j["job_id"], "state": j["state"], "created_by": j["created_by"],
+                     "trainer": (j.get("settings") or {}).get("trainer") or "the project's",
+                     "progress": f"epoch {progress['epoch']} of {progress.get('of', '?')}" if progress else "",
+                     "version": result.get("version"), "promoted": result.get("promoted"),
+                     "error": j.get("error") or "", "age_s": now - (j.get("created_at") or now)})
+    return {"jobs": rows, "policy": policy,
+            "actions": [{"at_s": now - a["at"], "detail": a["detail"], "path": a["path"]} for a in actions]}
+
+
+def dashboard_view(store: HubStore, rollouts: Rollouts, now: float | None = None, jobs=None, policy=None) -> dict:
     now = time.time() if now is None else now
     devices = rollouts.devices(None)
     hub = store.funnel()
-    return {"fleet": fleet_view(devices, now), "funnel": funnel_view(devices, hub), "hub": hub,
+    view = {"fleet": fleet_view(devices, now), "funnel": funnel_view(devices, hub), "hub": hub,
             "live": monitor.live_view(store),
             "models": models_view(store.models(), store.desired()), "rollouts": rollouts.recent(5),
-            "campaigns": store.active_campaigns()}
+            "campaigns": store.active_campaigns(), "training": None}
+    if jobs is not None and policy is not None:
+        view["training"] = training_view(jobs.list(8), policy.view(), store.audit_log(8, who=POLICY_WHO), now)
+    return view
 
 
 # -- handlers ------------------------------------------------------------------------------------
 async def dashboard(request: web.Request) -> web.Response:
-    view = await asyncio.to_thread(dashboard_view, request.app[STORE], request.app[ROLLOUTS])
+    app = request.app
+    view = await asyncio.to_thread(dashboard_view, app[STORE], app[ROLLOUTS], None, app[JOBS], app[POLICY])
     return render("dashboard.html", page="dashboard", **view)
 
 

@@ -131,6 +131,12 @@ def test_the_dashboard_after_a_demo_round_shows_the_funnel_and_accuracy_per_slic
     report = json.loads((out / "report.json").read_text())
     assert got["seen"] >= 2 * 400 and got["labeled"] >= report["rounds"][-1]["labels_total"] - 300 > 0
     assert got["seen"] >= got["kept"] >= got["forwarded"] >= got["selected"] >= got["labeled"]
+    # Training: no policy here (the demo asked for its round), and the round's job with the model it made.
+    assert page.locator("#policy").get_attribute("data-on") == "false"
+    jobs = jcall(url, "GET", "/api/v1/jobs")[1]["jobs"]
+    assert page.locator("table.jobs tbody tr").count() == len(jobs) >= 1
+    row = page.locator(f"table.jobs tr[data-job='{jobs[0]['job_id']}']")
+    assert row.get_attribute("data-state") == "succeeded" and models[-1]["version"] in row.inner_text()
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=SHOTS / "dashboard.png", full_page=True)
 
