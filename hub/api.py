@@ -36,12 +36,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import logging
 
 from aiohttp import web
 
 from edgeloop.shared.artifact import unpack
-from edgeloop.shared.errors import ConfigError, EdgeloopError, ProtocolError, TooLarge
+from edgeloop.shared.errors import ConfigError, EdgeloopError, ImageError, ProtocolError, TooLarge
+from edgeloop.shared.images import check_image
 from edgeloop.shared.protocol import MAX_MESSAGE_BYTES, SampleBatch, check_id, decode
 
 from . import jobs_api, labeling, monitor, pages, selection
@@ -61,20 +63,45 @@ log = logging.getLogger("edgeloop.hub")
 MAX_REPORT_BYTES = MAX_MESSAGE_BYTES
 
 
+def _refused_batch(status: type[web.HTTPException], message: str) -> web.HTTPException:
+    """The hub's own, typed refusal of a whole batch: `"refused": "batch"` tells a relay these bytes
+    are wrong (split it and find the bad ones), where a proxy's or a wrong URL's 4xx says nothing."""
+    exc = _error(status, message)
+    exc.text = json.dumps({"error": message, "refused": "batch"})
+    return exc
+
+
+def usable(c) -> str | None:
+    """Why the hub will not store a candidate it could decode (its image does not decode), or None."""
+    try:
+        check_image(c.image)
+    except ImageError as exc:
+        return f"image: {exc}"
+    return None
+
+
 async def post_samples(request: web.Request) -> web.Response:
+    """-> {"stored": [...], "duplicates": [...], "refused": [{"sample_id", "reason"}]}: a sample whose image
+    does not decode is refused alone (the rest of its batch is stored); a batch that does not decode is
+    refused whole with 400 (413 when too large) and `"refused": "batch"`."""
     store = request.app[STORE]
     if request.content_length and request.content_length > MAX_MESSAGE_BYTES:
-        raise _error(web.HTTPRequestEntityTooLarge, f"batch exceeds {MAX_MESSAGE_BYTES} bytes")
+        raise _refused_batch(web.HTTPRequestEntityTooLarge, f"batch exceeds {MAX_MESSAGE_BYTES} bytes")
     data = await request.read()
     try:
         batch = decode(data, SampleBatch)  # the whole batch validates before anything is stored
     except TooLarge as exc:
-        raise _error(web.HTTPRequestEntityTooLarge, str(exc)) from exc
+        raise _refused_batch(web.HTTPRequestEntityTooLarge, str(exc)) from exc
     except ProtocolError as exc:
-        raise _error(web.HTTPBadRequest, str(exc)) from exc
-    stored, dup = await asyncio.to_thread(store.ingest, batch.samples, batch.site, batch.source)
+        raise _refused_batch(web.HTTPBadRequest, str(exc)) from exc
+    reasons = await asyncio.to_thread(lambda: [usable(c) for c in batch.samples])
+    good = tuple(c for c, why in zip(batch.samples, reasons) if why is None)
+    refused = [{"sample_id": c.sample_id, "reason": why} for c, why in zip(batch.samples, reasons) if why is not None]
+    for r in refused:
+        log.warning("refused sample %s from %s: %s", r["sample_id"], batch.source, r["reason"])
+    stored, dup = await asyncio.to_thread(store.ingest, good, batch.site, batch.source) if good else ([], [])
     await asyncio.to_thread(store.bump, "bytes_in", len(data))
-    return web.json_response({"stored": stored, "duplicates": dup})
+    return web.json_response({"stored": stored, "duplicates": dup, "refused": refused})
 
 
 def _site_param(request: web.Request) -> str | None:

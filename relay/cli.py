@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
+import time
 from pathlib import Path
 
 import click
@@ -70,3 +71,38 @@ def run(relay_id, site, broker, hub_url, token, data_dir, config_path, host, por
         await serve(s, ready_file, stop)
 
     asyncio.run(main())
+
+
+@relay.command("dead-letters")
+@click.option("--data", "data_dir", type=click.Path(path_type=Path, exists=True, file_okay=False), required=True,
+              help="The relay's folder (as given to `relay run --data`).")
+@click.option("--replay", is_flag=True, help="Put them all back on the forward queue (once the hub takes them).")
+def dead_letters(data_dir, replay):
+    """List the samples the hub itself refused (kept here, not dropped), or replay them.
+
+    Only the hub's own typed refusal puts a sample here (e.g. an image that does not decode); a
+    proxy's error page or a wrong --hub path never does: those batches stay queued and are retried.
+
+    \b
+    Example:
+      edgeloop relay dead-letters --data /var/lib/edgeloop/relay
+      edgeloop relay dead-letters --data /var/lib/edgeloop/relay --replay
+    """
+    from .service import RelaySettings
+    from .store import RelayStore
+
+    path = data_dir / "relay.sqlite"
+    if not path.exists():
+        raise click.UsageError(f"no relay database at {path}")
+    store = RelayStore(path, RelaySettings.forward_quota)
+    try:
+        if replay:
+            click.echo(f"replayed {store.replay()} dead letter(s) onto the forward queue")
+            return
+        rows = store.dead_letters()
+        for r in rows:
+            click.echo(f"{r['sample_id']}  {r['device_id']}  {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(r['at']))}Z"
+                       f"  {r['reason']}")
+        click.echo(f"{len(rows)} dead letter(s)")
+    finally:
+        store.close()

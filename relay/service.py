@@ -30,10 +30,12 @@ from edgeloop.shared.protocol import (MAX_ITEMS, Campaign, CampaignSet, Candidat
 from edgeloop.shared.sampling import Observation, WindowedSelector, score
 from edgeloop.shared.sampling.policy import AUDIT, campaign_of, is_feedback, outside_budgets, window_picker
 
+from . import answers
 from .cache import ModelCache
 from .store import RelayStore
 
 log = logging.getLogger("edgeloop.relay")
+BATCH_BYTES = 4 << 20  # the most a batch to the hub carries (fewer after an untyped 413)
 
 
 @dataclass(frozen=True)
@@ -80,7 +82,7 @@ class Relay:
         self.cache = ModelCache(s.data_dir / "models", s.model_cache_bytes)
         self.counts = {"received": 0, "duplicates": 0, "rejected": 0, "kept": 0, "dropped": 0, "forwarded": 0,
                        "bytes_in": 0, "bytes_to_hub": 0, "model_bytes_in": 0, "model_bytes_out": 0,
-                       "refused_by_hub": 0, "forward_refused": 0, "audit": 0, "feedback": 0, "campaign": 0}
+                       "refused_by_hub": 0, "hub_retries": 0, "forward_refused": 0, "audit": 0, "feedback": 0, "campaign": 0}
         self.campaigns: dict[str, Campaign] = {}
         self.campaign_used: dict[str, int] = {}
         self.url = ""
@@ -219,57 +221,80 @@ class Relay:
     # -- store and forward -------------------------------------------------------------------
     async def forwarder(self, http: aiohttp.ClientSession) -> None:
         backoff = 0.5
+        limit_items, limit_bytes = self.s.batch_items, BATCH_BYTES  # smaller after a proxy's 413
         while True:
-            batch = await asyncio.to_thread(self.store.forward.lease, self.s.batch_items, 4 << 20)
+            batch = await asyncio.to_thread(self.store.forward.lease, limit_items, limit_bytes)
             if not batch:
                 await asyncio.sleep(0.25)
                 continue
-            status, text, reply, nbytes = await self._post(http, batch)
-            if _refused(status):
-                # The hub refuses these bytes; resending them won't help. Find the bad ones alone.
+            status, ctype, text, reply, nbytes = await self._post(http, batch)
+            verdict = answers.classify(status, ctype, text)
+            if verdict == answers.OK:
+                await self._settle_reply(batch, reply, nbytes)
+                backoff = 0.5
+                limit_items, limit_bytes = min(self.s.batch_items, limit_items * 2), min(BATCH_BYTES, limit_bytes * 2)
+                continue
+            if verdict == answers.REFUSED:
+                # The hub itself says these bytes are wrong; resending them won't help. Find the bad ones alone.
                 await self._post_one_by_one(http, batch, text)
                 continue
-            if status != 200:
-                await asyncio.to_thread(self.store.forward.release, [c.sample_id for c in batch])
-                log.warning("hub %s (%s); %d samples wait, retry in %.1fs",
-                            f"answered {status}" if status else "unreachable", text[:300], len(batch), backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 30)
+            await asyncio.to_thread(self.store.forward.release, [c.sample_id for c in batch])
+            if verdict == answers.SPLIT and len(batch) > 1:
+                limit_items, limit_bytes = max(1, len(batch) // 2), max(1, nbytes // 2)
+                log.warning("413 from %s (not the hub's own): sending at most %d samples, %d bytes a batch",
+                            ctype or "a peer", limit_items, limit_bytes)
                 continue
-            await self._settle_reply(batch, reply, nbytes)
-            backoff = 0.5
+            self.counts["hub_retries"] += 1
+            log.warning("hub %s; %d samples wait, retry in %.1fs", answers.describe(status, ctype, text), len(batch),
+                        backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 30)
 
     async def _post_one_by_one(self, http: aiohttp.ClientSession, batch: list[Candidate], why: str) -> None:
         log.warning("hub refused a batch of %d (%s); sending one by one", len(batch), why[:200])
         for c in batch:
-            status, text, reply, nbytes = await self._post(http, [c])
-            if status == 200:
+            status, ctype, text, reply, nbytes = await self._post(http, [c])
+            verdict = answers.classify(status, ctype, text)
+            if verdict == answers.OK:
                 await self._settle_reply([c], reply, nbytes)
-            elif _refused(status):
-                self.counts["refused_by_hub"] += 1
-                log.error("hub refused sample %s for good: %s", c.sample_id, text[:300])
-                await asyncio.to_thread(self.store.forward.ack, [c.sample_id])
+            elif verdict == answers.REFUSED:
+                await self._dead_letter({c.sample_id: text[:500]}, [c])
             else:
                 await asyncio.to_thread(self.store.forward.release, [c.sample_id])
 
-    async def _post(self, http: aiohttp.ClientSession, batch: list[Candidate]) -> tuple[int, str, dict, int]:
-        """POST candidates to the hub -> (status, error text, JSON reply, body bytes); status 0: unreachable."""
+    async def _dead_letter(self, refused: dict[str, str], batch: list[Candidate]) -> None:
+        n = await asyncio.to_thread(self.store.dead_letter, refused, batch)
+        self.counts["refused_by_hub"] += n
+        for sid, reason in refused.items():
+            log.error("hub refused sample %s: %s; kept in the dead letters (edgeloop relay dead-letters)", sid,
+                      reason[:300])
+
+    async def _post(self, http: aiohttp.ClientSession, batch: list[Candidate]) -> tuple[int, str, str, dict, int]:
+        """POST candidates to the hub -> (status, content type, body text unless 200, JSON reply if 200,
+        body bytes); status 0: unreachable, or a 200 that is not the hub's JSON."""
         body = encode(SampleBatch(source=self.s.relay_id, site=self.s.site, samples=tuple(batch)))
         try:
             async with http.post(f"{self.s.hub_url}/api/v1/samples", data=body,
                                  headers=self._auth({"Content-Type": "application/msgpack"})) as resp:
                 if resp.status == 200:
-                    return 200, "", await resp.json(), len(body)
-                return resp.status, await resp.text(), {}, len(body)
+                    reply = await resp.json()  # ContentTypeError (a ClientError) for a proxy's HTML 200
+                    if not isinstance(reply, dict):
+                        raise ValueError(f"a 200 whose body is not the hub's reply: {str(reply)[:100]}")
+                    return 200, resp.content_type, "", reply, len(body)
+                return resp.status, resp.content_type, await resp.text(), {}, len(body)
         except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
-            return 0, str(exc), {}, len(body)
+            return 0, "", str(exc), {}, len(body)
 
     async def _settle_reply(self, batch: list[Candidate], reply: dict, nbytes: int) -> None:
-        # Delete only what the hub confirms it holds (stored now or before); lease the rest again.
+        # Delete only what the hub confirms it holds (stored now or before); the samples it refused
+        # go to the dead letters; lease the rest again.
         confirmed = set(reply.get("stored", [])) | set(reply.get("duplicates", []))
+        refused = {sid: why for sid, why in answers.refused_samples(reply).items() if sid not in confirmed}
+        if refused:
+            await self._dead_letter(refused, batch)
         ids = [c.sample_id for c in batch]
         await asyncio.to_thread(self.store.forward.ack, [i for i in ids if i in confirmed])
-        await asyncio.to_thread(self.store.forward.release, [i for i in ids if i not in confirmed])
+        await asyncio.to_thread(self.store.forward.release, [i for i in ids if i not in confirmed and i not in refused])
         self.counts["forwarded"] += len(confirmed)
         self.counts["bytes_to_hub"] += nbytes
 
@@ -405,11 +430,6 @@ async def serve(s: RelaySettings, ready_file: Path | None, stop: asyncio.Event) 
     await runner.cleanup()
     with relay._lock:
         relay.store.close()
-
-
-def _refused(status: int) -> bool:
-    """A 4xx that says "these bytes are wrong" (not auth, timeout or rate limiting): retrying won't help."""
-    return 400 <= status < 500 and status not in (401, 403, 408, 429)
 
 
 async def _forever(name: str, loop) -> None:

@@ -1,5 +1,6 @@
 """The relay's one SQLite file: which ids it has seen, what waits in an open selection window,
-and the store-and-forward queue to the hub (a SqliteOutbox in the same file).
+the store-and-forward queue to the hub (a SqliteOutbox in the same file), and the dead letters: what
+the hub itself refused, kept for a person to read and replay (`edgeloop relay dead-letters`).
 
 Incoming candidates are written here before the MQTT callback returns, i.e. before the broker
 gets our PUBACK: once an agent deletes a candidate, the relay has it on disk.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import msgpack
@@ -20,6 +22,8 @@ from edgeloop.shared.protocol import Candidate
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS seen (sample_id TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS pending (sample_id TEXT PRIMARY KEY, payload BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS dead_letters (sample_id TEXT PRIMARY KEY, payload BLOB NOT NULL, value REAL NOT NULL,
+                                         reason TEXT NOT NULL, at REAL NOT NULL);
 """
 
 
@@ -64,6 +68,42 @@ class RelayStore:
             self._db.executemany("DELETE FROM pending WHERE sample_id = ?",
                                  [(c.sample_id,) for c in kept] + [(s,) for s in dropped_ids])
         return refused
+
+    # -- dead letters ----------------------------------------------------------------------------
+    def dead_letter(self, refused: dict[str, str], batch: list[Candidate]) -> int:
+        """Move the candidates the hub refused ({sample_id: reason}) from the forward queue to the dead
+        letters -> how many. Written there before they leave the queue: a crash between keeps both."""
+        moving = [c for c in batch if c.sample_id in refused]
+        with self._lock:
+            self._db.executemany(
+                "INSERT OR REPLACE INTO dead_letters (sample_id, payload, value, reason, at) VALUES (?, ?, ?, ?, ?)",
+                [(c.sample_id, msgpack.packb(c.to_wire(), use_bin_type=True), float(c.value), refused[c.sample_id],
+                  time.time()) for c in moving])
+        self.forward.ack([c.sample_id for c in moving])
+        return len(moving)
+
+    def dead_letters(self) -> list[dict]:
+        """[{"sample_id", "device_id", "reason", "at", "bytes"}], oldest first."""
+        with self._lock:
+            rows = self._db.execute("SELECT sample_id, payload, reason, at FROM dead_letters ORDER BY at").fetchall()
+        out = []
+        for sid, payload, reason, at in rows:
+            c = Candidate.from_wire(msgpack.unpackb(payload, raw=False))
+            out.append({"sample_id": sid, "device_id": c.device_id, "reason": reason, "at": at, "bytes": len(payload)})
+        return out
+
+    def replay(self) -> int:
+        """Put every dead letter back on the forward queue (after the hub was fixed) -> how many."""
+        with self._lock:
+            rows = self._db.execute("SELECT sample_id, payload, value FROM dead_letters").fetchall()
+        n = 0
+        for sid, payload, value in rows:
+            c = Candidate.from_wire(msgpack.unpackb(payload, raw=False))
+            if self.forward.put(c, value):
+                with self._lock:
+                    self._db.execute("DELETE FROM dead_letters WHERE sample_id = ?", (sid,))
+                n += 1
+        return n
 
     def close(self) -> None:
         self._db.close()

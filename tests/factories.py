@@ -5,7 +5,8 @@
 
 A candidate built here always decodes: valid ULID, ids matching the protocol's id pattern,
 float32 probabilities summing to 1, and `image_sha256` computed from `image_bytes` (unless you
-override `image_sha256` on purpose).
+override `image_sha256` on purpose). Its default image is a real JPEG, which the hub takes; bytes
+of your own are stored by agents and relays, which never decode them, but refused by the hub.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from edgeloop.shared.ids import new_sample_id
+from edgeloop.shared.images import encode_jpeg
 from edgeloop.shared.protocol import Candidate
 
-# A few bytes that look like the start and end of a JPEG; the protocol only checks the sha256.
-FAKE_JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(range(64)) + b"\xff\xd9"
+# A small real JPEG (the hub decodes every image it is sent and refuses one that does not decode).
+FAKE_JPEG = encode_jpeg(np.full((8, 8, 3), 128, np.uint8))
 
 
 def make_candidate(value: float = 0.5, image_bytes: bytes = FAKE_JPEG, **overrides: Any) -> Candidate:

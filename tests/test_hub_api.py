@@ -10,6 +10,7 @@ import msgpack
 import numpy as np
 import pytest
 
+from edgeloop.shared.images import encode_jpeg
 from edgeloop.shared.protocol import SampleBatch, encode
 
 from factories import HUB_TOKEN, make_candidate, start_hub
@@ -69,7 +70,25 @@ def test_malformed_batch_gets_a_4xx_naming_the_problem_and_stores_nothing(hub, b
     before = sample_count(hub)
     code, reply = call(hub, "POST", "/api/v1/samples", body)
     assert code == status and names in reply["error"]
+    assert reply["refused"] == "batch"  # the hub's own, typed: a relay may then look for the bad ones
     assert sample_count(hub) == before
+
+
+@pytest.mark.parametrize("image, says", [
+    (b"\xff\xd8\xff\xe0 only the start of a JPEG \xff\xd9", "without a frame header"),
+    (encode_jpeg(np.zeros((16, 16, 3), np.uint8))[:300] + bytes(300), "do not decode"),
+    (b"GIF89a not ours", "not a JPEG or PNG"),
+    (b"\x89PNG\r\n\x1a\n", "IHDR"),
+])
+def test_a_sample_whose_image_does_not_decode_is_refused_alone_and_the_rest_stored(hub, image, says):
+    good, bad, also = make_candidate(), make_candidate(image=image), make_candidate()
+    before = sample_count(hub)
+    status, reply = call(hub, "POST", "/api/v1/samples", batch(good, bad, also))
+    assert status == 200 and sorted(reply["stored"]) == sorted([good.sample_id, also.sample_id])
+    (refused,) = reply["refused"]
+    assert refused["sample_id"] == bad.sample_id and refused["reason"].startswith("image: ") and says in refused["reason"]
+    assert sample_count(hub) == before + 2
+    assert call(hub, "GET", f"/api/v1/samples/{bad.sample_id}")[0] == 404
 
 
 def test_oversized_batch_is_refused_with_413(hub):
