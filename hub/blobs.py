@@ -25,6 +25,7 @@ class BlobStore:
         digest = hashlib.sha256(data).hexdigest()
         p = self.path(digest)
         if not p.exists():
+            made = [d for d in (p.parent.parent, p.parent) if not d.exists()]
             p.parent.mkdir(parents=True, exist_ok=True)
             # Random, not pid + thread: processes on other hosts (or in other containers) share the folder.
             tmp = p.with_name(f"{p.name}.{secrets.token_hex(8)}.tmp")
@@ -34,6 +35,10 @@ class BlobStore:
                 # On disk before the database row that points at it commits (synchronous=FULL there).
                 os.fsync(f.fileno())
             os.replace(tmp, p)
+            # The rename, and any folder made for it, must be on disk too before the row that points at
+            # the blob commits: a power cut could otherwise leave the row and lose the name.
+            for folder in {p.parent, *(d.parent for d in made)}:
+                _fsync_dir(folder)
         return digest
 
     def get(self, digest: str) -> bytes:
@@ -41,3 +46,11 @@ class BlobStore:
 
     def exists(self, digest: str) -> bool:
         return self.path(digest).exists()
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
