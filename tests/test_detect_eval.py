@@ -19,7 +19,7 @@ import onnxruntime as ort
 import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
-from test_detector import NAMES, make_scenes, trained
+from test_detector import make_scenes, trained
 
 from edgeloop.hub.training.detect import coco_map, evaluate_detector
 from edgeloop.shared.runtime import ModelRuntime

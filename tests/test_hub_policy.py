@@ -4,7 +4,6 @@ anyone. Real mosquitto, agents on the scenes world's video-like streams, the bui
 
 from __future__ import annotations
 
-import time
 
 import pytest
 
