@@ -22,8 +22,9 @@ from typing import Any
 
 from edgeloop.shared.errors import EdgeloopError, ProtocolError, StorageError
 from edgeloop.shared.protocol import MAX_STR
+from edgeloop.shared.sampling.policy import PRIORITY
 
-from .pipeline import PRIORITY, build_candidate
+from .pipeline import build_candidate
 
 log = logging.getLogger("edgeloop.agent")
 

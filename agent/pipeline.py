@@ -38,7 +38,7 @@ from edgeloop.shared.protocol import MAX_IMAGE_BYTES, Candidate
 from edgeloop.shared.runtime import ModelRuntime, Prediction
 from edgeloop.shared.sampling import WindowedSelector
 from edgeloop.shared.sampling.campaigns import CampaignMatcher
-from edgeloop.shared.sampling.policy import (AUDIT, CAMPAIGN_PREFIX, FEEDBACK_CONFIRMED, FEEDBACK_WRONG, is_audit,
+from edgeloop.shared.sampling.policy import (AUDIT, CAMPAIGN_PREFIX, PRIORITY, is_audit,
                                              window_picker)
 from edgeloop.shared.sampling.signals import Observation, SignalContext, SignalState, score
 
@@ -47,9 +47,6 @@ from .sources import SourceFrame
 
 log = logging.getLogger("edgeloop.agent")
 
-# Added to the value of candidates kept outside the window budget: they are sent first and evicted
-# last. Feedback that a prediction was wrong is the most valuable thing a device can send.
-PRIORITY = {FEEDBACK_WRONG: 1000.0, AUDIT: 100.0, "campaign": 50.0, FEEDBACK_CONFIRMED: 50.0}
 
 
 def check_frame(frame: SourceFrame) -> None:

@@ -40,11 +40,14 @@ def relay() -> None:
 @click.option("--ready-file", type=click.Path(path_type=Path), default=None, help="Write {port, url} here once serving.")
 @click.option("--flush-idle", default=2.0, show_default=True, help="Close open selection windows after this many idle seconds.")
 @click.option("--poll", default=2.0, show_default=True, help="Seconds between desired-model polls.")
+@click.option("--forward-quota", default="500MB", show_default=True,
+              help="Bytes the queue to the hub may hold while the hub is away; then the least valuable go "
+                   "(audit and feedback last).")
 @click.option("--share-group", default=None,
               help="Share the site with the other relays of this group: each candidate goes to one of them "
                    "(MQTT 5 shared subscription; needs mosquitto, not the embedded broker).")
 def run(relay_id, site, broker, hub_url, token, data_dir, config_path, host, port, public_url, password, ca_file,
-        ready_file, flush_idle, poll, share_group):
+        ready_file, flush_idle, poll, forward_quota, share_group):
     """Aggregate a site's agents, keep the best under the budget, forward them to the hub.
 
     \b
@@ -61,7 +64,7 @@ def run(relay_id, site, broker, hub_url, token, data_dir, config_path, host, por
     s = RelaySettings(relay_id=relay_id, site=site, broker=broker, hub_url=hub_url.rstrip("/"), token=token,
                       data_dir=data_dir, sampling=conf.sampling, host=host, port=port, flush_idle_s=flush_idle,
                       poll_s=poll, public_url=public_url, password=password, ca_file=ca_file,
-                      share_group=share_group)
+                      share_group=share_group, forward_quota=cfg.parse_size(forward_quota, "--forward-quota"))
 
     async def main():
         stop = asyncio.Event()

@@ -8,6 +8,7 @@ callbacks, which write to SQLite before returning (so before the PUBACK).
 
 from __future__ import annotations
 
+import dataclasses
 import asyncio
 import json
 import logging
@@ -28,7 +29,8 @@ from edgeloop.shared.mqtt import Connection
 from edgeloop.shared.protocol import (MAX_ITEMS, Campaign, CampaignSet, Candidate, DesiredModel, DeviceState,
                                       SampleBatch, ShadowModel, check_id, decode, encode)
 from edgeloop.shared.sampling import Observation, WindowedSelector, score
-from edgeloop.shared.sampling.policy import AUDIT, campaign_of, is_feedback, outside_budgets, window_picker
+from edgeloop.shared.sampling.policy import (AUDIT, campaign_of, is_feedback, outside_budgets, priority_bonus,
+                                             window_picker)
 
 from . import answers
 from .cache import ModelCache
@@ -141,8 +143,10 @@ class Relay:
                                          "scores": merged_scores}))
         new = self.store.accept(rescored)  # on disk before we ack
         # Outside the window budget, straight to the hub: audit and feedback always, campaigns within
-        # their quota here.
-        bypass = [c for c in new if outside_budgets(c.reasons) or self._campaign_quota_left(c)]
+        # their quota here; with their priority on the relay's own score, so that a full forward queue
+        # evicts them last (the agent's value is not comparable across devices).
+        bypass = [dataclasses.replace(c, value=c.value + priority_bonus(c.reasons)) for c in new
+                  if outside_budgets(c.reasons) or self._campaign_quota_left(c)]
         if bypass:
             self._count_refused(self.store.settle(bypass, []))
             self.counts["audit"] += sum(AUDIT in c.reasons for c in bypass)

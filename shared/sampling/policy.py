@@ -46,3 +46,16 @@ def outside_budgets(reasons) -> bool:
 
 def campaign_of(reasons) -> str | None:
     return next((r[len(CAMPAIGN_PREFIX):] for r in reasons if r.startswith(CAMPAIGN_PREFIX)), None)
+
+
+# Added to the value of candidates kept outside a window budget, at every tier: they are sent first
+# and evicted last from a full queue. Feedback that a prediction was wrong is the most valuable thing
+# a device can send. The agent adds it when it keeps the frame; a relay, which scores afresh, adds it
+# again to its own score (the agent's value is not comparable across devices).
+PRIORITY = {FEEDBACK_WRONG: 1000.0, AUDIT: 100.0, "campaign": 50.0, FEEDBACK_CONFIRMED: 50.0}
+
+
+def priority_bonus(reasons) -> float:
+    """The largest PRIORITY among a candidate's reasons (a campaign's counts as "campaign"), else 0."""
+    keys = [r for r in reasons if r in PRIORITY] + (["campaign"] if campaign_of(reasons) is not None else [])
+    return max((PRIORITY[k] for k in keys), default=0.0)
