@@ -31,7 +31,7 @@ import numpy as np
 
 from edgeloop.shared.images import image_size
 from edgeloop.shared.protocol import Candidate
-from edgeloop.shared.sampling.policy import AUDIT, FEEDBACK_WRONG
+from edgeloop.shared.sampling.policy import AUDIT, FEEDBACK_WRONG, is_feedback
 
 from ._engines import open_engine
 from ._rows import ADDED_COLUMNS, SCHEMA, WITH_LABEL, decode_boxes, decode_row
@@ -94,7 +94,11 @@ class HubStore:
     # -- samples -----------------------------------------------------------------------------
     def ingest(self, cands: Iterable[Candidate], site: str, relay_id: str, status: str = "new"
                ) -> tuple[list[str], list[str]]:
-        """Store candidates not held yet; -> (stored ids, ids already held). Idempotent by sample_id."""
+        """Store candidates not held yet; -> (stored ids, ids already held). Idempotent by sample_id.
+
+        Feedback on a sample already held (the application's word on a frame that went up before,
+        under the frame's id) is not a duplicate to drop: its reasons join the sample's, and a frame
+        flagged wrong heads the label queue unless it is labeled already."""
         cands = list(cands)
         for c in cands:  # blobs first: a row never points at a missing image
             self.blobs.put(c.image)
@@ -132,8 +136,25 @@ class HubStore:
                 inserted[i] = bool(self.db.execute(
                     f"INSERT INTO samples ({', '.join(row)}) VALUES ({', '.join('?' * len(row))}) "
                     "ON CONFLICT (sample_id) DO NOTHING", list(row.values())))
+            for c, new in zip(cands, inserted):
+                if not new and is_feedback(c.reasons):
+                    self._take_feedback(c)
         stored = [c.sample_id for c, new in zip(cands, inserted) if new]
         return stored, [c.sample_id for c, new in zip(cands, inserted) if not new]
+
+    def _take_feedback(self, c: Candidate) -> None:
+        """Feedback on a sample held already (inside ingest's transaction)."""
+        rows = self.db.query("SELECT reasons, tags, status FROM samples WHERE sample_id = ?", [c.sample_id])
+        if not rows:
+            return
+        row = rows[0]
+        reasons = list(dict.fromkeys([*json.loads(row["reasons"] or "[]"), *c.reasons]))
+        tags = {**json.loads(row["tags"] or "{}"), **c.tags}
+        self.db.execute("UPDATE samples SET reasons = ?, tags = ? WHERE sample_id = ?",
+                        [json.dumps(reasons), json.dumps(tags), c.sample_id])
+        if FEEDBACK_WRONG in c.reasons and row["status"] in ("new", "queued"):
+            self.db.execute("UPDATE samples SET status = 'queued', priority = ?, selected_at = NULL "
+                            "WHERE sample_id = ?", [FEEDBACK_PRIORITY, c.sample_id])
 
     def sample(self, sample_id: str) -> dict | None:
         """One sample (arrays and JSON decoded), with its image's width and height and its `label`:

@@ -18,9 +18,11 @@ import msgpack
 from edgeloop.shared.errors import StorageError
 from edgeloop.shared.outbox import SqliteOutbox
 from edgeloop.shared.protocol import Candidate
+from edgeloop.shared.sampling.policy import is_feedback
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS seen (sample_id TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS seen_feedback (sample_id TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS pending (sample_id TEXT PRIMARY KEY, payload BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS dead_letters (sample_id TEXT PRIMARY KEY, payload BLOB NOT NULL, value REAL NOT NULL,
                                          reason TEXT NOT NULL, at REAL NOT NULL);
@@ -38,14 +40,19 @@ class RelayStore:
         self._lock = threading.Lock()
 
     def accept(self, cands: list[Candidate]) -> list[Candidate]:
-        """Record candidates not seen before as pending; -> the new ones (duplicates are dropped)."""
+        """Record candidates not seen before as pending; -> the new ones (duplicates are dropped).
+
+        Feedback on a frame is new once even when the frame itself was seen: it reuses the frame's
+        sample id, and it is the application's word on it (it replaces the frame where it waits)."""
         new = []
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 for c in cands:
-                    if self._db.execute("INSERT OR IGNORE INTO seen (sample_id) VALUES (?)", (c.sample_id,)).rowcount:
-                        self._db.execute("INSERT INTO pending (sample_id, payload) VALUES (?, ?)",
+                    seen = "seen_feedback" if is_feedback(c.reasons) else "seen"
+                    if self._db.execute(f"INSERT OR IGNORE INTO {seen} (sample_id) VALUES (?)",
+                                        (c.sample_id,)).rowcount:
+                        self._db.execute("INSERT OR REPLACE INTO pending (sample_id, payload) VALUES (?, ?)",
                                          (c.sample_id, msgpack.packb(c.to_wire(), use_bin_type=True)))
                         new.append(c)
                 self._db.execute("COMMIT")
@@ -63,7 +70,8 @@ class RelayStore:
     def settle(self, kept: list[Candidate], dropped_ids: list[str]) -> list[str]:
         """A window closed: the kept go to the forward queue, the rest are done with.
         -> ids the full forward queue refused (worth less than everything queued): the caller counts them."""
-        refused = [c.sample_id for c in kept if not self.forward.put(c, c.value)]
+        # Feedback replaces its frame if that is still queued (or sends it again after the frame's send).
+        refused = [c.sample_id for c in kept if not self.forward.put(c, c.value, replace=is_feedback(c.reasons))]
         with self._lock:
             self._db.executemany("DELETE FROM pending WHERE sample_id = ?",
                                  [(c.sample_id,) for c in kept] + [(s,) for s in dropped_ids])

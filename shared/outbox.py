@@ -6,6 +6,10 @@
     box.ack(ids)                     # delete after the peer confirmed (PUBACK, hub 2xx)
     box.release(ids)                 # the send failed: lease them again later
 
+`put(c, value, replace=True)` of a sample already queued replaces it (feedback raised its worth); if
+that sample is out being sent, the replacement is sent after the peer acks the old copy: `leased`
+is 0 (waiting), 1 (out) or 2 (out, and replaced since: keep it after the ack and send it again).
+
 When full (the quota, or the disk), the lowest-value unleased candidates go first, and are
 counted; the last evictions are kept in a small table. Each put is one
 transaction with synchronous=FULL: once put() returns, a SIGKILL or power cut cannot lose it.
@@ -105,7 +109,7 @@ class SqliteOutbox:
             if journal:
                 self._db.executescript(_JOURNAL_SCHEMA)
             # A lease does not outlive the process that took it: resend after a restart.
-            self._db.execute("UPDATE outbox SET leased = 0 WHERE leased = 1")
+            self._db.execute("UPDATE outbox SET leased = 0 WHERE leased != 0")
         except sqlite3.DatabaseError as exc:
             raise StorageError(f"{self.path}: cannot open the outbox ({exc})") from exc
 
@@ -113,8 +117,8 @@ class SqliteOutbox:
     def put(self, c: Candidate, value: float, replace: bool = False) -> bool:
         """Commit a candidate (durably, before returning True); False when it is refused.
 
-        A sample_id already queued stays as it is, unless `replace` (e.g. feedback raised its worth)
-        and it is not being sent right now.
+        A sample_id already queued stays as it is, unless `replace` (e.g. feedback raised its worth):
+        then it is replaced, and if it is being sent right now, sent again after that send's ack.
 
         Over the quota, lower-value candidates make room. A full disk is a smaller quota: the
         cheapest candidates are evicted until the write fits, never a crash.
@@ -148,8 +152,9 @@ class SqliteOutbox:
             self._db.execute("BEGIN IMMEDIATE")
             if self._db.execute("SELECT 1 FROM outbox WHERE sample_id = ?", (sample_id,)).fetchone():
                 if replace:
-                    self._db.execute("UPDATE outbox SET value = ?, nbytes = ?, payload = ? "
-                                     "WHERE sample_id = ? AND leased = 0", (float(value), size, payload, sample_id))
+                    self._db.execute("UPDATE outbox SET value = ?, nbytes = ?, payload = ?, "
+                                     "leased = CASE leased WHEN 0 THEN 0 ELSE 2 END WHERE sample_id = ?",
+                                     (float(value), size, payload, sample_id))
                 self._db.execute("COMMIT")
                 return True, []  # idempotent
             if size > self.quota:
@@ -236,8 +241,10 @@ class SqliteOutbox:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             before = self._db.total_changes
-            self._db.executemany("DELETE FROM outbox WHERE sample_id = ?", ids)
+            self._db.executemany("DELETE FROM outbox WHERE sample_id = ? AND leased != 2", ids)
             self._bump("sent", self._db.total_changes - before)
+            # Replaced while out: the peer has the old copy; the new one goes next.
+            self._db.executemany("UPDATE outbox SET leased = 0 WHERE sample_id = ? AND leased = 2", ids)
             self._db.execute("COMMIT")
 
     def release(self, sample_ids: Iterable[str]) -> None:

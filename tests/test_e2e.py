@@ -285,3 +285,43 @@ def test_a_frame_flagged_by_the_application_reaches_the_hub_even_with_the_budget
                  and st["feedback_confirmed"] == 1, timeout=30)
     finally:
         box.stop()
+
+
+def test_feedback_on_a_frame_that_already_went_up_reaches_the_hub_and_heads_the_label_queue(tmp_path):
+    """The feedback candidate reuses the frame's sample id: relays and the hub must not take it for a
+    duplicate of the frame they already hold."""
+    import json
+    import urllib.request
+
+    s = OneBoxSettings(out=tmp_path, agents=1, relays=1, broker="mosquitto", frames_per_round=40,
+                       relay_per_hour_per_agent=None, seed_set=120, golden_per_condition=20, epochs=1,
+                       agent_api=True)  # generous budgets: most frames reach the hub on merit
+    box = OneBox(s)
+    try:
+        box.start_services()
+        agent = box.start_agents()[0]
+        api = agent.wait_ready(timeout=60)["url"]
+        box.wait("the round", lambda: box.round_done("v0", 40), timeout=240)
+        with urllib.request.urlopen(api + "/recent", timeout=10) as r:
+            recent = json.load(r)
+        box.wait("frames at the hub", lambda: len(set(hub_ids(box)) & {r["sample_id"] for r in recent}) >= 3, 60)
+        up = [r for r in recent if r["sample_id"] in set(hub_ids(box))]
+        flagged = up[len(up) // 2]["sample_id"]
+        assert box.hub.get(f"/api/v1/samples/{flagged}")["status"] == "new"  # it went up on its own merit
+        body = json.dumps({"sample_id": flagged, "verdict": "wrong", "label": "7"}).encode()
+        with urllib.request.urlopen(urllib.request.Request(api + "/feedback", data=body), timeout=10) as r:
+            assert r.status == 202
+
+        def heads_the_queue():
+            items = box.hub.get("/api/v1/label-queue?limit=5")["items"]
+            return bool(items) and items[0]["sample_id"] == flagged
+
+        box.wait("the flagged frame at the head of the label queue", heads_the_queue, timeout=60)
+        sample = box.hub.get(f"/api/v1/samples/{flagged}")
+        assert sample["status"] == "queued" and "feedback:wrong" in sample["reasons"]
+        assert sample["tags"]["feedback_label"] == "7"
+        assert sum(1 for i in hub_ids(box) if i == flagged) == 1  # one sample, now with the feedback
+        relay = box.relay_status()[0]["counts"]
+        assert relay["feedback"] == 1 and relay["duplicates"] == 0
+    finally:
+        box.stop()

@@ -222,3 +222,16 @@ def test_the_openapi_document_comes_from_the_router():
     assert routes(app) == {("GET", "/api/v1/undocumented")}
     with pytest.raises(KeyError):
         build(app)  # a route nobody described stops the hub at start
+
+
+def test_feedback_on_a_sample_held_already_queues_it_first_with_the_feedback(hub):
+    frame = make_candidate(tags={"lighting": "night"})
+    assert call(hub, "POST", "/api/v1/samples", batch(frame))[1]["stored"] == [frame.sample_id]
+    flagged = make_candidate(sample_id=frame.sample_id, reasons=("feedback:wrong",), tags={"feedback_label": "2"})
+    status, reply = call(hub, "POST", "/api/v1/samples", batch(flagged))
+    assert status == 200 and reply["duplicates"] == [frame.sample_id]  # one sample, not two
+    sample = call(hub, "GET", f"/api/v1/samples/{frame.sample_id}")[1]
+    assert sample["status"] == "queued" and "feedback:wrong" in sample["reasons"]
+    assert sample["tags"] == {"lighting": "night", "feedback_label": "2"}
+    head = call(hub, "GET", "/api/v1/label-queue?limit=1")[1]["items"][0]
+    assert head["sample_id"] == frame.sample_id

@@ -372,7 +372,7 @@ def test_the_last_evictions_are_kept_bounded(tmp_path, monkeypatch):
     assert [v for _, v in box.evictions()] == [float(i) for i in range(n_evicted - 5, n_evicted)]
 
 
-def test_replace_raises_the_worth_of_a_queued_candidate_but_not_of_one_in_flight(box):
+def test_replace_raises_the_worth_of_a_queued_candidate_and_one_in_flight_is_sent_again(box):
     a, b = make_candidate(tags={"v": "old"}), make_candidate()
     box.put(a, 0.1)
     box.put(b, 0.5)
@@ -380,6 +380,23 @@ def test_replace_raises_the_worth_of_a_queued_candidate_but_not_of_one_in_flight
     box.put(make_candidate(sample_id=a.sample_id, tags={"v": "new"}), 1000.0, replace=True)
     first = box.lease(1, 1 << 20)[0]
     assert first.sample_id == a.sample_id and first.tags == {"v": "new"}
-    box.put(make_candidate(sample_id=a.sample_id, tags={"v": "newer"}), 2000.0, replace=True)  # leased: untouched
-    box.release([a.sample_id])
-    assert box.lease(1, 1 << 20)[0].tags == {"v": "new"}
+    # Replaced while out (feedback on a frame being sent): the peer's ack of the old copy keeps the new one.
+    box.put(make_candidate(sample_id=a.sample_id, tags={"v": "newer"}), 2000.0, replace=True)
+    assert [c.sample_id for c in box.lease(5, 1 << 20)] == [b.sample_id]  # a is still out
+    box.ack([a.sample_id])
+    again = box.lease(5, 1 << 20)
+    assert [(c.sample_id, c.tags) for c in again] == [(a.sample_id, {"v": "newer"})]
+    box.ack([a.sample_id, b.sample_id])
+    assert box.ids() == set() and box.counters()["sent"] == 2  # a's second send, and b
+
+
+def test_a_replacement_in_flight_survives_a_restart(tmp_path):
+    box = SqliteOutbox(tmp_path / "o.db", 1 << 20)
+    a = make_candidate(tags={"v": "old"})
+    box.put(a, 0.1)
+    box.lease(1, 1 << 20)
+    box.put(make_candidate(sample_id=a.sample_id, tags={"v": "new"}), 9.0, replace=True)
+    box.close()
+    box = SqliteOutbox(tmp_path / "o.db", 1 << 20)  # the lease died with the process: sent again, new copy
+    assert [(c.sample_id, c.tags) for c in box.lease(5, 1 << 20)] == [(a.sample_id, {"v": "new"})]
+    box.close()
