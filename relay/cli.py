@@ -43,11 +43,13 @@ def relay() -> None:
 @click.option("--forward-quota", default="500MB", show_default=True,
               help="Bytes the queue to the hub may hold while the hub is away; then the least valuable go "
                    "(audit and feedback last).")
+@click.option("--seen-days", default=7.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Days a sample id is remembered to drop duplicates (the hub drops them too).")
 @click.option("--share-group", default=None,
               help="Share the site with the other relays of this group: each candidate goes to one of them "
                    "(MQTT 5 shared subscription; needs mosquitto, not the embedded broker).")
 def run(relay_id, site, broker, hub_url, token, data_dir, config_path, host, port, public_url, password, ca_file,
-        ready_file, flush_idle, poll, forward_quota, share_group):
+        ready_file, flush_idle, poll, forward_quota, seen_days, share_group):
     """Aggregate a site's agents, keep the best under the budget, forward them to the hub.
 
     \b
@@ -64,7 +66,8 @@ def run(relay_id, site, broker, hub_url, token, data_dir, config_path, host, por
     s = RelaySettings(relay_id=relay_id, site=site, broker=broker, hub_url=hub_url.rstrip("/"), token=token,
                       data_dir=data_dir, sampling=conf.sampling, host=host, port=port, flush_idle_s=flush_idle,
                       poll_s=poll, public_url=public_url, password=password, ca_file=ca_file,
-                      share_group=share_group, forward_quota=cfg.parse_size(forward_quota, "--forward-quota"))
+                      share_group=share_group, forward_quota=cfg.parse_size(forward_quota, "--forward-quota"),
+                      seen_retention_s=seen_days * 86400)
 
     async def main():
         stop = asyncio.Event()

@@ -8,8 +8,9 @@ callbacks, which write to SQLite before returning (so before the PUBACK).
 
 from __future__ import annotations
 
-import dataclasses
 import asyncio
+import collections
+import dataclasses
 import json
 import logging
 import threading
@@ -38,6 +39,8 @@ from .store import RelayStore
 
 log = logging.getLogger("edgeloop.relay")
 BATCH_BYTES = 4 << 20  # the most a batch to the hub carries (fewer after an untyped 413)
+STORAGE_RETRY_S = 2.0  # how often messages the disk refused are tried again
+HOUSEKEEPING_S = 3600.0
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,7 @@ class RelaySettings:
     flush_idle_s: float = 2.0  # close every open window after this long without a new candidate
     poll_s: float = 2.0  # how often to ask the hub for the desired model
     forward_quota: int = 500 << 20
+    seen_retention_s: float = 7 * 86400.0  # how long an id is remembered for dedup (the hub dedups too)
     model_cache_bytes: int = 2 << 30
     batch_items: int = 128
     # Relays of one site with the same share group split its candidates between them (MQTT 5 shared
@@ -76,6 +80,8 @@ class Relay:
             self.selector.offer(c)
         self.selector_refused: list[str] = []
         self.storage_failed = False
+        self._unstored: collections.deque = collections.deque()  # messages the disk refused, oldest first
+        self._unsettled: collections.deque = collections.deque()  # (kept, dropped, window) it could not queue
         self.devices: dict[str, DeviceState] = {}
         self.desired: DesiredModel | None = None  # the site's default
         self.desired_devices: dict[str, DesiredModel] = {}  # devices a rollout treats differently
@@ -84,7 +90,7 @@ class Relay:
         self.cache = ModelCache(s.data_dir / "models", s.model_cache_bytes)
         self.counts = {"received": 0, "duplicates": 0, "rejected": 0, "kept": 0, "dropped": 0, "forwarded": 0,
                        "bytes_in": 0, "bytes_to_hub": 0, "model_bytes_in": 0, "model_bytes_out": 0,
-                       "refused_by_hub": 0, "hub_retries": 0, "forward_refused": 0, "audit": 0, "feedback": 0, "campaign": 0}
+                       "refused_by_hub": 0, "hub_retries": 0, "forward_refused": 0, "storage_errors": 0, "audit": 0, "feedback": 0, "campaign": 0}
         self.campaigns: dict[str, Campaign] = {}
         self.campaign_used: dict[str, int] = {}
         self.url = ""
@@ -105,17 +111,58 @@ class Relay:
 
     # -- MQTT (paho's thread) ----------------------------------------------------------------
     def _on_message(self, client, userdata, msg) -> None:
+        if self._unstored:  # the disk failed on an earlier message: keep the order, queue behind it
+            self._unstored.append(msg)
+            return
         try:
             self._receive(msg)
         except StorageError as exc:
-            # Not acked: the broker redelivers it once we are back (at-least-once, dedup by id).
-            log.error("could not store a message from %s: %s; it will be redelivered", msg.topic, exc)
-            self.storage_failed = True
+            self._store_later(msg, exc)
             return
         except Exception:  # noqa: BLE001 - a bug must not kill paho's network thread
             log.exception("unexpected error handling %s", msg.topic)
             return
         client.ack(msg.mid, msg.qos)
+
+    def _store_later(self, msg, exc: Exception) -> None:
+        """The disk refused a message: hold it unacked (the broker keeps it for us, and sends no more
+        than its in-flight window meanwhile) and retry until the disk takes it (storage_retry)."""
+        if not self.storage_failed:
+            log.error("could not store a message from %s: %s; holding it unacknowledged, retrying every %.0f s",
+                      msg.topic, exc, STORAGE_RETRY_S)
+        self.storage_failed = True
+        self.counts["storage_errors"] += 1
+        self._unstored.append(msg)
+
+    async def housekeeping(self) -> None:
+        """Hourly: forget sample ids seen longer ago than the retention, so the dedup table is bounded."""
+        while True:
+            n = await asyncio.to_thread(self.store.prune_seen, self.s.seen_retention_s)
+            if n:
+                log.info("forgot %d sample ids seen more than %.0f days ago", n, self.s.seen_retention_s / 86400)
+            await asyncio.sleep(HOUSEKEEPING_S)
+
+    async def storage_retry(self) -> None:
+        """Queue the closed windows and store and ack, in order, the messages the disk refused, once
+        it takes them again."""
+        while True:
+            await asyncio.sleep(STORAGE_RETRY_S)
+            while self._unsettled:
+                if not await self._settle(*self._unsettled.popleft()):
+                    self._unsettled.rotate(1)  # back to the front: _settle appended it at the end
+                    break
+            while self._unstored and not self._unsettled:
+                msg = self._unstored[0]
+                try:
+                    await asyncio.to_thread(self._receive, msg)
+                except StorageError as exc:
+                    log.warning("the disk still refuses a message (%d waiting): %s", len(self._unstored), exc)
+                    break
+                self._unstored.popleft()
+                self.conn.client.ack(msg.mid, msg.qos)
+            if self.storage_failed and not self._unstored and not self._unsettled:
+                self.storage_failed = False
+                log.info("storage recovered: every held message is stored and acknowledged")
 
     def _receive(self, msg) -> None:
         try:
@@ -148,7 +195,13 @@ class Relay:
         bypass = [dataclasses.replace(c, value=c.value + priority_bonus(c.reasons)) for c in new
                   if outside_budgets(c.reasons) or self._campaign_quota_left(c)]
         if bypass:
-            self._count_refused(self.store.settle(bypass, []))
+            try:
+                self._count_refused(self.store.settle(bypass, []))
+            except StorageError as exc:  # they are pending on disk already: queue them when the disk has room
+                log.error("could not queue %d candidates outside the budgets: %s; retrying", len(bypass), exc)
+                self.storage_failed = True
+                self.counts["storage_errors"] += 1
+                self._unsettled.append((bypass, [], False))
             self.counts["audit"] += sum(AUDIT in c.reasons for c in bypass)
             self.counts["feedback"] += sum(is_feedback(c.reasons) for c in bypass)
             self.counts["campaign"] += sum(not outside_budgets(c.reasons) for c in bypass)
@@ -217,10 +270,26 @@ class Relay:
                 self.selector_refused = []
                 if not kept and not dropped:
                     continue
+            await self._settle(kept, dropped)
+
+    async def _settle(self, kept: list[Candidate], dropped: list[str], window: bool = True) -> bool:
+        """A closed window (window=False: what bypassed the budgets) to the forward queue; on a disk
+        error it is held and retried (storage_retry)."""
+        try:
             self._count_refused(await asyncio.to_thread(self.store.settle, kept, dropped))
+        except StorageError as exc:
+            if not self.storage_failed:
+                log.error("could not queue a closed window (%d kept): %s; retrying every %.0f s", len(kept), exc,
+                          STORAGE_RETRY_S)
+            self.storage_failed = True
+            self.counts["storage_errors"] += 1
+            self._unsettled.append((kept, dropped, window))
+            return False
+        if window:
             self.counts["kept"] += len(kept)
             self.counts["dropped"] += len(dropped)
             log.info("window closed: kept %d, dropped %d", len(kept), len(dropped))
+        return True
 
     # -- store and forward -------------------------------------------------------------------
     async def forwarder(self, http: aiohttp.ClientSession) -> None:
@@ -395,9 +464,10 @@ class Relay:
             "relay_id": self.s.relay_id, "site": self.s.site, "pending": pending,
             "connected": self.conn.connected.is_set(), "share_group": self.s.share_group,
             "queued": await asyncio.to_thread(len, self.store.forward),
+            "seen": await asyncio.to_thread(self.store.seen_count),
             "desired": self.desired.version if self.desired else None,
             "devices": {d: {"status": st.status, "model_version": st.model_version} for d, st in devices.items()},
-            "counts": self.counts, "storage_failed": self.storage_failed,
+            "counts": self.counts, "storage_failed": self.storage_failed, "unstored": len(self._unstored),
             "campaigns": {cid: {"quota": c.quota, "used": self.campaign_used.get(cid, 0)} for cid, c in self.campaigns.items()}})
 
     def _auth(self, headers: dict | None = None) -> dict:
@@ -421,6 +491,7 @@ async def serve(s: RelaySettings, ready_file: Path | None, stop: asyncio.Event) 
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30), connector=connector) as http:
         tasks = [asyncio.create_task(_forever(name, loop)) for name, loop in (
             ("windows", relay.windows), ("forwarder", lambda: relay.forwarder(http)),
+            ("storage retry", relay.storage_retry), ("housekeeping", relay.housekeeping),
             ("model poller", lambda: relay.model_poller(http)))]
         if ready_file:
             ready_file.write_text(json.dumps({"port": port, "url": relay.url}))

@@ -32,11 +32,15 @@ CREATE TABLE IF NOT EXISTS dead_letters (sample_id TEXT PRIMARY KEY, payload BLO
 class RelayStore:
     def __init__(self, path: Path, forward_quota: int):
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.forward = SqliteOutbox(path, forward_quota)
+        # A full disk raises rather than evicts: what a window kept stays pending until it has room.
+        self.forward = SqliteOutbox(path, forward_quota, evict_on_full_disk=False)
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        for table in ("seen", "seen_feedback"):  # since when an id was seen, for pruning (older files: NULL)
+            if "at" not in {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN at REAL")
         self._lock = threading.Lock()
 
     def accept(self, cands: list[Candidate]) -> list[Candidate]:
@@ -44,14 +48,14 @@ class RelayStore:
 
         Feedback on a frame is new once even when the frame itself was seen: it reuses the frame's
         sample id, and it is the application's word on it (it replaces the frame where it waits)."""
-        new = []
+        new, now = [], time.time()
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 for c in cands:
                     seen = "seen_feedback" if is_feedback(c.reasons) else "seen"
-                    if self._db.execute(f"INSERT OR IGNORE INTO {seen} (sample_id) VALUES (?)",
-                                        (c.sample_id,)).rowcount:
+                    if self._db.execute(f"INSERT OR IGNORE INTO {seen} (sample_id, at) VALUES (?, ?)",
+                                        (c.sample_id, now)).rowcount:
                         self._db.execute("INSERT OR REPLACE INTO pending (sample_id, payload) VALUES (?, ?)",
                                          (c.sample_id, msgpack.packb(c.to_wire(), use_bin_type=True)))
                         new.append(c)
@@ -69,13 +73,29 @@ class RelayStore:
 
     def settle(self, kept: list[Candidate], dropped_ids: list[str]) -> list[str]:
         """A window closed: the kept go to the forward queue, the rest are done with.
-        -> ids the full forward queue refused (worth less than everything queued): the caller counts them."""
+        -> ids the full forward queue refused (worth less than everything queued): the caller counts them.
+        StorageError (a full or failing disk): nothing is lost, they are all still pending; call again."""
         # Feedback replaces its frame if that is still queued (or sends it again after the frame's send).
         refused = [c.sample_id for c in kept if not self.forward.put(c, c.value, replace=is_feedback(c.reasons))]
         with self._lock:
-            self._db.executemany("DELETE FROM pending WHERE sample_id = ?",
-                                 [(c.sample_id,) for c in kept] + [(s,) for s in dropped_ids])
+            try:
+                self._db.executemany("DELETE FROM pending WHERE sample_id = ?",
+                                     [(c.sample_id,) for c in kept] + [(s,) for s in dropped_ids])
+            except sqlite3.DatabaseError as exc:
+                raise StorageError(f"relay store: {exc}") from exc
         return refused
+
+    def prune_seen(self, older_than_s: float, now: float | None = None) -> int:
+        """Forget ids seen more than older_than_s ago -> how many. The dedup table stays bounded; an id
+        that comes back later is taken again, and the hub, idempotent by sample id, holds it once."""
+        cutoff = (time.time() if now is None else now) - older_than_s
+        with self._lock:
+            return sum(self._db.execute(f"DELETE FROM {t} WHERE at IS NULL OR at < ?", (cutoff,)).rowcount
+                       for t in ("seen", "seen_feedback"))
+
+    def seen_count(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM seen").fetchone()[0]
 
     # -- dead letters ----------------------------------------------------------------------------
     def dead_letter(self, refused: dict[str, str], batch: list[Candidate]) -> int:

@@ -93,8 +93,13 @@ class Outbox(Protocol):
 
 
 class SqliteOutbox:
-    def __init__(self, path: str | Path, quota_bytes: int, on_evict=None, journal: bool = False):
-        """journal: keep every committed and evicted sample_id, without bound (see the module docstring)."""
+    def __init__(self, path: str | Path, quota_bytes: int, on_evict=None, journal: bool = False,
+                 evict_on_full_disk: bool = True):
+        """journal: keep every committed and evicted sample_id, without bound (see the module docstring).
+        evict_on_full_disk: a full disk is a smaller quota (a device, with nowhere else to keep
+        frames); False: put() raises StorageError instead, for a caller that holds the candidate
+        elsewhere until the disk has room (the relay: in its pending table, unacked at the broker)."""
+        self.evict_on_full_disk = evict_on_full_disk
         self.path = Path(path)
         self.quota = int(quota_bytes)
         self.journal = journal
@@ -131,7 +136,7 @@ class SqliteOutbox:
             except sqlite3.OperationalError as exc:
                 with self._lock:
                     self._rollback()
-                if getattr(exc, "sqlite_errorcode", None) != sqlite3.SQLITE_FULL:
+                if getattr(exc, "sqlite_errorcode", None) != sqlite3.SQLITE_FULL or not self.evict_on_full_disk:
                     raise StorageError(f"{self.path}: outbox write failed ({exc})") from exc
                 # The disk is full before the quota is: shrink the quota below what is stored now.
                 limit, free = self.used_bytes - free, 2 * free

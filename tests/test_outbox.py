@@ -362,6 +362,24 @@ def test_a_full_disk_evicts_the_cheapest_instead_of_failing(tmp_path):
     assert reopened.ids() == set(kept)
 
 
+def test_a_full_disk_raises_for_a_caller_that_holds_the_candidate_elsewhere(tmp_path):
+    """The relay's forward queue: a full disk must not evict or refuse what a window kept (it is
+    still pending, unacked at the broker); put() raises and the caller retries once there is room."""
+    box = SqliteOutbox(tmp_path / "o.db", 1 << 30, evict_on_full_disk=False)
+    box._db.execute("PRAGMA max_page_count = 60")
+    stored = []
+    with pytest.raises(StorageError, match="full"):
+        for _ in range(150):
+            c = make_candidate(value=0.5, image_bytes=os.urandom(5000))
+            box.put(c, c.value)
+            stored.append(c.sample_id)
+    assert box.ids() == set(stored) and box.counters().get("evicted", 0) == 0
+    box._db.execute("PRAGMA max_page_count = 100000")  # room again
+    late = make_candidate()
+    assert box.put(late, 0.1) and late.sample_id in box.ids()
+    box.close()
+
+
 def test_the_last_evictions_are_kept_bounded(tmp_path, monkeypatch):
     monkeypatch.setattr(outbox_module, "EVICTIONS_KEPT", 5)
     box = SqliteOutbox(tmp_path / "o.db", 4 * 400)

@@ -35,3 +35,32 @@ def test_feedback_on_a_frame_seen_before_is_new_once_and_replaces_the_frame_in_t
     (queued,) = store.forward.lease(10, 1 << 20)
     assert queued.sample_id == frame.sample_id and queued.reasons == (FEEDBACK_WRONG,)
     store.close()
+
+
+def test_ids_seen_long_ago_are_forgotten_and_the_rest_kept(tmp_path):
+    import time
+
+    store = RelayStore(tmp_path / "relay.sqlite", forward_quota=1 << 20)
+    old, recent = make_candidate(), make_candidate()
+    store.accept([old])
+    store.accept([recent])
+    # A week and a day on for `old`, a minute for `recent`.
+    assert store.prune_seen(7 * 86400, now=time.time() + 60) == 0
+    store._db.execute("UPDATE seen SET at = at - 8 * 86400 WHERE sample_id = ?", (old.sample_id,))
+    assert store.prune_seen(7 * 86400, now=time.time() + 60) == 1 and store.seen_count() == 1
+    assert store.accept([recent]) == [] and store.accept([old]) == [old]  # forgotten: taken again (the hub dedups)
+    store.close()
+
+
+def test_a_relay_file_from_before_seen_times_opens_and_prunes_its_old_ids(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "relay.sqlite"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE seen (sample_id TEXT PRIMARY KEY)")
+        db.execute("INSERT INTO seen VALUES ('01ARZ3NDEKTSV4RRFFQ69G5FAV')")
+    store = RelayStore(path, forward_quota=1 << 20)
+    fresh = make_candidate()
+    store.accept([fresh])
+    assert store.prune_seen(86400) == 1 and store.seen_count() == 1  # the id of unknown age went
+    store.close()
