@@ -306,5 +306,16 @@ def test_every_toml_example_in_the_readme_loads():
     blocks = re.findall(r"```toml\n(.*?)```", readme, flags=re.S)
     assert blocks
     for block in blocks:
+        if block.lstrip().startswith("# hub-policy.toml"):  # the hub's policy file, read by hub serve --policy
+            import tomllib
+
+            from edgeloop.hub.training.policy import PolicyConfig, load_policy
+
+            path = Path(__import__("tempfile").mkdtemp()) / "hub-policy.toml"
+            path.write_text(block)
+            policy = load_policy(path)
+            assert isinstance(policy, PolicyConfig) and policy.on
+            assert set(tomllib.loads(block)["policy"]) <= set(vars(policy)), block
+            continue
         cfg = config.loads(block)
         assert cfg.sampling.signals, block
