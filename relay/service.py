@@ -27,6 +27,7 @@ from edgeloop.shared.config import SamplingConfig
 from edgeloop.shared.errors import EdgeloopError, ProtocolError, StorageError
 from edgeloop.shared.hubclient import hub_ssl_context
 from edgeloop.shared.mqtt import Connection
+from edgeloop.shared.pacing import Pace
 from edgeloop.shared.protocol import (MAX_ITEMS, Campaign, CampaignSet, Candidate, DesiredModel, DeviceState,
                                       SampleBatch, ShadowModel, check_id, decode, encode)
 from edgeloop.shared.sampling import Observation, WindowedSelector, score
@@ -40,6 +41,7 @@ from .store import RelayStore
 log = logging.getLogger("edgeloop.relay")
 BATCH_BYTES = 4 << 20  # the most a batch to the hub carries (fewer after an untyped 413)
 STORAGE_RETRY_S = 2.0  # how often messages the disk refused are tried again
+TIMED_OUT = "timed out"
 HOUSEKEEPING_S = 3600.0
 
 
@@ -82,6 +84,8 @@ class Relay:
         self.storage_failed = False
         self._unstored: collections.deque = collections.deque()  # messages the disk refused, oldest first
         self._unsettled: collections.deque = collections.deque()  # (kept, dropped, window) it could not queue
+        # Batches to the hub sized to the measured link (a site on a slow uplink), timeouts to match.
+        self.pace = Pace(max_bytes=BATCH_BYTES, start_bytes=256 << 10, min_timeout_s=30.0)
         self.devices: dict[str, DeviceState] = {}
         self.desired: DesiredModel | None = None  # the site's default
         self.desired_devices: dict[str, DesiredModel] = {}  # devices a rollout treats differently
@@ -296,17 +300,22 @@ class Relay:
         backoff = 0.5
         limit_items, limit_bytes = self.s.batch_items, BATCH_BYTES  # smaller after a proxy's 413
         while True:
-            batch = await asyncio.to_thread(self.store.forward.lease, limit_items, limit_bytes)
+            batch = await asyncio.to_thread(self.store.forward.lease, limit_items,
+                                            min(limit_bytes, self.pace.batch_bytes()))
             if not batch:
                 await asyncio.sleep(0.25)
                 continue
+            t0 = time.monotonic()
             status, ctype, text, reply, nbytes = await self._post(http, batch)
             verdict = answers.classify(status, ctype, text)
             if verdict == answers.OK:
+                self.pace.acked(nbytes, time.monotonic() - t0)
                 await self._settle_reply(batch, reply, nbytes)
                 backoff = 0.5
                 limit_items, limit_bytes = min(self.s.batch_items, limit_items * 2), min(BATCH_BYTES, limit_bytes * 2)
                 continue
+            if status == 0 and text == TIMED_OUT:  # a slow link: send less at once, and allow for it
+                self.pace.timed_out(nbytes, time.monotonic() - t0)
             if verdict == answers.REFUSED:
                 # The hub itself says these bytes are wrong; resending them won't help. Find the bad ones alone.
                 await self._post_one_by_one(http, batch, text)
@@ -346,8 +355,9 @@ class Relay:
         """POST candidates to the hub -> (status, content type, body text unless 200, JSON reply if 200,
         body bytes); status 0: unreachable, or a 200 that is not the hub's JSON."""
         body = encode(SampleBatch(source=self.s.relay_id, site=self.s.site, samples=tuple(batch)))
+        timeout = aiohttp.ClientTimeout(total=self.pace.timeout_s(len(body)))
         try:
-            async with http.post(f"{self.s.hub_url}/api/v1/samples", data=body,
+            async with http.post(f"{self.s.hub_url}/api/v1/samples", data=body, timeout=timeout,
                                  headers=self._auth({"Content-Type": "application/msgpack"})) as resp:
                 if resp.status == 200:
                     reply = await resp.json()  # ContentTypeError (a ClientError) for a proxy's HTML 200
@@ -355,7 +365,9 @@ class Relay:
                         raise ValueError(f"a 200 whose body is not the hub's reply: {str(reply)[:100]}")
                     return 200, resp.content_type, "", reply, len(body)
                 return resp.status, resp.content_type, await resp.text(), {}, len(body)
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+        except asyncio.TimeoutError:
+            return 0, "", TIMED_OUT, {}, len(body)
+        except (aiohttp.ClientError, ValueError) as exc:
             return 0, "", str(exc), {}, len(body)
 
     async def _settle_reply(self, batch: list[Candidate], reply: dict, nbytes: int) -> None:
