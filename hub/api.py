@@ -194,11 +194,9 @@ async def post_selection(request: web.Request) -> web.Response:
     dedup = body.get("dedup_threshold", selection.NEAR_DUPLICATE)
     if not isinstance(dedup, (int, float)) or isinstance(dedup, bool) or not 0.0 <= dedup < 1.0:
         raise _error(web.HTTPBadRequest, "dedup_threshold: expected a cosine distance in [0, 1)")
-    pool = await asyncio.to_thread(store.samples_with_status, "new")
-    labeled = await asyncio.to_thread(store.labeled_embeddings)
-    chosen = await asyncio.to_thread(selection.select_for_labeling, pool, budget, strategy, 0, labeled, float(dedup))
+    chosen, pool = await asyncio.to_thread(selection.select_in, store, budget, strategy, float(dedup))
     await asyncio.to_thread(store.mark_queued, chosen)
-    return web.json_response({"selected": list(chosen), "pool": len(pool)})
+    return web.json_response({"selected": list(chosen), "pool": pool})
 
 
 async def post_campaign(request: web.Request) -> web.Response:

@@ -6,7 +6,10 @@ Strategies:
 - `coreset`: greedy k-center on embeddings, away from what is already labeled (pure diversity);
 - `hybrid`: k-center weighted by uncertainty, balanced over predicted classes, without near
   duplicates of each other or of labeled samples (in the spirit of BADGE / weighted k-center).
-Audit samples never enter this pool: the hub queues them on their own.
+Audit samples never enter this pool: the hub queues them on their own. Embeddings are compared only
+within one model version (each model has an embedding space of its own): the pool's majority
+version's, against what was labeled under that version; samples of other versions are ranked by
+their uncertainty alone.
 """
 
 from __future__ import annotations
@@ -40,16 +43,38 @@ class _Item:
     detections: np.ndarray | None = None  # a detector's boxes: uncertainty and class balance read them
 
 
+def embedding_version(pool: list[dict]) -> str | None:
+    """The model version whose embeddings the pool's diversity is measured in: the one most of the
+    pool's embeddings come from (ties: the later version string), None when no sample has one."""
+    counts: dict[str, int] = {}
+    for row in pool:
+        if row.get("embedding") is not None:
+            counts[row.get("model_version") or ""] = counts.get(row.get("model_version") or "", 0) + 1
+    return max(counts, key=lambda v: (counts[v], v)) if counts else None
+
+
+def select_in(store, budget: int, strategy: str, dedup_threshold: float = NEAR_DUPLICATE) -> tuple[dict[str, float], int]:
+    """Select from a HubStore's new samples, embeddings compared within one model version -> (chosen, pool size).
+    The callers' one read of the store; the choosing is select_for_labeling's."""
+    pool = store.samples_with_status("new")
+    version = embedding_version(pool)
+    labeled = store.labeled_embeddings(version) if version is not None else None
+    return select_for_labeling(pool, budget, strategy, 0, labeled, dedup_threshold, embedding_version=version), len(pool)
+
+
 def select_for_labeling(pool: list[dict], budget: int, strategy: str = "uncertainty", seed: int = 0,
                         labeled_embeddings: np.ndarray | None = None,
-                        dedup_threshold: float = NEAR_DUPLICATE) -> dict[str, float]:
+                        dedup_threshold: float = NEAR_DUPLICATE, embedding_version: str | None = None
+                        ) -> dict[str, float]:
     """pool: rows with sample_id, probs (C,), embedding (D,) | None, captured_at, and for a detector's
     samples detections (K, 6) (uncertainty from the box scores, classes balanced over the boxes).
 
     -> {sample_id: priority} for at most `budget` of them (higher priority = label first).
     labeled_embeddings (M, D): what is already labeled, for the diversity strategies. dedup_threshold:
     hybrid's near-duplicate distance (a fixed camera's frames are all close: a detector's embedding is
-    mostly its background, so its near duplicates are closer than a classifier's).
+    mostly its background, so its near duplicates are closer than a classifier's). embedding_version:
+    when given, only that model version's embeddings take part (labeled_embeddings must be of it too);
+    the rest are treated as samples without one.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r} (known: {', '.join(STRATEGIES)})")
@@ -67,6 +92,8 @@ def select_for_labeling(pool: list[dict], budget: int, strategy: str = "uncertai
             if strategy == "hybrid" and det is not None:
                 value = max(value, SILENT_FLOOR)
         emb = row.get("embedding")
+        if embedding_version is not None and (row.get("model_version") or "") != embedding_version:
+            emb = None  # another model's embedding space: no distance to this one's means anything
         items.append(_Item(row["sample_id"], value, row["captured_at"],
                            None if emb is None else np.asarray(emb, np.float32), int(np.argmax(row["probs"])),
                            detections=det))

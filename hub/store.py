@@ -300,9 +300,12 @@ class HubStore:
             "AS newest ORDER BY captured_at", [limit])
         return [{**r, "tags": json.loads(r["tags"])} for r in rows]
 
-    def labeled_embeddings(self) -> np.ndarray | None:
-        """(M, D) float32 embeddings of the labeled samples that have one, or None."""
-        rows = self._query("SELECT s.embedding FROM labels l JOIN samples s USING (sample_id) WHERE s.embedding IS NOT NULL")
+    def labeled_embeddings(self, model_version: str | None = None) -> np.ndarray | None:
+        """(M, D) float32 embeddings of the labeled samples that have one (made by model_version, when
+        given: each model's embeddings are its own space), or None."""
+        where, params = ("AND s.model_version = ?", [model_version]) if model_version is not None else ("", [])
+        rows = self._query("SELECT s.embedding FROM labels l JOIN samples s USING (sample_id) "
+                           f"WHERE s.embedding IS NOT NULL {where}", params)
         embs = [np.frombuffer(r["embedding"], "<f2") for r in rows]
         if not embs:
             return None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +21,11 @@ TESTS = Path(__file__).resolve().parent
 def venv(tmp_path_factory):
     """A venv that sees this machine's dependencies (no downloads) but holds its own edgeloop, from a wheel."""
     tmp = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation", "-q",
+    # Built from a copy: setuptools writes build/ beside the sources, which must stay the checkout's own.
+    src = tmp / "src"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".git", "runs", "build", "dist", "*.egg-info",
+                                                             ".pytest_cache", ".hypothesis", "__pycache__"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "--no-build-isolation", "-q",
                     "-w", str(tmp / "dist")], check=True, capture_output=True, timeout=300)
     (wheel,) = (tmp / "dist").glob("edgeloop-*.whl")
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(tmp / "venv")], check=True, timeout=120)

@@ -134,13 +134,11 @@ class Policy:
             self._maybe_train(now)
 
     def _select(self, now: float) -> None:
-        pool = self.store.samples_with_status("new")
-        chosen = selection.select_for_labeling(pool, self.config.select_budget, self.config.select_strategy, 0,
-                                               self.store.labeled_embeddings())
+        chosen, pool = selection.select_in(self.store, self.config.select_budget, self.config.select_strategy)
         self.store.mark_queued(chosen)
         self._set("policy.last_select_at", now)
         if chosen:
-            self._did("selection", "/api/v1/selection", f"queued {len(chosen)} of {len(pool)} for labeling")
+            self._did("selection", "/api/v1/selection", f"queued {len(chosen)} of {pool} for labeling")
 
     def _maybe_train(self, now: float) -> None:
         labels = self.store.counts()["labels"]
