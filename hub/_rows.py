@@ -6,6 +6,12 @@ import json
 
 import numpy as np
 
+from edgeloop.shared.images import image_size
+from edgeloop.shared.sampling.policy import AUDIT, FEEDBACK_WRONG
+
+AUDIT_PRIORITY = -1.0  # in the label queue, after everything selected
+FEEDBACK_PRIORITY = 1e6  # a prediction the application flagged wrong: first in the label queue
+
 ADDED_COLUMNS = (("samples", "detections", "bytes"), ("samples", "width", "int"), ("samples", "height", "int"),
                   ("labels", "boxes", "text"))
 
@@ -89,3 +95,26 @@ def decode_row(r: dict) -> dict:
     det = r.get("detections")
     r["detections"] = None if det is None else np.frombuffer(det, "<f4").reshape(-1, 6)
     return r
+
+
+def sample_row(c, site: str, relay_id: str, status: str, now: float) -> dict:
+    """A Candidate as it arrives -> its `samples` row (arrays as little-endian bytes, JSON as text)."""
+    audit, wrong = AUDIT in c.reasons, FEEDBACK_WRONG in c.reasons
+    width, height = image_size(c.image)
+    return {
+        "sample_id": c.sample_id, "device_id": c.device_id, "camera_id": c.camera_id, "site": site,
+        "relay_id": relay_id, "captured_at": c.captured_at, "received_at": now,
+        "model_version": c.model_version, "predicted": c.predicted, "confidence": c.confidence,
+        "value": c.value, "reasons": json.dumps(list(c.reasons)), "tags": json.dumps(c.tags),
+        "scores": json.dumps(c.scores), "probs": np.asarray(c.probs, "<f4").tobytes(),
+        "embedding": None if c.embedding is None else np.asarray(c.embedding, "<f2").tobytes(),
+        "image_sha256": c.image_sha256, "image_bytes": len(c.image),
+        # Audit samples queue for labeling on arrival, after the selected ones, and never enter the
+        # selection pool: they are the unbiased slice. A frame the application flagged wrong queues first.
+        "status": "queued" if status == "new" and (audit or wrong) else status,
+        "selected_at": None,
+        "priority": AUDIT_PRIORITY if audit else FEEDBACK_PRIORITY if wrong else None,
+        "audit": int(audit),
+        "detections": None if c.detections is None else np.asarray(c.detections, "<f4").tobytes(),
+        "width": width, "height": height,
+    }

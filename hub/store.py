@@ -31,14 +31,12 @@ import numpy as np
 
 from edgeloop.shared.images import image_size
 from edgeloop.shared.protocol import Candidate
-from edgeloop.shared.sampling.policy import AUDIT, FEEDBACK_WRONG, is_feedback
+from edgeloop.shared.sampling.policy import FEEDBACK_WRONG, is_feedback
 
 from ._engines import open_engine
-from ._rows import ADDED_COLUMNS, SCHEMA, WITH_LABEL, decode_boxes, decode_row
+from ._rows import ADDED_COLUMNS, FEEDBACK_PRIORITY, SCHEMA, WITH_LABEL, decode_boxes, decode_row, sample_row
 from .blobs import BlobStore
 
-AUDIT_PRIORITY = -1.0  # in the label queue, after everything selected
-FEEDBACK_PRIORITY = 1e6  # a prediction the application flagged wrong: first in the label queue
 
 
 class HubStore:
@@ -103,29 +101,7 @@ class HubStore:
         for c in cands:  # blobs first: a row never points at a missing image
             self.blobs.put(c.image)
         now = time.time()
-        rows = []
-        for c in cands:
-            audit, wrong = AUDIT in c.reasons, FEEDBACK_WRONG in c.reasons
-            width, height = image_size(c.image)
-            row = {
-                "sample_id": c.sample_id, "device_id": c.device_id, "camera_id": c.camera_id, "site": site,
-                "relay_id": relay_id, "captured_at": c.captured_at, "received_at": now,
-                "model_version": c.model_version, "predicted": c.predicted, "confidence": c.confidence,
-                "value": c.value, "reasons": json.dumps(list(c.reasons)), "tags": json.dumps(c.tags),
-                "scores": json.dumps(c.scores), "probs": np.asarray(c.probs, "<f4").tobytes(),
-                "embedding": None if c.embedding is None else np.asarray(c.embedding, "<f2").tobytes(),
-                "image_sha256": c.image_sha256, "image_bytes": len(c.image),
-                # Audit samples queue for labeling on arrival, after the selected ones, and never
-                # enter the selection pool: they are the unbiased slice. A frame the application
-                # flagged wrong queues first.
-                "status": "queued" if status == "new" and (audit or wrong) else status,
-                "selected_at": None,
-                "priority": AUDIT_PRIORITY if audit else FEEDBACK_PRIORITY if wrong else None,
-                "audit": int(audit),
-                "detections": None if c.detections is None else np.asarray(c.detections, "<f4").tobytes(),
-                "width": width, "height": height,
-            }
-            rows.append(row)
+        rows = [sample_row(c, site, relay_id, status, now) for c in cands]
         # Ids in sorted order: two hubs inserting overlapping batches take the row locks in the same
         # order, so they wait for each other instead of deadlocking. ON CONFLICT DO NOTHING waits for
         # a concurrent insert of the same id to commit, then changes nothing: one of them stores it.

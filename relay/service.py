@@ -27,21 +27,18 @@ from edgeloop.shared.config import SamplingConfig
 from edgeloop.shared.errors import EdgeloopError, ProtocolError, StorageError
 from edgeloop.shared.hubclient import hub_ssl_context
 from edgeloop.shared.mqtt import Connection
-from edgeloop.shared.pacing import Pace
 from edgeloop.shared.protocol import (MAX_ITEMS, Campaign, CampaignSet, Candidate, DesiredModel, DeviceState,
                                       SampleBatch, ShadowModel, check_id, decode, encode)
 from edgeloop.shared.sampling import Observation, WindowedSelector, score
 from edgeloop.shared.sampling.policy import (AUDIT, campaign_of, is_feedback, outside_budgets, priority_bonus,
                                              window_picker)
 
-from . import answers
 from .cache import ModelCache
+from .forwarder import HubForwarder
 from .store import RelayStore
 
 log = logging.getLogger("edgeloop.relay")
-BATCH_BYTES = 4 << 20  # the most a batch to the hub carries (fewer after an untyped 413)
 STORAGE_RETRY_S = 2.0  # how often messages the disk refused are tried again
-TIMED_OUT = "timed out"
 HOUSEKEEPING_S = 3600.0
 
 
@@ -84,8 +81,6 @@ class Relay:
         self.storage_failed = False
         self._unstored: collections.deque = collections.deque()  # messages the disk refused, oldest first
         self._unsettled: collections.deque = collections.deque()  # (kept, dropped, window) it could not queue
-        # Batches to the hub sized to the measured link (a site on a slow uplink), timeouts to match.
-        self.pace = Pace(max_bytes=BATCH_BYTES, start_bytes=256 << 10, min_timeout_s=30.0)
         self.devices: dict[str, DeviceState] = {}
         self.desired: DesiredModel | None = None  # the site's default
         self.desired_devices: dict[str, DesiredModel] = {}  # devices a rollout treats differently
@@ -94,7 +89,9 @@ class Relay:
         self.cache = ModelCache(s.data_dir / "models", s.model_cache_bytes)
         self.counts = {"received": 0, "duplicates": 0, "rejected": 0, "kept": 0, "dropped": 0, "forwarded": 0,
                        "bytes_in": 0, "bytes_to_hub": 0, "model_bytes_in": 0, "model_bytes_out": 0,
-                       "refused_by_hub": 0, "hub_retries": 0, "forward_refused": 0, "storage_errors": 0, "audit": 0, "feedback": 0, "campaign": 0}
+                       "refused_by_hub": 0, "hub_retries": 0, "forward_refused": 0, "storage_errors": 0,
+                       "audit": 0, "feedback": 0, "campaign": 0}
+        self.to_hub = HubForwarder(s, self.store, self.counts)
         self.campaigns: dict[str, Campaign] = {}
         self.campaign_used: dict[str, int] = {}
         self.url = ""
@@ -295,94 +292,6 @@ class Relay:
             log.info("window closed: kept %d, dropped %d", len(kept), len(dropped))
         return True
 
-    # -- store and forward -------------------------------------------------------------------
-    async def forwarder(self, http: aiohttp.ClientSession) -> None:
-        backoff = 0.5
-        limit_items, limit_bytes = self.s.batch_items, BATCH_BYTES  # smaller after a proxy's 413
-        while True:
-            batch = await asyncio.to_thread(self.store.forward.lease, limit_items,
-                                            min(limit_bytes, self.pace.batch_bytes()))
-            if not batch:
-                await asyncio.sleep(0.25)
-                continue
-            t0 = time.monotonic()
-            status, ctype, text, reply, nbytes = await self._post(http, batch)
-            verdict = answers.classify(status, ctype, text)
-            if verdict == answers.OK:
-                self.pace.acked(nbytes, time.monotonic() - t0)
-                await self._settle_reply(batch, reply, nbytes)
-                backoff = 0.5
-                limit_items, limit_bytes = min(self.s.batch_items, limit_items * 2), min(BATCH_BYTES, limit_bytes * 2)
-                continue
-            if status == 0 and text == TIMED_OUT:  # a slow link: send less at once, and allow for it
-                self.pace.timed_out(nbytes, time.monotonic() - t0)
-            if verdict == answers.REFUSED:
-                # The hub itself says these bytes are wrong; resending them won't help. Find the bad ones alone.
-                await self._post_one_by_one(http, batch, text)
-                continue
-            await asyncio.to_thread(self.store.forward.release, [c.sample_id for c in batch])
-            if verdict == answers.SPLIT and len(batch) > 1:
-                limit_items, limit_bytes = max(1, len(batch) // 2), max(1, nbytes // 2)
-                log.warning("413 from %s (not the hub's own): sending at most %d samples, %d bytes a batch",
-                            ctype or "a peer", limit_items, limit_bytes)
-                continue
-            self.counts["hub_retries"] += 1
-            log.warning("hub %s; %d samples wait, retry in %.1fs", answers.describe(status, ctype, text), len(batch),
-                        backoff)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 30)
-
-    async def _post_one_by_one(self, http: aiohttp.ClientSession, batch: list[Candidate], why: str) -> None:
-        log.warning("hub refused a batch of %d (%s); sending one by one", len(batch), why[:200])
-        for c in batch:
-            status, ctype, text, reply, nbytes = await self._post(http, [c])
-            verdict = answers.classify(status, ctype, text)
-            if verdict == answers.OK:
-                await self._settle_reply([c], reply, nbytes)
-            elif verdict == answers.REFUSED:
-                await self._dead_letter({c.sample_id: text[:500]}, [c])
-            else:
-                await asyncio.to_thread(self.store.forward.release, [c.sample_id])
-
-    async def _dead_letter(self, refused: dict[str, str], batch: list[Candidate]) -> None:
-        n = await asyncio.to_thread(self.store.dead_letter, refused, batch)
-        self.counts["refused_by_hub"] += n
-        for sid, reason in refused.items():
-            log.error("hub refused sample %s: %s; kept in the dead letters (edgeloop relay dead-letters)", sid,
-                      reason[:300])
-
-    async def _post(self, http: aiohttp.ClientSession, batch: list[Candidate]) -> tuple[int, str, str, dict, int]:
-        """POST candidates to the hub -> (status, content type, body text unless 200, JSON reply if 200,
-        body bytes); status 0: unreachable, or a 200 that is not the hub's JSON."""
-        body = encode(SampleBatch(source=self.s.relay_id, site=self.s.site, samples=tuple(batch)))
-        timeout = aiohttp.ClientTimeout(total=self.pace.timeout_s(len(body)))
-        try:
-            async with http.post(f"{self.s.hub_url}/api/v1/samples", data=body, timeout=timeout,
-                                 headers=self._auth({"Content-Type": "application/msgpack"})) as resp:
-                if resp.status == 200:
-                    reply = await resp.json()  # ContentTypeError (a ClientError) for a proxy's HTML 200
-                    if not isinstance(reply, dict):
-                        raise ValueError(f"a 200 whose body is not the hub's reply: {str(reply)[:100]}")
-                    return 200, resp.content_type, "", reply, len(body)
-                return resp.status, resp.content_type, await resp.text(), {}, len(body)
-        except asyncio.TimeoutError:
-            return 0, "", TIMED_OUT, {}, len(body)
-        except (aiohttp.ClientError, ValueError) as exc:
-            return 0, "", str(exc), {}, len(body)
-
-    async def _settle_reply(self, batch: list[Candidate], reply: dict, nbytes: int) -> None:
-        # Delete only what the hub confirms it holds (stored now or before); the samples it refused
-        # go to the dead letters; lease the rest again.
-        confirmed = set(reply.get("stored", [])) | set(reply.get("duplicates", []))
-        refused = {sid: why for sid, why in answers.refused_samples(reply).items() if sid not in confirmed}
-        if refused:
-            await self._dead_letter(refused, batch)
-        ids = [c.sample_id for c in batch]
-        await asyncio.to_thread(self.store.forward.ack, [i for i in ids if i in confirmed])
-        await asyncio.to_thread(self.store.forward.release, [i for i in ids if i not in confirmed and i not in refused])
-        self.counts["forwarded"] += len(confirmed)
-        self.counts["bytes_to_hub"] += nbytes
-
     # -- model cache -------------------------------------------------------------------------
     async def model_poller(self, http: aiohttp.ClientSession) -> None:
         while True:
@@ -502,7 +411,7 @@ async def serve(s: RelaySettings, ready_file: Path | None, stop: asyncio.Event) 
     connector = aiohttp.TCPConnector(ssl=hub_ssl_context() or True)
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30), connector=connector) as http:
         tasks = [asyncio.create_task(_forever(name, loop)) for name, loop in (
-            ("windows", relay.windows), ("forwarder", lambda: relay.forwarder(http)),
+            ("windows", relay.windows), ("forwarder", lambda: relay.to_hub.run(http)),
             ("storage retry", relay.storage_retry), ("housekeeping", relay.housekeeping),
             ("model poller", lambda: relay.model_poller(http)))]
         if ready_file:

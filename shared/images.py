@@ -36,30 +36,24 @@ def check_image(data: bytes) -> tuple[int, int]:
     """-> (height, width) of JPEG/PNG bytes that decode, or ImageError. Cheaper than decode_image: the
     pixels are decoded at an eighth of the size, in grey, and thrown away (the hub checks every image
     it is sent, so that nothing it stores breaks a training round later)."""
-    if not data:
-        raise ImageError("empty image")
-    height, width = claimed_size(data)
-    if height * width > MAX_PIXELS:
-        raise ImageError(f"image claims {height}x{width} pixels, more than the limit of {MAX_PIXELS}")
-    try:
-        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_REDUCED_GRAYSCALE_8)
-    except cv2.error as exc:
-        raise ImageError(f"{len(data)} bytes do not decode as an image ({exc.msg.strip()[:200]})") from exc
-    if img is None:
-        raise ImageError(f"{len(data)} bytes do not decode as an image")
-    return height, width
+    _decode(data, cv2.IMREAD_REDUCED_GRAYSCALE_8)
+    return claimed_size(data)
 
 
 def decode_image(data: bytes) -> np.ndarray:
     """JPEG/PNG bytes -> (H, W, 3) uint8 BGR, or ImageError: not JPEG or PNG, corrupt, or claiming more
     than MAX_PIXELS."""
+    return _decode(data, cv2.IMREAD_COLOR)
+
+
+def _decode(data: bytes, flags: int) -> np.ndarray:
     if not data:
         raise ImageError("empty image")
     height, width = claimed_size(data)
     if height * width > MAX_PIXELS:
         raise ImageError(f"image claims {height}x{width} pixels, more than the limit of {MAX_PIXELS}")
     try:
-        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     except cv2.error as exc:  # e.g. a header OpenCV refuses outright
         raise ImageError(f"{len(data)} bytes do not decode as an image ({exc.msg.strip()[:200]})") from exc
     if img is None:

@@ -246,19 +246,29 @@ def test_audit_candidates_pass_every_tier_outside_the_budgets_and_queue_as_their
         box.stop()
 
 
+def one_agent_with_its_api(tmp_path, **budgets) -> tuple[OneBox, str]:
+    """A one-box site (mosquitto, a relay, the hub) and one agent serving its local API, after its first
+    40 frames -> (box, the agent's API url). The caller stops the box."""
+    s = OneBoxSettings(out=tmp_path, agents=1, relays=1, broker="mosquitto", frames_per_round=40, seed_set=120,
+                       golden_per_condition=20, epochs=1, agent_api=True, **budgets)
+    box = OneBox(s)
+    try:
+        box.start_services()
+        api = box.start_agents()[0].wait_ready(timeout=60)["url"]
+        box.wait("the round", lambda: box.round_done("v0", 40), timeout=240)
+    except BaseException:
+        box.stop()
+        raise
+    return box, api
+
+
 def test_a_frame_flagged_by_the_application_reaches_the_hub_even_with_the_budget_spent(tmp_path):
     import json
     import urllib.request
 
-    s = OneBoxSettings(out=tmp_path, agents=1, relays=1, broker="mosquitto", frames_per_round=40,
-                       agent_per_hour=1, relay_per_hour_per_agent=1, seed_set=120, golden_per_condition=20,
-                       epochs=1, agent_api=True)  # budgets of ~0 per window: nothing gets through on merit
-    box = OneBox(s)
+    # Budgets of ~0 per window: nothing gets through on merit.
+    box, api = one_agent_with_its_api(tmp_path, agent_per_hour=1, relay_per_hour_per_agent=1)
     try:
-        box.start_services()
-        agent = box.start_agents()[0]
-        api = agent.wait_ready(timeout=60)["url"]
-        box.wait("the round", lambda: box.round_done("v0", 40), timeout=240)
         before = set(hub_ids(box))
         with urllib.request.urlopen(api + "/recent", timeout=10) as r:
             recent = json.load(r)
@@ -293,15 +303,8 @@ def test_feedback_on_a_frame_that_already_went_up_reaches_the_hub_and_heads_the_
     import json
     import urllib.request
 
-    s = OneBoxSettings(out=tmp_path, agents=1, relays=1, broker="mosquitto", frames_per_round=40,
-                       relay_per_hour_per_agent=None, seed_set=120, golden_per_condition=20, epochs=1,
-                       agent_api=True)  # generous budgets: most frames reach the hub on merit
-    box = OneBox(s)
+    box, api = one_agent_with_its_api(tmp_path, relay_per_hour_per_agent=None)  # most frames go up on merit
     try:
-        box.start_services()
-        agent = box.start_agents()[0]
-        api = agent.wait_ready(timeout=60)["url"]
-        box.wait("the round", lambda: box.round_done("v0", 40), timeout=240)
         with urllib.request.urlopen(api + "/recent", timeout=10) as r:
             recent = json.load(r)
         box.wait("frames at the hub", lambda: len(set(hub_ids(box)) & {r["sample_id"] for r in recent}) >= 3, 60)

@@ -80,6 +80,25 @@ class Outcome:
     log: list[str] = field(default_factory=list)  # the output's tail
     error: str | None = None  # why it could not run at all (a runner's own failure)
 
+    def take(self, line: str, tail: deque, on_progress: Callable[[dict], None] | None) -> None:
+        """One line of the trainer's output: a progress line updates the progress, any other is log."""
+        line = line.rstrip("\n")[:MAX_LINE]
+        progress = parse_progress(line)
+        if progress is None:
+            tail.append(line)
+            return
+        self.progress = progress
+        if on_progress is not None:
+            on_progress(progress)
+
+    def due_to_stop(self, t0: float, timeout_s: float, poll: Callable[[], bool] | None) -> bool:
+        """Past its timeout, or cancelled (poll() True): marks which and says so."""
+        if time.monotonic() - t0 > timeout_s:
+            self.timed_out = True
+        elif poll is not None and poll():
+            self.cancelled = True
+        return self.timed_out or self.cancelled
+
     @property
     def reason(self) -> str | None:
         """Why there is no model to judge, or None when the trainer exited 0."""
@@ -129,14 +148,7 @@ def run_trainer(trainer: str, data: Path, parent: Path, out: Path, *, epochs: in
 
     def read() -> None:
         for line in proc.stdout:
-            line = line.rstrip("\n")[:MAX_LINE]
-            progress = parse_progress(line)
-            if progress is None:
-                tail.append(line)
-                continue
-            outcome.progress = progress
-            if on_progress is not None:
-                on_progress(progress)
+            outcome.take(line, tail, on_progress)
 
     reader = threading.Thread(target=read, name="trainer-output", daemon=True)
     reader.start()
@@ -146,11 +158,7 @@ def run_trainer(trainer: str, data: Path, parent: Path, out: Path, *, epochs: in
             break
         except subprocess.TimeoutExpired:
             pass
-        if time.monotonic() - t0 > timeout_s:
-            outcome.timed_out = True
-        elif poll is not None and poll():
-            outcome.cancelled = True
-        if outcome.timed_out or outcome.cancelled:
+        if outcome.due_to_stop(t0, timeout_s, poll):
             _stop(proc)
             break
     reader.join(timeout=5)

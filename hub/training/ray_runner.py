@@ -18,7 +18,7 @@ import time
 from collections import deque
 from typing import Callable
 
-from .contract import LOG_LINES, MAX_LINE, Outcome, TrainerError, parse_progress
+from .contract import LOG_LINES, Outcome, TrainerError
 
 log = logging.getLogger("edgeloop.hub.training.ray")
 POLL_S = 1.0
@@ -71,14 +71,7 @@ def run_on_ray(address: str, argv: list[str], *, submission_id: str, timeout_s: 
             log.debug("ray job %s: log not readable yet: %s", job, exc)
             return
         for line in lines[seen:]:
-            line = line[:MAX_LINE]
-            progress = parse_progress(line)
-            if progress is None:
-                tail.append(line)
-            else:
-                outcome.progress = progress
-                if on_progress is not None:
-                    on_progress(progress)
+            outcome.take(line, tail, on_progress)
         seen = len(lines)
 
     status = None
@@ -90,11 +83,7 @@ def run_on_ray(address: str, argv: list[str], *, submission_id: str, timeout_s: 
         read_log()
         if status in done:
             break
-        if time.monotonic() - t0 > timeout_s:
-            outcome.timed_out = True
-        elif poll is not None and poll():
-            outcome.cancelled = True
-        if outcome.timed_out or outcome.cancelled:
+        if outcome.due_to_stop(t0, timeout_s, poll):
             _stop(client, job, done)
             break
         time.sleep(POLL_S)
