@@ -133,3 +133,64 @@ def test_a_job_cannot_be_lost_to_a_hub_killed_mid_job(project):
         assert after["state"] == "failed" and "stopped mid-job" in after["error"], after
     finally:
         again.stop()
+
+
+def test_the_teams_project_labels_its_three_classes_trains_with_its_trainer_and_rolls_out_to_an_agent(hub, project):
+    """The whole of it for a project whose v0 is a bare Ultralytics-style ONNX: the page and the API offer
+    exactly its classes and refuse another by name; the team's trainer makes a child the hub judges;
+    a rollout takes it to a real agent behind a relay and mosquitto."""
+    import json
+    import urllib.request
+
+    from edgeloop.broker import free_port
+    from edgeloop.procs import mosquitto_service, wait_port
+    from factories import HUB_TOKEN as TOKEN
+    from test_relay_share import get
+
+    req = urllib.request.Request(hub + "/label", headers={"Authorization": f"Bearer {TOKEN}"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        page = resp.read().decode()
+    assert f"data-labels='{json.dumps(list(CLASSES))}'" in page
+    sid = jcall(hub, "GET", "/api/v1/labels?source=seed")[1]["labels"][0]["sample_id"]
+    status, reply = jcall(hub, "POST", "/api/v1/labels", {"boxes": {sid: [{"class": "truck", "xyxy": [1, 1, 9, 9]}]}})
+    assert status == 400 and "'truck' is not one of the project's classes (car, van, person)" in reply["error"], reply
+
+    root, logs = project["root"], project["root"] / "logs"
+    port = free_port()
+    services = [mosquitto_service(port, root / "site-mosquitto", logs).start()]
+    try:
+        wait_port(port)
+        broker = f"mqtt://127.0.0.1:{port}"
+        relay = Service.edgeloop("site-relay", ["relay", "run", "--id", "relay-0", "--site", "site-0", "--broker", broker,
+                                                "--hub", hub, "--token", TOKEN, "--data", str(root / "site-relay"),
+                                                "--poll", "0.5"], logs, ready=True).start()
+        services.append(relay)
+        relay_url = relay.wait_ready(timeout=60)["url"]
+        services.append(Service.edgeloop("site-agent", [
+            "agent", "run", "--device", "dev-0", "--site", "site-0", "--broker", broker, "--source",
+            "scenes:cam-000?fps=2", "--max-fps", "2", "--data", str(root / "site-agent"), "--pubkey",
+            str(project["data"] / "keys" / "hub.pub"), "--state-interval", "0.5"], logs).start())
+        desired = jcall(hub, "GET", "/api/v1/desired")[1]["version"]
+
+        def on(version):
+            return lambda: (get(relay_url + "/status")["devices"].get("dev-0") or {}).get("model_version") == version
+
+        wait_job_until(on(desired), f"the agent on the fleet's {desired} (the bare ONNX, signed by the hub)")
+        job = train(hub, project, "good")
+        assert job["state"] == "succeeded", job
+        child, gate = job["result"]["version"], job["result"]["gate"]
+        assert gate["parent"] == desired and isinstance(gate["passed"], bool)  # judged by the hub, whatever it says
+        status, ro = jcall(hub, "POST", "/api/v1/rollouts", {"model": child, "stages": "full",
+                                                               "force": not gate["passed"]})
+        assert status == 201, ro
+        wait_job_until(on(child), f"the agent on {child}")
+    finally:
+        for svc in reversed(services):
+            svc.stop()
+
+
+def wait_job_until(cond, what, timeout=180):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.5)
