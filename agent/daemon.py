@@ -4,7 +4,7 @@ The frame loop lives here; it owns the parts that do the other jobs, each testab
     ModelSlot     (model_slot.py)  active / previous / shadow models, OTA reconciliation, local rollback
     Telemetry     (telemetry.py)   the retained state report and the numbers behind /metrics
     FeedbackDesk  (feedback.py)    the application's "that prediction was wrong" -> a candidate
-    Uplink        (uplink.py)      outbox -> broker, delete after PUBACK
+    Uplink        (uplink.py)      outbox -> broker, delete on the relay's receipt
 
 Threads: capture (read + preprocess ahead), the frame loop (infer, score, select), the uplink,
 paho's network loop (which hands `desired` messages to the OTA worker), the OTA worker, the reporter
@@ -26,7 +26,8 @@ from edgeloop.shared.config import SamplingConfig
 from edgeloop.shared.errors import ConfigError, EdgeloopError, ProtocolError
 from edgeloop.shared.mqtt import Connection
 from edgeloop.shared.outbox import SqliteOutbox
-from edgeloop.shared.protocol import Candidate, CampaignSet, DesiredModel, DeviceState, check_id, decode, encode
+from edgeloop.shared.protocol import (Candidate, CampaignSet, DesiredModel, DeviceState, Receipt, check_id, decode,
+                                      encode)
 from edgeloop.shared.runtime import ModelRuntime
 
 from .feedback import Feedback, FeedbackDesk, RecentFrames
@@ -121,7 +122,7 @@ class Agent:
             ca_file=s.ca_file,
             will=(st, encode(DeviceState(s.device_id, "offline"))), on_message=self._on_message,
             subscriptions=[(topics.desired(s.site, s.device_id), 1), (topics.campaigns(s.site), 1),
-                           (topics.feedback(s.site, s.device_id), 1)])
+                           (topics.feedback(s.site, s.device_id), 1), (topics.received(s.site, s.device_id), 1)])
         self.uplink = Uplink(self.conn, self.outbox, s.site, s.device_id)
         self.desk = FeedbackDesk(self.recent, self.outbox, s.site, s.device_id, self.uplink.wake)
         self.telemetry = Telemetry(self)
@@ -222,6 +223,12 @@ class Agent:
 
     # -- messages from the relay and the application --------------------------------------------
     def _on_message(self, client, userdata, msg) -> None:
+        if msg.topic.endswith("/received"):
+            try:
+                self.uplink.received(decode(msg.payload, Receipt))
+            except ProtocolError as exc:  # the samples stay queued: a later receipt, or a resend
+                log.warning("ignored a malformed receipt: %s", exc)
+            return
         if msg.topic.endswith("/campaigns"):
             try:
                 self.pipeline.sampler.campaigns_in = decode(msg.payload, CampaignSet)

@@ -38,7 +38,7 @@ from edgeloop.shared.protocol import MAX_IMAGE_BYTES, Candidate
 from edgeloop.shared.runtime import ModelRuntime, Prediction
 from edgeloop.shared.sampling import WindowedSelector
 from edgeloop.shared.sampling.campaigns import CampaignMatcher
-from edgeloop.shared.sampling.policy import (AUDIT, CAMPAIGN_PREFIX, PRIORITY, is_audit,
+from edgeloop.shared.sampling.policy import (AUDIT, CAMPAIGN_PREFIX, PRIORITY, is_audit, window_pool_limit,
                                              window_picker)
 from edgeloop.shared.sampling.signals import Observation, SignalContext, SignalState, score
 
@@ -109,22 +109,13 @@ class Pending:
         return self.pred.detections
 
 
-def pool_limit(sampling: SamplingConfig) -> int | None:
-    """How many candidates a window may hold: enough for its budget (more for the diverse picker)."""
-    per_window = sampling.budget.per_window
-    if not np.isfinite(per_window):
-        return None  # no count budget: everything is kept, windows are flushed as they close
-    k = int(per_window) + 1
-    return 2 * k + 4 if sampling.strategy == "top" else 8 * k + 16
-
-
 class FrameSampler:
     """First-stage sampling for one device: signals, audit and campaign bypasses, the windowed selector."""
 
     def __init__(self, sampling: SamplingConfig, device_id: str, site: str):
         self.sampling, self.device_id, self.site = sampling, device_id, site
         self.selector = WindowedSelector(sampling.budget, sampling.min_value, pick=window_picker(sampling),
-                                         pool_limit=pool_limit(sampling))
+                                         pool_limit=window_pool_limit(sampling))
         self.state = SignalState.for_signals(sampling.signals)
         self._context: tuple[str, SignalContext] | None = None  # per model version
         self.campaigns = CampaignMatcher()

@@ -45,7 +45,8 @@ class Telemetry:
             "reconnects": getattr(source, "reconnects", 0),
             "feedback_wrong": a.desk.counts["wrong"], "feedback_confirmed": a.desk.counts["confirmed"],
             "feedback_failed": a.desk.counts["failed"], "recent_frames": len(a.recent),
-            "bytes_sent": a.uplink.bytes_sent, "raw_bytes": p.raw_bytes,
+            "bytes_sent": a.uplink.bytes_sent, "raw_bytes": p.raw_bytes, "awaiting_receipt": a.uplink.awaiting,
+            "receipts": a.uplink.receipts, "resent": a.uplink.resent,
             "outbox_items": len(a.outbox), "outbox_bytes": a.outbox.used_bytes,
         }
         confidence = figures.mean_confidence if figures else None

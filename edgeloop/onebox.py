@@ -61,6 +61,7 @@ class OneBoxSettings:
     frames_per_round: int = 600
     agent_per_hour: float = 600  # a simulated camera runs at 1 frame per second of capture time
     relay_per_hour_per_agent: float | None = 300  # None: relays forward everything
+    relay_strategy: str = "diverse"  # or "top"
     seed: int = 0
     seed_set: int = 300
     golden_per_condition: int = 300
@@ -172,6 +173,8 @@ class OneBox:
         conf = self.s.out / "relay.toml"
         # unlimited: forward every candidate
         policy = {**RELAY_POLICY, "dedup_threshold": self.s.dedup_threshold} if per_hour is not None else {}
+        if self.s.relay_strategy == "top":  # by value alone (the chaos run replays its budget from journals)
+            policy = {}
         signals = RELAY_DETECT_SIGNALS if self.s.task == "detect" else RELAY_SIGNALS
         conf.write_text(sampling_toml(per_hour, signals, self.s.seed, **policy))
         svcs = []

@@ -114,6 +114,7 @@ def acl_rules(ident: Identity) -> list[tuple[str, str]]:
             ("write", topics.state(site, me)),  # also the last will: the broker checks it as a write
             ("readwrite", topics.feedback(site, me)),  # the application on the device flags predictions
             ("read", topics.desired(site, me)),
+            ("read", topics.received(site, me)),  # the relay's receipts: what the device may delete
             ("read", topics.campaigns(site)),
             ("read", f"{topics.ROOT}/{site}/models/#")]
 
@@ -148,6 +149,8 @@ def render_broker_conf(root: Path, port: int, tls_port: int | None, user: str, b
            "allow_anonymous false",
            f"password_file {root / PASSWD}",
            f"acl_file {root / ACL}",
+           "# No autosave_on_changes: mosquitto acknowledges before it saves, so no setting makes a",
+           "# PUBACK durable. Agents delete on the relay's receipt instead (it has them on disk).",
            "persistence true",
            f"persistence_location {data}/",
            "max_queued_messages 100000"]

@@ -2,6 +2,8 @@
 
     edgeloop agent run --source sim:cam-001 ...                     # the digits world, 1 frame a second
     edgeloop agent run --source 'scenes:cam-001?fps=5&size=320x240'  # the scenes world (detection)
+    edgeloop agent run --source 'sim:cam-001?clock=-3600' ...        # a camera whose clock is an hour behind
+    edgeloop agent run --source 'sim:cam-001?every=10' ...           # a frame every 10 s of capture time
 
 Tags carry the frame index (`frame`) so the simulated labeler can answer from the ground truth;
 a camera resumes at `start` (the agent's cursor), so a restarted agent does not replay frames.
@@ -16,47 +18,63 @@ from edgeloop.shared.errors import ConfigError
 from edgeloop.shared.frames import Paced, SourceFrame
 
 SCENES_OPTIONS = {"fps": float, "size": str, "day_seconds": float}
+CLOCK_OPTION = "clock"  # seconds the camera's clock is off (capture times say so; the frames do not change)
+EVERY_OPTION = "every"  # seconds of capture time between frames (default: the world's, 1 s)
 
 
 class WorldSource(Paced):
     """Frames `start`, `start + 1`, ... of one camera of a world, each a pure function of its index."""
 
-    def __init__(self, world, camera_id: str, start: int = 0, max_fps: float = 0.0):
+    def __init__(self, world, camera_id: str, start: int = 0, max_fps: float = 0.0, clock: float = 0.0,
+                 every: float | None = None):
         super().__init__(max_fps)
-        self.world, self.camera_id, self.position = world, camera_id, start
+        self.world, self.camera_id, self.position, self.clock_offset = world, camera_id, start, clock
+        if every is not None and every <= 0:
+            raise ConfigError(f"--source: every={every:g}: seconds between frames must be positive")
+        self.every = every
 
     def __iter__(self) -> Iterator[SourceFrame]:
         while not self.closed.is_set():
             self._pace()
             f = self.world.frame(self.camera_id, self.position)
             self.position += 1
-            yield SourceFrame(f.image, f.captured_at, self.camera_id, self.position - 1,
+            at = f.captured_at if self.every is None else self.world.epoch + (self.position - 1) * self.every
+            yield SourceFrame(f.image, at + self.clock_offset, self.camera_id, self.position - 1,
                               {**f.tags, "frame": str(self.position - 1)})
 
 
-def digits_source(args: str, seed: int = 0, start: int = 0, max_fps: float = 0.0) -> WorldSource:
-    """`sim:CAMERA`: a camera of the digits world (classification)."""
-    from .world import World
-
-    return WorldSource(World(seed=seed), args or "cam-000", start, max_fps)
-
-
-def scenes_source(args: str, seed: int = 0, start: int = 0, max_fps: float = 0.0) -> WorldSource:
-    """`scenes:CAMERA[?fps=5&size=320x240&day_seconds=600]`: a camera of the scenes world (detection)."""
-    from .scenes import ScenesWorld
-
+def _options(args: str, known: dict, kind: str) -> tuple[str, dict]:
+    """'CAMERA?key=value&...' -> (camera, {key: typed value}); ConfigError naming what is wrong."""
     camera, _, query = args.partition("?")
     options = {}
     for key, value in parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query)) if query else []:
-        if key not in SCENES_OPTIONS:
-            raise ConfigError(f"--source scenes:{args}: unknown option {key!r} (known: {', '.join(SCENES_OPTIONS)})")
+        if key not in known:
+            raise ConfigError(f"--source {kind}:{args}: unknown option {key!r} (known: {', '.join(known)})")
         try:
-            options[key] = SCENES_OPTIONS[key](value)
+            options[key] = known[key](value)
         except ValueError as exc:
-            raise ConfigError(f"--source scenes:{args}: {key}={value!r} is not a number") from exc
+            raise ConfigError(f"--source {kind}:{args}: {key}={value!r} is not a number") from exc
+    return camera or "cam-000", options
+
+
+def digits_source(args: str, seed: int = 0, start: int = 0, max_fps: float = 0.0) -> WorldSource:
+    """`sim:CAMERA[?clock=SECONDS&every=SECONDS]`: a camera of the digits world (classification)."""
+    from .world import World
+
+    camera, options = _options(args, {CLOCK_OPTION: float, EVERY_OPTION: float}, "sim")
+    return WorldSource(World(seed=seed), camera, start, max_fps, **options)
+
+
+def scenes_source(args: str, seed: int = 0, start: int = 0, max_fps: float = 0.0) -> WorldSource:
+    """`scenes:CAMERA[?fps=5&size=320x240&day_seconds=600&clock=SECONDS]`: a camera of the scenes world
+    (detection)."""
+    from .scenes import ScenesWorld
+
+    camera, options = _options(args, {**SCENES_OPTIONS, CLOCK_OPTION: float}, "scenes")
+    clock = options.pop(CLOCK_OPTION, 0.0)
     if "size" in options:
         options["size"] = parse_size(options["size"], f"--source scenes:{args}")
-    return WorldSource(ScenesWorld(seed=seed, **options), camera or "cam-000", start, max_fps)
+    return WorldSource(ScenesWorld(seed=seed, **options), camera, start, max_fps, clock)
 
 
 def parse_size(text: str, where: str) -> tuple[int, int]:

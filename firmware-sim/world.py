@@ -122,6 +122,8 @@ class Camera:
 class World:
     """The simulated world. All outputs are deterministic given `seed`."""
 
+    epoch = SIM_EPOCH  # when frame 0 of every camera is captured
+
     def __init__(self, seed: int = 0, frame_size: int = 64, holdout_fraction: float = 0.3,
                  drift: dict[str, tuple[str, int]] | None = None):
         """drift: {camera_id: (condition, start_index)}: that camera's night frames from

@@ -45,11 +45,18 @@ def relay() -> None:
                    "(audit and feedback last).")
 @click.option("--seen-days", default=7.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
               help="Days a sample id is remembered to drop duplicates (the hub drops them too).")
+@click.option("--lateness", "lateness_s", default=86400.0, show_default=True, type=click.FloatRange(min=0),
+              help="Seconds a closed selection window remembers what it kept: a backlog that arrives within "
+                   "them is budgeted with the share its capture time would have had live.")
+@click.option("--max-clock-ahead", "max_clock_ahead_s", default=600.0, show_default=True,
+              type=click.FloatRange(min=0),
+              help="Capture times further ahead of this relay's clock are corrected to the site's "
+                   "(reason clock:corrected); a device's wrong clock cannot close windows for the others.")
 @click.option("--share-group", default=None,
               help="Share the site with the other relays of this group: each candidate goes to one of them "
                    "(MQTT 5 shared subscription; needs mosquitto, not the embedded broker).")
 def run(relay_id, site, broker, hub_url, token, data_dir, config_path, host, port, public_url, password, ca_file,
-        ready_file, flush_idle, poll, forward_quota, seen_days, share_group):
+        ready_file, flush_idle, poll, forward_quota, seen_days, lateness_s, max_clock_ahead_s, share_group):
     """Aggregate a site's agents, keep the best under the budget, forward them to the hub.
 
     \b
@@ -67,7 +74,8 @@ def run(relay_id, site, broker, hub_url, token, data_dir, config_path, host, por
                       data_dir=data_dir, sampling=conf.sampling, host=host, port=port, flush_idle_s=flush_idle,
                       poll_s=poll, public_url=public_url, password=password, ca_file=ca_file,
                       share_group=share_group, forward_quota=cfg.parse_size(forward_quota, "--forward-quota"),
-                      seen_retention_s=seen_days * 86400)
+                      seen_retention_s=seen_days * 86400, lateness_s=lateness_s,
+                      max_clock_ahead_s=max_clock_ahead_s)
 
     async def main():
         stop = asyncio.Event()

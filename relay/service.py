@@ -28,10 +28,11 @@ from edgeloop.shared.errors import EdgeloopError, ProtocolError, StorageError
 from edgeloop.shared.hubclient import hub_ssl_context
 from edgeloop.shared.mqtt import Connection
 from edgeloop.shared.protocol import (MAX_ITEMS, Campaign, CampaignSet, Candidate, DesiredModel, DeviceState,
-                                      SampleBatch, ShadowModel, check_id, decode, encode)
+                                      Receipt, SampleBatch, ShadowModel, check_id, decode, encode)
 from edgeloop.shared.sampling import Observation, WindowedSelector, score
 from edgeloop.shared.sampling.policy import (AUDIT, campaign_of, is_feedback, outside_budgets, priority_bonus,
-                                             window_picker)
+                                             window_picker, window_pool_limit)
+from edgeloop.shared.sampling.watermarks import CLAIMED_AT, CLOCK_CORRECTED, Watermarks
 
 from .cache import ModelCache
 from .forwarder import HubForwarder
@@ -62,6 +63,11 @@ class RelaySettings:
     seen_retention_s: float = 7 * 86400.0  # how long an id is remembered for dedup (the hub dedups too)
     model_cache_bytes: int = 2 << 30
     batch_items: int = 128
+    # Event time: a window remembers what it kept this long, to judge a backlog's late candidates
+    # with the share the same time live would have had; a capture time further ahead of this
+    # relay's clock than max_clock_ahead_s is corrected (shared/sampling/watermarks.py).
+    lateness_s: float = 86400.0
+    max_clock_ahead_s: float = 600.0
     # Relays of one site with the same share group split its candidates between them (MQTT 5 shared
     # subscription, mosquitto only); each applies its own budget. Device states reach every relay.
     share_group: str | None = None
@@ -72,9 +78,12 @@ class Relay:
         self.s = s
         self.store = RelayStore(s.data_dir / "relay.sqlite", s.forward_quota)
         self.selector = WindowedSelector(s.sampling.budget, s.sampling.min_value, track_dropped=True,
-                                         pick=window_picker(s.sampling))
+                                         pick=window_picker(s.sampling), pool_limit=window_pool_limit(s.sampling),
+                                         lateness_s=s.lateness_s)
+        self.marks = Watermarks(s.max_clock_ahead_s, idle_s=max(300.0, 5 * s.sampling.budget.window_s))
         self._lock = threading.Lock()  # guards the selector between paho's thread and the loop
         self._last_arrival = 0.0
+        self._restore_windows()
         for c in self.store.pending():  # windows that were open when we stopped
             self.selector.offer(c)
         self.selector_refused: list[str] = []
@@ -90,7 +99,7 @@ class Relay:
         self.counts = {"received": 0, "duplicates": 0, "rejected": 0, "kept": 0, "dropped": 0, "forwarded": 0,
                        "bytes_in": 0, "bytes_to_hub": 0, "model_bytes_in": 0, "model_bytes_out": 0,
                        "refused_by_hub": 0, "hub_retries": 0, "forward_refused": 0, "storage_errors": 0,
-                       "audit": 0, "feedback": 0, "campaign": 0}
+                       "audit": 0, "feedback": 0, "campaign": 0, "clock_corrected": 0, "late_kept": 0}
         self.to_hub = HubForwarder(s, self.store, self.counts)
         self.campaigns: dict[str, Campaign] = {}
         self.campaign_used: dict[str, int] = {}
@@ -104,7 +113,16 @@ class Relay:
                                subscriptions=[(self._samples_filter(), 1),
                                               # Not shared: retained states are not sent on shared subscriptions.
                                               (topics.site_filter(s.site, "state"), 1)])
-        self._clock = float("-inf")  # newest capture time seen: closes windows under steady traffic
+
+    def _restore_windows(self) -> None:
+        """What the windows closed before a restart kept, from the journal: a backlog that arrives
+        after the restart is judged as it would have been without one."""
+        _, latest = self.store.windows_kept(float("inf"))
+        if latest is None:
+            return
+        kept, _ = self.store.windows_kept(latest - self.s.lateness_s)
+        self.selector.restore(kept, latest)
+        log.info("restored what %d closed window(s) kept, for late candidates", self.selector.remembered_windows)
 
     def _samples_filter(self) -> str:
         site_samples = topics.site_filter(self.s.site, "samples")
@@ -139,6 +157,8 @@ class Relay:
         """Hourly: forget sample ids seen longer ago than the retention, so the dedup table is bounded."""
         while True:
             n = await asyncio.to_thread(self.store.prune_seen, self.s.seen_retention_s)
+            with self._lock:
+                self.marks.forget_idle(time.time(), self.s.seen_retention_s)
             if n:
                 log.info("forgot %d sample ids seen more than %.0f days ago", n, self.s.seen_retention_s / 86400)
             await asyncio.sleep(HOUSEKEEPING_S)
@@ -179,7 +199,9 @@ class Relay:
             log.warning("refused a message on %s: %s", msg.topic, exc)
             return
         rescored = []
-        for c in batch.samples:
+        with self._lock:
+            admitted = [self._admit_time(c) for c in batch.samples]
+        for c in admitted:
             # Stateless here (candidates of many agents, out of capture order): interval, novelty and
             # every_nth score 0; the agent's own scores stay in c.scores.
             value, scores, reasons = score(Observation.from_candidate(c), self.s.sampling.signals,
@@ -190,6 +212,10 @@ class Relay:
             rescored.append(Candidate(**{**c.__dict__, "value": value, "reasons": merged_reasons,
                                          "scores": merged_scores}))
         new = self.store.accept(rescored)  # on disk before we ack
+        # The agent deletes on this receipt, not on the broker's PUBACK (agent/uplink.py). Duplicates
+        # are receipted too: it is the agent's copy of a send whose receipt was lost.
+        self.conn.publish(topics.received(self.s.site, device),
+                          encode(Receipt(self.s.relay_id, tuple(c.sample_id for c in batch.samples))), qos=1)
         # Outside the window budget, straight to the hub: audit and feedback always, campaigns within
         # their quota here; with their priority on the relay's own score, so that a full forward queue
         # evicts them last (the agent's value is not comparable across devices).
@@ -197,7 +223,7 @@ class Relay:
                   if outside_budgets(c.reasons) or self._campaign_quota_left(c)]
         if bypass:
             try:
-                self._count_refused(self.store.settle(bypass, []))
+                self._count_refused(self.store.settle(bypass, [], fate="bypassed"))
             except StorageError as exc:  # they are pending on disk already: queue them when the disk has room
                 log.error("could not queue %d candidates outside the budgets: %s; retrying", len(bypass), exc)
                 self.storage_failed = True
@@ -211,13 +237,26 @@ class Relay:
             for c in new:
                 if c.sample_id in bypassed:
                     continue
-                if not self.selector.offer(c):  # below min_value: never forwarded
+                if not self.selector.offer(c):  # below min_value, or the lowest of a full pool
                     self.selector_refused.append(c.sample_id)
-                self._clock = max(self._clock, c.captured_at)
             self._last_arrival = time.monotonic()
         self.counts["received"] += len(batch.samples)
         self.counts["duplicates"] += len(batch.samples) - len(new)
         self.counts["bytes_in"] += len(msg.payload)
+
+    def _admit_time(self, c: Candidate) -> Candidate:
+        """Advance the device's watermark; a capture time too far ahead of our clock is corrected."""
+        fixed = self.marks.admit(c.device_id, c.captured_at, time.time())
+        if fixed is None:
+            return c
+        if self.marks.corrected[c.device_id] == 1:
+            log.warning("%s's clock is %.0f s ahead of ours: its capture times are corrected to the site's "
+                        "(reason %s, its own in scores[%s])", c.device_id, c.captured_at - time.time(),
+                        CLOCK_CORRECTED, CLAIMED_AT)
+        self.counts["clock_corrected"] += 1
+        scores = dict(list({CLAIMED_AT: c.captured_at, **c.scores}.items())[:MAX_ITEMS])
+        reasons = tuple(dict.fromkeys((CLOCK_CORRECTED,) + c.reasons))[:MAX_ITEMS]
+        return dataclasses.replace(c, captured_at=fixed, scores=scores, reasons=reasons)
 
     def _count_refused(self, ids: list[str]) -> None:
         """The forward queue is at its quota (the hub has been away long): these were worth the least."""
@@ -265,10 +304,12 @@ class Relay:
                 if time.monotonic() - self._last_arrival >= self.s.flush_idle_s:
                     kept = self.selector.close_until(None)  # quiet: close everything open
                 else:
-                    # Steady traffic: close windows a full window behind the newest capture time.
-                    kept = self.selector.close_until(self._clock - self.s.sampling.budget.window_s)
+                    # Steady traffic: close windows a full window behind the site's watermark, and the
+                    # late panes of what arrived after its window closed.
+                    kept = self.selector.close_until(self.marks.site(time.time()) - self.s.sampling.budget.window_s)
                 dropped = [c.sample_id for c in self.selector.drain_dropped()] + self.selector_refused
                 self.selector_refused = []
+                self.counts["late_kept"] = self.selector.late_kept
                 if not kept and not dropped:
                     continue
             await self._settle(kept, dropped)
@@ -379,10 +420,12 @@ class Relay:
 
     async def status(self, request: web.Request) -> web.Response:
         with self._lock:
-            pending = self.selector.pending
+            pending, late_panes = self.selector.pending, len(self.selector.late_panes())
+            clocks = dict(self.marks.corrected)
         devices = dict(self.devices)  # paho's thread may add one meanwhile
         return web.json_response({
-            "relay_id": self.s.relay_id, "site": self.s.site, "pending": pending,
+            "relay_id": self.s.relay_id, "site": self.s.site, "pending": pending, "late_panes": late_panes,
+            "clock_corrected": clocks,
             "connected": self.conn.connected.is_set(), "share_group": self.s.share_group,
             "queued": await asyncio.to_thread(len, self.store.forward),
             "seen": await asyncio.to_thread(self.store.seen_count),

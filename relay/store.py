@@ -2,16 +2,23 @@
 the store-and-forward queue to the hub (a SqliteOutbox in the same file), and the dead letters: what
 the hub itself refused, kept for a person to read and replay (`edgeloop relay dead-letters`).
 
+The seen tables are also the relay's journal: each id's device, capture time, value and fate
+(NULL while pending; kept, dropped by the budget, refused by a full forward queue, dead-lettered),
+for as long as it is remembered. A budget's deliberate drop is told from a loss by reading it.
+
 Incoming candidates are written here before the MQTT callback returns, i.e. before the broker
 gets our PUBACK: once an agent deletes a candidate, the relay has it on disk.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 import time
 from pathlib import Path
+
+from dataclasses import dataclass
 
 import msgpack
 
@@ -29,18 +36,41 @@ CREATE TABLE IF NOT EXISTS dead_letters (sample_id TEXT PRIMARY KEY, payload BLO
 """
 
 
+JOURNAL_COLUMNS = (("at", "REAL"), ("device_id", "TEXT"), ("captured_at", "REAL"), ("value", "REAL"),
+                   ("nbytes", "INTEGER"), ("predicted", "INTEGER"), ("fate", "TEXT"))
+# kept by its window; past every budget (audit, feedback, a campaign); a budget's drop; a full forward
+# queue's, at once or later (evicted); the hub's refusal
+FATES = ("kept", "bypassed", "dropped", "refused", "evicted", "dead")
+
+
+@dataclass(frozen=True)
+class Journaled:
+    """What the journal holds of a candidate a window kept: enough for the selector to judge late
+    ones against it after a restart (WindowedSelector.restore)."""
+
+    sample_id: str
+    value: float
+    captured_at: float
+    nbytes: int
+    predicted: int
+    embedding: None = None
+    detections: None = None
+
+
 class RelayStore:
     def __init__(self, path: Path, forward_quota: int):
         path.parent.mkdir(parents=True, exist_ok=True)
         # A full disk raises rather than evicts: what a window kept stays pending until it has room.
-        self.forward = SqliteOutbox(path, forward_quota, evict_on_full_disk=False)
+        self.forward = SqliteOutbox(path, forward_quota, evict_on_full_disk=False, on_evict=self._evicted)
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
-        for table in ("seen", "seen_feedback"):  # since when an id was seen, for pruning (older files: NULL)
-            if "at" not in {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}:
-                self._db.execute(f"ALTER TABLE {table} ADD COLUMN at REAL")
+        for table in ("seen", "seen_feedback"):  # columns older files lack (NULL for their rows)
+            have = {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}
+            for col, kind in JOURNAL_COLUMNS:
+                if col not in have:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {col} {kind}")
         self._lock = threading.Lock()
 
     def accept(self, cands: list[Candidate]) -> list[Candidate]:
@@ -54,8 +84,10 @@ class RelayStore:
                 self._db.execute("BEGIN IMMEDIATE")
                 for c in cands:
                     seen = "seen_feedback" if is_feedback(c.reasons) else "seen"
-                    if self._db.execute(f"INSERT OR IGNORE INTO {seen} (sample_id, at) VALUES (?, ?)",
-                                        (c.sample_id, now)).rowcount:
+                    if self._db.execute(f"INSERT OR IGNORE INTO {seen} (sample_id, at, device_id, captured_at, value, "
+                                        "nbytes, predicted) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                        (c.sample_id, now, c.device_id, c.captured_at, float(c.value), c.nbytes,
+                                         c.predicted)).rowcount:
                         self._db.execute("INSERT OR REPLACE INTO pending (sample_id, payload) VALUES (?, ?)",
                                          (c.sample_id, msgpack.packb(c.to_wire(), use_bin_type=True)))
                         new.append(c)
@@ -71,19 +103,55 @@ class RelayStore:
             rows = self._db.execute("SELECT payload FROM pending").fetchall()
         return [Candidate.from_wire(msgpack.unpackb(p, raw=False)) for (p,) in rows]
 
-    def settle(self, kept: list[Candidate], dropped_ids: list[str]) -> list[str]:
+    def settle(self, kept: list[Candidate], dropped_ids: list[str], fate: str = "kept") -> list[str]:
         """A window closed: the kept go to the forward queue, the rest are done with.
         -> ids the full forward queue refused (worth less than everything queued): the caller counts them.
         StorageError (a full or failing disk): nothing is lost, they are all still pending; call again."""
         # Feedback replaces its frame if that is still queued (or sends it again after the frame's send).
         refused = [c.sample_id for c in kept if not self.forward.put(c, c.value, replace=is_feedback(c.reasons))]
+        out = set(refused)
+        fates = [("refused" if c.sample_id in out else fate, c.sample_id, is_feedback(c.reasons)) for c in kept]
         with self._lock:
             try:
+                self._db.execute("BEGIN IMMEDIATE")
                 self._db.executemany("DELETE FROM pending WHERE sample_id = ?",
                                      [(c.sample_id,) for c in kept] + [(s,) for s in dropped_ids])
+                self._set_fates(fates + [("dropped", s, False) for s in dropped_ids])
+                self._db.execute("COMMIT")
             except sqlite3.DatabaseError as exc:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise StorageError(f"relay store: {exc}") from exc
         return refused
+
+    def _evicted(self, ids: list[str]) -> None:
+        """The full forward queue gave these up for better ones (SqliteOutbox's on_evict)."""
+        with self._lock:
+            for table in ("seen", "seen_feedback"):
+                self._db.executemany(f"UPDATE {table} SET fate = 'evicted' WHERE sample_id = ? AND fate = 'kept'",
+                                     [(s,) for s in ids])
+
+    def _set_fates(self, fates: list[tuple[str, str, bool]]) -> None:
+        """(fate, sample_id, feedback?) -> the journal (lock held)."""
+        for table, fb in (("seen", False), ("seen_feedback", True)):
+            self._db.executemany(f"UPDATE {table} SET fate = ? WHERE sample_id = ?",
+                                 [(f, sid) for f, sid, is_fb in fates if is_fb == fb])
+
+    def windows_kept(self, since: float) -> tuple[list[Journaled], float | None]:
+        """-> (what windows kept, captured since `since`; the latest capture time of anything settled),
+        for a restarted relay to judge late candidates as it would have before (selectors.py)."""
+        with self._lock:
+            rows = self._db.execute("SELECT sample_id, value, captured_at, nbytes, predicted FROM seen WHERE "
+                                    "fate IN ('kept', 'refused', 'evicted', 'dead') AND captured_at >= ? AND "
+                                    "value IS NOT NULL AND predicted IS NOT NULL", (since,)).fetchall()
+            (latest,) = self._db.execute("SELECT MAX(captured_at) FROM seen WHERE fate IS NOT NULL AND "
+                                         "fate != 'bypassed'").fetchone()
+        return [Journaled(sid, v, t, n or 0, p) for sid, v, t, n, p in rows], latest
+
+    def journal(self) -> dict[str, str | None]:
+        """sample_id -> its fate here (None: pending), for every id remembered. Where a frame and its
+        feedback differ, the feedback's (it went up on its own)."""
+        return read_journal(self._db, self._lock)
 
     def prune_seen(self, older_than_s: float, now: float | None = None) -> int:
         """Forget ids seen more than older_than_s ago -> how many. The dedup table stays bounded; an id
@@ -103,6 +171,7 @@ class RelayStore:
         letters -> how many. Written there before they leave the queue: a crash between keeps both."""
         moving = [c for c in batch if c.sample_id in refused]
         with self._lock:
+            self._set_fates([("dead", c.sample_id, is_feedback(c.reasons)) for c in moving])
             self._db.executemany(
                 "INSERT OR REPLACE INTO dead_letters (sample_id, payload, value, reason, at) VALUES (?, ?, ?, ?, ?)",
                 [(c.sample_id, msgpack.packb(c.to_wire(), use_bin_type=True), float(c.value), refused[c.sample_id],
@@ -130,9 +199,34 @@ class RelayStore:
             if self.forward.put(c, value):
                 with self._lock:
                     self._db.execute("DELETE FROM dead_letters WHERE sample_id = ?", (sid,))
+                    self._set_fates([("kept", sid, is_feedback(c.reasons))])
                 n += 1
         return n
 
     def close(self) -> None:
         self._db.close()
         self.forward.close()
+
+
+def read_journal(db: sqlite3.Connection | Path, lock: threading.Lock | None = None) -> dict[str, str | None]:
+    """A relay's journal (RelayStore.journal), from its open database or, read-only, its file."""
+    conn = db if isinstance(db, sqlite3.Connection) else sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        with lock or contextlib.nullcontext():
+            out = dict(conn.execute("SELECT sample_id, fate FROM seen").fetchall())
+            for sid, fate in conn.execute("SELECT sample_id, fate FROM seen_feedback"):
+                out[sid] = fate if fate is not None else out.get(sid)
+        return out
+    finally:
+        if conn is not db:
+            conn.close()
+
+
+def journal_rows(path: Path) -> list[tuple]:
+    """(sample_id, device_id, captured_at, value, fate, at) of every frame a relay remembers, read-only
+    from its file (bench chaos measures a backlog's share with them)."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return conn.execute("SELECT sample_id, device_id, captured_at, value, fate, at FROM seen").fetchall()
+    finally:
+        conn.close()

@@ -72,6 +72,7 @@ class Connection:
             raise ConfigError(f"a CA file ({ca_file}) was given but the broker URL {url!r} is not TLS; "
                               f"use mqtts://{self.host}:8883")
         self.connected = threading.Event()
+        self.sessions = 0  # connections made so far: a new one may be with a broker that restarted
         self._stopping = False
         self._subs = list(subscriptions)
         self._connect_kw: dict = {}
@@ -138,6 +139,7 @@ class Connection:
         self._tls_failure = ""
         for topic, qos in self._subs:
             client.subscribe(topic, qos)
+        self.sessions += 1
         self.connected.set()
 
     def _on_connect_fail(self, client, userdata):

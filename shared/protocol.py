@@ -320,9 +320,31 @@ class CampaignSet:
         return cls(tuple(Campaign.from_wire(c, f"campaigns[{i}]") for i, c in enumerate(items)))
 
 
-Message = SampleBatch | DeviceState | DesiredModel | CampaignSet
-_TYPES: dict[str, type] = {t.TYPE: t for t in (SampleBatch, DeviceState, DesiredModel, CampaignSet)}
-M = TypeVar("M", SampleBatch, DeviceState, DesiredModel, CampaignSet)
+@dataclass(frozen=True)
+class Receipt:
+    """Relay -> agent on `edgeloop/{site}/{device}/received`: these samples are on the relay's disk.
+    The agent deletes a sample on this, not on the broker's PUBACK, which a power cut at the broker
+    can undo (mosquitto acknowledges before it saves)."""
+
+    TYPE = "received"
+    relay_id: str
+    sample_ids: tuple[str, ...]
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"relay_id": self.relay_id, "sample_ids": list(self.sample_ids)}
+
+    @classmethod
+    def from_wire(cls, m: dict) -> "Receipt":
+        ids = m.get("sample_ids")
+        if not isinstance(ids, list) or len(ids) > MAX_BATCH:
+            raise ProtocolError(f"received.sample_ids: expected a list of at most {MAX_BATCH}")
+        return cls(check_id(m.get("relay_id"), "received.relay_id"),
+                   tuple(_sample_id({"sample_id": s}, f"received[{i}]") for i, s in enumerate(ids)))
+
+
+Message = SampleBatch | DeviceState | DesiredModel | CampaignSet | Receipt
+_TYPES: dict[str, type] = {t.TYPE: t for t in (SampleBatch, DeviceState, DesiredModel, CampaignSet, Receipt)}
+M = TypeVar("M", SampleBatch, DeviceState, DesiredModel, CampaignSet, Receipt)
 
 
 def encode(msg: Message) -> bytes:

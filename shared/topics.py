@@ -13,6 +13,11 @@ def state(site: str, device: str) -> str:
     return f"{ROOT}/{site}/{device}/state"
 
 
+def received(site: str, device: str) -> str:
+    """Relay -> agent: receipts for the samples the relay has on disk (protocol.Receipt)."""
+    return f"{ROOT}/{site}/{device}/received"
+
+
 def desired(site: str, device: str) -> str:
     return f"{ROOT}/{site}/{device}/desired"
 

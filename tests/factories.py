@@ -19,10 +19,23 @@ import numpy as np
 
 from edgeloop.shared.ids import new_sample_id
 from edgeloop.shared.images import encode_jpeg
-from edgeloop.shared.protocol import Candidate
+from edgeloop.shared.protocol import Candidate, Receipt, SampleBatch, decode, encode
 
 # A small real JPEG (the hub decodes every image it is sent and refuses one that does not decode).
 FAKE_JPEG = encode_jpeg(np.full((8, 8, 3), 128, np.uint8))
+
+
+def receipting(received: list):
+    """on_message for a test's collector that stands in for the relay: it keeps each SampleBatch and
+    answers with the relay's receipt (agent/uplink.py), so the agent deletes what was delivered."""
+    def on_message(client, userdata, msg):
+        batch = decode(msg.payload, SampleBatch)
+        received.append(batch)
+        site, device = msg.topic.split("/")[1:3]
+        client.publish(f"edgeloop/{site}/{device}/received",
+                       encode(Receipt("collector", tuple(c.sample_id for c in batch.samples))), qos=1)
+
+    return on_message
 
 
 def make_candidate(value: float = 0.5, image_bytes: bytes = FAKE_JPEG, **overrides: Any) -> Candidate:

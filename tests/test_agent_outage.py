@@ -15,9 +15,9 @@ import pytest
 from edgeloop.broker import free_port
 from edgeloop.procs import Service, mosquitto_service, wait_port
 from edgeloop.shared.mqtt import Connection
-from edgeloop.shared.protocol import SampleBatch, decode
+from edgeloop.shared.protocol import SampleBatch
 
-from factories import signed_model
+from factories import receipting, signed_model
 
 pytestmark = pytest.mark.e2e
 FRAMES = 150
@@ -59,7 +59,7 @@ def session_collector(tmp_path, port, logs, topic, received: list) -> tuple[Call
     def collector() -> Connection:
         return Connection(f"mqtt://127.0.0.1:{port}", "collector", clean_session=False,
                           subscriptions=[(topic, 1)],
-                          on_message=lambda c, u, m: received.append(decode(m.payload, SampleBatch)))
+                          on_message=receipting(received))
 
     first = collector()
     first.start().wait_connected(10)
@@ -105,8 +105,8 @@ def test_offline_agent_keeps_the_best_candidates_within_its_quota_and_drains_the
 
         broker = mosquitto_service(port, tmp_path / "mosquitto", logs, persistence=True).start()
         wait_port(port)
+        second = collector().start()  # the relay back too: the agent deletes on its receipts
         wait_for("the outbox to drain", lambda: not outbox_rows(outbox)[0], timeout=120)
-        second = collector().start()
         ids = lambda: [c.sample_id for b in received for c in b.samples]  # noqa: E731
         wait_for("the collector to receive everything", lambda: set(ids()) >= kept, timeout=60)
         assert set(ids()) == kept  # exactly what was kept: nothing evicted leaks, nothing kept is lost
@@ -143,8 +143,8 @@ def test_an_agent_provisioned_with_a_model_collects_before_any_site_exists_and_s
         kept = {sid for sid, _, _ in rows}
         broker = mosquitto_service(port, tmp_path / "mosquitto", logs, persistence=True).start()
         wait_port(port)
-        wait_for("the outbox to drain", lambda: not outbox_rows(outbox)[0], timeout=120)
         second = collector().start()
+        wait_for("the outbox to drain", lambda: not outbox_rows(outbox)[0], timeout=120)
         ids = lambda: {c.sample_id for b in received for c in b.samples}  # noqa: E731
         wait_for("the collector to receive everything", lambda: ids() >= kept, timeout=60)
         assert ids() == kept

@@ -49,9 +49,9 @@ def test_targets_come_from_the_right_pools():
         return {f.target for f in faults if f.kind == kind}
 
     assert by("disk_full") == set(SMALL)  # small disks fill; link_drop takes the others, never masked by a cut
-    assert by("link_drop") == set(FLEET) - set(SMALL)
-    assert by("agent_kill") == set(FLEET) and by("relay_kill") == set(RELAYS)
-    assert by("hub_kill") == {"hub"} and by("broker_restart") == {"broker"}
+    assert by("link_drop") == by("slow_link") == set(FLEET) - set(SMALL)
+    assert by("agent_kill") == set(FLEET) and by("relay_kill") == by("relay_disk") == set(RELAYS)
+    assert by("hub_kill") == {"hub"} and by("broker_kill") == {"broker"} and by("proxy_404") == {"hub-link"}
     assert {f.mode for f in faults if f.kind == "hub_unreachable"} == {"refuse", "blackhole"}
     # the hub is unreachable for minutes in all, one outage far longer than the others
     outages = sorted(f.duration for f in faults if f.kind == "hub_unreachable")
@@ -88,8 +88,38 @@ def test_reconcile(journals, hub, expect):
     assert got["committed"] == got["at_hub"] + got["evicted"] + got["lost"]
 
 
+@pytest.mark.parametrize("fates, expect", [
+    # the relay's budget dropped it on purpose and said so: not lost
+    ({"c": "dropped", "d": "dropped"}, {"dropped_by_relay_budget": 2, "lost": 0}),
+    # a full forward queue refused or evicted it; the hub refused it into the dead letters
+    ({"c": "evicted", "d": "dead"}, {"dropped_by_relay_quota": 1, "dead_letters": 1, "lost": 0}),
+    # the relay kept it (or still holds it) but the hub has not: lost
+    ({"c": "kept", "d": None}, {"lost": 2, "lost_ids": ["c", "d"]}),
+    # dropped at one relay's window, yet at the hub (restarted, judged again): at the hub, once
+    ({"a": "dropped"}, {"at_hub": 2, "dropped_by_relay_budget": 0}),
+])
+def test_reconcile_reads_the_relays_journals(fates, expect):
+    got = reconcile([journal("abcd")], Counter("ab"), set("ab"), fates)
+    assert {k: got[k] for k in expect} == expect
+    assert got["committed"] == sum(got[k] for k in ("at_hub", "evicted", "dropped_by_relay_budget",
+                                                    "dropped_by_relay_quota", "dead_letters", "lost"))
+
+
 def test_reconcile_finds_rows_of_the_fleet_that_no_agent_committed():
     assert reconcile([journal("a")], Counter("ax"), {"a", "x"})["at_hub_never_committed"] == 1
+
+
+def test_a_backlog_s_share_is_measured_against_the_same_windows_live():
+    from edgeloop.bench.chaos_reconcile import backlog_share
+
+    # Two windows of 60 s: live devices a, b; the backlog device c, cut at wall time 100.
+    rows = [("c0", "c", 50.0, 0.1, "kept", 10.0)]  # c's last candidate before the cut
+    rows += [(f"{d}{w}", d, 60.0 * w + 5, v, "kept" if d == "a" else "dropped", 200.0)
+             for w in (1, 2) for d, v in (("a", 0.5), ("b", 0.2))]
+    rows += [("c1", "c", 65.0, 0.9, "kept", 300.0), ("c2", "c", 125.0, 0.3, "dropped", 300.0)]
+    got = backlog_share(rows, "c", cut_at=100.0, offline_capture_s=130.0, per_hour=60, window_s=60.0)
+    # live, one a window: c1 beats a1 in window 1; a2 beats c2 in window 2
+    assert got == {"windows": 2, "backlog": 2, "kept_at_relay": 1, "live_would_keep": 1, "ratio": 1.0}
 
 
 # --- the outbox journal -------------------------------------------------------------------------------
@@ -181,6 +211,41 @@ def test_a_black_hole_holds_the_bytes_and_lets_them_through_late(link):
     assert sock.recv(1024) == b"late"
 
 
+def test_a_slow_link_carries_its_rate_both_ways_together(link):
+    sock = socket.create_connection(("127.0.0.1", link.port))
+    link.set_rate(20_000)
+    settle(lambda: link.rate == 20_000)
+    t0 = time.monotonic()
+    data = b"x" * 20_000
+    sock.sendall(data)
+    got = b""
+    while len(got) < len(data):
+        got += sock.recv(65536)
+    assert time.monotonic() - t0 >= 1.8  # 20 kB there and 20 kB back at 20 kB/s: two seconds
+    assert link.counts["throttled_bytes"] == 40_000
+
+
+def test_a_proxy_error_resets_what_is_open_and_answers_every_request_with_its_page(link):
+    import urllib.error
+    import urllib.request
+
+    kept_alive = socket.create_connection(("127.0.0.1", link.port))
+    assert echo_once(kept_alive) == b"ping"
+    link.set_http_error(404)
+    settle(lambda: link.http_error == 404)
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{link.port}/api/v1/samples",
+                                                      data=b"\x80" * 100), timeout=5)
+    assert err.value.code == 404 and b"<html>" in err.value.read()
+    with pytest.raises(ConnectionError):
+        for _ in range(5):  # the kept-alive connection was reset, as the proxy's restart would
+            if not echo_once(kept_alive):
+                raise ConnectionResetError
+    link.set_http_error(None)
+    settle(lambda: link.http_error is None)
+    assert echo_once(socket.create_connection(("127.0.0.1", link.port))) == b"ping"
+
+
 # --- the run ---------------------------------------------------------------------------------------
 @pytest.mark.e2e
 @pytest.mark.timeout(900)  # about two minutes here: start, 90 s of faults, settle
@@ -194,11 +259,14 @@ def test_a_short_chaos_run_loses_nothing_and_stores_nothing_twice(tmp_path):
     fig = json.loads((tmp_path / "chaos.json").read_text())
     assert fig["faults"] == {k: 1 for k in KINDS}
     assert fig["lost"] == 0 and fig["duplicates_at_hub"] == 0, fig["lost_ids"]
-    assert fig["committed"] == fig["at_hub"] + fig["evicted"] > 0 and fig["at_hub"] > 0
+    assert fig["committed"] == fig["at_hub"] + fig["evicted"] + fig["dropped_by_relay_budget"] + \
+        fig["dropped_by_relay_quota"] + fig["dead_letters"] > 0 and fig["at_hub"] > 0
     assert fig["still_queued"] == 0 and fig["at_hub_never_committed"] == 0
     # the faults did what they are for: the small disk evicted, the lossy link reset or stalled
     assert fig["fault_effects"]["disk_full"]["evictions"] > 0
     effects = fig["fault_effects"]["link_drop"]
     assert effects["lossy_reset"] + effects["lossy_stall"] + effects["lossy_refused"] > 0
+    assert fig["fault_effects"]["proxy_404"]["answered_404"] > 0
+    assert fig["fault_effects"]["slow_link"]["throttled_bytes"] > 0
     assert fig["unexpected_exits"] == [] and fig["undrained_fleet"] == []
     assert fig["seed"] == 7 and len(fig["events"]) == len(KINDS)

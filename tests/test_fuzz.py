@@ -37,8 +37,8 @@ from edgeloop.shared.errors import (ConfigError, ImageError, IntegrityError, Man
                                     ProtocolError, TooLarge)
 from edgeloop.shared.manifest import ModelManifest
 from edgeloop.shared.sampling.signals import SignalContext
-from edgeloop.shared.protocol import (MAX_BATCH, Campaign, CampaignSet, DesiredModel, DeviceState, SampleBatch,
-                                      ShadowModel, decode, encode)
+from edgeloop.shared.protocol import (MAX_BATCH, Campaign, CampaignSet, DesiredModel, DeviceState, Receipt,
+                                      SampleBatch, ShadowModel, decode, encode)
 from edgeloop.shared.signing import generate_keypair, load_private_key
 
 from factories import make_candidate
@@ -148,7 +148,8 @@ def _seed_messages():
         Campaign("camp-1", np.ones((2, 4), np.float16), 0.2, 10, 1.7e9),
         Campaign("camp-2", np.full((1, 3), -0.5, np.float16), 0.0, 0, 0.0),
     ))
-    return {SampleBatch: batch, DeviceState: state, DesiredModel: desired, CampaignSet: campaigns}
+    receipt = Receipt("relay-1", tuple(c.sample_id for c in batch.samples))
+    return {SampleBatch: batch, DeviceState: state, DesiredModel: desired, CampaignSet: campaigns, Receipt: receipt}
 
 
 SEEDS = _seed_messages()

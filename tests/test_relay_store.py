@@ -3,6 +3,8 @@ never silently gone."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from edgeloop.relay.store import RelayStore
 
 from factories import make_candidate
@@ -63,4 +65,29 @@ def test_a_relay_file_from_before_seen_times_opens_and_prunes_its_old_ids(tmp_pa
     fresh = make_candidate()
     store.accept([fresh])
     assert store.prune_seen(86400) == 1 and store.seen_count() == 1  # the id of unknown age went
+    store.close()
+
+
+def test_the_journal_tells_every_id_s_fate_and_a_feedback_s_over_its_frame_s(tmp_path):
+    from edgeloop.relay.store import read_journal
+    from edgeloop.shared.sampling.policy import FEEDBACK_WRONG
+
+    store = RelayStore(tmp_path / "relay.sqlite", forward_quota=4000)  # three of these
+    image = bytes(1000)
+    sent, dropped, waiting, rich, richer = (make_candidate(value=0.9, image_bytes=image) for _ in range(5))
+    poor = make_candidate(value=0.1, image_bytes=image)
+    store.accept([sent, dropped, waiting, poor, rich, richer])
+    store.settle([sent], [dropped.sample_id])
+    store.settle([poor], [])
+    store.settle([rich], [])
+    store.settle([dataclasses.replace(richer, value=0.95)], [])  # the queue is full: the poorest leaves it
+    store.dead_letter({sent.sample_id: "image does not decode"}, [sent])
+    flagged = make_candidate(sample_id=dropped.sample_id, value=1000.0, reasons=(FEEDBACK_WRONG,))
+    store.accept([flagged])
+    store.settle([flagged], [])
+    journal = store.journal()
+    assert journal[sent.sample_id] == "dead" and journal[waiting.sample_id] is None
+    assert journal[poor.sample_id] == "evicted" and journal[rich.sample_id] == "kept"
+    assert journal[dropped.sample_id] == "kept"  # dropped by the budget, then its feedback went up
+    assert read_journal(tmp_path / "relay.sqlite") == journal  # the same, read-only from the file
     store.close()

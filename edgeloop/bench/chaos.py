@@ -1,29 +1,22 @@
 """`edgeloop bench chaos`: does the delivery contract hold while everything breaks?
 
-Real processes on loopback: mosquitto (with persistence), the hub, R relays (one site each) and N
-agents in firmware-sim's fleet mode (PROCS_PER_SITE processes per site; the first of each site has
-a small disk). Every agent keeps a journal in its outbox file: each sample id it committed, each one
-it evicted. For M minutes a schedule drawn from the seed injects faults of seven kinds, each kind
-on its own timeline (one fault of a kind at a time; kinds overlap freely):
-
-    agent_kill       SIGKILL a fleet process (all its agents), start it again after 1-6 s
-    relay_kill       SIGKILL a relay, start it again on the same port after 1-8 s
-    hub_kill         SIGKILL the hub, start it again on the same port after 1-6 s
-    broker_restart   stop mosquitto (SIGTERM: it saves its persistence file), start it after 2-10 s
-    hub_unreachable  the relays' link to the hub refuses or black-holes every connection for a while
-                     (one outage of ~2.5 slots, i.e. minutes in a 10-minute run; the rest shorter)
-    disk_full        a small-disk fleet process loses its link until its devices' outboxes reach
-                     their quota and evict (the fault lasts until an eviction is seen, or 2x its time)
-    link_drop        a big-disk fleet process's link turns lossy: connections reset and stalled at random
+Real processes on loopback: mosquitto (with persistence, the shipped config's autosave), the hub, R
+relays (one site each, with budgets on) and N agents in firmware-sim's fleet mode (PROCS_PER_SITE
+processes per site; the first of each site has a small disk; on the first site one device's clock
+is years ahead and one's an hour behind). Every agent keeps a journal in its outbox file: each sample
+id it committed, each one it evicted; every relay a journal of each id's fate (relay/store.py). For M
+minutes a schedule drawn from the seed injects faults of ten kinds (chaos_faults.py), each kind on its
+own timeline (one fault of a kind at a time; kinds overlap freely).
 
 Agents reach the broker, and relays the hub, through FaultyLink proxies in this process (no root,
 no tc). Afterwards the faults stop, every fleet process gets SIGUSR1 (cameras end; each agent sends
 what it queued, then the process exits), the relays forward what they hold, everything stops, and
-each committed sample id is accounted for: at the hub (where the primary key allows one row), or
-evicted by its own outbox and counted. Anything else is lost.
+each committed sample id is accounted for (chaos_reconcile.py): at the hub (where the primary key
+allows one row), evicted by its own outbox and counted, or dropped on purpose by a relay's budget
+and journaled. Anything else is lost.
 
-Figures (OUT/chaos.json): faults by kind, committed, evicted, at_hub, duplicates_at_hub, lost
-(committed - evicted - at_hub), the seed, and each fault as it happened.
+Figures (OUT/chaos.json): faults by kind, committed, evicted, dropped by relay budgets, at_hub,
+duplicates_at_hub, lost, the clocks corrected, the seed, and each fault as it happened.
 """
 
 from __future__ import annotations
@@ -40,23 +33,33 @@ from pathlib import Path
 
 import click
 
-from edgeloop.procs import Service, ServiceFailed, sigterm_unwinds, wait_port
+from edgeloop.procs import Service, ServiceFailed, sigterm_unwinds
 from edgeloop.shared.outbox import Journal, read_journal
 
-from .chaos_schedule import KINDS, Fault, draw_schedule, hub_rows, reconcile
+from .chaos_faults import Injectors
+from .chaos_reconcile import backlog_share, hub_rows, reconcile, relay_journals
+from .chaos_schedule import KINDS, Fault, draw_schedule
 from .faulty_link import FaultyLink, LinkHost
 from .scratch import fresh_box
 
 PROCS_PER_SITE = 2  # fleet processes per site; the first of each site has SMALL_DISK
 DISK = "4MB"  # outbox quota of a device (the fleet's default)
 SMALL_DISK = "24KB"  # about ten candidates: a link down for ten seconds fills it
-# Agents keep half their frames (1 frame per second of capture time), in 10 s windows: at 2 fps a
-# window closes every 5 s, so commits are steady and a cut link soon fills a small disk.
-AGENT_PER_HOUR = 1800
-AGENT_WINDOW_S = 10
+# Cameras take a frame every 10 s of capture time, so that at 2 fps an hour of capture passes in three
+# minutes. Agents keep half their frames in 2-minute windows: a window closes every 6 s, so commits are
+# steady (about one a second per agent) and a cut link soon fills a small disk.
+CAPTURE_EVERY_S = 10.0
+AGENT_PER_HOUR = 180
+AGENT_WINDOW_S = 120
 AGENT_SIGNALS = {"least_confidence": 1.0, "margin": 0.5, "random": 0.1}
 SETTLE_STALL_S = 120.0  # settling gives up when the hub gains nothing for this long
-RESTART_TRIES = 3
+RELAY_PER_HOUR_PER_AGENT = 90  # the relays' budget (top by value): half of what the agents keep
+# Standing faults, on the first site: a device whose clock is five years ahead, one an hour behind,
+# and one offline for an hour of capture time (BACKLOG_S, or half the fault window if that is
+# shorter), from a tenth into the window: its backlog then competes in windows long closed.
+CLOCKS = {"clock_ahead": 5 * 365 * 86400.0, "clock_behind": -3600.0}
+BACKLOG_S = 3600.0
+RELAY_WINDOW_S = 60.0  # the one-box relays' selection window (sampling_toml's default)
 
 
 # --- the run ----------------------------------------------------------------------------------------
@@ -80,6 +83,8 @@ class FleetProc:
     devices: list[str]
     small_disk: bool
     link: FaultyLink
+    clock: float = 0.0  # seconds its devices' clocks are off
+    backlog: bool = False  # the device offline for an hour of capture time
 
     @property
     def name(self) -> str:
@@ -98,14 +103,16 @@ class Record:
     detail: dict = field(default_factory=dict)
 
 
-class ChaosRun:
+class ChaosRun(Injectors):
     def __init__(self, s: ChaosSettings, status=lambda text: None):
         from edgeloop.onebox import OneBox, OneBoxSettings
 
         self.s, self.status = s, status
         self.box = OneBox(OneBoxSettings(
             out=fresh_box(s.out), agents=0, relays=s.relays, broker="mosquitto", broker_persistence=s.broker_persistence,
-            frames_per_round=10**9, relay_per_hour_per_agent=None, seed=s.seed, seed_set=300,
+            # agents=0 (this run starts its own fleet): the relays' budget is per site, spelled out here
+            frames_per_round=10**9, relay_per_hour_per_agent=RELAY_PER_HOUR_PER_AGENT * math.ceil(s.agents / s.relays),
+            relay_strategy="top", seed=s.seed, seed_set=300,
             golden_per_condition=50, epochs=4))
         self.links = LinkHost()
         self.hub_link: FaultyLink | None = None
@@ -117,6 +124,7 @@ class ChaosRun:
         self._lock = threading.Lock()
         self._kind_locks = {k: threading.Lock() for k in KINDS}
         self._t0 = 0.0
+        self.backlog: dict = {}  # the backlog fault, once it is over
 
     # -- start ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -138,22 +146,21 @@ class ChaosRun:
         self.status(f"starting {per_site * self.s.relays} agents in fleet mode")
         broker_port = int(box.broker_url.rsplit(":", 1)[1])
         first = 0
-        for site in box.sites:
-            chunk = -(-per_site // PROCS_PER_SITE)
-            for j in range(PROCS_PER_SITE):
-                n = min(chunk, per_site - j * chunk)
-                if n <= 0:
-                    break
-                name = f"fleet-{site}-{j}"
+        for k, site in enumerate(box.sites):
+            for name, n, small, role in self._fleet_plan(k, site, per_site):
                 link = self.links.add(name, broker_port)
+                clock = CLOCKS.get(role, 0.0)
+                source = f"sim:cam-{{i:04d}}?every={CAPTURE_EVERY_S:g}" + (f"&clock={clock:.0f}" if clock else "")
                 svc = Service.edgeloop(name, [
                     "fleet", "--agents", str(n), "--first", str(first), "--site", site,
                     "--broker", f"mqtt://127.0.0.1:{link.port}", "--pubkey", str(box.public_key_path),
                     "--data", str(self.fleet_dir), "--config", str(conf), "--max-fps", str(self.s.fps),
                     "--state-interval", str(self.s.state_interval), "--sim-seed", str(self.s.seed),
-                    "--quota", SMALL_DISK if j == 0 else DISK, "--outbox-journal"], box.logs, ready=True)
+                    "--source-pattern", source,
+                    "--quota", SMALL_DISK if small else DISK, "--outbox-journal"], box.logs, ready=True)
                 box.services.append(svc.start())
-                self.fleet[name] = FleetProc(svc, [f"dev-{i:04d}" for i in range(first, first + n)], j == 0, link)
+                self.fleet[name] = FleetProc(svc, [f"dev-{i:04d}" for i in range(first, first + n)], small, link,
+                                             clock, role == "backlog")
                 first += n
         for p in self.fleet.values():
             p.svc.wait_ready(timeout=300)
@@ -167,6 +174,16 @@ class ChaosRun:
 
         box.wait("every agent on v0", on_v0, timeout=600, progress=lambda d: d is True or self.status(d))
 
+    @staticmethod
+    def _fleet_plan(k: int, site: str, per_site: int) -> list[tuple[str, int, bool, str]]:
+        """A site's fleet processes: (name, devices, small disk?, role). The first site's last three
+        devices run alone, with the standing faults (when it has devices enough)."""
+        roles = [*CLOCKS, "backlog"] if k == 0 and per_site >= 2 * PROCS_PER_SITE + 1 else []
+        rest = per_site - len(roles)
+        chunk = -(-rest // PROCS_PER_SITE)
+        plan = [(f"fleet-{site}-{j}", min(chunk, rest - j * chunk), j == 0, "") for j in range(PROCS_PER_SITE)]
+        return [p for p in plan if p[1] > 0] + [(f"fleet-{site}-{role}", 1, False, role) for role in roles]
+
     @property
     def fleet_dir(self) -> Path:
         return self.box.s.out / "fleet"
@@ -176,7 +193,9 @@ class ChaosRun:
 
     # -- faults --------------------------------------------------------------------------------
     def schedule(self) -> list[Fault]:
-        return draw_schedule(self.s.seed, self.s.minutes * 60, self.s.faults_per_kind, sorted(self.fleet),
+        # The backlog device's outage is its own: no fault of the schedule cuts or restarts it.
+        return draw_schedule(self.s.seed, self.s.minutes * 60, self.s.faults_per_kind,
+                             sorted(n for n, p in self.fleet.items() if not p.backlog),
                              sorted(n for n, p in self.fleet.items() if p.small_disk),
                              [f"relay-{i}" for i in range(self.s.relays)])
 
@@ -186,7 +205,8 @@ class ChaosRun:
         stop_watch = threading.Event()
         watchdog = threading.Thread(target=self._watch, args=(stop_watch,), name="watchdog", daemon=True)
         watchdog.start()
-        threads = []
+        threads = [threading.Thread(target=self._backlog, name="backlog", daemon=True)]
+        threads[0].start()
         try:
             for f in faults:
                 while (wait := self._t0 + f.at - time.monotonic()) > 0:
@@ -206,6 +226,22 @@ class ChaosRun:
             stop_watch.set()
             watchdog.join(10)
 
+    def _backlog(self) -> None:
+        """The standing backlog fault: the device's link is cut for an hour of its capture time."""
+        proc = next((p for p in self.fleet.values() if p.backlog), None)
+        if proc is None:
+            return
+        window = self.s.minutes * 60
+        held = min(BACKLOG_S / (CAPTURE_EVERY_S * self.s.fps), 0.5 * window)
+        time.sleep(0.1 * window)
+        proc.link.set_cut("refuse")
+        cut_at = time.time()
+        time.sleep(held)
+        proc.link.set_cut(None)
+        self.backlog = {"device": proc.devices[0], "offline_wall_s": round(held, 1),
+                        "offline_capture_s": round(held * CAPTURE_EVERY_S * self.s.fps), "cut_at": cut_at,
+                        "restored_at": time.time()}
+
     def _raise_errors(self) -> None:
         if self.errors:
             raise self.errors[0]
@@ -221,91 +257,6 @@ class ChaosRun:
                 self.records.append(rec)
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread, which stops the run
             self.errors.append(exc)
-
-    @contextlib.contextmanager
-    def _holding(self, name: str):
-        with self._lock:
-            self._held.add(name)
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._held.discard(name)
-
-    def _restart(self, svc: Service) -> None:
-        """Start a service again where its peers expect it (same port), retrying a start that fails."""
-        if "--port" in svc.argv and svc.info.get("port"):
-            svc.argv[svc.argv.index("--port") + 1] = str(svc.info["port"])
-        for attempt in range(RESTART_TRIES):
-            svc.start()
-            try:
-                if svc.name == "mosquitto":
-                    wait_port(int(self.box.broker_url.rsplit(":", 1)[1]))
-                else:
-                    svc.wait_ready(timeout=120)
-                return
-            except ServiceFailed:
-                svc.kill()
-                if attempt == RESTART_TRIES - 1:
-                    raise
-                time.sleep(2.0)
-
-    def _kill_and_restart(self, svc: Service, down_s: float) -> dict:
-        with self._holding(svc.name):
-            svc.kill()
-            time.sleep(down_s)
-            self._restart(svc)
-        return {}
-
-    def _agent_kill(self, f: Fault) -> dict:
-        return {"devices": len(self.fleet[f.target].devices), **self._kill_and_restart(self.fleet[f.target].svc,
-                                                                                        f.duration)}
-
-    def _relay_kill(self, f: Fault) -> dict:
-        return self._kill_and_restart(self._svc(f.target), f.duration)
-
-    def _hub_kill(self, f: Fault) -> dict:
-        return self._kill_and_restart(self._svc("hub"), f.duration)
-
-    def _broker_restart(self, f: Fault) -> dict:
-        svc = self._svc("mosquitto")
-        with self._holding(svc.name):
-            code = svc.stop()  # SIGTERM: mosquitto writes its persistence file on the way out
-            time.sleep(f.duration)
-            self._restart(svc)
-        return {"exit_code": code}
-
-    def _hub_unreachable(self, f: Fault) -> dict:
-        self.hub_link.set_cut(f.mode)
-        time.sleep(f.duration)
-        self.hub_link.set_cut(None)
-        return {"mode": f.mode}
-
-    def _disk_full(self, f: Fault) -> dict:
-        proc = self.fleet[f.target]
-        before = self._evictions(proc)
-        proc.link.set_cut("refuse")
-        t_end = time.monotonic() + f.duration
-        while time.monotonic() < t_end or (self._evictions(proc) == before and time.monotonic() < t_end + f.duration):
-            time.sleep(1.0)
-        proc.link.set_cut(None)
-        return {"evictions": self._evictions(proc) - before}
-
-    def _link_drop(self, f: Fault) -> dict:
-        link = self.fleet[f.target].link
-        before = Counter(link.counts)
-        link.set_lossy(True, f.seed)
-        time.sleep(f.duration)
-        link.set_lossy(False)
-        return {k: link.counts[k] - before[k] for k in ("lossy_reset", "lossy_stall", "lossy_refused")}
-
-    def _evictions(self, proc: FleetProc) -> int:
-        n = 0
-        for d in proc.devices:
-            path = self.fleet_dir / d / "outbox.sqlite"
-            with contextlib.suppress(Exception):  # a device that has not created its file yet
-                n += len(read_journal(path).evicted)
-        return n
 
     def _watch(self, stop: threading.Event) -> None:
         """A service that exited without a fault holding it down is a finding: note it, start it again."""
@@ -328,6 +279,8 @@ class ChaosRun:
         for link in self.links.links.values():
             link.set_cut(None)
             link.set_lossy(False)
+            link.set_rate(None)
+            link.set_http_error(None)
         t0 = time.monotonic()
         self.status("settling: the agents send what they queued")
         for p in self.fleet.values():
@@ -337,13 +290,15 @@ class ChaosRun:
             time.sleep(1.0)
         undrained = [p.name for p in self.fleet.values() if p.svc.alive()]
         fleet_codes = {p.name: p.svc.stop() for p in self.fleet.values()}
-        expected = set()
+        delivered = set()
         for j in self.journals():
-            expected |= j.committed - j.evicted
-        self.status(f"settling: the relays forward what they hold ({len(expected)} candidates expected)")
+            delivered |= j.committed - j.evicted
+        self.status(f"settling: the relays forward what they hold (of {len(delivered)} candidates)")
         devices = set(self.box.agent_ids)
         last, last_change = -1, time.monotonic()
         while time.monotonic() < deadline:
+            fates = self.relay_fates()
+            expected = {sid for sid in delivered if fates.get(sid) not in ("dropped", "refused", "evicted", "dead")}
             _, ours = hub_rows(self.hub_db, devices)
             have = len(expected & ours)
             if have == len(expected):
@@ -359,10 +314,16 @@ class ChaosRun:
 
     def _relay_counts(self) -> dict:
         with contextlib.suppress(Exception):
-            return {r["relay_id"]: {k: r["counts"][k] for k in ("received", "duplicates", "kept", "dropped",
-                                                                 "forwarded", "rejected")} | {"queued": r["queued"]}
-                    for r in self.box.relay_status()}
+            return {r["relay_id"]: {k: r["counts"][k] for k in (
+                "received", "duplicates", "kept", "dropped", "forwarded", "rejected", "storage_errors",
+                "clock_corrected", "late_kept")} | {"queued": r["queued"], "clock_corrected_by_device":
+                                                    r["clock_corrected"]}
+                for r in self.box.relay_status()}
         return {}
+
+    def relay_fates(self) -> dict[str, str | None]:
+        paths = [self.box.s.out / f"relay-{i}" / "relay.sqlite" for i in range(self.s.relays)]
+        return relay_journals([p for p in paths if p.exists()])
 
     @property
     def hub_db(self) -> Path:
@@ -373,7 +334,8 @@ class ChaosRun:
 
     def figures(self, settle: dict) -> dict:
         hub, ours = hub_rows(self.hub_db, set(self.box.agent_ids))
-        counted = reconcile(self.journals(), hub, ours)
+        fates = self.relay_fates()
+        counted = reconcile(self.journals(), hub, ours, fates)
         by_kind = Counter(r.kind for r in self.records)
         detail: dict = {}
         for r in self.records:
@@ -383,7 +345,10 @@ class ChaosRun:
         return {
             "seed": self.s.seed, "agents": len(self.box.agent_ids), "relays": self.s.relays,
             "minutes": self.s.minutes, "faults": {k: by_kind[k] for k in KINDS},
-            **{k: counted[k] for k in ("committed", "evicted", "at_hub", "duplicates_at_hub", "lost")},
+            **{k: counted[k] for k in ("committed", "evicted", "dropped_by_relay_budget", "dropped_by_relay_quota",
+                                       "dead_letters", "at_hub", "duplicates_at_hub", "lost")},
+            "standing_faults": self._clock_figures(settle.get("relay_counts", {}), fates),
+            "backlog": self._backlog_figures(),
             "evicted_after_delivery": counted["evicted_after_delivery"], "still_queued": counted["still_queued"],
             "at_hub_never_committed": counted["at_hub_never_committed"], "lost_ids": counted["lost_ids"],
             "fault_seconds": {k: round(sum(r.held_s for r in self.records if r.kind == k), 1) for k in KINDS},
@@ -392,9 +357,40 @@ class ChaosRun:
             "settings": {"fps": self.s.fps, "faults_per_kind": self.s.faults_per_kind,
                          "broker_persistence": self.s.broker_persistence,
                          "procs_per_site": PROCS_PER_SITE, "disk": DISK, "small_disk": SMALL_DISK,
-                         "agent_per_hour": AGENT_PER_HOUR, "agent_window_s": AGENT_WINDOW_S},
+                         "agent_per_hour": AGENT_PER_HOUR, "agent_window_s": AGENT_WINDOW_S,
+                         "capture_every_s": CAPTURE_EVERY_S, "relay_per_hour_per_agent": RELAY_PER_HOUR_PER_AGENT,
+                         "relay_strategy": "top"},
             "events": [asdict(r) for r in sorted(self.records, key=lambda r: r.started_at)],
         }
+
+    def _backlog_figures(self) -> dict:
+        from edgeloop.relay.store import journal_rows
+
+        if not self.backlog:
+            return {}
+        per_hour = RELAY_PER_HOUR_PER_AGENT * math.ceil(self.s.agents / self.s.relays)
+        rows = journal_rows(self.box.s.out / "relay-0" / "relay.sqlite")
+        return {**self.backlog, **backlog_share(rows, self.backlog["device"], self.backlog["cut_at"],
+                                                self.backlog["offline_capture_s"], per_hour, RELAY_WINDOW_S)}
+
+    def _clock_figures(self, relay_counts: dict, fates: dict) -> dict:
+        """The wrong clocks: how many of each device's capture times the relay corrected, and what
+        became of its candidates there."""
+        corrected: Counter = Counter()
+        for r in relay_counts.values():
+            corrected.update(r.get("clock_corrected_by_device", {}))
+        out = {}
+        for name, p in self.fleet.items():
+            if not p.clock:
+                continue
+            mine = set()
+            for d in p.devices:
+                mine |= read_journal(self.fleet_dir / d / "outbox.sqlite").committed
+            out[name.rsplit("-", 1)[1] if "clock" in name else name] = {
+                "devices": p.devices, "offset_s": p.clock, "committed": len(mine),
+                "corrected_at_relay": sum(corrected[d] for d in p.devices),
+                "fates_at_relay": dict(Counter(fates.get(sid) or "pending" for sid in mine if sid in fates))}
+        return out
 
     def close(self) -> None:
         self.box.stop()
@@ -429,16 +425,24 @@ def print_figures(fig: dict) -> None:
     counts = Table(title="every committed candidate, accounted for")
     counts.add_column("figure")
     counts.add_column("n", justify="right")
-    for k in ("committed", "at_hub", "evicted", "lost", "duplicates_at_hub", "evicted_after_delivery",
-              "still_queued", "at_hub_never_committed"):
+    for k in ("committed", "at_hub", "evicted", "dropped_by_relay_budget", "dropped_by_relay_quota", "dead_letters",
+              "lost", "duplicates_at_hub", "evicted_after_delivery", "still_queued", "at_hub_never_committed"):
         counts.add_row(k, f"{fig[k]:,}")
     console.print(counts)
+    if b := fig["backlog"]:
+        click.echo(f"backlog ({b['device']}, offline {b['offline_capture_s'] / 3600:.2g} h of capture time): "
+                   f"{b.get('kept_at_relay')} of {b.get('backlog')} kept at the relay, live would have kept "
+                   f"{b.get('live_would_keep')} (ratio {b.get('ratio')})")
+    for name, c in fig["standing_faults"].items():
+        click.echo(f"{name} ({c['offset_s']:+g} s, {', '.join(c['devices'])}): {c['committed']} committed, "
+                   f"{c['corrected_at_relay']} capture times corrected at the relay, fates there {c['fates_at_relay']}")
     if fig["unexpected_exits"]:
         console.print(f"[red]{len(fig['unexpected_exits'])} unexpected exits: "
                       f"{', '.join(e['service'] for e in fig['unexpected_exits'])}[/red]")
     share = fig["lost"] / max(1, fig["committed"])
     click.echo(f"lost/committed {share:.4f} ({fig['lost']} / {fig['committed']}); at hub {fig['at_hub']} once, "
-               f"evicted {fig['evicted']}, duplicates at hub {fig['duplicates_at_hub']}; "
+               f"evicted {fig['evicted']}, dropped by relay budgets {fig['dropped_by_relay_budget']}, "
+               f"duplicates at hub {fig['duplicates_at_hub']}; "
                f"{sum(fig['faults'].values())} faults")
 
 
@@ -446,7 +450,7 @@ def print_figures(fig: dict) -> None:
 @click.option("--agents", default=40, show_default=True, help="Simulated agents (fleet mode, real agent code).")
 @click.option("--relays", default=2, show_default=True, help="Relays, one site each.")
 @click.option("--minutes", default=10.0, show_default=True, help="Length of the fault window.")
-@click.option("--faults-per-kind", default=12, show_default=True, help="Faults of each of the seven kinds.")
+@click.option("--faults-per-kind", default=12, show_default=True, help="Faults of each of the ten kinds.")
 @click.option("--seed", default=0, show_default=True, help="Draws the fault schedule (and seeds the world).")
 @click.option("--fps", default=2.0, show_default=True, help="Frames a second per agent.")
 @click.option("--broker-persistence/--no-broker-persistence", default=True, show_default=True,
@@ -455,12 +459,14 @@ def print_figures(fig: dict) -> None:
 def chaos(agents, relays, minutes, faults_per_kind, seed, fps, broker_persistence, out) -> None:
     """Break everything on a seeded schedule, then account for every committed candidate.
 
-    Real mosquitto (persistent), hub, relays and agents (fleet mode). Faults: agents, relays and the
-    hub SIGKILLed and restarted; mosquitto stopped and restarted; the hub unreachable; a device's
-    link cut until its disk (outbox quota) fills; lossy links. Afterwards every committed sample id
-    must be at the hub exactly once or evicted by its outbox and counted. Writes OUT/chaos.json
-    (faults by kind, committed, evicted, at_hub, duplicates_at_hub, lost, seed, every fault) and
-    exits 1 when anything was lost or stored twice.
+    Real mosquitto (persistent), hub, relays (budgets on) and agents (fleet mode; one device's clock
+    years ahead, one's an hour behind). Faults: agents, relays, the hub and mosquitto SIGKILLed and
+    restarted; the hub unreachable, or behind a proxy answering 404; a device's link cut until its
+    disk (outbox quota) fills; lossy links; 20 kB/s links; a relay's disk failing. Afterwards every
+    committed sample id must be at the hub exactly once, evicted by its outbox and counted, or dropped
+    by a relay's budget and journaled. Writes OUT/chaos.json (faults by kind, committed, evicted,
+    dropped, at_hub, duplicates_at_hub, lost, seed, every fault) and exits 1 when anything was lost
+    or stored twice.
 
     \b
     Example:

@@ -1,22 +1,15 @@
-"""The chaos run's pure parts (edgeloop/bench/chaos.py): the seeded fault schedule, and the
-reconciliation of every committed sample id against the hub's rows.
+"""The chaos run's seeded fault schedule (edgeloop/bench/chaos.py), pure:
 
     faults = draw_schedule(seed=0, seconds=600, per_kind=12, fleet=[...], small_disk=[...], ...)
-    figures = reconcile(journals, *hub_rows(hub_db, devices))
 """
 
 from __future__ import annotations
 
 import random
-import sqlite3
-from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
-from edgeloop.shared.outbox import Journal
-
-KINDS = ("agent_kill", "relay_kill", "hub_kill", "broker_restart", "hub_unreachable", "disk_full", "link_drop")
+KINDS = ("agent_kill", "relay_kill", "hub_kill", "broker_kill", "hub_unreachable", "disk_full", "link_drop",
+         "proxy_404", "slow_link", "relay_disk")
 
 # --- the schedule (pure) ----------------------------------------------------------------------
 @dataclass(frozen=True)
@@ -39,15 +32,19 @@ def _durations(kind: str, n: int, slot: float, rng: random.Random) -> list[float
         return [rng.uniform(1.0, _clamp(2.0, 0.2 * slot, 6.0)) for _ in range(n)]
     if kind == "relay_kill":
         return [rng.uniform(1.0, _clamp(2.0, 0.2 * slot, 8.0)) for _ in range(n)]
-    if kind == "broker_restart":
+    if kind == "broker_kill":
         return [rng.uniform(2.0, _clamp(3.0, 0.25 * slot, 10.0)) for _ in range(n)]
+    if kind == "proxy_404":
+        return [max(4.0, rng.uniform(0.2, 0.4) * slot) for _ in range(n)]
+    if kind == "relay_disk":
+        return [max(4.0, rng.uniform(0.15, 0.3) * slot) for _ in range(n)]
     if kind == "hub_unreachable":  # one long outage (relays store and forward for minutes), the rest shorter
         out = [rng.uniform(0.3, 0.6) * slot for _ in range(n)]
         out[rng.randrange(n)] = 2.5 * slot if n > 1 else 0.6 * slot
         return out
     if kind == "disk_full":
         return [max(15.0, rng.uniform(0.35, 0.6) * slot) for _ in range(n)]
-    if kind == "link_drop":
+    if kind in ("link_drop", "slow_link"):
         return [max(10.0, rng.uniform(0.3, 0.6) * slot) for _ in range(n)]
     raise ValueError(f"unknown fault kind {kind!r}")
 
@@ -58,7 +55,8 @@ def draw_schedule(seed: int, seconds: float, per_kind: int, fleet: list[str], sm
 
     Within a kind faults never overlap: their durations (capped at 90% of the window in all) are
     laid out in a random order with random gaps between them. disk_full cuts small-disk processes'
-    links and link_drop makes the other processes' links lossy, so that one never hides the other."""
+    links; link_drop (lossy) and slow_link (throttled) act on the other processes' links, so that a
+    cut never hides them."""
     big_disk = [p for p in fleet if p not in small_disk]
     if per_kind < 1 or seconds <= 0 or not small_disk or not big_disk or not relays:
         raise ValueError("a schedule needs a positive window, per_kind >= 1, fleet processes with a small "
@@ -73,8 +71,9 @@ def draw_schedule(seed: int, seconds: float, per_kind: int, fleet: list[str], sm
         weights = [rng.expovariate(1.0) for _ in range(per_kind + 1)]
         slack = seconds - sum(durations)
         gaps = [slack * w / sum(weights) for w in weights]
-        targets = {"agent_kill": fleet, "link_drop": big_disk, "disk_full": small_disk, "relay_kill": relays,
-                   "hub_kill": ["hub"], "broker_restart": ["broker"], "hub_unreachable": ["hub-link"]}[kind]
+        targets = {"agent_kill": fleet, "link_drop": big_disk, "slow_link": big_disk, "disk_full": small_disk,
+                   "relay_kill": relays, "relay_disk": relays, "hub_kill": ["hub"], "broker_kill": ["broker"],
+                   "hub_unreachable": ["hub-link"], "proxy_404": ["hub-link"]}[kind]
         t = 0.0
         for gap, d in zip(gaps, durations):
             t += gap
@@ -86,45 +85,3 @@ def draw_schedule(seed: int, seconds: float, per_kind: int, fleet: list[str], sm
             out.append(Fault(start / 100, kind, target, (end - start) / 100, mode, rng.randrange(2**31)))
             t += d
     return sorted(out, key=lambda f: (f.at, f.kind))
-
-
-# --- reconciliation (pure) ----------------------------------------------------------------------
-def reconcile(journals: Iterable[Journal], hub_rows: Counter[str], fleet_rows: set[str]) -> dict:
-    """Account for every committed sample id.
-
-    journals: each agent's outbox journal; hub_rows: sample_id -> rows stored at the hub (every row of
-    its samples table); fleet_rows: the hub's ids that came from this fleet's devices.
-    A committed id is at_hub if the hub holds it, else evicted if its outbox evicted it, else lost.
-    An id both evicted and at the hub (sent, its PUBACK lost with the link, then evicted) counts at_hub.
-    """
-    committed: set[str] = set()
-    evicted_ids: set[str] = set()
-    queued: set[str] = set()
-    for j in journals:
-        committed |= j.committed
-        evicted_ids |= j.evicted
-        queued |= j.queued
-    at_hub = committed & hub_rows.keys()
-    evicted = (committed & evicted_ids) - at_hub
-    lost = committed - at_hub - evicted
-    return {
-        "committed": len(committed), "evicted": len(evicted), "at_hub": len(at_hub),
-        "duplicates_at_hub": sum(n - 1 for n in hub_rows.values()),
-        "lost": len(lost),
-        "evicted_after_delivery": len(evicted_ids & at_hub),
-        "still_queued": len(queued - at_hub),
-        "at_hub_never_committed": len(fleet_rows - committed),
-        "lost_ids": sorted(lost)[:20],
-    }
-
-
-def hub_rows(hub_db: Path, devices: set[str]) -> tuple[Counter[str], set[str]]:
-    """-> (sample_id -> rows, for every row of the hub's samples table; the ids from `devices`).
-
-    Read-only, straight from the file: the API cannot show a row stored twice, this can."""
-    db = sqlite3.connect(f"file:{hub_db}?mode=ro", uri=True)
-    try:
-        rows = db.execute("SELECT sample_id, device_id FROM samples").fetchall()
-    finally:
-        db.close()
-    return Counter(sid for sid, _ in rows), {sid for sid, dev in rows if dev in devices}

@@ -1,5 +1,6 @@
 """A TCP link that breaks on demand, for the chaos run (edgeloop/bench/chaos.py): FaultyLink proxies
-clients to their upstream on loopback and can refuse, blackhole or turn lossy; LinkHost runs the
+clients to their upstream on loopback and can refuse, blackhole, turn lossy, slow down to a rate, or
+answer HTTP itself with an error page (a reverse proxy in front of the hub); LinkHost runs the
 proxies on an event loop of their own. No root, no tc."""
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from collections import Counter
 # a new connection is refused with P_REFUSE.
 LOSSY_TICK_S, P_CUT, P_STALL, P_REFUSE = 0.5, 0.03, 0.06, 0.3
 STALL_S = (0.5, 4.0)
+RATE_CHUNK = 4096  # bytes a throttled link passes at a time
+PROXY_PAGE = (b"<html><head><title>404 Not Found</title></head><body><center><h1>404 Not Found</h1></center>"
+              b"<hr><center>nginx</center></body></html>")
 
 
 class _Pipe:
@@ -36,14 +40,19 @@ class FaultyLink:
     cut: None (pass), "refuse" (every connection is reset, new ones at once) or "blackhole"
     (connections stay open but nothing passes until the cut ends; then what was held goes through,
     late). lossy: connections are reset or stalled at random, and some new ones refused: what a link
-    that drops packets does to the application above TCP. Runs on a LinkHost's event loop; the
-    setters may be called from any thread.
+    that drops packets does to the application above TCP. rate: bytes a second the link carries, in
+    both directions together (a modem). http_error: open connections are reset and every request on
+    a new one is answered with that status and an HTML page, as a misconfigured reverse proxy does.
+    Runs on a LinkHost's event loop; the setters may be called from any thread.
     """
 
     def __init__(self, name: str, upstream: int, loop: asyncio.AbstractEventLoop):
         self.name, self.upstream, self.loop = name, upstream, loop
         self.cut: str | None = None
         self.lossy = False
+        self.rate: float | None = None
+        self.http_error: int | None = None
+        self._free_at = 0.0  # a throttled link is busy until then
         self.port = 0
         self.pipes: set[_Pipe] = set()
         self.counts: Counter[str] = Counter()
@@ -66,6 +75,18 @@ class FaultyLink:
 
     def set_lossy(self, on: bool, seed: int = 0) -> None:
         self.loop.call_soon_threadsafe(self._set_lossy, on, seed)
+
+    def set_rate(self, bytes_per_s: float | None) -> None:
+        self.loop.call_soon_threadsafe(setattr, self, "rate", bytes_per_s)
+
+    def set_http_error(self, status: int | None) -> None:
+        self.loop.call_soon_threadsafe(self._set_http_error, status)
+
+    def _set_http_error(self, status: int | None) -> None:
+        self.http_error = status
+        if status is not None:  # kept-alive connections would go on reaching the upstream
+            for p in list(self.pipes):
+                p.abort()
 
     def _set_cut(self, mode: str | None) -> None:
         self.cut = mode
@@ -102,6 +123,9 @@ class FaultyLink:
             self.counts["refused" if self.cut else "lossy_refused"] += 1
             writer.transport.abort()
             return
+        if self.http_error is not None:
+            await self._answer_http(reader, writer, self.http_error)
+            return
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream)
         except OSError:  # the upstream is down: so is the link
@@ -116,11 +140,34 @@ class FaultyLink:
             self.pipes.discard(pipe)
             pipe.abort()
 
+    async def _answer_http(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, status: int) -> None:
+        """Read each request (head and Content-Length body) and answer it with `status` and a page."""
+        try:
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                               if line.lower().startswith(b"content-length:")), 0)
+                await reader.readexactly(length)
+                if self.http_error != status:  # the fault is over: reset, the client reconnects
+                    return
+                self.counts[f"http_{status}"] += 1
+                writer.write(b"HTTP/1.1 %d Error\r\nContent-Type: text/html\r\nContent-Length: %d\r\n\r\n%s"
+                             % (status, len(PROXY_PAGE), PROXY_PAGE))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, OSError, ValueError):
+            pass
+        finally:
+            writer.transport.abort()
+
     async def _pump(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, pipe: _Pipe) -> None:
         try:
-            while data := await src.read(1 << 16):
+            while data := await src.read(RATE_CHUNK if self.rate else 1 << 16):
                 while not pipe.closed and (self.cut == "blackhole" or self.loop.time() < pipe.stalled_until):
                     await asyncio.sleep(0.05)
+                if self.rate:  # one link for every connection through it, both ways
+                    now = self.loop.time()
+                    self._free_at = max(self._free_at, now) + len(data) / self.rate
+                    await asyncio.sleep(self._free_at - now)
+                    self.counts["throttled_bytes"] += len(data)
                 if pipe.closed:
                     return
                 dst.write(data)

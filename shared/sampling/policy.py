@@ -3,6 +3,8 @@ which reasons carry a candidate past every budget."""
 
 from __future__ import annotations
 
+import math
+
 from ..config import SamplingConfig
 from .batch import select_diverse
 from .selectors import select_top
@@ -21,6 +23,19 @@ def window_picker(cfg: SamplingConfig):
                               balance_classes=cfg.balance_classes)
 
     return pick
+
+
+POOL_CAP = 10_000  # candidates a window holds under no count budget (a byte budget alone, or none)
+
+
+def window_pool_limit(cfg: SamplingConfig) -> int:
+    """How many candidates a window may hold: enough for its budget (more for the diverse picker).
+    Bounded always, so that no clock and no burst makes a tier hold every candidate in memory."""
+    per_window = cfg.budget.per_window
+    if not math.isfinite(per_window):
+        return POOL_CAP
+    k = int(per_window) + 1
+    return min(POOL_CAP, 2 * k + 4 if cfg.strategy == "top" else 8 * k + 16)
 
 
 def is_audit(sample_id: str, cfg: SamplingConfig) -> bool:

@@ -3,7 +3,10 @@
 - `WindowedSelector` (streaming, agent and relay): candidates fall in windows of the capture
   clock (`Budget.window_s`); when a window closes, its top-k by value are kept, k being the
   window's share of `per_hour` (the fractional remainder carries to the next window) and the kept
-  bytes staying within the window's share of `bytes_per_hour`.
+  bytes staying within the window's share of `bytes_per_hour`. Budgets are by event time, as in
+  Beam's and Flink's windowing: a candidate that arrives after its window closed (an agent back
+  from an outage with an hour of backlog) is judged in a late pane of *its own* window, against
+  what that window kept, for as long as the window is remembered (`lateness_s`).
 - `select_top` (batch, hub): the best k of a pool under a count and byte budget.
 
 Items are anything with `.sample_id`, `.value`, `.captured_at` and `.nbytes` (a Candidate).
@@ -11,6 +14,7 @@ Items are anything with `.sample_id`, `.value`, `.captured_at` and `.nbytes` (a 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable
 from typing import Protocol, TypeVar
@@ -49,16 +53,37 @@ def _worst(pool: list[T]) -> T:
     return max(pool, key=lambda c: (-c.value, c.sample_id))
 
 
+class _Kept:
+    """What a closed window remembers of a candidate it kept, to judge late ones against: all but
+    the image (the pickers read value, nbytes, embedding, predicted, detections)."""
+
+    __slots__ = ("item", "nbytes")
+
+    def __init__(self, item):
+        self.nbytes = item.nbytes
+        self.item = dataclasses.replace(item, image=b"") if hasattr(item, "image") else item
+
+    def __getattr__(self, name):
+        return getattr(self.item, name)
+
+
 class WindowedSelector:
     """Streaming top-k per window of capture time. Feed with `offer`, collect with `close_until`."""
 
     def __init__(self, budget: Budget, min_value: float = -math.inf, track_dropped: bool = False, pick=None,
-                 pool_limit: int | None = None):
+                 pool_limit: int | None = None, lateness_s: float = 0.0):
         """pick(pool, k, max_bytes) -> kept items; default: the top by value (`select_top`).
 
-        pool_limit bounds the candidates a window holds (a device cannot hold a minute of frames):
-        beyond it the lowest-value one leaves the pool, and `would_accept` tells a caller not to
-        build a candidate (encode its image) that would leave at once.
+        pool_limit bounds the candidates a window (or a late pane) holds: beyond it the lowest-value
+        one leaves the pool, and `would_accept` tells a caller not to build a candidate (encode its
+        image) that would leave at once.
+
+        lateness_s: how long after it closed a window remembers what it kept (its count and the
+        kept candidates, images left out). A late candidate is judged with those, so it is kept if
+        and only if it would have been kept had it come in time (for the top picker and a count
+        budget): a backlog gets the share the same hour live would have had. What was forwarded
+        already stays forwarded, so late arrivals can take a window past its share. A candidate
+        later than the memory is judged with the other late ones of its window alone.
         """
         if pool_limit is not None and pool_limit < 1:
             raise ValueError("pool_limit must be at least 1")
@@ -67,10 +92,15 @@ class WindowedSelector:
         self.pick = pick or select_top
         self.min_value = min_value
         self._windows: dict[int, list] = {}
+        self._late: dict[int, list] = {}  # late panes: candidates of closed windows, by their window
+        self._memory: dict[int, tuple[float, list]] = {}  # closed window -> (its k, what it kept so far)
+        self._memory_windows = math.ceil(lateness_s / budget.window_s) if lateness_s > 0 else 0
         self._carry = 0.0  # fractional count budget carried from closed windows
+        self._late_carry = 0.0  # the same, for late panes of windows no longer remembered
         self.closed_until = -math.inf  # windows before this index are closed
         self.track_dropped = track_dropped
         self._dropped: list = []  # items of closed windows that were not kept, until drained
+        self.late_kept = 0  # late candidates kept in their own window's late pane, so far
 
     def window_of(self, t: float) -> int:
         return math.floor(t / self.budget.window_s)
@@ -78,12 +108,12 @@ class WindowedSelector:
     def offer(self, item: T) -> bool:
         """Add a candidate to its window; False if it is below min_value or left a full pool at once.
 
-        A late candidate (its window already closed, e.g. from an agent that was offline) competes
-        in the oldest window still open rather than being dropped unseen.
+        A late candidate (its window already closed, e.g. from an agent that was offline) goes to
+        its window's late pane, judged at the next `close_until` that passes the window.
         """
         if item.value < self.min_value:
             return False
-        pool = self._windows.setdefault(self._open_window(item.captured_at), [])
+        pool = self._pool_of(item.captured_at).setdefault(self.window_of(item.captured_at), [])
         pool.append(item)
         if self.pool_limit is not None and len(pool) > self.pool_limit:
             worst = _worst(pool)
@@ -97,15 +127,15 @@ class WindowedSelector:
         """Whether a candidate of this value and time would stay in its window's pool (for now)."""
         if value < self.min_value:
             return False
-        pool = self._windows.get(self._open_window(captured_at), ())
+        pool = self._pool_of(captured_at).get(self.window_of(captured_at), ())
         return self.pool_limit is None or len(pool) < self.pool_limit or value > min(c.value for c in pool)
 
-    def _open_window(self, t: float) -> int:
-        return max(self.window_of(t), self.closed_until)
+    def _pool_of(self, t: float) -> dict[int, list]:
+        return self._windows if self.window_of(t) >= self.closed_until else self._late
 
     @property
     def pending(self) -> int:
-        return sum(len(v) for v in self._windows.values())
+        return sum(len(v) for v in self._windows.values()) + sum(len(v) for v in self._late.values())
 
     def drain_dropped(self) -> list:
         """Items of closed windows that were not kept, since the last call."""
@@ -115,23 +145,73 @@ class WindowedSelector:
     def open_windows(self) -> list[int]:
         return sorted(self._windows)
 
+    def late_panes(self) -> list[int]:
+        return sorted(self._late)
+
+    @property
+    def remembered_windows(self) -> int:
+        return len(self._memory)
+
+    def restore(self, kept: Iterable, closed_before: float) -> None:
+        """After a restart: what closed windows kept (from a journal), and the capture time before
+        which windows were closed. Late candidates are then judged as before the restart; a window's
+        k is taken as its whole share (or what it kept, if more)."""
+        self.closed_until = max(self.closed_until, self.window_of(closed_before) + 1)
+        if not self._memory_windows:
+            return
+        by_window: dict[int, list] = {}
+        for c in kept:
+            by_window.setdefault(self.window_of(c.captured_at), []).append(c)
+        share = self.budget.per_window
+        for w, items in by_window.items():
+            if w >= self.closed_until - self._memory_windows:
+                k = max(len(items), math.floor(share)) if math.isfinite(share) else math.inf
+                self._memory[w] = (k, [_Kept(c) for c in items])
+
     def close_until(self, t: float | None = None) -> list[T]:
-        """Close every window that ends at or before capture time `t` (all when None); -> kept items."""
+        """Close every window, and late pane, that ends at or before capture time `t` (all when
+        None); -> kept items."""
         last = math.inf if t is None else self.window_of(t)
         kept: list[T] = []
         for w in sorted(k for k in self._windows if k < last):
             pool = self._windows.pop(w)
-            allowance = self.budget.per_window + self._carry
-            k = math.floor(allowance) if math.isfinite(allowance) else len(pool)
-            chosen = self.pick(pool, k, self.budget.bytes_per_window)
-            if math.isfinite(allowance):
-                # Only the fraction carries: a quiet window does not bank budget for a burst.
-                self._carry = allowance - math.floor(allowance)
-            kept.extend(chosen)
-            if self.track_dropped:
-                chosen_ids = {c.sample_id for c in chosen}
-                self._dropped.extend(c for c in pool if c.sample_id not in chosen_ids)
+            k, self._carry = self._allowance(self._carry)
+            kept.extend(self._judge(w, k, pool, []))
             self.closed_until = max(self.closed_until, w + 1)
         if math.isfinite(last):
             self.closed_until = max(self.closed_until, last)  # empty windows before t are closed too
+        for w in sorted(k for k in self._late if k < last):
+            pool = self._late.pop(w)
+            if w in self._memory:
+                k, ref = self._memory[w]
+            else:  # forgotten (or it never closed with candidates): the late ones alone
+                (k, self._late_carry), ref = self._allowance(self._late_carry), []
+            late = self._judge(w, k, pool, ref)
+            self.late_kept += len(late)
+            kept.extend(late)
+        for w in [w for w in self._memory if w < self.closed_until - self._memory_windows]:
+            del self._memory[w]
         return kept
+
+    def _allowance(self, carry: float) -> tuple[float, float]:
+        """-> (a window's k, the carry after it). Only the fraction carries: a quiet window does not
+        bank budget for a burst."""
+        allowance = self.budget.per_window + carry
+        if not math.isfinite(allowance):
+            return math.inf, 0.0
+        return math.floor(allowance), allowance - math.floor(allowance)
+
+    def _judge(self, w: int, k: float, pool: list, ref: list) -> list:
+        """Pick k of what window w kept so far (`ref`) and `pool` -> the items of `pool` picked, best
+        first; the rest of `pool` is dropped. The window remembers the pick, for late ones."""
+        picked = self.pick(ref + pool, k, self.budget.bytes_per_window)
+        mine = {id(c) for c in pool}
+        chosen = [c for c in picked if id(c) in mine]
+        if self._memory_windows and (math.isfinite(self.budget.per_window)
+                                     or math.isfinite(self.budget.bytes_per_window)):
+            self._memory[w] = (k, [c if isinstance(c, _Kept) else _Kept(c) for c in picked])
+        if self.track_dropped:
+            kept_ids = {id(c) for c in chosen}
+            self._dropped.extend(c for c in pool if id(c) not in kept_ids)
+        return chosen
+
