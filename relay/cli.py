@@ -52,11 +52,15 @@ def relay() -> None:
               type=click.FloatRange(min=0),
               help="Capture times further ahead of this relay's clock are corrected to the site's "
                    "(reason clock:corrected); a device's wrong clock cannot close windows for the others.")
+@click.option("--max-lag", "max_lag_s", default=600.0, show_default=True, type=click.FloatRange(min=0),
+              help="Seconds of capture time a device may fall behind the site's median one and still hold "
+                   "windows open for its candidates; further behind, they are judged late.")
 @click.option("--share-group", default=None,
               help="Share the site with the other relays of this group: each candidate goes to one of them "
                    "(MQTT 5 shared subscription; needs mosquitto, not the embedded broker).")
 def run(relay_id, site, broker, hub_url, token, data_dir, config_path, host, port, public_url, password, ca_file,
-        ready_file, flush_idle, poll, forward_quota, seen_days, lateness_s, max_clock_ahead_s, share_group):
+        ready_file, flush_idle, poll, forward_quota, seen_days, lateness_s, max_clock_ahead_s, max_lag_s,
+        share_group):
     """Aggregate a site's agents, keep the best under the budget, forward them to the hub.
 
     \b
@@ -75,7 +79,7 @@ def run(relay_id, site, broker, hub_url, token, data_dir, config_path, host, por
                       poll_s=poll, public_url=public_url, password=password, ca_file=ca_file,
                       share_group=share_group, forward_quota=cfg.parse_size(forward_quota, "--forward-quota"),
                       seen_retention_s=seen_days * 86400, lateness_s=lateness_s,
-                      max_clock_ahead_s=max_clock_ahead_s)
+                      max_clock_ahead_s=max_clock_ahead_s, max_lag_s=max_lag_s)
 
     async def main():
         stop = asyncio.Event()

@@ -13,6 +13,7 @@ import collections
 import dataclasses
 import json
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -68,6 +69,7 @@ class RelaySettings:
     # relay's clock than max_clock_ahead_s is corrected (shared/sampling/watermarks.py).
     lateness_s: float = 86400.0
     max_clock_ahead_s: float = 600.0
+    max_lag_s: float = 600.0  # windows wait for a device this far behind the median one, not further
     # Relays of one site with the same share group split its candidates between them (MQTT 5 shared
     # subscription, mosquitto only); each applies its own budget. Device states reach every relay.
     share_group: str | None = None
@@ -80,7 +82,8 @@ class Relay:
         self.selector = WindowedSelector(s.sampling.budget, s.sampling.min_value, track_dropped=True,
                                          pick=window_picker(s.sampling), pool_limit=window_pool_limit(s.sampling),
                                          lateness_s=s.lateness_s)
-        self.marks = Watermarks(s.max_clock_ahead_s, idle_s=max(300.0, 5 * s.sampling.budget.window_s))
+        self.marks = Watermarks(s.max_clock_ahead_s, idle_s=max(300.0, 5 * s.sampling.budget.window_s),
+                                max_lag_s=s.max_lag_s)
         self._lock = threading.Lock()  # guards the selector between paho's thread and the loop
         self._last_arrival = 0.0
         self._restore_windows()
@@ -117,11 +120,11 @@ class Relay:
     def _restore_windows(self) -> None:
         """What the windows closed before a restart kept, from the journal: a backlog that arrives
         after the restart is judged as it would have been without one."""
-        _, latest = self.store.windows_kept(float("inf"))
-        if latest is None:
+        closed = self.store.closed_until()
+        if closed is None:
             return
-        kept, _ = self.store.windows_kept(latest - self.s.lateness_s)
-        self.selector.restore(kept, latest)
+        window_s = self.s.sampling.budget.window_s
+        self.selector.restore(self.store.windows_kept(closed * window_s - self.s.lateness_s), closed)
         log.info("restored what %d closed window(s) kept, for late candidates", self.selector.remembered_windows)
 
     def _samples_filter(self) -> str:
@@ -306,26 +309,31 @@ class Relay:
                 else:
                     # Steady traffic: close windows a full window behind the site's watermark, and the
                     # late panes of what arrived after its window closed.
-                    kept = self.selector.close_until(self.marks.site(time.time()) - self.s.sampling.budget.window_s)
+                    until = self.marks.site(time.time()) - self.s.sampling.budget.window_s
+                    kept = self.selector.close_until(until) if math.isfinite(until) else []
                 dropped = [c.sample_id for c in self.selector.drain_dropped()] + self.selector_refused
+                late = self.selector.drain_late()
                 self.selector_refused = []
                 self.counts["late_kept"] = self.selector.late_kept
                 if not kept and not dropped:
                     continue
-            await self._settle(kept, dropped)
+            await self._settle(kept, dropped, late_ids=late)
 
-    async def _settle(self, kept: list[Candidate], dropped: list[str], window: bool = True) -> bool:
+    async def _settle(self, kept: list[Candidate], dropped: list[str], window: bool = True,
+                      late_ids: list[str] = ()) -> bool:
         """A closed window (window=False: what bypassed the budgets) to the forward queue; on a disk
         error it is held and retried (storage_retry)."""
         try:
-            self._count_refused(await asyncio.to_thread(self.store.settle, kept, dropped))
+            self._count_refused(await asyncio.to_thread(self.store.settle, kept, dropped,
+                                                        "kept" if window else "bypassed",
+                                                        self.selector.closed_until, late_ids))
         except StorageError as exc:
             if not self.storage_failed:
                 log.error("could not queue a closed window (%d kept): %s; retrying every %.0f s", len(kept), exc,
                           STORAGE_RETRY_S)
             self.storage_failed = True
             self.counts["storage_errors"] += 1
-            self._unsettled.append((kept, dropped, window))
+            self._unsettled.append((kept, dropped, window, late_ids))
             return False
         if window:
             self.counts["kept"] += len(kept)

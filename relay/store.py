@@ -13,6 +13,7 @@ gets our PUBACK: once an agent deletes a candidate, the relay has it on disk.
 from __future__ import annotations
 
 import contextlib
+import math
 import sqlite3
 import threading
 import time
@@ -31,13 +32,14 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS seen (sample_id TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS seen_feedback (sample_id TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS pending (sample_id TEXT PRIMARY KEY, payload BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS dead_letters (sample_id TEXT PRIMARY KEY, payload BLOB NOT NULL, value REAL NOT NULL,
                                          reason TEXT NOT NULL, at REAL NOT NULL);
 """
 
 
 JOURNAL_COLUMNS = (("at", "REAL"), ("device_id", "TEXT"), ("captured_at", "REAL"), ("value", "REAL"),
-                   ("nbytes", "INTEGER"), ("predicted", "INTEGER"), ("fate", "TEXT"))
+                   ("nbytes", "INTEGER"), ("predicted", "INTEGER"), ("fate", "TEXT"), ("late", "INTEGER"))
 # kept by its window; past every budget (audit, feedback, a campaign); a budget's drop; a full forward
 # queue's, at once or later (evicted); the hub's refusal
 FATES = ("kept", "bypassed", "dropped", "refused", "evicted", "dead")
@@ -103,10 +105,13 @@ class RelayStore:
             rows = self._db.execute("SELECT payload FROM pending").fetchall()
         return [Candidate.from_wire(msgpack.unpackb(p, raw=False)) for (p,) in rows]
 
-    def settle(self, kept: list[Candidate], dropped_ids: list[str], fate: str = "kept") -> list[str]:
+    def settle(self, kept: list[Candidate], dropped_ids: list[str], fate: str = "kept",
+               closed_until: float | None = None, late_ids: list[str] = ()) -> list[str]:
         """A window closed: the kept go to the forward queue, the rest are done with.
         -> ids the full forward queue refused (worth less than everything queued): the caller counts them.
-        StorageError (a full or failing disk): nothing is lost, they are all still pending; call again."""
+        StorageError (a full or failing disk): nothing is lost, they are all still pending; call again.
+        closed_until: the selector's first window not closed yet, kept for a restart; late_ids: those
+        judged in a late pane (their window had closed when they came), journaled as late."""
         # Feedback replaces its frame if that is still queued (or sends it again after the frame's send).
         refused = [c.sample_id for c in kept if not self.forward.put(c, c.value, replace=is_feedback(c.reasons))]
         out = set(refused)
@@ -117,6 +122,10 @@ class RelayStore:
                 self._db.executemany("DELETE FROM pending WHERE sample_id = ?",
                                      [(c.sample_id,) for c in kept] + [(s,) for s in dropped_ids])
                 self._set_fates(fates + [("dropped", s, False) for s in dropped_ids])
+                self._db.executemany("UPDATE seen SET late = 1 WHERE sample_id = ?", [(i,) for i in late_ids])
+                if closed_until is not None and math.isfinite(closed_until):
+                    self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('closed_until', ?)",
+                                     (closed_until,))
                 self._db.execute("COMMIT")
             except sqlite3.DatabaseError as exc:
                 if self._db.in_transaction:
@@ -137,16 +146,20 @@ class RelayStore:
             self._db.executemany(f"UPDATE {table} SET fate = ? WHERE sample_id = ?",
                                  [(f, sid) for f, sid, is_fb in fates if is_fb == fb])
 
-    def windows_kept(self, since: float) -> tuple[list[Journaled], float | None]:
-        """-> (what windows kept, captured since `since`; the latest capture time of anything settled),
-        for a restarted relay to judge late candidates as it would have before (selectors.py)."""
+    def windows_kept(self, since: float) -> list[Journaled]:
+        """What windows kept, captured since `since`: for a restarted relay to judge late candidates
+        as it would have before (WindowedSelector.restore)."""
         with self._lock:
             rows = self._db.execute("SELECT sample_id, value, captured_at, nbytes, predicted FROM seen WHERE "
                                     "fate IN ('kept', 'refused', 'evicted', 'dead') AND captured_at >= ? AND "
                                     "value IS NOT NULL AND predicted IS NOT NULL", (since,)).fetchall()
-            (latest,) = self._db.execute("SELECT MAX(captured_at) FROM seen WHERE fate IS NOT NULL AND "
-                                         "fate != 'bypassed'").fetchone()
-        return [Journaled(sid, v, t, n or 0, p) for sid, v, t, n, p in rows], latest
+        return [Journaled(sid, v, t, n or 0, p) for sid, v, t, n, p in rows]
+
+    def closed_until(self) -> float | None:
+        """The selector's first window not closed when the relay last settled one (None: never)."""
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'closed_until'").fetchone()
+        return None if row is None else row[0]
 
     def journal(self) -> dict[str, str | None]:
         """sample_id -> its fate here (None: pending), for every id remembered. Where a frame and its
@@ -223,10 +236,10 @@ def read_journal(db: sqlite3.Connection | Path, lock: threading.Lock | None = No
 
 
 def journal_rows(path: Path) -> list[tuple]:
-    """(sample_id, device_id, captured_at, value, fate, at) of every frame a relay remembers, read-only
-    from its file (bench chaos measures a backlog's share with them)."""
+    """(sample_id, device_id, captured_at, value, fate, at, late) of every frame a relay remembers,
+    read-only from its file (bench chaos measures a backlog's share with them)."""
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        return conn.execute("SELECT sample_id, device_id, captured_at, value, fate, at FROM seen").fetchall()
+        return conn.execute("SELECT sample_id, device_id, captured_at, value, fate, at, late FROM seen").fetchall()
     finally:
         conn.close()

@@ -113,13 +113,15 @@ def test_a_backlog_s_share_is_measured_against_the_same_windows_live():
     from edgeloop.bench.chaos_reconcile import backlog_share
 
     # Two windows of 60 s: live devices a, b; the backlog device c, cut at wall time 100.
-    rows = [("c0", "c", 50.0, 0.1, "kept", 10.0)]  # c's last candidate before the cut
-    rows += [(f"{d}{w}", d, 60.0 * w + 5, v, "kept" if d == "a" else "dropped", 200.0)
+    rows = [("c0", "c", 50.0, 0.1, "kept", 10.0, 0)]  # c's last candidate before the cut
+    rows += [(f"{d}{w}", d, 60.0 * w + 5, v, "kept" if d == "a" else "dropped", 200.0, 0)
              for w in (1, 2) for d, v in (("a", 0.5), ("b", 0.2))]
-    rows += [("c1", "c", 65.0, 0.9, "kept", 300.0), ("c2", "c", 125.0, 0.3, "dropped", 300.0)]
+    rows += [("c1", "c", 65.0, 0.9, "kept", 300.0, 1), ("c2", "c", 125.0, 0.3, "dropped", 300.0, 1)]
+    rows += [("x2", "x", 126.0, 0.95, "kept", 400.0, 1)]  # another device's straggler, after c's
     got = backlog_share(rows, "c", cut_at=100.0, offline_capture_s=130.0, per_hour=60, window_s=60.0)
-    # live, one a window: c1 beats a1 in window 1; a2 beats c2 in window 2
-    assert got == {"windows": 2, "backlog": 2, "kept_at_relay": 1, "live_would_keep": 1, "ratio": 1.0}
+    # live, one a window: c1 beats a1 in window 1; a2 beats c2 in window 2 (the straggler came after)
+    assert got == {"windows": 2, "backlog": 2, "kept_at_relay": 1, "live_would_keep": 1, "ratio": 1.0,
+                   "all_at_once_would_keep": 1, "late_from_others": 1}
 
 
 # --- the outbox journal -------------------------------------------------------------------------------
@@ -250,8 +252,9 @@ def test_a_proxy_error_resets_what_is_open_and_answers_every_request_with_its_pa
 @pytest.mark.e2e
 @pytest.mark.timeout(900)  # about two minutes here: start, 90 s of faults, settle
 def test_a_short_chaos_run_loses_nothing_and_stores_nothing_twice(tmp_path):
-    """6 agents, 1 relay, a 90 s fault window with one fault of each kind: real mosquitto, hub, relay
-    and fleet processes. The command exits 1 itself if anything was lost or stored twice."""
+    """6 agents, 1 relay, a 90 s fault window with one fault of each kind and the standing ones (wrong
+    clocks, a backlog): real mosquitto, hub, relay and fleet processes. The command exits 1 itself if
+    anything was lost or stored twice."""
     proc = subprocess.run([sys.executable, "-m", "edgeloop", "bench", "chaos", "--agents", "6", "--relays", "1",
                            "--minutes", "1.5", "--faults-per-kind", "1", "--seed", "7", "--out", str(tmp_path)],
                           capture_output=True, text=True, timeout=1200)
@@ -268,5 +271,10 @@ def test_a_short_chaos_run_loses_nothing_and_stores_nothing_twice(tmp_path):
     assert effects["lossy_reset"] + effects["lossy_stall"] + effects["lossy_refused"] > 0
     assert fig["fault_effects"]["proxy_404"]["answered_404"] > 0
     assert fig["fault_effects"]["slow_link"]["throttled_bytes"] > 0
+    assert fig["fault_effects"]["relay_disk"]["storage_errors"] > 0
+    # the standing faults: a clock five years ahead is corrected at the relay, and a backlog is measured
+    ahead = fig["standing_faults"]["clock_ahead"]
+    assert ahead["committed"] > 0 and ahead["corrected_at_relay"] > 0  # (counted since the relay last started)
+    assert fig["backlog"]["backlog"] > 0 and fig["backlog"]["live_would_keep"] > 0
     assert fig["unexpected_exits"] == [] and fig["undrained_fleet"] == []
     assert fig["seed"] == 7 and len(fig["events"]) == len(KINDS)

@@ -96,6 +96,19 @@ def test_a_late_candidate_of_a_forgotten_window_is_judged_with_its_peers_alone()
     assert [c.sample_id for c in sel.close_until(None)] == ["late-2"]  # one, as its window's share
 
 
+def test_a_flush_of_a_window_far_ahead_does_not_make_every_window_late():
+    """A corrected clock put a candidate at the receiver's time (2026-12) while the site lives in
+    2026-01; an idle flush closed that window, and every window before it became late."""
+    sel = WindowedSelector(Budget(per_hour=60, window_s=WINDOW_S), lateness_s=86400)
+    sel.offer(Item("far-ahead", 0.5, 1e9, 1))
+    assert [c.sample_id for c in sel.close_until(None)] == ["far-ahead"]  # an idle flush
+    sel.offer(Item("site", 0.5, 130.0, 1))
+    assert sel.open_windows() == [2] and sel.late_panes() == []  # on time, not late
+    sel.offer(Item("again-ahead", 0.9, 1e9 + 1, 1))
+    assert sel.late_panes() == [sel.window_of(1e9)]  # the flushed window is closed: late, judged with it
+    assert [c.sample_id for c in sel.close_until(None)] == ["site", "again-ahead"]
+
+
 def test_a_window_remembers_what_it_kept_without_its_images():
     sel = WindowedSelector(Budget(per_hour=60, window_s=WINDOW_S), lateness_s=3600)
     big = make_candidate(captured_at=5.0, image_bytes=b"\xff" * 100_000, value=0.9)
@@ -119,14 +132,14 @@ def test_a_restarted_relay_judges_a_backlog_against_what_its_journal_says_the_wi
     sel = WindowedSelector(budget, lateness_s=86400)
     for c in live:
         sel.offer(c)
-    store.settle(sel.close_until(None), [])
+    store.settle(sel.close_until(10 * WINDOW_S), [], closed_until=sel.closed_until)
     store.close()
 
     store = RelayStore(tmp_path / "relay.sqlite", 1 << 20)  # the relay restarts
-    kept, latest = store.windows_kept(-math.inf)
-    assert latest == live[-1].captured_at and len(kept) == 10
+    kept, closed = store.windows_kept(-math.inf), store.closed_until()
+    assert closed == 10 and len(kept) == 10
     restarted = WindowedSelector(budget, lateness_s=86400)
-    restarted.restore(kept, latest)
+    restarted.restore(kept, closed)
     backlog = [make_candidate(captured_at=w * WINDOW_S + 2, value=0.9 if w % 2 else 0.1) for w in range(10)]
     for c in backlog:
         restarted.offer(c)
@@ -135,20 +148,33 @@ def test_a_restarted_relay_judges_a_backlog_against_what_its_journal_says_the_wi
     store.close()
 
 
+@pytest.mark.parametrize("per_hour, strategy, limit", [(None, "top", 10_000), (60, "top", 8), (60, "diverse", 32),
+                                                      (10**9, "top", 10_000)])
+def test_every_window_pool_is_bounded_whatever_the_budget(per_hour, strategy, limit):
+    """A relay's pool had no bound: a clock that closed no window made it hold every candidate."""
+    from edgeloop.shared.config import SamplingConfig
+    from edgeloop.shared.sampling.policy import window_pool_limit
+
+    assert window_pool_limit(SamplingConfig(budget=Budget(per_hour=per_hour, window_s=WINDOW_S),
+                                            strategy=strategy)) == limit
+
+
 # -- watermarks ----------------------------------------------------------------------------------
 
 @settings(max_examples=200)
 @given(good=st.lists(st.floats(0, 1e6), min_size=3, max_size=9), bad=st.lists(st.floats(-1e12, 1e12), max_size=4))
 def test_a_minority_of_wrong_clocks_does_not_move_the_site_watermark(good, bad):
-    """Upper median: fewer wrong clocks than half the devices leave it among the right ones."""
+    """Fewer wrong clocks than half the devices: the median is a right one, and the watermark no more
+    than max_lag behind it."""
     bad = bad[:(len(good) - 1) // 2]
-    marks = Watermarks(max_ahead_s=math.inf)
+    marks = Watermarks(max_ahead_s=math.inf, max_lag_s=600)
     now = 2e6
     for i, t in enumerate(good):
         marks.admit(f"good-{i}", t, now)
     for i, t in enumerate(bad):
         marks.admit(f"bad-{i}", t, now)
-    assert min(good) <= marks.site(now) <= max(good)
+    assert min(good) - 600 <= marks.site(now) <= max(good)
+    assert marks.site(now) in good + bad
 
 
 def test_a_clock_years_ahead_is_corrected_to_the_site_and_an_hour_behind_is_believed():
@@ -158,10 +184,11 @@ def test_a_clock_years_ahead_is_corrected_to_the_site_and_an_hour_behind_is_beli
     marks = Watermarks(max_ahead_s=600)
     assert marks.admit("a", now - 10, now) is None
     assert marks.admit("b", now - 20, now) is None
-    assert marks.admit("ahead", now + 5 * 365 * 86400, now) == now - 10  # the site's watermark
+    assert marks.admit("ahead", now + 5 * 365 * 86400, now) == now - 20  # the site's watermark
     assert marks.admit("behind", now - 3600, now) is None
     assert marks.corrected == {"ahead": 1}
-    assert marks.site(now) == now - 20  # the median of a, b, behind: 'ahead' has no say while corrected
+    # the oldest of a and b (behind is more than max_lag behind them); 'ahead' has no say while corrected
+    assert marks.site(now) == now - 20
     assert marks.admit("a", math.nan, now) == now - 20  # not a time at all: corrected too
     assert marks.site(now + 301) == -math.inf  # everyone went quiet
     assert marks.forget_idle(now + 10_000, 3600) == 4

@@ -46,11 +46,11 @@ PROCS_PER_SITE = 2  # fleet processes per site; the first of each site has SMALL
 DISK = "4MB"  # outbox quota of a device (the fleet's default)
 SMALL_DISK = "24KB"  # about ten candidates: a link down for ten seconds fills it
 # Cameras take a frame every 10 s of capture time, so that at 2 fps an hour of capture passes in three
-# minutes. Agents keep half their frames in 2-minute windows: a window closes every 6 s, so commits are
-# steady (about one a second per agent) and a cut link soon fills a small disk.
+# minutes. Agents keep half their frames in 1-minute windows (the relays' too): a window closes every
+# 3 s, so commits are steady (about one a second per agent) and a cut link soon fills a small disk.
 CAPTURE_EVERY_S = 10.0
 AGENT_PER_HOUR = 180
-AGENT_WINDOW_S = 120
+AGENT_WINDOW_S = 60
 AGENT_SIGNALS = {"least_confidence": 1.0, "margin": 0.5, "random": 0.1}
 SETTLE_STALL_S = 120.0  # settling gives up when the hub gains nothing for this long
 RELAY_PER_HOUR_PER_AGENT = 90  # the relays' budget (top by value): half of what the agents keep

@@ -91,27 +91,37 @@ def backlog_share(rows: Iterable[tuple], device: str, cut_at: float, offline_cap
     """What a relay kept of a device's backlog against what the same capture time live would have.
 
     rows: a relay's journal (relay.store.journal_rows). The backlog: the device's candidates captured
-    in the whole windows of the `offline_capture_s` after its last one received before `cut_at`. Live
-    is the relay's selector (top by value, count budget) run over every candidate of those windows
-    at once, as if all had come in time."""
+    in the whole windows of the `offline_capture_s` after its last one received before `cut_at`.
+    Live, the device's candidates would have come in time and been judged with the others that did
+    (what came late from other devices, after a kill or a cut link, is judged after them either
+    way): `live_would_keep` runs the relay's selector (top by value, count budget) over the backlog
+    and the candidates each window judged in time. `all_at_once_would_keep` is the stricter oracle
+    that waits for every candidate, late ones too."""
     from edgeloop.shared.config import Budget
     from edgeloop.shared.sampling import WindowedSelector
 
-    before = [t for _, dev, t, _, _, at in rows if dev == device and at is not None and at < cut_at]
+    before = [t for _, dev, t, _, _, at, _ in rows if dev == device and at is not None and at < cut_at]
     if not before:
         return {}
     first = (max(before) // window_s + 1) * window_s
     last = ((max(before) + offline_capture_s) // window_s) * window_s
-    judged = [(sid, dev, t, v, fate) for sid, dev, t, v, fate, _ in rows
+    judged = [(sid, dev, t, v, fate, late) for sid, dev, t, v, fate, _, late in rows
               if t is not None and first <= t < last and fate not in (None, "bypassed")]
     backlog = {sid for sid, dev, *_ in judged if dev == device}
-    sel = WindowedSelector(Budget(per_hour=per_hour, window_s=window_s))
-    for sid, _, t, v, _ in judged:
-        sel.offer(_Row(sid, v, t))
-    live = {c.sample_id for c in sel.close_until(None)} & backlog
-    kept = {sid for sid, _, _, _, fate in judged if sid in backlog and fate in SELECTED}
+
+    def keeps(items) -> set[str]:
+        sel = WindowedSelector(Budget(per_hour=per_hour, window_s=window_s))
+        for sid, _, t, v, _, _ in items:
+            sel.offer(_Row(sid, v, t))
+        return {c.sample_id for c in sel.close_until(None)} & backlog
+
+    live = keeps([r for r in judged if r[0] in backlog or not r[5]])
+    oracle = keeps(judged)
+    kept = {sid for sid, _, _, _, fate, _ in judged if sid in backlog and fate in SELECTED}
     return {"windows": round((last - first) / window_s), "backlog": len(backlog), "kept_at_relay": len(kept),
-            "live_would_keep": len(live), "ratio": round(len(kept) / len(live), 3) if live else None}
+            "live_would_keep": len(live), "ratio": round(len(kept) / len(live), 3) if live else None,
+            "all_at_once_would_keep": len(oracle),
+            "late_from_others": sum(1 for r in judged if r[0] not in backlog and r[5])}
 
 
 class _Row:

@@ -53,6 +53,9 @@ def _worst(pool: list[T]) -> T:
     return max(pool, key=lambda c: (-c.value, c.sample_id))
 
 
+FLUSHED_KEPT = 4096  # windows closed ahead of time that a selector remembers as closed
+
+
 class _Kept:
     """What a closed window remembers of a candidate it kept, to judge late ones against: all but
     the image (the pickers read value, nbytes, embedding, predicted, detections)."""
@@ -98,9 +101,13 @@ class WindowedSelector:
         self._carry = 0.0  # fractional count budget carried from closed windows
         self._late_carry = 0.0  # the same, for late panes of windows no longer remembered
         self.closed_until = -math.inf  # windows before this index are closed
+        # ... and these after it, closed by a flush (`close_until(None)`) ahead of time: a flush does
+        # not move closed_until, so one window far ahead (a wrong clock) cannot make every window late.
+        self._flushed: set[int] = set()
         self.track_dropped = track_dropped
         self._dropped: list = []  # items of closed windows that were not kept, until drained
         self.late_kept = 0  # late candidates kept in their own window's late pane, so far
+        self._judged_late: list[str] = []  # ids judged in late panes, until drained (with track_dropped)
 
     def window_of(self, t: float) -> int:
         return math.floor(t / self.budget.window_s)
@@ -131,7 +138,9 @@ class WindowedSelector:
         return self.pool_limit is None or len(pool) < self.pool_limit or value > min(c.value for c in pool)
 
     def _pool_of(self, t: float) -> dict[int, list]:
-        return self._windows if self.window_of(t) >= self.closed_until else self._late
+        w = self.window_of(t)  # a window that kept something is closed, whatever closed_until says
+        late = w < self.closed_until or w in self._flushed or w in self._memory
+        return self._late if late else self._windows
 
     @property
     def pending(self) -> int:
@@ -140,6 +149,11 @@ class WindowedSelector:
     def drain_dropped(self) -> list:
         """Items of closed windows that were not kept, since the last call."""
         out, self._dropped = self._dropped, []
+        return out
+
+    def drain_late(self) -> list[str]:
+        """Ids of the items judged in late panes (kept or not), since the last call (track_dropped)."""
+        out, self._judged_late = self._judged_late, []
         return out
 
     def open_windows(self) -> list[int]:
@@ -152,11 +166,11 @@ class WindowedSelector:
     def remembered_windows(self) -> int:
         return len(self._memory)
 
-    def restore(self, kept: Iterable, closed_before: float) -> None:
-        """After a restart: what closed windows kept (from a journal), and the capture time before
-        which windows were closed. Late candidates are then judged as before the restart; a window's
-        k is taken as its whole share (or what it kept, if more)."""
-        self.closed_until = max(self.closed_until, self.window_of(closed_before) + 1)
+    def restore(self, kept: Iterable, closed_until: float) -> None:
+        """After a restart: what closed windows kept (from a journal), and the first window that was
+        not closed. Late candidates are then judged as before the restart; a window's k is taken as
+        its whole share (the carried fraction is not journaled)."""
+        self.closed_until = max(self.closed_until, closed_until)
         if not self._memory_windows:
             return
         by_window: dict[int, list] = {}
@@ -165,7 +179,7 @@ class WindowedSelector:
         share = self.budget.per_window
         for w, items in by_window.items():
             if w >= self.closed_until - self._memory_windows:
-                k = max(len(items), math.floor(share)) if math.isfinite(share) else math.inf
+                k = (math.floor(share) if share >= 1 else min(1, len(items))) if math.isfinite(share) else math.inf
                 self._memory[w] = (k, [_Kept(c) for c in items])
 
     def close_until(self, t: float | None = None) -> list[T]:
@@ -177,9 +191,15 @@ class WindowedSelector:
             pool = self._windows.pop(w)
             k, self._carry = self._allowance(self._carry)
             kept.extend(self._judge(w, k, pool, []))
-            self.closed_until = max(self.closed_until, w + 1)
+            if math.isfinite(last):
+                self.closed_until = max(self.closed_until, w + 1)
+            else:
+                self._flushed.add(w)
         if math.isfinite(last):
             self.closed_until = max(self.closed_until, last)  # empty windows before t are closed too
+            self._flushed = {w for w in self._flushed if w >= self.closed_until}
+        if len(self._flushed) > FLUSHED_KEPT:
+            self._flushed = set(sorted(self._flushed)[-FLUSHED_KEPT:])
         for w in sorted(k for k in self._late if k < last):
             pool = self._late.pop(w)
             if w in self._memory:
@@ -188,6 +208,8 @@ class WindowedSelector:
                 (k, self._late_carry), ref = self._allowance(self._late_carry), []
             late = self._judge(w, k, pool, ref)
             self.late_kept += len(late)
+            if self.track_dropped:
+                self._judged_late.extend(c.sample_id for c in pool)
             kept.extend(late)
         for w in [w for w in self._memory if w < self.closed_until - self._memory_windows]:
             del self._memory[w]

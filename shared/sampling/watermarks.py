@@ -3,10 +3,12 @@ Pure, no I/O: the caller passes its own clock.
 
 Capture times come from device clocks, and one wrong clock must not decide for a site:
 
-- The site's watermark, which closes selection windows, is the upper median of the active devices'
-  own watermarks (each the newest capture time that device sent; active: heard from within
-  `idle_s`). A minority of clocks ahead or behind does not move it, and a device that went quiet
-  does not hold it back.
+- The site's watermark, which closes selection windows, is the oldest of the active devices' own
+  watermarks (each the newest capture time that device sent; active: heard from within `idle_s`),
+  as in Flink, but among those no more than `max_lag_s` behind the median device: a window waits
+  for a device that is a little behind, not for one an hour behind (whose candidates are then late
+  and judged in the late panes of their windows). A minority of clocks ahead or behind does not
+  move it, and a device that went quiet does not hold it back.
 - A capture time more than `max_ahead_s` ahead of the receiver's clock is not believed (a device
   whose clock says 2100 would otherwise open windows nobody else reaches). It is corrected to the
   site's watermark (the receiver's clock when no device has one), and the candidate says so: reason
@@ -26,10 +28,10 @@ CLAIMED_AT = "claimed_captured_at"  # the score that keeps a corrected candidate
 
 
 class Watermarks:
-    def __init__(self, max_ahead_s: float = 600.0, idle_s: float = 300.0):
-        if max_ahead_s < 0 or idle_s <= 0:
-            raise ValueError("max_ahead_s must be >= 0 and idle_s > 0")
-        self.max_ahead_s, self.idle_s = max_ahead_s, idle_s
+    def __init__(self, max_ahead_s: float = 600.0, idle_s: float = 300.0, max_lag_s: float = 600.0):
+        if max_ahead_s < 0 or idle_s <= 0 or max_lag_s < 0:
+            raise ValueError("max_ahead_s and max_lag_s must be >= 0, idle_s > 0")
+        self.max_ahead_s, self.idle_s, self.max_lag_s = max_ahead_s, idle_s, max_lag_s
         self._marks: dict[str, float] = {}  # device -> newest capture time it sent (as admitted)
         self._heard: dict[str, float] = {}  # device -> receiver time it was last heard from
         self.corrected: dict[str, int] = {}  # device -> how many of its capture times were corrected
@@ -52,11 +54,14 @@ class Watermarks:
         return fixed
 
     def site(self, now: float, without: str | None = None) -> float:
-        """The upper median of the active devices' watermarks (of those whose clocks are believed,
-        if any); -inf when there are none."""
+        """The oldest of the active devices' watermarks within max_lag_s of their upper median (of
+        those whose clocks are believed, if any); -inf when there are none."""
         active = [d for d in self._marks if d != without and now - self._heard[d] <= self.idle_s]
         marks = sorted(self._marks[d] for d in ([d for d in active if d not in self._suspect] or active))
-        return marks[len(marks) // 2] if marks else -math.inf
+        if not marks:
+            return -math.inf
+        median = marks[len(marks) // 2]
+        return next(m for m in marks if m >= median - self.max_lag_s)
 
     def of(self, device: str) -> float:
         return self._marks.get(device, -math.inf)
