@@ -17,9 +17,8 @@ import math
 import sqlite3
 import threading
 import time
-from pathlib import Path
-
 from dataclasses import dataclass
+from pathlib import Path
 
 import msgpack
 
@@ -43,6 +42,7 @@ JOURNAL_COLUMNS = (("at", "REAL"), ("device_id", "TEXT"), ("captured_at", "REAL"
 # kept by its window; past every budget (audit, feedback, a campaign); a budget's drop; a full forward
 # queue's, at once or later (evicted); the hub's refusal
 FATES = ("kept", "bypassed", "dropped", "refused", "evicted", "dead")
+SELECTED = ("kept", "refused", "evicted", "dead")  # fates of what a window chose, whatever came after
 
 
 @dataclass(frozen=True)
@@ -150,9 +150,10 @@ class RelayStore:
         """What windows kept, captured since `since`: for a restarted relay to judge late candidates
         as it would have before (WindowedSelector.restore)."""
         with self._lock:
+            marks = ", ".join("?" * len(SELECTED))
             rows = self._db.execute("SELECT sample_id, value, captured_at, nbytes, predicted FROM seen WHERE "
-                                    "fate IN ('kept', 'refused', 'evicted', 'dead') AND captured_at >= ? AND "
-                                    "value IS NOT NULL AND predicted IS NOT NULL", (since,)).fetchall()
+                                    f"fate IN ({marks}) AND captured_at >= ? AND value IS NOT NULL AND "
+                                    "predicted IS NOT NULL", (*SELECTED, since)).fetchall()
         return [Journaled(sid, v, t, n or 0, p) for sid, v, t, n, p in rows]
 
     def closed_until(self) -> float | None:

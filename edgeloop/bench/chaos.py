@@ -37,7 +37,7 @@ from edgeloop.procs import Service, ServiceFailed, sigterm_unwinds
 from edgeloop.shared.outbox import Journal, read_journal
 
 from .chaos_faults import Injectors
-from .chaos_reconcile import backlog_share, hub_rows, reconcile, relay_journals
+from .chaos_reconcile import DELIBERATE, backlog_share, hub_rows, reconcile, relay_journals
 from .chaos_schedule import KINDS, Fault, draw_schedule
 from .faulty_link import FaultyLink, LinkHost
 from .scratch import fresh_box
@@ -298,7 +298,7 @@ class ChaosRun(Injectors):
         last, last_change = -1, time.monotonic()
         while time.monotonic() < deadline:
             fates = self.relay_fates()
-            expected = {sid for sid in delivered if fates.get(sid) not in ("dropped", "refused", "evicted", "dead")}
+            expected = {sid for sid in delivered if fates.get(sid) not in DELIBERATE}
             _, ours = hub_rows(self.hub_db, devices)
             have = len(expected & ours)
             if have == len(expected):

@@ -83,9 +83,6 @@ def relay_journals(paths: Iterable[Path]) -> dict[str, str | None]:
     return out
 
 
-SELECTED = ("kept", "refused", "evicted", "dead")  # fates of what a window chose (whatever came after)
-
-
 def backlog_share(rows: Iterable[tuple], device: str, cut_at: float, offline_capture_s: float,
                   per_hour: float, window_s: float) -> dict:
     """What a relay kept of a device's backlog against what the same capture time live would have.
@@ -97,6 +94,7 @@ def backlog_share(rows: Iterable[tuple], device: str, cut_at: float, offline_cap
     way): `live_would_keep` runs the relay's selector (top by value, count budget) over the backlog
     and the candidates each window judged in time. `all_at_once_would_keep` is the stricter oracle
     that waits for every candidate, late ones too."""
+    from edgeloop.relay.store import SELECTED
     from edgeloop.shared.config import Budget
     from edgeloop.shared.sampling import WindowedSelector
 
