@@ -119,3 +119,40 @@ def test_the_fps_cap_paces_an_on_demand_source():
 def test_a_negative_fps_cap_is_a_config_error():
     with pytest.raises(ConfigError, match="max-fps"):
         open_source("sim:cam-000", max_fps=-1)
+
+
+def wall_paced(spec: str, start: int, now: float, max_fps: float = 2.0):
+    """A simulated camera opened at cursor `start`, its wall clock stopped at `now`, its pauses recorded."""
+    src = open_source(spec, start=start, max_fps=max_fps)
+    src.wall_clock = lambda: now
+    src.waits = []
+    src.closed.wait = lambda timeout: src.waits.append(timeout) or False
+    return src
+
+
+@pytest.mark.parametrize("spec", ["sim:cam-000?wall=1000&every=10", "scenes:cam-000?wall=1000&size=64x48"])
+def test_a_wall_paced_camera_resumes_at_the_frame_due_now_not_at_its_cursor(spec):
+    # Down from frame 10 to 60 s after frame 0 at 2 fps: frames 10..119 passed unseen; 120 is due now.
+    src = wall_paced(spec, start=10, now=1060.0)
+    f = next(iter(src))
+    assert f.index == 120 and src.skipped == 110 and src.waits == [0.0]
+    if "every" in spec:  # capture time follows the frame index, so the camera is back at its site's time
+        assert f.captured_at == src.world.epoch + 120 * 10
+
+
+def test_a_wall_paced_camera_waits_for_each_frame_on_the_wall_clock():
+    src = wall_paced("sim:cam-000?wall=1000", start=0, now=1000.2)  # 0.2 s after frame 0, at 2 fps
+    frames = list(itertools.islice(src, 3))
+    assert [f.index for f in frames] == [0, 1, 2] and src.skipped == 0
+    # frame 0 at once (it is late), then frame 1 at 1000.5 and frame 2 at 1001.0, the clock standing at 1000.2
+    assert src.waits == [0.0, pytest.approx(0.3), pytest.approx(0.8)]
+
+
+def test_a_camera_ahead_of_the_wall_clock_does_not_go_back():
+    src = wall_paced("sim:cam-000?wall=1000", start=50, now=1001.0)  # its cursor is past the frame due now
+    assert next(iter(src)).index == 50 and src.skipped == 0
+
+
+def test_wall_pace_needs_an_fps_cap():
+    with pytest.raises(ConfigError, match="wall=1000.*max-fps"):
+        open_source("sim:cam-000?wall=1000")

@@ -38,6 +38,7 @@ from edgeloop.shared.outbox import Journal, read_journal
 
 from .chaos_faults import Injectors
 from .chaos_reconcile import DELIBERATE, backlog_share, hub_rows, reconcile, relay_journals
+from .chaos_report import print_figures
 from .chaos_schedule import KINDS, Fault, draw_schedule
 from .faulty_link import FaultyLink, LinkHost
 from .scratch import fresh_box
@@ -59,6 +60,11 @@ RELAY_PER_HOUR_PER_AGENT = 90  # the relays' budget (top by value): half of what
 # shorter), from a tenth into the window: its backlog then competes in windows long closed.
 CLOCKS = {"clock_ahead": 5 * 365 * 86400.0, "clock_behind": -3600.0}
 BACKLOG_S = 3600.0
+# The relays' --max-lag, in capture time. Their default, 600 s, is ten minutes of a real site's clock;
+# here capture time runs CAPTURE_EVERY_S * fps = 20 times faster than the wall clock, so it would be 30 s
+# of wall time and a 30 s link drop would make a device's candidates late. 1800 s (90 s of wall time)
+# keeps the brief faults' candidates in time, as at a real site, while the hour-long backlog is late.
+RELAY_MAX_LAG_S = 1800.0
 RELAY_WINDOW_S = 60.0  # the one-box relays' selection window (sampling_toml's default)
 
 
@@ -75,6 +81,7 @@ class ChaosSettings:
     state_interval: float = 2.0
     settle_timeout_s: float = 900.0
     broker_persistence: bool = True  # off: a broker restart drops queued messages (shows that a loss is seen)
+    relay_max_lag_s: float = RELAY_MAX_LAG_S
 
 
 @dataclass
@@ -112,7 +119,7 @@ class ChaosRun(Injectors):
             out=fresh_box(s.out), agents=0, relays=s.relays, broker="mosquitto", broker_persistence=s.broker_persistence,
             # agents=0 (this run starts its own fleet): the relays' budget is per site, spelled out here
             frames_per_round=10**9, relay_per_hour_per_agent=RELAY_PER_HOUR_PER_AGENT * math.ceil(s.agents / s.relays),
-            relay_strategy="top", seed=s.seed, seed_set=300,
+            relay_strategy="top", relay_max_lag_s=s.relay_max_lag_s, seed=s.seed, seed_set=300,
             golden_per_condition=50, epochs=4))
         self.links = LinkHost()
         self.hub_link: FaultyLink | None = None
@@ -145,12 +152,17 @@ class ChaosRun(Injectors):
         per_site = math.ceil(self.s.agents / self.s.relays)
         self.status(f"starting {per_site * self.s.relays} agents in fleet mode")
         broker_port = int(box.broker_url.rsplit(":", 1)[1])
+        # Cameras keep the wall clock's pace from here, as real ones do: an agent killed and restarted
+        # resumes at the frame due now, not at its cursor, so it does not fall behind its site for good
+        # (whose windows would then judge all it sends in late panes).
+        wall = time.time()
         first = 0
         for k, site in enumerate(box.sites):
             for name, n, small, role in self._fleet_plan(k, site, per_site):
                 link = self.links.add(name, broker_port)
                 clock = CLOCKS.get(role, 0.0)
-                source = f"sim:cam-{{i:04d}}?every={CAPTURE_EVERY_S:g}" + (f"&clock={clock:.0f}" if clock else "")
+                source = (f"sim:cam-{{i:04d}}?every={CAPTURE_EVERY_S:g}&wall={wall:.3f}"
+                          + (f"&clock={clock:.0f}" if clock else ""))
                 svc = Service.edgeloop(name, [
                     "fleet", "--agents", str(n), "--first", str(first), "--site", site,
                     "--broker", f"mqtt://127.0.0.1:{link.port}", "--pubkey", str(box.public_key_path),
@@ -359,7 +371,7 @@ class ChaosRun(Injectors):
                          "procs_per_site": PROCS_PER_SITE, "disk": DISK, "small_disk": SMALL_DISK,
                          "agent_per_hour": AGENT_PER_HOUR, "agent_window_s": AGENT_WINDOW_S,
                          "capture_every_s": CAPTURE_EVERY_S, "relay_per_hour_per_agent": RELAY_PER_HOUR_PER_AGENT,
-                         "relay_strategy": "top"},
+                         "relay_strategy": "top", "relay_max_lag_s": self.s.relay_max_lag_s},
             "events": [asdict(r) for r in sorted(self.records, key=lambda r: r.started_at)],
         }
 
@@ -409,43 +421,6 @@ def run_chaos(s: ChaosSettings, status=lambda text: None) -> dict:
     return run.figures(settle)
 
 
-def print_figures(fig: dict) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
-    faults = Table(title=f"faults (seed {fig['seed']}, {fig['minutes']:g} min, {fig['agents']} agents, "
-                         f"{fig['relays']} relays)")
-    for col in ("kind", "n", "seconds held", "effects"):
-        faults.add_column(col, justify="right" if col in ("n", "seconds held") else "left")
-    for k in KINDS:
-        effects = ", ".join(f"{n} {e}" for e, n in fig["fault_effects"].get(k, {}).items())
-        faults.add_row(k, str(fig["faults"][k]), f"{fig['fault_seconds'][k]:.0f}", effects)
-    console.print(faults)
-    counts = Table(title="every committed candidate, accounted for")
-    counts.add_column("figure")
-    counts.add_column("n", justify="right")
-    for k in ("committed", "at_hub", "evicted", "dropped_by_relay_budget", "dropped_by_relay_quota", "dead_letters",
-              "lost", "duplicates_at_hub", "evicted_after_delivery", "still_queued", "at_hub_never_committed"):
-        counts.add_row(k, f"{fig[k]:,}")
-    console.print(counts)
-    if b := fig["backlog"]:
-        click.echo(f"backlog ({b['device']}, offline {b['offline_capture_s'] / 3600:.2g} h of capture time): "
-                   f"{b.get('kept_at_relay')} of {b.get('backlog')} kept at the relay, live would have kept "
-                   f"{b.get('live_would_keep')} (ratio {b.get('ratio')})")
-    for name, c in fig["standing_faults"].items():
-        click.echo(f"{name} ({c['offset_s']:+g} s, {', '.join(c['devices'])}): {c['committed']} committed, "
-                   f"{c['corrected_at_relay']} capture times corrected at the relay, fates there {c['fates_at_relay']}")
-    if fig["unexpected_exits"]:
-        console.print(f"[red]{len(fig['unexpected_exits'])} unexpected exits: "
-                      f"{', '.join(e['service'] for e in fig['unexpected_exits'])}[/red]")
-    share = fig["lost"] / max(1, fig["committed"])
-    click.echo(f"lost/committed {share:.4f} ({fig['lost']} / {fig['committed']}); at hub {fig['at_hub']} once, "
-               f"evicted {fig['evicted']}, dropped by relay budgets {fig['dropped_by_relay_budget']}, "
-               f"duplicates at hub {fig['duplicates_at_hub']}; "
-               f"{sum(fig['faults'].values())} faults")
-
-
 @click.command("chaos")
 @click.option("--agents", default=40, show_default=True, help="Simulated agents (fleet mode, real agent code).")
 @click.option("--relays", default=2, show_default=True, help="Relays, one site each.")
@@ -455,8 +430,11 @@ def print_figures(fig: dict) -> None:
 @click.option("--fps", default=2.0, show_default=True, help="Frames a second per agent.")
 @click.option("--broker-persistence/--no-broker-persistence", default=True, show_default=True,
               help="mosquitto keeps sessions and queued messages across a restart (off: expect losses).")
+@click.option("--relay-max-lag", "relay_max_lag_s", default=RELAY_MAX_LAG_S, show_default=True,
+              type=click.FloatRange(min=0),
+              help="The relays' --max-lag in capture seconds (capture time runs 20x the wall clock here).")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/bench"), show_default=True)
-def chaos(agents, relays, minutes, faults_per_kind, seed, fps, broker_persistence, out) -> None:
+def chaos(agents, relays, minutes, faults_per_kind, seed, fps, broker_persistence, relay_max_lag_s, out) -> None:
     """Break everything on a seeded schedule, then account for every committed candidate.
 
     Real mosquitto (persistent), hub, relays (budgets on) and agents (fleet mode; one device's clock
@@ -478,7 +456,8 @@ def chaos(agents, relays, minutes, faults_per_kind, seed, fps, broker_persistenc
     sigterm_unwinds()
     out.mkdir(parents=True, exist_ok=True)
     s = ChaosSettings(out=out / "chaos", agents=agents, relays=relays, minutes=minutes, seed=seed,
-                      faults_per_kind=faults_per_kind, fps=fps, broker_persistence=broker_persistence)
+                      faults_per_kind=faults_per_kind, fps=fps, broker_persistence=broker_persistence,
+                      relay_max_lag_s=relay_max_lag_s)
     with Console(stderr=True).status("starting") as spinner:
         fig = run_chaos(s, lambda text: spinner.update(text))
     (out / "chaos.json").write_text(json.dumps(fig, indent=1))
