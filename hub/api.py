@@ -54,8 +54,9 @@ from .openapi import build as build_openapi
 from .openapi import get_openapi
 from .cards import ModelNotFound, model_card
 from .rollouts import RelayReport, RolloutConflict, RolloutNotFound, RolloutRequest, Rollouts
+from .auth import speaks_for
 from .store import HubStore
-from .webutil import (GOLDEN, ROLLOUT_PERIOD, ROLLOUTS, SIGNING_KEY, STORE, TOKENS, JOBS, POLICY, auth, json_errors,
+from .webutil import (CALLER, GOLDEN, OPEN, ROLLOUT_PERIOD, ROLLOUTS, SIGNING_KEY, STORE, TOKENS, JOBS, POLICY, auth, json_errors,
                       read_json as _json, error as _error)
 
 log = logging.getLogger("edgeloop.hub")
@@ -69,6 +70,15 @@ def _refused_batch(status: type[web.HTTPException], message: str) -> web.HTTPExc
     exc = _error(status, message)
     exc.text = json.dumps({"error": message, "refused": "batch"})
     return exc
+
+
+def _check_binding(request: web.Request, site: str, relay_id: str) -> None:
+    """403 when a relay's token names another site or relay id than it was made for. Not the typed
+    batch refusal: the samples are fine, the credentials are wrong, so a relay keeps them and retries."""
+    why = speaks_for(request[CALLER], site, relay_id)
+    if why is not None:
+        log.warning("refused %s %s: %s", request.method, request.path, why)
+        raise _error(web.HTTPForbidden, why)
 
 
 def usable(c) -> str | None:
@@ -94,6 +104,7 @@ async def post_samples(request: web.Request) -> web.Response:
         raise _refused_batch(web.HTTPRequestEntityTooLarge, str(exc)) from exc
     except ProtocolError as exc:
         raise _refused_batch(web.HTTPBadRequest, str(exc)) from exc
+    _check_binding(request, batch.site, batch.source)
     reasons = await asyncio.to_thread(lambda: [usable(c) for c in batch.samples])
     good = tuple(c for c, why in zip(batch.samples, reasons) if why is None)
     refused = [{"sample_id": c.sample_id, "reason": why} for c, why in zip(batch.samples, reasons) if why is not None]
@@ -120,6 +131,8 @@ async def get_desired(request: web.Request) -> web.Response:
     for the devices an active rollout assigns something else, and "models": {version: {sha256, size,
     artifact}} for every version the site needs. 204 when there is nothing to run."""
     site = _site_param(request)
+    if request[CALLER].role == "relay":  # a relay reads its own sites' assignments only
+        _check_binding(request, site or "", None)
     body = await asyncio.to_thread(request.app[ROLLOUTS].desired_for_site, site)
     if body is None:
         return web.Response(status=204)
@@ -236,6 +249,7 @@ async def post_reports(request: web.Request) -> web.Response:
         raise _error(web.HTTPRequestEntityTooLarge, str(exc)) from exc
     except ProtocolError as exc:
         raise _error(web.HTTPBadRequest, str(exc)) from exc
+    _check_binding(request, report.site, report.relay_id)
     return web.json_response({"stored": await asyncio.to_thread(request.app[ROLLOUTS].record, report)})
 
 
@@ -345,12 +359,12 @@ async def health(request: web.Request) -> web.Response:
 
 def make_app(store: HubStore, golden: LabeledSet, tokens: list[str], signing_key, rollout_period_s: float = 1.0,
              device_stale_s: float = 30.0, jobs: dict | None = None,
-             policy: "PolicyConfig | None" = None) -> web.Application:
+             policy: "PolicyConfig | None" = None, open_access: bool = False) -> web.Application:
     """The hub's app; its rollout controller runs every `rollout_period_s` while the app runs, its job
     runner trains what is queued (`jobs`: Jobs' keyword settings) and the policy acts, and a device not reported for
-    `device_stale_s` counts as offline."""
+    `device_stale_s` counts as offline. `open_access`: callers without a token are admin (`serve --open`)."""
     app = web.Application(middlewares=[json_errors, auth], client_max_size=MAX_MESSAGE_BYTES + (1 << 16))
-    app[STORE], app[GOLDEN], app[TOKENS] = store, golden, list(tokens)
+    app[STORE], app[GOLDEN], app[TOKENS], app[OPEN] = store, golden, list(tokens), bool(open_access)
     app[SIGNING_KEY] = signing_key
     app[ROLLOUTS], app[ROLLOUT_PERIOD] = Rollouts(store, stale_s=device_stale_s), float(rollout_period_s)
     app[JOBS] = Jobs(store, golden, signing_key, **(jobs or {}))

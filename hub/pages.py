@@ -9,6 +9,7 @@ import asyncio
 import time
 from collections import defaultdict
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import jinja2
 from aiohttp import web
@@ -130,12 +131,19 @@ async def model_page(request: web.Request) -> web.Response:
 
 
 async def login_page(request: web.Request) -> web.Response:
-    return render("login.html", page="login", next=_local(request.query.get("next", "/")), failed=False)
+    """The sign-in form; /login?token=T signs in at once (the link `hub serve` prints at a first start)."""
+    target = _local(request.query.get("next", "/"))
+    if "token" in request.query:
+        return await _sign_in(request, request.query["token"], target)
+    return render("login.html", page="login", next=target, failed=False)
 
 
 async def login(request: web.Request) -> web.Response:
     form = await request.post()
-    token, target = str(form.get("token", "")), _local(str(form.get("next", "/")))
+    return await _sign_in(request, str(form.get("token", "")), _local(str(form.get("next", "/"))))
+
+
+async def _sign_in(request: web.Request, token: str, target: str) -> web.Response:
     caller = await asyncio.to_thread(identify, request.app, token)
     if caller is None or caller.role == "relay":  # a relay's token is for machines, not for pages
         resp = render("login.html", page="login", next=target, failed=True)
@@ -147,8 +155,13 @@ async def login(request: web.Request) -> web.Response:
 
 
 def _local(target: str) -> str:
-    """Only a path on this hub: /login?next= must not send anyone elsewhere."""
-    return target if target.startswith("/") and not target.startswith("//") else "/"
+    """Only a path on this hub: /login?next= must not send anyone elsewhere. Browsers drop tabs and
+    newlines from a Location and read a backslash as a slash, so `/<tab>/evil` or `/<backslash>evil` is `//evil`,
+    another host: a target with any of those, or with a scheme or host of its own, becomes /."""
+    if not target.startswith("/") or any(c <= " " or c in "\\\x7f" for c in target):
+        return "/"
+    parts = urlsplit(target)
+    return "/" if target.startswith("//") or parts.scheme or parts.netloc else target
 
 
 def add_routes(r: web.UrlDispatcher) -> None:

@@ -25,6 +25,7 @@ from .store import HubStore
 STORE = web.AppKey("store", HubStore)
 GOLDEN = web.AppKey("golden", LabeledSet)
 TOKENS = web.AppKey("tokens", list)
+OPEN = web.AppKey("open", bool)  # `hub serve --open`: no sign-in, anyone is admin (loopback only)
 JOBS = web.AppKey("jobs", Jobs)
 POLICY = web.AppKey("policy", object)  # training.policy.Policy (imported lazily: it loads the selection code)
 SIGNING_KEY = web.AppKey("signing_key", object)
@@ -78,11 +79,13 @@ def identify(app: web.Application, token: str) -> Caller | None:
     if any(hmac.compare_digest(token, t) for t in app[TOKENS]):
         return Caller("admin", "admin")
     row = app[STORE].token(token_hash(token))
-    return Caller(row["name"], row["role"]) if row else None
+    return Caller(row["name"], row["role"], row["relay_id"], tuple(row["sites"])) if row else None
 
 
-def _is_open(app: web.Application) -> bool:
-    return not app[TOKENS] and not app[STORE].tokens_exist()
+def _caller(app: web.Application, token: str) -> Caller | None:
+    """Who a request's token says it is; on an --open hub, anyone else is ANONYMOUS (admin). Whether the
+    hub is open is decided at start, never from whether tokens are left: revoking the last one opens nothing."""
+    return identify(app, token) or (ANONYMOUS if app[OPEN] else None)
 
 
 def _route(request: web.Request) -> str:
@@ -98,8 +101,7 @@ async def auth(request: web.Request, handler):
     app, path = request.app, request.path
     if not (path.startswith("/api/") or _is_page(path)):
         return await handler(request)
-    caller = ANONYMOUS if await asyncio.to_thread(_is_open, app) else \
-        await asyncio.to_thread(identify, app, _given(request))
+    caller = await asyncio.to_thread(_caller, app, _given(request))
     write = path.startswith("/api/") and request.method not in ("GET", "HEAD")
     status = 500
     try:

@@ -32,7 +32,7 @@ def hub(tmp_path_factory):
     data = root / "data"
     svc, url = start_hub(root, data=data)
     tokens = {name: edgeloop("hub", "token", "add", "--data", str(data), *hubdb.args(data), "--name", name,
-                             "--role", role)
+                             "--role", role, *(["--relay-id", "relay-t", "--site", "site-t"] if role == "relay" else []))
               for name, role in (("alice", "labeler"), ("bob", "labeler"), ("erin", "engineer"),
                                  ("otto", "operator"), ("relay-a", "relay"))}
     yield url, data, tokens
