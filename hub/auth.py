@@ -1,7 +1,7 @@
 """Who may do what at the hub: tokens with roles, and the routes each role may call.
 
-    labeler   reads; labels, marks ambiguous, undoes its *own* labels; asks for more like a sample
-    engineer  what a labeler may, plus selection, training, registering models
+    labeler   reads; labels, marks ambiguous, changes or undoes its *own* labels
+    engineer  what a labeler may, plus selection, training, registering models, campaigns (more like a sample)
     operator  reads; rollouts and the fleet's desired model
     relay     what a site's relay needs: post samples and reports, read desired models and campaigns,
               as the one relay id and for the site(s) its token was made for (`token add --site`)
@@ -24,9 +24,11 @@ ROLES = ("labeler", "engineer", "operator", "relay", "admin")
 PREFIX = "elt_"
 
 # (method, route template); GET routes under /api/v1 are reads, open to every person's role.
-_LABELER = {("POST", "/api/v1/labels"), ("DELETE", "/api/v1/labels/{sample_id}"), ("POST", "/api/v1/campaigns")}
+_LABELER = {("POST", "/api/v1/labels"), ("DELETE", "/api/v1/labels/{sample_id}")}
+# Campaigns send frames past every budget of the fleet: an engineer's call, not a labeler's.
 _ENGINEER = _LABELER | {("POST", "/api/v1/selection"), ("POST", "/api/v1/train"), ("POST", "/api/v1/models"),
-                        ("POST", "/api/v1/jobs/{job_id}/cancel")}
+                        ("POST", "/api/v1/jobs/{job_id}/cancel"), ("POST", "/api/v1/campaigns"),
+                        ("DELETE", "/api/v1/campaigns/{campaign_id}")}
 _OPERATOR = {("POST", "/api/v1/rollouts"), ("POST", "/api/v1/rollouts/{rollout_id}/{action}"),
              ("POST", "/api/v1/desired"), ("POST", "/api/v1/policy")}
 _RELAY = {("POST", "/api/v1/samples"), ("POST", "/api/v1/reports"), ("GET", "/api/v1/desired"),

@@ -411,8 +411,10 @@ class HubStore:
         return out
 
     # -- campaigns ---------------------------------------------------------------------------
-    def add_campaign(self, exemplar_ids: list[str], threshold: float, quota: int, ttl_s: float) -> dict:
-        """A campaign from the embeddings of samples the hub holds; ValueError names what is missing."""
+    def add_campaign(self, exemplar_ids: list[str], threshold: float, quota: int, ttl_s: float,
+                     max_active: int | None = None) -> dict:
+        """A campaign from the embeddings of samples the hub holds; ValueError names what is missing,
+        OverflowError says `max_active` campaigns are running already."""
         embs = []
         for sid in exemplar_ids:
             row = self.sample(sid)
@@ -421,11 +423,20 @@ class HubStore:
             embs.append(row["embedding"].astype(float).round(4).tolist())
         if len({len(e) for e in embs}) != 1:
             raise ValueError("exemplars have embeddings of different sizes")
-        n = self._next("campaigns", first=self._query("SELECT COUNT(*) + 1 AS n FROM campaigns")[0]["n"])
-        camp = {"campaign_id": f"cmp-{n}", "exemplars": json.dumps(embs), "threshold": threshold,
-                "quota": quota, "expires_at": time.time() + ttl_s, "created_at": time.time()}
-        self._insert("campaigns", camp)
+        with self.locked("campaigns"):  # count and insert as one step, across hub processes
+            if max_active is not None and len(self.active_campaigns()) >= max_active:
+                raise OverflowError(f"{max_active} campaigns are active already")
+            n = self._next("campaigns", first=self._query("SELECT COUNT(*) + 1 AS n FROM campaigns")[0]["n"])
+            camp = {"campaign_id": f"cmp-{n}", "exemplars": json.dumps(embs), "threshold": threshold,
+                    "quota": quota, "expires_at": time.time() + ttl_s, "created_at": time.time()}
+            self._insert("campaigns", camp)
         return {**camp, "exemplars": embs}
+
+    def end_campaign(self, campaign_id: str) -> bool:
+        """Expire an active campaign now -> whether there was one (relays drop it at their next poll)."""
+        now = time.time()
+        return bool(self.db.execute("UPDATE campaigns SET expires_at = ? WHERE campaign_id = ? AND expires_at > ?",
+                                    [now, campaign_id, now]))
 
     def active_campaigns(self) -> list[dict]:
         rows = self._query("SELECT * FROM campaigns WHERE expires_at > ? ORDER BY created_at, campaign_id",
@@ -483,9 +494,19 @@ class HubStore:
         return self._query(f"SELECT * FROM audit_log {where} ORDER BY seq DESC LIMIT ?", params + [limit])
 
     def label_source(self, sample_id: str) -> str | None:
-        rows = self._query("SELECT source FROM labels WHERE sample_id = ? UNION ALL "
-                           "SELECT source FROM ambiguous WHERE sample_id = ?", [sample_id, sample_id])
-        return rows[0]["source"] if rows else None
+        return self.label_sources([sample_id]).get(sample_id)
+
+    def label_sources(self, sample_ids: Iterable[str]) -> dict[str, str]:
+        """sample_id -> who labeled it or marked it ambiguous, for those of `sample_ids` that are."""
+        out: dict[str, str] = {}
+        ids = list(dict.fromkeys(sample_ids))
+        for i in range(0, len(ids), 500):  # under every engine's limit of bound parameters
+            part = ids[i:i + 500]
+            marks = ", ".join("?" * len(part))
+            for r in self._query(f"SELECT sample_id, source FROM labels WHERE sample_id IN ({marks}) UNION ALL "
+                                 f"SELECT sample_id, source FROM ambiguous WHERE sample_id IN ({marks})", part + part):
+                out.setdefault(r["sample_id"], r["source"])
+        return out
 
     # -- counters ----------------------------------------------------------------------------
     def bump(self, name: str, n: int) -> None:

@@ -120,8 +120,26 @@ async def auth(request: web.Request, handler):
         raise
     finally:
         if write:
-            who = caller or Caller("unknown", "")
-            await asyncio.to_thread(app[STORE].audit, who.name, who.role, request.method, path, status)
+            await _audit(app, caller, request.method, path, status)
+
+
+MAX_AUDIT_PATH = 200  # characters of a path kept in the audit log
+REFUSALS = web.AppKey("refusals", object)  # a Throttle: strangers' refused writes logged per second
+
+
+async def _audit(app: web.Application, caller: Caller | None, method: str, path: str, status: int) -> None:
+    """Every write of a known caller goes to the audit log. A stranger's (no valid token) is logged
+    within a budget (REFUSALS): anyone can send those, and the log must not be theirs to fill; the
+    next one logged says how many were left out. Paths are cut to MAX_AUDIT_PATH characters."""
+    detail = ""
+    if caller is None:
+        if not app[REFUSALS].take():
+            return
+        skipped = app[REFUSALS].refused_since()
+        detail = f"{skipped} more refused writes since the last one logged were not logged" if skipped else ""
+    who = caller or Caller("unknown", "")
+    cut = path if len(path) <= MAX_AUDIT_PATH else path[:MAX_AUDIT_PATH] + f"... ({len(path)} characters)"
+    await asyncio.to_thread(app[STORE].audit, who.name, who.role, method, cut, status, detail)
 
 
 async def read_json(request: web.Request) -> dict:

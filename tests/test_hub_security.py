@@ -12,18 +12,25 @@ import sys
 import time
 from urllib.parse import urlencode, urljoin, urlsplit
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from edgeloop.hub.campaigns_api import MAX_ACTIVE, MAX_QUOTA
 from edgeloop.hub.pages import _local
+from edgeloop.hub.throttle import Throttle
+from edgeloop.relay.campaigns import campaigns_from_hub
+from edgeloop.shared.protocol import MAX_ITEMS
 from edgeloop.procs import Service
 from edgeloop.shared.protocol import SampleBatch, encode
 
 import hubdb
 from factories import HUB_TOKEN, make_candidate, start_hub
 from test_hub_api import call
-from test_hub_labeling import jcall
+from test_hub_labeling import jcall, queued
+from test_relay_hub_answers import DEVICE, site  # noqa: F401 - a fixture: mosquitto, a hub, a relay
+from test_relay_share import get, wait
 
 pytestmark = pytest.mark.e2e
 
@@ -223,3 +230,129 @@ def test_the_next_target_resolves_to_this_host_whatever_it_holds(target):
     seen = kept.replace("\t", "").replace("\n", "").replace("\r", "").replace("\\", "/")
     assert urlsplit(urljoin("https://hub.example/x", seen)).netloc == "hub.example"
     assert kept.startswith("/")
+
+
+# -- 5. a labeler cannot overwrite or erase other people's labels -----------------------------------
+def test_a_labeler_cannot_overwrite_or_mark_ambiguous_another_persons_label(hub):
+    url, data = hub
+    alice, bob, erin = (add_token(data, n, r) for n, r in (("alice", "labeler"), ("bob", "labeler"),
+                                                              ("erin", "engineer")))
+    a, b, c = queued(url, 3)
+    assert jcall(url, "POST", "/api/v1/labels", {"labels": {a: 1, b: 2}}, token=alice)[0] == 200
+
+    def mine() -> dict:
+        return {r["sample_id"]: (r["label"], r["source"]) for r in jcall(url, "GET", "/api/v1/labels")[1]["labels"]}
+
+    status, reply = jcall(url, "POST", "/api/v1/labels", {"labels": {a: 5, c: 3}}, token=bob)
+    assert status == 403 and f"{a} was labeled by alice" in reply["error"]
+    status, reply = jcall(url, "POST", "/api/v1/labels", {"ambiguous": [b]}, token=bob)
+    assert status == 403 and f"{b} was labeled by alice" in reply["error"]
+    assert mine()[a] == (1, "alice") and mine()[b] == (2, "alice") and c not in mine()  # all or nothing
+    # Her own, she may change; an engineer may overrule her.
+    assert jcall(url, "POST", "/api/v1/labels", {"labels": {a: 4}}, token=alice)[0] == 200
+    assert jcall(url, "POST", "/api/v1/labels", {"ambiguous": [b]}, token=erin)[0] == 200
+    assert mine()[a] == (4, "alice") and b not in mine()
+    # Bob may label what nobody has, and the sample erin marked is now hers.
+    assert jcall(url, "POST", "/api/v1/labels", {"labels": {c: 3}}, token=bob)[0] == 200
+    assert jcall(url, "POST", "/api/v1/labels", {"labels": {b: 3}}, token=bob)[0] == 403
+
+
+# -- 3. campaigns: an engineer's, bounded, deletable; a relay truncates rather than fails -------------
+def test_campaigns_need_an_engineer_stay_within_bounds_and_can_be_ended(hub):
+    url, data = hub
+    labeler, engineer = add_token(data, "lena", "labeler"), add_token(data, "emil", "engineer")
+    ids = queued(url, 2, seed=5)
+    ok = {"sample_ids": ids, "threshold": 0.1, "quota": 50, "ttl_s": 3600}
+    status, reply = jcall(url, "POST", "/api/v1/campaigns", ok, token=labeler)
+    assert status == 403 and "lena (labeler) may not POST /api/v1/campaigns" in reply["error"]
+    for bad, field in (({"threshold": 2}, "threshold"), ({"quota": 1_000_000}, "quota"), ({"quota": MAX_QUOTA + 1}, "quota"),
+                       ({"ttl_s": 365 * 86400}, "ttl_s")):
+        status, reply = jcall(url, "POST", "/api/v1/campaigns", {**ok, **bad}, token=engineer)
+        assert status == 400 and reply["error"].startswith(field), (bad, reply)
+    made = [jcall(url, "POST", "/api/v1/campaigns", ok, token=engineer) for _ in range(MAX_ACTIVE)]
+    assert all(status == 200 for status, _ in made)
+    status, reply = jcall(url, "POST", "/api/v1/campaigns", ok, token=engineer)
+    assert status == 409 and f"{MAX_ACTIVE} campaigns are active" in reply["error"]
+    first = made[0][1]["campaign_id"]
+    assert jcall(url, "DELETE", f"/api/v1/campaigns/{first}", token=labeler)[0] == 403
+    assert jcall(url, "DELETE", f"/api/v1/campaigns/{first}", token=engineer) == (200, {"campaign_id": first,
+                                                                                      "ended": True})
+    assert jcall(url, "DELETE", f"/api/v1/campaigns/{first}", token=engineer)[0] == 404  # ended already
+    active = [c["campaign_id"] for c in jcall(url, "GET", "/api/v1/campaigns")[1]["campaigns"]]
+    assert first not in active and len(active) == MAX_ACTIVE - 1
+    assert jcall(url, "POST", "/api/v1/campaigns", ok, token=engineer)[0] == 200  # room again
+    for cid in active:  # leave the module's hub without campaigns
+        jcall(url, "DELETE", f"/api/v1/campaigns/{cid}")
+
+
+def hub_campaign(i: int, **over) -> dict:
+    return {"campaign_id": f"cmp-{i}", "exemplars": [[0.1] * 8], "threshold": 0.1, "quota": 5,
+            "expires_at": time.time() + 60, **over}
+
+
+def test_a_relay_takes_at_most_a_sites_worth_of_campaigns_and_skips_bad_ones():
+    listed = [hub_campaign(i) for i in range(MAX_ITEMS + 10)]
+    listed[3] = hub_campaign(3, threshold=7.0)  # no agent would take it
+    listed[5] = {"campaign_id": "cmp-5"}  # fields missing
+    got = campaigns_from_hub({"campaigns": listed})
+    assert len(got) == MAX_ITEMS and {"cmp-3", "cmp-5"}.isdisjoint(c.campaign_id for c in got)
+    assert [c.campaign_id for c in got][:3] == ["cmp-0", "cmp-1", "cmp-2"]  # the oldest kept
+    assert campaigns_from_hub({"campaigns": "no"}) == () and campaigns_from_hub([]) == ()
+
+
+def test_a_relay_keeps_reporting_and_reading_its_model_when_the_hub_lists_too_many_campaigns(site):
+    from factories import make_candidate
+
+    cands = [make_candidate(embedding=np.full(8, 0.5 + i, np.float16)) for i in range(2)]
+    assert call(site["hub"], "POST", "/api/v1/samples", samples_of(cands))[0] == 200
+    store = hubdb.store(site["hub_data"])
+    for _ in range(MAX_ITEMS + 6):  # as many as an unbounded hub let anyone make
+        store.add_campaign([c.sample_id for c in cands], 0.1, 5, 3600)
+    store.close()
+    _, relay_url = site["relay"](site["hub"])
+    wait("the relay's device report at the hub", lambda: any(
+        d["device_id"] == DEVICE for d in jcall(site["hub"], "GET", "/api/v1/devices")[1]["devices"]), 30)
+    assert len(get(relay_url + "/status")["campaigns"]) == MAX_ITEMS
+
+
+def samples_of(cands) -> bytes:
+    return encode(SampleBatch(source="lab", site="lab", samples=tuple(cands)))
+
+
+# -- 6. strangers cannot fill the audit log -------------------------------------------------------------
+def test_unauthenticated_writes_are_logged_within_a_budget_and_cut_short(hub):
+    url, data = hub
+    def strangers() -> list[dict]:
+        return [e for e in jcall(url, "GET", "/api/v1/audit?limit=1000&who=unknown")[1]["entries"]]
+
+    before = len(strangers())
+    long_path = "/api/v1/labels/" + "x" * 7000
+    for _ in range(200):
+        assert raw(url, "POST", long_path, b"{}", {"Content-Type": "application/json"})[0] == 401
+    logged = strangers()[: len(strangers()) - before]
+    assert 1 <= len(logged) <= 25  # the burst (20) and what refilled while the 200 were sent
+    assert all(len(e["path"]) < 250 and e["path"].startswith("/api/v1/labels/xxx") for e in logged)
+    # Once the budget refills (1 a second), the next one logged counts those left out.
+    time.sleep(2.5)
+    for _ in range(3):
+        raw(url, "POST", "/api/v1/train", b"{}", {"Content-Type": "application/json"})
+    newest = jcall(url, "GET", "/api/v1/audit?limit=3&who=unknown")[1]["entries"]
+    counted = [int(m.group(1)) for e in newest if (m := re.match(r"(\d+) more refused writes", e["detail"] or ""))]
+    assert len(counted) == 1 and 150 <= counted[0] <= 200 - len(logged), newest
+    # A known caller's refused writes are all logged: they are not a stranger's to make in bulk.
+    lab = add_token(data, "lars", "labeler")
+    for _ in range(30):
+        assert jcall(url, "POST", "/api/v1/train", {}, token=lab)[0] == 403
+    assert len(jcall(url, "GET", "/api/v1/audit?limit=1000&who=lars")[1]["entries"]) == 30
+
+
+@given(st.lists(st.tuples(st.floats(0, 5), st.text(alphabet="ab", max_size=1)), max_size=200))
+def test_a_throttle_never_grants_a_key_more_than_its_burst_and_refill(steps):
+    now = [0.0]
+    t = Throttle(per_s=2.0, burst=5, clock=lambda: now[0])
+    granted: dict[str, int] = {}
+    for dt, key in steps:
+        now[0] += dt
+        granted[key] = granted.get(key, 0) + t.take(key)
+    for key, n in granted.items():
+        assert n <= 5 + 2.0 * now[0] + 1e-9
