@@ -34,6 +34,9 @@ CREATE TABLE IF NOT EXISTS ambiguous (sample_id {text} PRIMARY KEY, source {text
 CREATE TABLE IF NOT EXISTS tokens (token_hash {text} PRIMARY KEY, name {text}, role {text},
     created_at {float}, revoked_at {float}, relay_id {text}, sites {text});
 CREATE INDEX IF NOT EXISTS idx_tokens_name ON tokens (name);
+-- People signed in at /login: their cookie holds a session id, whose SHA-256 maps to their token's.
+CREATE TABLE IF NOT EXISTS sessions (session_hash {text} PRIMARY KEY, token_hash {text}, created_at {float},
+    expires_at {float});
 -- Every write through the API, allowed or refused, and who made it.
 CREATE TABLE IF NOT EXISTS audit_log (seq {serial}, at {float}, who {text}, role {text}, method {text},
     path {text}, status {int}, detail {text});

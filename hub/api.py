@@ -58,7 +58,7 @@ from .rollouts import RelayReport, RolloutConflict, RolloutNotFound, RolloutRequ
 from .auth import speaks_for
 from .store import HubStore
 from .throttle import Throttle
-from .webutil import (CALLER, GOLDEN, OPEN, REFUSALS, ROLLOUT_PERIOD, ROLLOUTS, SIGNING_KEY, STORE, TOKENS, JOBS, POLICY, auth, json_errors,
+from .webutil import (CALLER, GOLDEN, LOGINS, OPEN, REFUSALS, ROLLOUT_PERIOD, SECURE_COOKIES, ROLLOUTS, SIGNING_KEY, STORE, TOKENS, JOBS, POLICY, auth, json_errors,
                       read_json as _json, error as _error)
 
 log = logging.getLogger("edgeloop.hub")
@@ -346,13 +346,16 @@ async def health(request: web.Request) -> web.Response:
 
 def make_app(store: HubStore, golden: LabeledSet, tokens: list[str], signing_key, rollout_period_s: float = 1.0,
              device_stale_s: float = 30.0, jobs: dict | None = None,
-             policy: "PolicyConfig | None" = None, open_access: bool = False) -> web.Application:
+             policy: "PolicyConfig | None" = None, open_access: bool = False,
+             secure_cookies: bool = False) -> web.Application:
     """The hub's app; its rollout controller runs every `rollout_period_s` while the app runs, its job
     runner trains what is queued (`jobs`: Jobs' keyword settings) and the policy acts, and a device not reported for
-    `device_stale_s` counts as offline. `open_access`: callers without a token are admin (`serve --open`)."""
+    `device_stale_s` counts as offline. `open_access`: callers without a token are admin (`serve --open`);
+    `secure_cookies`: the sign-in cookie is Secure even over plain HTTP (TLS ends at a proxy)."""
     app = web.Application(middlewares=[json_errors, auth], client_max_size=MAX_MESSAGE_BYTES + (1 << 16))
     app[STORE], app[GOLDEN], app[TOKENS], app[OPEN] = store, golden, list(tokens), bool(open_access)
     app[REFUSALS] = Throttle(per_s=1.0, burst=20)
+    app[LOGINS], app[SECURE_COOKIES] = Throttle(per_s=0.2, burst=10), bool(secure_cookies)
     app[SIGNING_KEY] = signing_key
     app[ROLLOUTS], app[ROLLOUT_PERIOD] = Rollouts(store, stale_s=device_stale_s), float(rollout_period_s)
     app[JOBS] = Jobs(store, golden, signing_key, **(jobs or {}))

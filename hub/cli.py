@@ -40,6 +40,9 @@ def hub() -> None:
                    "Without any token given or made, the first start makes an admin token and prints a sign-in link.")
 @click.option("--open", "open_access", is_flag=True,
               help="No sign-in: anyone who reaches the hub is admin. Refused unless --host is loopback.")
+@click.option("--secure-cookies", is_flag=True,
+              help="Mark the sign-in cookie Secure although this process serves plain HTTP (TLS ends at a proxy "
+                   "in front of it). Over --tls-cert it is Secure anyway.")
 @click.option("--ready-file", type=click.Path(path_type=Path), default=None, help="Write {port, url} here once serving.")
 @click.option("--key", "key_path", type=click.Path(path_type=Path), default=None,
               help="Private key models are signed with (default DATA/keys/hub.key, created if missing).")
@@ -60,7 +63,7 @@ def hub() -> None:
               help="Where trainers run: here, or as Ray jobs on a cluster (ray:http://HEAD:8265; its workers must "
                    "see DATA/jobs at the same path).")
 @db_option
-def serve(data_dir, golden, host, port, tokens, open_access, ready_file, key_path, rollout_period, device_stale_s, tls_cert,
+def serve(data_dir, golden, host, port, tokens, open_access, secure_cookies, ready_file, key_path, rollout_period, device_stale_s, tls_cert,
           tls_key, policy_path, job_timeout, runner, db) -> None:
     """Serve the hub: its API under /api/v1, the dashboard at /, the labeling page at /label and the
     OpenAPI document at /openapi.json, all on one port. People sign in at /login with a token.
@@ -85,6 +88,7 @@ def serve(data_dir, golden, host, port, tokens, open_access, ready_file, key_pat
     from .training.golden import load_golden
     from .store import HubStore
 
+    refuse_placeholders(tokens, db, key_path)
     if (tls_cert is None) != (tls_key is None):
         raise click.UsageError("--tls-cert and --tls-key go together")
     from .training.ray_runner import ray_address
@@ -126,7 +130,7 @@ def serve(data_dir, golden, host, port, tokens, open_access, ready_file, key_pat
         log.info("policy on: %s", policy)
     app = make_app(store, load_golden(golden), tokens, key, rollout_period_s=rollout_period,
                    device_stale_s=device_stale_s, jobs={"default_timeout_s": job_timeout, "runner": runner}, policy=policy,
-                   open_access=open_access)
+                   open_access=open_access, secure_cookies=secure_cookies)
 
     async def main():
         runner = web.AppRunner(app)
@@ -152,6 +156,20 @@ def serve(data_dir, golden, host, port, tokens, open_access, ready_file, key_pat
 
     asyncio.run(main())
     store.close()
+
+
+PLACEHOLDERS = ("replace-me", "change-me", "changeme")  # what templates such as deploy/k8s/secret.yaml ship
+
+
+def refuse_placeholders(tokens, db: str | None, key_path: Path | None) -> None:
+    """Fail loudly when a template's placeholder reached us as a token, a database URL or the key
+    file: a hub must never come up with a credential everybody who read the template knows."""
+    key_text = key_path.read_text(errors="replace") if key_path and key_path.is_file() else ""
+    for what, value in [*(("--token (or EDGELOOP_HUB_TOKENS)", t) for t in tokens),
+                        ("--db (or EDGELOOP_HUB_DB)", db or ""), (f"--key {key_path}", key_text)]:
+        if any(p in value.lower() for p in PLACEHOLDERS):
+            raise click.UsageError(f"{what} still holds a template's placeholder (REPLACE-ME / change-me): "
+                                   "replace it with a generated value (see deploy/k8s/secret.yaml)")
 
 
 def is_loopback(host: str) -> bool:

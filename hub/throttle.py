@@ -38,6 +38,13 @@ class Throttle:
                 self._last_refused.pop(gone, None)
             return ok
 
+    def blocked(self, key: str = "") -> bool:
+        """Whether a take() of `key` now would be refused (nothing is spent)."""
+        now = self.clock()
+        with self._lock:
+            tokens, at, _ = self._buckets.get(key, (self.burst, now, 0))
+            return min(self.burst, tokens + (now - at) * self.per_s) < 1
+
     def refused_since(self, key: str = "") -> int:
         """After a take() of `key` that succeeded: how many of its take()s were refused just before it."""
         with self._lock:

@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 from urllib.parse import urlencode, urljoin, urlsplit
 
 import numpy as np
 import pytest
+import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -356,3 +359,83 @@ def test_a_throttle_never_grants_a_key_more_than_its_burst_and_refill(steps):
         granted[key] = granted.get(key, 0) + t.take(key)
     for key, n in granted.items():
         assert n <= 5 + 2.0 * now[0] + 1e-9
+
+
+# -- 8. CSRF: a session id in the cookie, JSON and same-origin writes only, a sign-out, a throttled /login --
+def sign_in(url: str, token: str = HUB_TOKEN) -> str:
+    """-> the Set-Cookie header of a sign-in."""
+    status, headers, _ = raw(url, "POST", "/login", urlencode({"token": token, "next": "/label"}).encode(),
+                             {"Content-Type": "application/x-www-form-urlencoded"})
+    assert status == 302, status
+    return headers["Set-Cookie"]
+
+
+def cookie_of(set_cookie: str) -> str:
+    return set_cookie.split(";")[0]
+
+
+def test_the_cookie_holds_a_session_not_the_token_and_a_sign_out_ends_it(hub):
+    url, _ = hub
+    set_cookie = sign_in(url)
+    assert HUB_TOKEN not in set_cookie and "HttpOnly" in set_cookie and "SameSite=Strict" in set_cookie
+    assert "Secure" not in set_cookie  # plain HTTP on loopback: a Secure cookie would never come back
+    cookie = cookie_of(set_cookie)
+    assert raw(url, "GET", "/api/v1/stats", headers={"Cookie": cookie})[0] == 200
+    status, headers, _ = raw(url, "POST", "/logout", headers={"Cookie": cookie})
+    assert status == 302 and headers["Location"] == "/login" and 'edgeloop_session=""' in headers["Set-Cookie"]
+    assert raw(url, "GET", "/api/v1/stats", headers={"Cookie": cookie})[0] == 401  # the session is gone ...
+    assert jcall(url, "GET", "/api/v1/stats")[0] == 200  # ... not the token
+
+
+def test_a_signed_in_write_must_be_json_and_from_this_origin(hub):
+    url, _ = hub
+    (s,) = queued(url, 1)
+    cookie = cookie_of(sign_in(url))
+    body = json.dumps({"labels": {s: 1}}).encode()
+    # A cross-site form can send text/plain with the cookie when SameSite is not honoured: refused.
+    for ctype in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"):
+        status, _, reply = raw(url, "POST", "/api/v1/labels", body, {"Cookie": cookie, "Content-Type": ctype})
+        assert status == 415 and "application/json" in json.loads(reply)["error"], ctype
+    for extra in ({"Origin": "https://evil.example"}, {"Sec-Fetch-Site": "cross-site"},
+                  {"Sec-Fetch-Site": "same-site"}):
+        status, _, reply = raw(url, "POST", "/api/v1/labels", body,
+                               {"Cookie": cookie, "Content-Type": "application/json", **extra})
+        assert status == 403 and "another" in json.loads(reply)["error"], extra
+    assert s not in {r["sample_id"] for r in jcall(url, "GET", "/api/v1/labels")[1]["labels"]}
+    # Our own page's write: JSON, same origin.
+    status, _, _ = raw(url, "POST", "/api/v1/labels", body, {
+        "Cookie": cookie, "Content-Type": "application/json", "Origin": url, "Sec-Fetch-Site": "same-origin"})
+    assert status == 200
+    # A machine's bearer token is not a browser's cookie: no Origin rules for it.
+    assert call(url, "POST", "/api/v1/labels", body, ctype="text/plain")[0] == 200
+
+
+def test_sign_in_is_throttled_and_a_secure_cookie_is_available_behind_a_proxy(hub, tmp_path):
+    svc = serve(hub, tmp_path, "throttled", "--token", "t-admin", "--secure-cookies").start()
+    try:
+        url = svc.wait_ready(timeout=60)["url"]
+        assert "Secure" in sign_in(url, "t-admin")
+        form = {"Content-Type": "application/x-www-form-urlencoded"}
+        statuses = [raw(url, "POST", "/login", urlencode({"token": f"elt_guess{i}"}).encode(), form)[0]
+                    for i in range(15)]
+        assert statuses[:10] == [401] * 10 and set(statuses[10:]) == {429}, statuses
+        # Throttled means throttled: not even the right token is tried until the budget refills.
+        assert raw(url, "POST", "/login", urlencode({"token": "t-admin"}).encode(), form)[0] == 429
+        # Bearer calls are not sign-ins: untouched.
+        assert jcall(url, "GET", "/api/v1/stats", token="t-admin")[0] == 200
+    finally:
+        assert svc.stop() == 0
+
+
+# -- 9. the shipped Kubernetes secret is a template the hub refuses to run with ------------------------
+def test_the_shipped_k8s_secrets_placeholders_stop_the_hub_with_a_clear_message(tmp_path):
+    secret = yaml.safe_load((Path(__file__).resolve().parents[1] / "deploy" / "k8s" / "secret.yaml").read_text())
+    values = secret["stringData"]
+    (tmp_path / "hub.key").write_text(values["hub.key"])
+    for env, argv in (({"EDGELOOP_HUB_TOKENS": values["EDGELOOP_HUB_TOKENS"]}, []),
+                      ({"EDGELOOP_HUB_DB": values["EDGELOOP_HUB_DB"]}, ["--token", "t-admin"]),
+                      ({}, ["--token", "t-admin", "--key", str(tmp_path / "hub.key")])):
+        run = subprocess.run([sys.executable, "-m", "edgeloop", "hub", "serve", "--data", str(tmp_path / "d"),
+                              "--port", "0", *argv], env={**os.environ, **env}, capture_output=True, text=True,
+                             timeout=30)
+        assert run.returncode == 2 and "placeholder" in run.stderr, (env, argv, run.stderr[-500:])
