@@ -83,6 +83,20 @@ def _check_binding(request: web.Request, site: str, relay_id: str) -> None:
         raise _error(web.HTTPForbidden, why)
 
 
+async def _check_devices(request: web.Request, report: RelayReport) -> None:
+    """403 when a relay reports a device that another site's relay reports as live: a relay may not
+    pull other sites' devices into its own (and its rollouts). A device silent there for the stale
+    time may move: devices do change gateways."""
+    ro = request.app[ROLLOUTS]
+    since = ro.clock() - ro.stale_s
+    held = await asyncio.to_thread(request.app[STORE].device_sites, [d.device_id for d in report.devices], since)
+    taken = sorted(d for d, site in held.items() if site not in request[CALLER].sites)
+    if taken:
+        why = f"device {taken[0]!r} is live at site {held[taken[0]]!r}, not one of relay {report.relay_id}'s"
+        log.warning("refused %s %s: %s", request.method, request.path, why)
+        raise _error(web.HTTPForbidden, why)
+
+
 def usable(c, widths: dict[str, int] | None = None) -> str | None:
     """Why the hub will not store a candidate it could decode (its image does not decode, or its
     embedding is not as wide as its model's drift reference: `widths`, version -> D), or None."""
@@ -237,6 +251,8 @@ async def post_reports(request: web.Request) -> web.Response:
     except ProtocolError as exc:
         raise _error(web.HTTPBadRequest, str(exc)) from exc
     _check_binding(request, report.site, report.relay_id)
+    if request[CALLER].role == "relay":
+        await _check_devices(request, report)
     return web.json_response({"stored": await asyncio.to_thread(request.app[ROLLOUTS].record, report)})
 
 

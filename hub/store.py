@@ -367,6 +367,16 @@ class HubStore(AccessRows):
                 else self._query("SELECT * FROM devices ORDER BY device_id"))
         return [{**r, "stats": json.loads(r["stats"]), "facts": json.loads(r["facts"])} for r in rows]
 
+    def device_sites(self, device_ids: Iterable[str], since: float) -> dict[str, str]:
+        """device_id -> site, of those of `device_ids` reported at or after `since`."""
+        ids, out = list(dict.fromkeys(device_ids)), {}
+        for i in range(0, len(ids), 500):  # under every engine's limit of bound parameters
+            part = ids[i:i + 500]
+            out.update({r["device_id"]: r["site"] for r in self._query(
+                f"SELECT device_id, site FROM devices WHERE device_id IN ({', '.join('?' * len(part))}) "
+                "AND updated_at >= ?", [*part, since])})
+        return out
+
     def device_ids(self, site: str | None = None) -> list[str]:
         """Ids of the reported devices (all, or one site's), sorted."""
         rows = (self._query("SELECT device_id FROM devices WHERE site = ? ORDER BY device_id", [site])

@@ -17,7 +17,7 @@ from urllib.parse import urlencode, urljoin, urlsplit
 import numpy as np
 import pytest
 import yaml
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from edgeloop.hub.campaigns_api import MAX_ACTIVE, MAX_QUOTA
@@ -97,6 +97,10 @@ def test_a_relays_credentials_used_against_another_site_are_refused_and_store_no
     status, reply = jcall(url, "GET", "/api/v1/desired?site=site-b", token=tok)
     assert status == 403 and "site-b" in reply["error"]
     assert jcall(url, "GET", "/api/v1/stats")[1]["samples"] == before + 1
+    # Another site's relay, with its own valid binding, cannot pull site-a's live device into site-b.
+    tok_b = add_token(data, "relay-b", "relay", "--site", "site-b")
+    status, reply = jcall(url, "POST", "/api/v1/reports", report("site-b", "relay-b", "cam-1"), token=tok_b)
+    assert status == 403 and "'cam-1' is live at site 'site-a'" in reply["error"]
     devices = jcall(url, "GET", "/api/v1/devices")[1]["devices"]
     assert [d["site"] for d in devices if d["device_id"] == "cam-1"] == ["site-a"]
     assert not [d for d in devices if d["device_id"] == "cam-9"]
@@ -227,6 +231,8 @@ def test_the_reported_redirect_goes_home(hub):
 
 
 @given(st.text(alphabet=st.sampled_from("/\\\t\n\r .:@%?#abc"), max_size=12))
+@example("/\t/a")
+@example("/\\a")
 def test_the_next_target_resolves_to_this_host_whatever_it_holds(target):
     # Browsers strip tabs and newlines from URLs and read a backslash in a path as a slash.
     kept = _local(target)
