@@ -56,9 +56,9 @@ def speaks_for(caller: Caller, site: str, relay_id: str | None = None) -> str | 
         return (f"the token of {caller.name} is bound to no relay id and site; make it again with "
                 f"`edgeloop hub token add --role relay --relay-id ID --site SITE`")
     if site not in caller.sites:
-        return f"the token of relay {caller.relay_id} may not post for site {site!r} (only {', '.join(caller.sites)})"
+        return f"the token of relay {caller.relay_id} is for site {', '.join(caller.sites)}, not {site!r}"
     if relay_id is not None and relay_id != caller.relay_id:
-        return f"the token of relay {caller.relay_id} may not post as relay {relay_id!r}"
+        return f"the token of relay {caller.relay_id} is not relay {relay_id!r}'s"
     return None
 
 

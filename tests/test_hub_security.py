@@ -113,6 +113,8 @@ def test_a_relay_token_with_several_sites_posts_for_each_and_a_person_or_admin_i
         assert call(url, "POST", "/api/v1/samples", samples(site, "relay-7"), token=tok)[0] == 200
     assert call(url, "POST", "/api/v1/samples", samples("north", "gw-7"), token=tok)[0] == 403  # the id, not the name
     assert call(url, "POST", "/api/v1/samples", samples("anywhere", "any-relay"), token=HUB_TOKEN)[0] == 200
+    listing = edgeloop("hub", "token", "list", "--data", str(data), *hubdb.args(data)).stdout
+    assert "relay relay-7 for north,south" in next(line for line in listing.splitlines() if " gw-7 " in line)
 
 
 def test_a_relay_token_must_be_made_with_a_site_and_only_a_relays_takes_one(hub):
