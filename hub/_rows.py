@@ -13,7 +13,7 @@ AUDIT_PRIORITY = -1.0  # in the label queue, after everything selected
 FEEDBACK_PRIORITY = 1e6  # a prediction the application flagged wrong: first in the label queue
 
 ADDED_COLUMNS = (("samples", "detections", "bytes"), ("samples", "width", "int"), ("samples", "height", "int"),
-                  ("labels", "boxes", "text"))
+                  ("labels", "boxes", "text"), ("tokens", "relay_id", "text"), ("tokens", "sites", "text"))
 
 # The tables, in each engine's column types ({text}, {int}, ...). CREATE ... IF NOT EXISTS: a hub
 # opens an existing database as it is (older SQLite files were made by sqlite-utils, same layout).
@@ -29,10 +29,14 @@ CREATE TABLE IF NOT EXISTS samples (
 CREATE INDEX IF NOT EXISTS idx_samples_status_priority ON samples (status, priority);
 -- Samples a labeler could not decide: kept and counted, never trained on.
 CREATE TABLE IF NOT EXISTS ambiguous (sample_id {text} PRIMARY KEY, source {text}, marked_at {float});
--- People's and relays' tokens: only their SHA-256 is kept (see hub/auth.py).
+-- People's and relays' tokens: only their SHA-256 is kept (see hub/auth.py). A relay's token is bound
+-- to its relay id and sites (a JSON list), NULL for people's and admins' (no semicolons here: see _schema).
 CREATE TABLE IF NOT EXISTS tokens (token_hash {text} PRIMARY KEY, name {text}, role {text},
-    created_at {float}, revoked_at {float});
+    created_at {float}, revoked_at {float}, relay_id {text}, sites {text});
 CREATE INDEX IF NOT EXISTS idx_tokens_name ON tokens (name);
+-- People signed in at /login: their cookie holds a session id, whose SHA-256 maps to their token's.
+CREATE TABLE IF NOT EXISTS sessions (session_hash {text} PRIMARY KEY, token_hash {text}, created_at {float},
+    expires_at {float});
 -- Every write through the API, allowed or refused, and who made it.
 CREATE TABLE IF NOT EXISTS audit_log (seq {serial}, at {float}, who {text}, role {text}, method {text},
     path {text}, status {int}, detail {text});

@@ -18,6 +18,7 @@
     GET  /api/v1/drift                drift alarms per site: accuracy drop, or embeddings unlike the training data
     POST /api/v1/campaigns            {"sample_ids": [...], "threshold", "quota", "ttl_s"}: more like these
     GET  /api/v1/campaigns            the active campaigns (relays set them on their agents)
+    DELETE /api/v1/campaigns/{id}     end one (campaigns_api.py: an engineer's, within bounds)
     POST /api/v1/reports              {"relay_id", "site", "devices": [...]}: the latest state of each device
     GET  /api/v1/devices?site=S       those latest states (a device not reported lately shows offline)
     POST /api/v1/rollouts             {"model", "group", "stages", "gates", ...} -> 201 the new staged rollout
@@ -46,7 +47,7 @@ from edgeloop.shared.errors import ConfigError, EdgeloopError, ImageError, Proto
 from edgeloop.shared.images import check_image
 from edgeloop.shared.protocol import MAX_MESSAGE_BYTES, SampleBatch, check_id, decode
 
-from . import jobs_api, labeling, monitor, pages, selection
+from . import campaigns_api, jobs_api, labeling, monitor, pages, selection
 from .training.jobs import Jobs
 from .training.policy import Policy, PolicyConfig
 from .training.golden import LabeledSet
@@ -54,8 +55,10 @@ from .openapi import build as build_openapi
 from .openapi import get_openapi
 from .cards import ModelNotFound, model_card
 from .rollouts import RelayReport, RolloutConflict, RolloutNotFound, RolloutRequest, Rollouts
+from .auth import speaks_for
 from .store import HubStore
-from .webutil import (GOLDEN, ROLLOUT_PERIOD, ROLLOUTS, SIGNING_KEY, STORE, TOKENS, JOBS, POLICY, auth, json_errors,
+from .throttle import Throttle
+from .webutil import (CALLER, GOLDEN, LOGINS, OPEN, REFUSALS, ROLLOUT_PERIOD, SECURE_COOKIES, ROLLOUTS, SIGNING_KEY, STORE, TOKENS, JOBS, POLICY, auth, json_errors,
                       read_json as _json, error as _error)
 
 log = logging.getLogger("edgeloop.hub")
@@ -71,18 +74,50 @@ def _refused_batch(status: type[web.HTTPException], message: str) -> web.HTTPExc
     return exc
 
 
-def usable(c) -> str | None:
-    """Why the hub will not store a candidate it could decode (its image does not decode), or None."""
+def _check_binding(request: web.Request, site: str, relay_id: str) -> None:
+    """403 when a relay's token names another site or relay id than it was made for. Not the typed
+    batch refusal: the samples are fine, the credentials are wrong, so a relay keeps them and retries."""
+    why = speaks_for(request[CALLER], site, relay_id)
+    if why is not None:
+        log.warning("refused %s %s: %s", request.method, request.path, why)
+        raise _error(web.HTTPForbidden, why)
+
+
+async def _check_devices(request: web.Request, report: RelayReport) -> None:
+    """403 when a relay reports a device that another site's relay reports as live: a relay may not
+    pull other sites' devices into its own (and its rollouts). A device silent there for the stale
+    time may move: devices do change gateways."""
+    ro = request.app[ROLLOUTS]
+    since = ro.clock() - ro.stale_s
+    held = await asyncio.to_thread(request.app[STORE].device_sites, [d.device_id for d in report.devices], since)
+    taken = sorted(d for d, site in held.items() if site not in request[CALLER].sites)
+    if taken:
+        why = f"device {taken[0]!r} is live at site {held[taken[0]]!r}, not one of relay {report.relay_id}'s"
+        log.warning("refused %s %s: %s", request.method, request.path, why)
+        raise _error(web.HTTPForbidden, why)
+
+
+def usable(c, widths: dict[str, int] | None = None) -> str | None:
+    """Why the hub will not store a candidate it could decode (its image does not decode, or its
+    embedding is not as wide as its model's drift reference: `widths`, version -> D), or None."""
     try:
         check_image(c.image)
     except ImageError as exc:
         return f"image: {exc}"
+    want = (widths or {}).get(c.model_version)
+    if want is not None and c.embedding is not None and len(c.embedding) != want:
+        return f"embedding: model {c.model_version} embeds in {want} dimensions, got {len(c.embedding)}"
     return None
+
+
+def _embedding_widths(store: HubStore) -> dict[str, int]:
+    """version -> embedding width, for every model with a drift reference (read once per blob)."""
+    return {version: len(ref.mean) for version, ref in monitor.references(store).items()}
 
 
 async def post_samples(request: web.Request) -> web.Response:
     """-> {"stored": [...], "duplicates": [...], "refused": [{"sample_id", "reason"}]}: a sample whose image
-    does not decode is refused alone (the rest of its batch is stored); a batch that does not decode is
+    does not decode, or whose embedding is not its model's width, is refused alone (the rest of its batch is stored); a batch that does not decode is
     refused whole with 400 (413 when too large) and `"refused": "batch"`."""
     store = request.app[STORE]
     if request.content_length and request.content_length > MAX_MESSAGE_BYTES:
@@ -94,7 +129,9 @@ async def post_samples(request: web.Request) -> web.Response:
         raise _refused_batch(web.HTTPRequestEntityTooLarge, str(exc)) from exc
     except ProtocolError as exc:
         raise _refused_batch(web.HTTPBadRequest, str(exc)) from exc
-    reasons = await asyncio.to_thread(lambda: [usable(c) for c in batch.samples])
+    _check_binding(request, batch.site, batch.source)
+    widths = await asyncio.to_thread(_embedding_widths, store)
+    reasons = await asyncio.to_thread(lambda: [usable(c, widths) for c in batch.samples])
     good = tuple(c for c, why in zip(batch.samples, reasons) if why is None)
     refused = [{"sample_id": c.sample_id, "reason": why} for c, why in zip(batch.samples, reasons) if why is not None]
     for r in refused:
@@ -120,6 +157,8 @@ async def get_desired(request: web.Request) -> web.Response:
     for the devices an active rollout assigns something else, and "models": {version: {sha256, size,
     artifact}} for every version the site needs. 204 when there is nothing to run."""
     site = _site_param(request)
+    if request[CALLER].role == "relay":  # a relay reads its own sites' assignments only
+        _check_binding(request, site or "", None)
     body = await asyncio.to_thread(request.app[ROLLOUTS].desired_for_site, site)
     if body is None:
         return web.Response(status=204)
@@ -199,31 +238,6 @@ async def post_selection(request: web.Request) -> web.Response:
     return web.json_response({"selected": list(chosen), "pool": pool})
 
 
-async def post_campaign(request: web.Request) -> web.Response:
-    """{"sample_ids": [...], "threshold": 0.15, "quota": 100, "ttl_s": 86400} -> the new campaign."""
-    body = await _json(request)
-    ids, threshold = body.get("sample_ids"), body.get("threshold", 0.15)
-    quota, ttl = body.get("quota", 100), body.get("ttl_s", 86400)
-    if not isinstance(ids, list) or not 1 <= len(ids) <= 64 or not all(isinstance(i, str) for i in ids):
-        raise _error(web.HTTPBadRequest, "sample_ids: expected a list of 1 to 64 sample ids")
-    if not isinstance(threshold, (int, float)) or isinstance(threshold, bool) or not 0 < threshold <= 2:
-        raise _error(web.HTTPBadRequest, "threshold: expected a cosine distance in (0, 2]")
-    if not isinstance(quota, int) or isinstance(quota, bool) or not 1 <= quota <= 1_000_000:
-        raise _error(web.HTTPBadRequest, "quota: expected a positive count")
-    if not isinstance(ttl, (int, float)) or isinstance(ttl, bool) or not 0 < ttl <= 365 * 86400:
-        raise _error(web.HTTPBadRequest, "ttl_s: expected seconds up to a year")
-    try:
-        camp = await asyncio.to_thread(request.app[STORE].add_campaign, ids, float(threshold), quota, float(ttl))
-    except ValueError as exc:
-        raise _error(web.HTTPBadRequest, f"sample_ids: {exc}") from exc
-    log.info("campaign %s: %d exemplars, threshold %.3f, quota %d", camp["campaign_id"], len(ids), threshold, quota)
-    return web.json_response(camp)
-
-
-async def get_campaigns(request: web.Request) -> web.Response:
-    return web.json_response({"campaigns": await asyncio.to_thread(request.app[STORE].active_campaigns)})
-
-
 async def post_reports(request: web.Request) -> web.Response:
     """{"relay_id", "site", "devices": [{"device_id", "status", "model_version", "stats", "facts",
     "last_error"}]} -> {"stored": n}. The whole report validates before anything is stored."""
@@ -236,6 +250,9 @@ async def post_reports(request: web.Request) -> web.Response:
         raise _error(web.HTTPRequestEntityTooLarge, str(exc)) from exc
     except ProtocolError as exc:
         raise _error(web.HTTPBadRequest, str(exc)) from exc
+    _check_binding(request, report.site, report.relay_id)
+    if request[CALLER].role == "relay":
+        await _check_devices(request, report)
     return web.json_response({"stored": await asyncio.to_thread(request.app[ROLLOUTS].record, report)})
 
 
@@ -345,12 +362,16 @@ async def health(request: web.Request) -> web.Response:
 
 def make_app(store: HubStore, golden: LabeledSet, tokens: list[str], signing_key, rollout_period_s: float = 1.0,
              device_stale_s: float = 30.0, jobs: dict | None = None,
-             policy: "PolicyConfig | None" = None) -> web.Application:
+             policy: "PolicyConfig | None" = None, open_access: bool = False,
+             secure_cookies: bool = False) -> web.Application:
     """The hub's app; its rollout controller runs every `rollout_period_s` while the app runs, its job
     runner trains what is queued (`jobs`: Jobs' keyword settings) and the policy acts, and a device not reported for
-    `device_stale_s` counts as offline."""
+    `device_stale_s` counts as offline. `open_access`: callers without a token are admin (`serve --open`);
+    `secure_cookies`: the sign-in cookie is Secure even over plain HTTP (TLS ends at a proxy)."""
     app = web.Application(middlewares=[json_errors, auth], client_max_size=MAX_MESSAGE_BYTES + (1 << 16))
-    app[STORE], app[GOLDEN], app[TOKENS] = store, golden, list(tokens)
+    app[STORE], app[GOLDEN], app[TOKENS], app[OPEN] = store, golden, list(tokens), bool(open_access)
+    app[REFUSALS] = Throttle(per_s=1.0, burst=20)
+    app[LOGINS], app[SECURE_COOKIES] = Throttle(per_s=0.2, burst=10), bool(secure_cookies)
     app[SIGNING_KEY] = signing_key
     app[ROLLOUTS], app[ROLLOUT_PERIOD] = Rollouts(store, stale_s=device_stale_s), float(rollout_period_s)
     app[JOBS] = Jobs(store, golden, signing_key, **(jobs or {}))
@@ -372,8 +393,7 @@ def make_app(store: HubStore, golden: LabeledSet, tokens: list[str], signing_key
     r.add_get("/api/v1/audit", get_audit)
     r.add_get("/api/v1/live", get_live)
     r.add_get("/api/v1/drift", get_drift)
-    r.add_post("/api/v1/campaigns", post_campaign)
-    r.add_get("/api/v1/campaigns", get_campaigns)
+    campaigns_api.add_routes(r)
     r.add_post("/api/v1/reports", post_reports)
     r.add_get("/api/v1/devices", get_devices)
     r.add_post("/api/v1/rollouts", post_rollout)

@@ -16,6 +16,7 @@ from edgeloop.shared.hubclient import HubClient
 from edgeloop.shared.rollout import Gates
 
 from ._options import db_option
+from ._serve_checks import is_loopback, refuse_placeholders
 
 # Not imported from .rollouts: `edgeloop rollout` stays a thin HTTP client that never loads the store.
 DEFAULT_STAGES = "shadow:10%,canary:10%,full"
@@ -36,7 +37,13 @@ def hub() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, help="0: any free port (see --ready-file).")
 @click.option("--token", "tokens", multiple=True, envvar="EDGELOOP_HUB_TOKENS",
-              help="Accepted bearer token; repeat for several (env EDGELOOP_HUB_TOKENS, space-separated).")
+              help="Accepted admin bearer token; repeat for several (env EDGELOOP_HUB_TOKENS, space-separated). "
+                   "Without any token given or made, the first start makes an admin token and prints a sign-in link.")
+@click.option("--open", "open_access", is_flag=True,
+              help="No sign-in: anyone who reaches the hub is admin. Refused unless --host is loopback.")
+@click.option("--secure-cookies", is_flag=True,
+              help="Mark the sign-in cookie Secure although this process serves plain HTTP (TLS ends at a proxy "
+                   "in front of it). Over --tls-cert it is Secure anyway.")
 @click.option("--ready-file", type=click.Path(path_type=Path), default=None, help="Write {port, url} here once serving.")
 @click.option("--key", "key_path", type=click.Path(path_type=Path), default=None,
               help="Private key models are signed with (default DATA/keys/hub.key, created if missing).")
@@ -57,7 +64,7 @@ def hub() -> None:
               help="Where trainers run: here, or as Ray jobs on a cluster (ray:http://HEAD:8265; its workers must "
                    "see DATA/jobs at the same path).")
 @db_option
-def serve(data_dir, golden, host, port, tokens, ready_file, key_path, rollout_period, device_stale_s, tls_cert,
+def serve(data_dir, golden, host, port, tokens, open_access, secure_cookies, ready_file, key_path, rollout_period, device_stale_s, tls_cert,
           tls_key, policy_path, job_timeout, runner, db) -> None:
     """Serve the hub: its API under /api/v1, the dashboard at /, the labeling page at /label and the
     OpenAPI document at /openapi.json, all on one port. People sign in at /login with a token.
@@ -66,6 +73,8 @@ def serve(data_dir, golden, host, port, tokens, ready_file, key_path, rollout_pe
     Example:
       edgeloop hub serve --data /var/lib/edgeloop/hub --golden golden.npz --port 8080 --token $TOKEN
       then open http://127.0.0.1:8080/ and sign in with $TOKEN
+      edgeloop hub serve --data DIR   # first start, no token: makes one and prints a sign-in link
+      edgeloop hub serve --data DIR --open   # a laptop demo: no sign-in, on 127.0.0.1 only
       edgeloop hub serve --data DIR --port 8443 --tls-cert tls/server.crt --tls-key tls/server.key   # HTTPS
       edgeloop hub serve --data /shared/hub --db postgresql://hub@db/edgeloop --port 8080   # one of several
       edgeloop hub serve --data DIR --port 8080 --policy hub-policy.toml   # trains and rolls out by itself
@@ -80,6 +89,7 @@ def serve(data_dir, golden, host, port, tokens, ready_file, key_path, rollout_pe
     from .training.golden import load_golden
     from .store import HubStore
 
+    refuse_placeholders(tokens, db, key_path)
     if (tls_cert is None) != (tls_key is None):
         raise click.UsageError("--tls-cert and --tls-key go together")
     from .training.ray_runner import ray_address
@@ -99,10 +109,18 @@ def serve(data_dir, golden, host, port, tokens, ready_file, key_path, rollout_pe
     if not golden.exists():
         raise click.UsageError(f"no golden set at {golden}: pass --golden FILE.npz")
     tokens = [t for tok in tokens for t in tok.split()]
+    if open_access and not is_loopback(host):
+        raise click.UsageError(f"--open serves without sign-in: loopback only (--host 127.0.0.1), not {host}")
     store = HubStore(data_dir, db)
-    if not tokens and not store.tokens_exist():
-        log.warning("no --token given and no token made (edgeloop hub token add): the hub is open to anyone "
-                    "who can reach it")
+    first = None  # the admin token made at a first start, printed once as a sign-in link
+    if open_access:
+        log.warning("--open: anyone who reaches %s may do anything, as admin", host)
+    elif not tokens:
+        from .auth import new_token, token_hash
+
+        first = new_token()
+        if not store.first_token(token_hash(first), "admin", "admin"):
+            first = None
     from .keys import default_key_path, load_or_create
 
     key = load_or_create(key_path or default_key_path(data_dir))
@@ -112,7 +130,8 @@ def serve(data_dir, golden, host, port, tokens, ready_file, key_path, rollout_pe
     if policy.on:
         log.info("policy on: %s", policy)
     app = make_app(store, load_golden(golden), tokens, key, rollout_period_s=rollout_period,
-                   device_stale_s=device_stale_s, jobs={"default_timeout_s": job_timeout, "runner": runner}, policy=policy)
+                   device_stale_s=device_stale_s, jobs={"default_timeout_s": job_timeout, "runner": runner}, policy=policy,
+                   open_access=open_access, secure_cookies=secure_cookies)
 
     async def main():
         runner = web.AppRunner(app)
@@ -120,6 +139,11 @@ def serve(data_dir, golden, host, port, tokens, ready_file, key_path, rollout_pe
         site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
         await site.start()
         bound = site._server.sockets[0].getsockname()[1]
+        if first:  # as Jupyter does: the one time this token is shown
+            shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+            click.echo(f"The hub made an admin token (shown once; `edgeloop hub token add` makes others).\n"
+                       f"Sign in: {scheme}://{shown}:{bound}/login?token={first}\n"
+                       f"API: Authorization: Bearer {first}", err=True)
         if ready_file:
             ready_file.write_text(json.dumps({"port": bound, "url": f"{scheme}://{host}:{bound}"}))
         log.info("hub serving on %s://%s:%d", scheme, host, bound)

@@ -15,6 +15,9 @@
     DELETE /api/v1/labels/{id}               undo a label or an ambiguous mark: back to the queue
                                              (a labeler undoes only their own)
 
+A labeler's POST may not replace or mark ambiguous a sample someone else labeled (403, nothing stored):
+overruling another person is an engineer's or admin's call, as an undo is.
+
 A sample (and each queue item) carries "width" and "height", its stored image's pixels (null when the
 hub cannot read the image's header), "detections", the model's boxes as pre-labels (normalised x1, y1,
 x2, y2, score, class), and "label": null, {"class": i, "source"} or {"boxes": [...], "source"}.
@@ -169,6 +172,8 @@ async def post_labels(request: web.Request) -> web.Response:
         check_id(source, "source")
     except ProtocolError as exc:
         raise error(web.HTTPBadRequest, str(exc)) from exc
+    if caller.role not in ("admin", "engineer"):
+        await _check_owner(store, caller, [*labels, *boxes, *ambiguous])
     proj = await asyncio.to_thread(project, store)
     sizes = await asyncio.to_thread(store.sample_sizes, boxes) if boxes else {}
     clean = _check_for(proj, labels, boxes, sizes)
@@ -177,6 +182,18 @@ async def post_labels(request: web.Request) -> web.Response:
     marked = await asyncio.to_thread(store.mark_ambiguous, ambiguous, source) if ambiguous else []
     unknown = sorted((set(labels) - set(done)) | (set(boxes) - set(boxed)) | (set(ambiguous) - set(marked)))
     return web.json_response({"labeled": len(done) + len(boxed), "ambiguous": len(marked), "unknown": unknown})
+
+
+async def _check_owner(store, caller, sample_ids: list[str]) -> None:
+    """403 when a labeler's request would replace or erase (ambiguous) someone else's label: as with
+    an undo, only an engineer or admin may overrule another person."""
+    theirs = {sid: src for sid, src in (await asyncio.to_thread(store.label_sources, sample_ids)).items()
+              if src != caller.name}
+    if theirs:
+        sid = sorted(theirs)[0]
+        more = f" (and {len(theirs) - 1} more)" if len(theirs) > 1 else ""
+        raise error(web.HTTPForbidden, f"{caller.name} ({caller.role}) may change only their own labels; "
+                                       f"{sid} was labeled by {theirs[sid]}{more}")
 
 
 async def get_labels(request: web.Request) -> web.Response:

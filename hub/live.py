@@ -330,8 +330,8 @@ def drift_alarms(rows: Iterable[Row], references: Mapping[str, Reference] | None
     """Audit rows of every site (labeled or not, any model version) -> alarms, sorted by site then kind.
 
     Rows are grouped by (site, model_version). accuracy_drop uses the labeled ones (assess_drop with
-    baselines.get(version)); shift uses the newest `window` that carry an embedding, when references
-    holds that version's Reference (assess_shift). Pass as much history as you like: shift only looks
+    baselines.get(version)); shift uses the newest `window` that carry an embedding of the Reference's
+    width, when references holds that version's Reference (assess_shift); other widths are skipped. Pass as much history as you like: shift only looks
     at the window, and accuracy_drop needs the history to compare against.
     """
     groups: dict[tuple[str, str], list[Row]] = defaultdict(list)
@@ -347,7 +347,10 @@ def drift_alarms(rows: Iterable[Row], references: Mapping[str, Reference] | None
                        "earlier": None if drop.earlier is None else _figures(drop.earlier)}
             alarms.append(Alarm(site, "accuracy_drop", drop.reason, figures, version))
         ref = (references or {}).get(version)
-        seen = [r for r in group if r.get("embedding") is not None][-window:]
+        # Only embeddings of the reference's width: one device sending another width (a bug, or on
+        # purpose) must not take the whole view down, nor speak for its site.
+        width = None if ref is None else len(ref.mean)
+        seen = [r for r in group if r.get("embedding") is not None and _vector(r["embedding"]).shape == (width,)][-window:]
         if ref is not None and seen:
             shift = assess_shift(ref, np.stack([_vector(r["embedding"]) for r in seen]),
                                  np.asarray([float(r["confidence"]) for r in seen]), min_n, factor=factor)

@@ -49,6 +49,7 @@ SUMMARIES: dict[tuple[str, str], tuple[str, str | None]] = {
     ("GET", "/api/v1/audit"): ("The audit log: every write, who made it, its status (?who=NAME&limit=N)", None),
     ("POST", "/api/v1/campaigns"): ("Start a campaign: find more frames like these samples", "application/json"),
     ("GET", "/api/v1/campaigns"): ("The active campaigns", None),
+    ("DELETE", "/api/v1/campaigns/{campaign_id}"): ("End a campaign now (relays drop it at their next poll)", None),
     ("POST", "/api/v1/reports"): ("Relays report the latest state of their devices", "application/json"),
     ("GET", "/api/v1/devices"): ("The latest state of each device", None),
     ("POST", "/api/v1/rollouts"): ("Start a staged rollout (shadow, canary, full) with gates", "application/json"),

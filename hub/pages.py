@@ -6,20 +6,23 @@ own under /static: no build step, nothing fetched from the internet.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from collections import defaultdict
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import jinja2
 from aiohttp import web
 
 from . import monitor, plots
+from .auth import token_hash
 from .cards import ModelNotFound, model_card
 from .project import project
 from .rollouts import Rollouts
 from .store import HubStore
 from .training.policy import WHO as POLICY_WHO
-from .webutil import COOKIE, JOBS, POLICY, ROLLOUTS, STORE, error, identify
+from .webutil import COOKIE, JOBS, LOGINS, POLICY, ROLLOUTS, SECURE_COOKIES, SESSION_TTL_S, STORE, error, identify
 
 HERE = Path(__file__).parent
 ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
@@ -130,25 +133,62 @@ async def model_page(request: web.Request) -> web.Response:
 
 
 async def login_page(request: web.Request) -> web.Response:
-    return render("login.html", page="login", next=_local(request.query.get("next", "/")), failed=False)
+    """The sign-in form; /login?token=T signs in at once (the link `hub serve` prints at a first start)."""
+    target = _local(request.query.get("next", "/"))
+    if "token" in request.query:
+        return await _sign_in(request, request.query["token"], target)
+    return render("login.html", page="login", next=target, failed=False)
 
 
 async def login(request: web.Request) -> web.Response:
     form = await request.post()
-    token, target = str(form.get("token", "")), _local(str(form.get("next", "/")))
-    caller = await asyncio.to_thread(identify, request.app, token)
+    return await _sign_in(request, str(form.get("token", "")), _local(str(form.get("next", "/"))))
+
+
+async def _sign_in(request: web.Request, token: str, target: str) -> web.Response:
+    """A session for a person's token: the cookie holds its id, never the token. Failed attempts are
+    throttled per remote address (429 past LOGINS' budget): a token cannot be guessed, but a hub
+    should not be a free oracle for trying stolen or leaked ones in bulk."""
+    app, remote = request.app, request.remote or ""
+    if app[LOGINS].blocked(remote):
+        resp = render("login.html", page="login", next=target, failed=True)
+        resp.set_status(429)
+        return resp
+    caller = await asyncio.to_thread(identify, app, token)
     if caller is None or caller.role == "relay":  # a relay's token is for machines, not for pages
+        app[LOGINS].take(remote)
         resp = render("login.html", page="login", next=target, failed=True)
         resp.set_status(401)
         return resp
+    session = secrets.token_urlsafe(32)
+    await asyncio.to_thread(app[STORE].add_session, token_hash(session), token_hash(token), SESSION_TTL_S)
     resp = web.HTTPFound(target)
-    resp.set_cookie(COOKIE, token, httponly=True, samesite="Strict", path="/")
+    resp.set_cookie(COOKIE, session, httponly=True, samesite="Strict", path="/", max_age=SESSION_TTL_S,
+                    secure=request.secure or app[SECURE_COOKIES])
+    raise resp
+
+
+async def logout(request: web.Request) -> web.Response:
+    """End this browser's session (the token stays valid elsewhere) and go back to the sign-in form."""
+    origin = request.headers.get("Origin")
+    if origin is not None and urlsplit(origin).netloc != request.host:  # another site cannot sign you out
+        raise error(web.HTTPForbidden, f"sign-out from another origin ({origin:.100})")
+    session = request.cookies.get(COOKIE)
+    if session:
+        await asyncio.to_thread(request.app[STORE].end_session, token_hash(session))
+    resp = web.HTTPFound("/login")
+    resp.del_cookie(COOKIE, path="/")
     raise resp
 
 
 def _local(target: str) -> str:
-    """Only a path on this hub: /login?next= must not send anyone elsewhere."""
-    return target if target.startswith("/") and not target.startswith("//") else "/"
+    """Only a path on this hub: /login?next= must not send anyone elsewhere. Browsers drop tabs and
+    newlines from a Location and read a backslash as a slash, so `/<tab>/evil` or `/<backslash>evil` is `//evil`,
+    another host: a target with any of those, or with a scheme or host of its own, becomes /."""
+    if not target.startswith("/") or any(c <= " " or c in "\\\x7f" for c in target):
+        return "/"
+    parts = urlsplit(target)
+    return "/" if target.startswith("//") or parts.scheme or parts.netloc else target
 
 
 def add_routes(r: web.UrlDispatcher) -> None:
@@ -157,4 +197,5 @@ def add_routes(r: web.UrlDispatcher) -> None:
     r.add_get("/models/{version}", model_page)
     r.add_get("/login", login_page)
     r.add_post("/login", login)
+    r.add_post("/logout", logout)
     r.add_static("/static", HERE / "static")

@@ -33,13 +33,14 @@ from edgeloop.shared.images import image_size
 from edgeloop.shared.protocol import Candidate
 from edgeloop.shared.sampling.policy import FEEDBACK_WRONG, is_feedback
 
+from ._access import AccessRows
 from ._engines import open_engine
 from ._rows import ADDED_COLUMNS, FEEDBACK_PRIORITY, SCHEMA, WITH_LABEL, decode_boxes, decode_row, sample_row
 from .blobs import BlobStore
 
 
 
-class HubStore:
+class HubStore(AccessRows):
     """`HubStore(data_dir)`: SQLite in the data folder; `HubStore(data_dir, db="postgresql://...")`:
     that PostgreSQL database. Blobs are under data_dir either way. Thread-safe."""
 
@@ -366,6 +367,16 @@ class HubStore:
                 else self._query("SELECT * FROM devices ORDER BY device_id"))
         return [{**r, "stats": json.loads(r["stats"]), "facts": json.loads(r["facts"])} for r in rows]
 
+    def device_sites(self, device_ids: Iterable[str], since: float) -> dict[str, str]:
+        """device_id -> site, of those of `device_ids` reported at or after `since`."""
+        ids, out = list(dict.fromkeys(device_ids)), {}
+        for i in range(0, len(ids), 500):  # under every engine's limit of bound parameters
+            part = ids[i:i + 500]
+            out.update({r["device_id"]: r["site"] for r in self._query(
+                f"SELECT device_id, site FROM devices WHERE device_id IN ({', '.join('?' * len(part))}) "
+                "AND updated_at >= ?", [*part, since])})
+        return out
+
     def device_ids(self, site: str | None = None) -> list[str]:
         """Ids of the reported devices (all, or one site's), sorted."""
         rows = (self._query("SELECT device_id FROM devices WHERE site = ? ORDER BY device_id", [site])
@@ -411,8 +422,10 @@ class HubStore:
         return out
 
     # -- campaigns ---------------------------------------------------------------------------
-    def add_campaign(self, exemplar_ids: list[str], threshold: float, quota: int, ttl_s: float) -> dict:
-        """A campaign from the embeddings of samples the hub holds; ValueError names what is missing."""
+    def add_campaign(self, exemplar_ids: list[str], threshold: float, quota: int, ttl_s: float,
+                     max_active: int | None = None) -> dict:
+        """A campaign from the embeddings of samples the hub holds; ValueError names what is missing,
+        OverflowError says `max_active` campaigns are running already."""
         embs = []
         for sid in exemplar_ids:
             row = self.sample(sid)
@@ -421,54 +434,40 @@ class HubStore:
             embs.append(row["embedding"].astype(float).round(4).tolist())
         if len({len(e) for e in embs}) != 1:
             raise ValueError("exemplars have embeddings of different sizes")
-        n = self._next("campaigns", first=self._query("SELECT COUNT(*) + 1 AS n FROM campaigns")[0]["n"])
-        camp = {"campaign_id": f"cmp-{n}", "exemplars": json.dumps(embs), "threshold": threshold,
-                "quota": quota, "expires_at": time.time() + ttl_s, "created_at": time.time()}
-        self._insert("campaigns", camp)
+        with self.locked("campaigns"):  # count and insert as one step, across hub processes
+            if max_active is not None and len(self.active_campaigns()) >= max_active:
+                raise OverflowError(f"{max_active} campaigns are active already")
+            n = self._next("campaigns", first=self._query("SELECT COUNT(*) + 1 AS n FROM campaigns")[0]["n"])
+            camp = {"campaign_id": f"cmp-{n}", "exemplars": json.dumps(embs), "threshold": threshold,
+                    "quota": quota, "expires_at": time.time() + ttl_s, "created_at": time.time()}
+            self._insert("campaigns", camp)
         return {**camp, "exemplars": embs}
+
+    def end_campaign(self, campaign_id: str) -> bool:
+        """Expire an active campaign now -> whether there was one (relays drop it at their next poll)."""
+        now = time.time()
+        return bool(self.db.execute("UPDATE campaigns SET expires_at = ? WHERE campaign_id = ? AND expires_at > ?",
+                                    [now, campaign_id, now]))
 
     def active_campaigns(self) -> list[dict]:
         rows = self._query("SELECT * FROM campaigns WHERE expires_at > ? ORDER BY created_at, campaign_id",
                            [time.time()])
         return [{**r, "exemplars": json.loads(r["exemplars"])} for r in rows]
 
-    # -- tokens and the audit log ---------------------------------------------------------------
-    def add_token(self, token_hash: str, name: str, role: str) -> None:
-        self._insert("tokens", {"token_hash": token_hash, "name": name, "role": role, "created_at": time.time(),
-                                "revoked_at": None})
-
-    def token(self, token_hash: str) -> dict | None:
-        """The live (not revoked) token with this hash, or None."""
-        rows = self._query("SELECT * FROM tokens WHERE token_hash = ? AND revoked_at IS NULL", [token_hash])
-        return rows[0] if rows else None
-
-    def tokens_exist(self) -> bool:
-        return bool(self._query("SELECT 1 FROM tokens WHERE revoked_at IS NULL LIMIT 1"))
-
-    def tokens(self) -> list[dict]:
-        """Every token ever made (name, role, created_at, revoked_at; a short hash prefix as its id)."""
-        return [{**r, "token_hash": r["token_hash"][:12]} for r in
-                self._query("SELECT * FROM tokens ORDER BY created_at, token_hash")]
-
-    def revoke_tokens(self, name: str) -> int:
-        """Revoke every live token of `name` (or the one whose hash starts with it) -> how many."""
-        return self.db.execute(
-            "UPDATE tokens SET revoked_at = ? WHERE revoked_at IS NULL AND (name = ? OR token_hash LIKE ?)",
-            [time.time(), name, f"{name.lower()}%" if len(name) >= 8 else "-"])  # hashes are lower-case hex
-
-    def audit(self, who: str, role: str, method: str, path: str, status: int, detail: str = "") -> None:
-        self._insert("audit_log", {"at": time.time(), "who": who, "role": role, "method": method, "path": path,
-                                   "status": status, "detail": detail})
-
-    def audit_log(self, limit: int = 100, who: str | None = None) -> list[dict]:
-        """The newest writes first."""
-        where, params = ("WHERE who = ?", [who]) if who is not None else ("", [])
-        return self._query(f"SELECT * FROM audit_log {where} ORDER BY seq DESC LIMIT ?", params + [limit])
-
     def label_source(self, sample_id: str) -> str | None:
-        rows = self._query("SELECT source FROM labels WHERE sample_id = ? UNION ALL "
-                           "SELECT source FROM ambiguous WHERE sample_id = ?", [sample_id, sample_id])
-        return rows[0]["source"] if rows else None
+        return self.label_sources([sample_id]).get(sample_id)
+
+    def label_sources(self, sample_ids: Iterable[str]) -> dict[str, str]:
+        """sample_id -> who labeled it or marked it ambiguous, for those of `sample_ids` that are."""
+        out: dict[str, str] = {}
+        ids = list(dict.fromkeys(sample_ids))
+        for i in range(0, len(ids), 500):  # under every engine's limit of bound parameters
+            part = ids[i:i + 500]
+            marks = ", ".join("?" * len(part))
+            for r in self._query(f"SELECT sample_id, source FROM labels WHERE sample_id IN ({marks}) UNION ALL "
+                                 f"SELECT sample_id, source FROM ambiguous WHERE sample_id IN ({marks})", part + part):
+                out.setdefault(r["sample_id"], r["source"])
+        return out
 
     # -- counters ----------------------------------------------------------------------------
     def bump(self, name: str, n: int) -> None:

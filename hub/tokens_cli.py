@@ -28,24 +28,36 @@ def token() -> None:
 @click.option("--role", type=click.Choice(ROLES), required=True,
               help="labeler: label; engineer: + select, train, register models; operator: rollouts; "
                    "relay: post samples and reports; admin: everything.")
-def add(data_dir, db, name, role) -> None:
-    """Make a token and print it (once: the hub keeps only its hash).
+@click.option("--site", "sites", multiple=True,
+              help="relay: a site it may post samples and reports for; repeat for several (required for a relay).")
+@click.option("--relay-id", default=None,
+              help="relay: the relay id its batches and reports must name [default: --name].")
+def add(data_dir, db, name, role, sites, relay_id) -> None:
+    """Make a token and print it (once: the hub keeps only its hash). A relay's token is bound to its
+    relay id and site(s): the hub refuses (403) samples or reports it sends for any other.
 
     \b
-    Example:
+    Examples:
       edgeloop hub token add --data /var/lib/edgeloop/hub --name alice --role labeler
+      edgeloop hub token add --data /var/lib/edgeloop/hub --name relay-0 --role relay --site site-a
     """
     from edgeloop.shared.errors import ProtocolError
     from edgeloop.shared.protocol import check_id
 
     from .store import HubStore
 
-    try:
-        check_id(name, "name")
-    except ProtocolError as exc:
-        raise click.BadParameter(str(exc), param_hint="--name") from exc
+    for value, hint in [(name, "--name"), *((s, "--site") for s in sites), ((relay_id or name), "--relay-id")]:
+        try:
+            check_id(value, hint.strip("-"))
+        except ProtocolError as exc:
+            raise click.BadParameter(str(exc), param_hint=hint) from exc
+    if role == "relay" and not sites:
+        raise click.UsageError("a relay's token needs --site (the site or sites it posts for)")
+    if role != "relay" and (sites or relay_id):
+        raise click.UsageError("--site and --relay-id bind a relay's token; give them with --role relay only")
     tok = new_token()
-    HubStore(data_dir, db).add_token(token_hash(tok), name, role)
+    HubStore(data_dir, db).add_token(token_hash(tok), name, role, (relay_id or name) if role == "relay" else None,
+                                     sites)
     click.echo(tok)
 
 
@@ -58,6 +70,7 @@ def list_cmd(data_dir, db) -> None:
     Example:
       edgeloop hub token list --data /var/lib/edgeloop/hub
     """
+    import json
     import time
 
     from .store import HubStore
@@ -65,14 +78,16 @@ def list_cmd(data_dir, db) -> None:
     for t in HubStore(data_dir, db).tokens():
         made = time.strftime("%Y-%m-%d %H:%M", time.gmtime(t["created_at"]))
         state = "revoked " + time.strftime("%Y-%m-%d %H:%M", time.gmtime(t["revoked_at"])) if t["revoked_at"] else "live"
-        click.echo(f"{t['token_hash']}  {t['name']:20} {t['role']:9} made {made}  {state}")
+        bound = f"  relay {t['relay_id']} for {','.join(json.loads(t['sites'] or '[]'))}" if t["relay_id"] else ""
+        click.echo(f"{t['token_hash']}  {t['name']:20} {t['role']:9} made {made}  {state}{bound}")
 
 
 @token.command("revoke")
 @_store
 @click.argument("who")
 def revoke(data_dir, db, who) -> None:
-    """Revoke every live token of a name, or one token by its id (from `token list`). Effective at once.
+    """Revoke every live token of exactly this name, or one token by its id (from `token list`, 8
+    characters or more). Effective at once; revoking the last token does not open the hub.
 
     \b
     Example:

@@ -1,8 +1,12 @@
 """What the hub's API and its pages share: the app's keys, JSON errors, and who may come in.
 
 Machines send `Authorization: Bearer <token>`. People sign in once at /login with the same kind of
-token; it is kept in an HttpOnly, SameSite=Strict cookie, which the pages' scripts then use for the
-API (SameSite=Strict: another site cannot make a browser send it, so no CSRF token is needed).
+token; their cookie then holds a session id (never the token: a stolen cookie dies with the session,
+at sign-out or after SESSION_TTL_S), HttpOnly, SameSite=Strict, and Secure over HTTPS (or with
+`serve --secure-cookies` behind a TLS proxy). The pages' scripts use the API with it. A write made
+with the cookie must also look like our own page's: a JSON body (a form or `text/plain` post from
+another site is refused with 415) and, when the browser says, from this origin (`Sec-Fetch-Site`,
+`Origin`): 403 otherwise. (OWASP's defence in depth on top of SameSite.)
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import asyncio
 import hmac
 import json
 import logging
+from urllib.parse import urlencode, urlsplit
 
 from aiohttp import web
 
@@ -25,6 +30,7 @@ from .store import HubStore
 STORE = web.AppKey("store", HubStore)
 GOLDEN = web.AppKey("golden", LabeledSet)
 TOKENS = web.AppKey("tokens", list)
+OPEN = web.AppKey("open", bool)  # `hub serve --open`: no sign-in, anyone is admin (loopback only)
 JOBS = web.AppKey("jobs", Jobs)
 POLICY = web.AppKey("policy", object)  # training.policy.Policy (imported lazily: it loads the selection code)
 SIGNING_KEY = web.AppKey("signing_key", object)
@@ -32,7 +38,11 @@ ROLLOUTS = web.AppKey("rollouts", Rollouts)
 ROLLOUT_PERIOD = web.AppKey("rollout_period", float)
 CALLER = web.RequestKey("caller", Caller)  # who is calling, set by `auth`
 
-COOKIE = "edgeloop_token"
+SECURE_COOKIES = web.AppKey("secure_cookies", bool)  # `serve --secure-cookies`: HTTPS ends at a proxy
+LOGINS = web.AppKey("logins", object)  # a Throttle of failed sign-ins per remote address
+
+COOKIE = "edgeloop_session"
+SESSION_TTL_S = 12 * 3600
 log = logging.getLogger("edgeloop.hub")
 
 
@@ -66,23 +76,54 @@ def _is_page(path: str) -> bool:
     return path in ("/", "/label") or path.startswith("/models/")
 
 
-def _given(request: web.Request) -> str:
+def _given(request: web.Request) -> tuple[str, str]:
+    """("bearer", token), ("cookie", session id) or ("", "")."""
     header = request.headers.get("Authorization", "")
-    return header[7:] if header.startswith("Bearer ") else request.cookies.get(COOKIE, "")
+    if header.startswith("Bearer "):
+        return "bearer", header[7:]
+    sid = request.cookies.get(COOKIE, "")
+    return ("cookie", sid) if sid else ("", "")
 
 
 def identify(app: web.Application, token: str) -> Caller | None:
     """The caller a token belongs to: an admin token given at start, or a live token in the store."""
-    if not token:
-        return None
-    if any(hmac.compare_digest(token, t) for t in app[TOKENS]):
+    return _by_hash(app, token_hash(token)) if token else None
+
+
+def _by_hash(app: web.Application, hashed: str) -> Caller | None:
+    if any(hmac.compare_digest(hashed, token_hash(t)) for t in app[TOKENS]):
         return Caller("admin", "admin")
-    row = app[STORE].token(token_hash(token))
-    return Caller(row["name"], row["role"]) if row else None
+    row = app[STORE].token(hashed)
+    return Caller(row["name"], row["role"], row["relay_id"], tuple(row["sites"])) if row else None
 
 
-def _is_open(app: web.Application) -> bool:
-    return not app[TOKENS] and not app[STORE].tokens_exist()
+def session_caller(app: web.Application, session_id: str) -> Caller | None:
+    """Who a sign-in session is: its token's holder while both the session and the token live."""
+    hashed = app[STORE].session_token(token_hash(session_id)) if session_id else None
+    return _by_hash(app, hashed) if hashed else None
+
+
+def _caller(app: web.Application, kind: str, value: str) -> Caller | None:
+    """Who a request's token or session says it is; on an --open hub, anyone else is ANONYMOUS (admin).
+    Whether the hub is open is decided at start, never from whether tokens are left: revoking the
+    last one opens nothing."""
+    caller = identify(app, value) if kind == "bearer" else session_caller(app, value) if kind == "cookie" else None
+    return caller or (ANONYMOUS if app[OPEN] else None)
+
+
+def cross_site(request: web.Request) -> web.HTTPException | None:
+    """The refusal of a write that came with the sign-in cookie but does not look like our own page's
+    (415: not a JSON body; 403: the browser says it comes from another site or origin), or None."""
+    if request.can_read_body and request.content_type != "application/json":
+        return error(web.HTTPUnsupportedMediaType,
+                     f"a signed-in write takes an application/json body, not {request.content_type:.100}")
+    fetch_site = request.headers.get("Sec-Fetch-Site")
+    if fetch_site is not None and fetch_site not in ("same-origin", "none"):
+        return error(web.HTTPForbidden, f"a signed-in write from another site (Sec-Fetch-Site: {fetch_site:.40})")
+    origin = request.headers.get("Origin")
+    if origin is not None and urlsplit(origin).netloc != request.host:
+        return error(web.HTTPForbidden, f"a signed-in write from another origin ({origin:.100})")
+    return None
 
 
 def _route(request: web.Request) -> str:
@@ -98,15 +139,17 @@ async def auth(request: web.Request, handler):
     app, path = request.app, request.path
     if not (path.startswith("/api/") or _is_page(path)):
         return await handler(request)
-    caller = ANONYMOUS if await asyncio.to_thread(_is_open, app) else \
-        await asyncio.to_thread(identify, app, _given(request))
-    write = path.startswith("/api/") and request.method not in ("GET", "HEAD")
+    kind, value = _given(request)
+    caller = await asyncio.to_thread(_caller, app, kind, value)
+    write = path.startswith("/api/") and request.method not in ("GET", "HEAD", "OPTIONS")
     status = 500
     try:
         if caller is None:
             if _is_page(path):
-                raise web.HTTPFound(f"/login?next={request.path_qs}")
+                raise web.HTTPFound(f"/login?{urlencode({'next': request.path_qs})}")
             raise error(web.HTTPUnauthorized, "missing or wrong bearer token")
+        if write and kind == "cookie" and (refusal := cross_site(request)) is not None:
+            raise refusal
         if not allowed(caller.role, request.method, _route(request) if path.startswith("/api/") else "/pages"):
             raise error(web.HTTPForbidden, f"{caller.name} ({caller.role}) may not {request.method} {_route(request)}")
         request[CALLER] = caller
@@ -118,8 +161,26 @@ async def auth(request: web.Request, handler):
         raise
     finally:
         if write:
-            who = caller or Caller("unknown", "")
-            await asyncio.to_thread(app[STORE].audit, who.name, who.role, request.method, path, status)
+            await _audit(app, caller, request.method, path, status)
+
+
+MAX_AUDIT_PATH = 200  # characters of a path kept in the audit log
+REFUSALS = web.AppKey("refusals", object)  # a Throttle: strangers' refused writes logged per second
+
+
+async def _audit(app: web.Application, caller: Caller | None, method: str, path: str, status: int) -> None:
+    """Every write of a known caller goes to the audit log. A stranger's (no valid token) is logged
+    within a budget (REFUSALS): anyone can send those, and the log must not be theirs to fill; the
+    next one logged says how many were left out. Paths are cut to MAX_AUDIT_PATH characters."""
+    detail = ""
+    if caller is None:
+        if not app[REFUSALS].take():
+            return
+        skipped = app[REFUSALS].refused_since()
+        detail = f"{skipped} more refused writes since the last one logged were not logged" if skipped else ""
+    who = caller or Caller("unknown", "")
+    cut = path if len(path) <= MAX_AUDIT_PATH else path[:MAX_AUDIT_PATH] + f"... ({len(path)} characters)"
+    await asyncio.to_thread(app[STORE].audit, who.name, who.role, method, cut, status, detail)
 
 
 async def read_json(request: web.Request) -> dict:

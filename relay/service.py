@@ -36,6 +36,7 @@ from edgeloop.shared.sampling.policy import (AUDIT, campaign_of, is_feedback, ou
 from edgeloop.shared.sampling.watermarks import CLAIMED_AT, CLOCK_CORRECTED, Watermarks
 
 from .cache import ModelCache
+from .campaigns import campaigns_from_hub
 from .forwarder import HubForwarder
 from .store import RelayStore
 
@@ -355,8 +356,7 @@ class Relay:
                             headers=self._auth()) as resp:
             resp.raise_for_status()
             reply = await resp.json()
-        active = tuple(Campaign(c["campaign_id"], np.asarray(c["exemplars"], np.float16), float(c["threshold"]),
-                                int(c["quota"]), float(c["expires_at"])) for c in reply["campaigns"])
+        active = campaigns_from_hub(reply)
         ids = {c.campaign_id for c in active}
         if ids == set(self.campaigns):
             return
@@ -367,7 +367,11 @@ class Relay:
         log.info("campaigns on site %s: %s", self.s.site, ", ".join(sorted(ids)) or "none")
 
     async def _poll_once(self, http: aiohttp.ClientSession) -> None:
-        await self._poll_campaigns(http)
+        # Campaigns are an extra: whatever the hub answers for them, reports and the desired model go on.
+        try:
+            await self._poll_campaigns(http)
+        except (aiohttp.ClientError, asyncio.TimeoutError, EdgeloopError, ValueError, KeyError, TypeError) as exc:
+            log.warning("campaign poll failed (reports and the desired model go on): %s", exc)
         await self._send_reports(http)
         async with http.get(f"{self.s.hub_url}/api/v1/desired", params={"site": self.s.site},
                             headers=self._auth()) as resp:

@@ -32,7 +32,7 @@ def hub(tmp_path_factory):
     data = root / "data"
     svc, url = start_hub(root, data=data)
     tokens = {name: edgeloop("hub", "token", "add", "--data", str(data), *hubdb.args(data), "--name", name,
-                             "--role", role)
+                             "--role", role, *(["--relay-id", "relay-t", "--site", "site-t"] if role == "relay" else []))
               for name, role in (("alice", "labeler"), ("bob", "labeler"), ("erin", "engineer"),
                                  ("otto", "operator"), ("relay-a", "relay"))}
     yield url, data, tokens
@@ -99,8 +99,9 @@ def test_tokens_are_stored_hashed_and_a_revoked_one_is_refused_at_once(hub):
 
 @given(st.sampled_from(["POST", "DELETE", "PUT"]), st.sampled_from([
     "/api/v1/rollouts", "/api/v1/rollouts/{rollout_id}/{action}", "/api/v1/desired", "/api/v1/train",
-    "/api/v1/selection", "/api/v1/models", "/api/v1/samples", "/api/v1/reports"]))
-def test_a_labeler_may_write_nothing_but_labels_and_campaigns(method, route):
+    "/api/v1/selection", "/api/v1/models", "/api/v1/samples", "/api/v1/reports", "/api/v1/campaigns",
+    "/api/v1/campaigns/{campaign_id}"]))
+def test_a_labeler_may_write_nothing_but_labels(method, route):
     assert not allowed("labeler", method, route)
     assert allowed("admin", method, route)
 

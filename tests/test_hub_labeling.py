@@ -178,7 +178,7 @@ def test_pages_need_a_sign_in_and_the_cookie_then_opens_the_api(hub):
     # A sign-in never sends anyone off the hub.
     with opener.open(url + "/login", urllib.parse.urlencode({"token": TOKEN, "next": "//evil.example"}).encode()) as r:
         assert r.url == url + "/"
-    cookie = next(c for c in jar if c.name == "edgeloop_token")
+    cookie = next(c for c in jar if c.name == "edgeloop_session")
     assert cookie.has_nonstandard_attr("HttpOnly") or cookie.get_nonstandard_attr("httponly") is not None
     with opener.open(url + "/label") as resp:
         assert 'id="labeler"' in resp.read().decode()

@@ -186,6 +186,20 @@ def test_drift_alarms_reads_store_rows_and_matches_references_by_version(gaussia
     assert drift_alarms([{**r, "audit": 0} for r in rows], {"v1": gaussian_reference}) == []  # not audit
 
 
+def test_one_device_sending_another_width_neither_breaks_drift_nor_speaks_for_its_site(gaussian_reference):
+    rng = np.random.default_rng(3)
+    cov = np.diag(np.linspace(0.2, 2.0, 16))
+    far = rng.multivariate_normal(np.full(16, 3.0), cov, 300)
+    far[:, :4] += 3.0
+    rows = [row("site-x", t=float(i), label=None, confidence=0.5, embedding=e.astype("<f2").tobytes())
+            for i, e in enumerate(far)]
+    odd = [row("site-x", t=1e6 + i, label=None, confidence=0.5, embedding=np.zeros(w, "<f2").tobytes())
+           for i, w in enumerate((8, 17, 1))]  # newest: they would head the window
+    (alarm,) = drift_alarms(rows + odd, {"v1": gaussian_reference})
+    assert alarm.kind == "shift" and alarm.figures["n"] == 300
+    assert drift_alarms(odd, {"v1": gaussian_reference}) == []
+
+
 # ---- the world drifts --------------------------------------------------------------------------
 
 def test_drift_relights_only_the_chosen_cameras_nights_from_the_start_index():

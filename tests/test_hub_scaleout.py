@@ -123,7 +123,7 @@ def test_campaigns_made_on_either_hub_at_once_get_distinct_ids(hubs):
     def make(hub: int) -> None:
         go.wait()
         for _ in range(5):
-            body = json.dumps({"sample_ids": [exemplar], "threshold": 0.9, "quota": 5, "ttl_s": 600}).encode()
+            body = json.dumps({"sample_ids": [exemplar], "threshold": 0.4, "quota": 5, "ttl_s": 600}).encode()
             got.append(post(urls[hub], "/api/v1/campaigns", body, "application/json")["campaign_id"])
 
     threads = [threading.Thread(target=make, args=(h,)) for h in range(2)]

@@ -108,7 +108,8 @@ def site(tmp_path):
         wait("the relay to see the device", lambda: DEVICE in get(url + "/status")["devices"], 30)
         return svc, url
 
-    yield {"publish": publish, "hub": hub_url, "relay": relay, "data": tmp_path / "relay"}
+    yield {"publish": publish, "hub": hub_url, "relay": relay, "data": tmp_path / "relay",
+           "hub_data": tmp_path / "hub"}
     dev.stop()
     for svc in reversed(services):
         svc.stop()
