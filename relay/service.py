@@ -76,13 +76,18 @@ class RelaySettings:
     share_group: str | None = None
 
 
+def _device(c) -> str:
+    """Late candidates are judged per device: a backlog gets the share its hours would have had live."""
+    return c.device_id
+
+
 class Relay:
     def __init__(self, s: RelaySettings):
         self.s = s
         self.store = RelayStore(s.data_dir / "relay.sqlite", s.forward_quota)
         self.selector = WindowedSelector(s.sampling.budget, s.sampling.min_value, track_dropped=True,
                                          pick=window_picker(s.sampling), pool_limit=window_pool_limit(s.sampling),
-                                         lateness_s=s.lateness_s)
+                                         lateness_s=s.lateness_s, late_key=_device)
         self.marks = Watermarks(s.max_clock_ahead_s, idle_s=max(300.0, 5 * s.sampling.budget.window_s),
                                 max_lag_s=s.max_lag_s)
         self._lock = threading.Lock()  # guards the selector between paho's thread and the loop

@@ -55,6 +55,8 @@ class Journaled:
     captured_at: float
     nbytes: int
     predicted: int
+    device_id: str = ""
+    late: bool = False  # kept in a late pane: the selector's late memory of its device
     embedding: None = None
     detections: None = None
 
@@ -151,10 +153,10 @@ class RelayStore:
         as it would have before (WindowedSelector.restore)."""
         with self._lock:
             marks = ", ".join("?" * len(SELECTED))
-            rows = self._db.execute("SELECT sample_id, value, captured_at, nbytes, predicted FROM seen WHERE "
-                                    f"fate IN ({marks}) AND captured_at >= ? AND value IS NOT NULL AND "
-                                    "predicted IS NOT NULL", (*SELECTED, since)).fetchall()
-        return [Journaled(sid, v, t, n or 0, p) for sid, v, t, n, p in rows]
+            rows = self._db.execute("SELECT sample_id, value, captured_at, nbytes, predicted, device_id, late "
+                                    f"FROM seen WHERE fate IN ({marks}) AND captured_at >= ? AND value IS NOT NULL "
+                                    "AND predicted IS NOT NULL", (*SELECTED, since)).fetchall()
+        return [Journaled(sid, v, t, n or 0, p, dev or "", bool(late)) for sid, v, t, n, p, dev, late in rows]
 
     def closed_until(self) -> float | None:
         """The selector's first window not closed when the relay last settled one (None: never)."""

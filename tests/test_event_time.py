@@ -86,6 +86,86 @@ def test_an_hour_of_backlog_gets_the_share_the_same_hour_had_live():
     assert sel.late_kept == len(wanted)
 
 
+def device(item) -> str:
+    return item.sample_id.split("-")[0]
+
+
+def _late_run(budget: Budget, on_time, late_ops) -> set[str]:
+    """The site live (windows closing as it goes, then all closed), then late ops in order: ("offer",
+    item) or ("close", t) -> the ids kept, with late candidates judged per device."""
+    sel = WindowedSelector(budget, lateness_s=86400, late_key=device)
+    kept = []
+    for it in sorted(on_time, key=lambda it: it.captured_at):
+        sel.offer(it)
+        kept += sel.close_until(it.captured_at - WINDOW_S)
+    kept += sel.close_until(10 * WINDOW_S)  # every window closed, and remembered
+    for op, arg in late_ops + [("close", None)]:
+        if op == "offer":
+            sel.offer(arg)
+        else:
+            kept += sel.close_until(arg)
+    return {c.sample_id for c in kept}
+
+
+@settings(max_examples=100, deadline=None)
+@given(per_window=st.integers(1, 3), seed=st.integers(0, 2**32 - 1), closes=st.lists(st.integers(0, 60), max_size=4),
+       rnd=st.randoms(use_true_random=False))
+def test_with_a_late_key_a_device_s_backlog_gets_its_live_share_whoever_else_came_late(per_window, seed, closes, rnd):
+    """Another device's late candidates (before, after or among a backlog's) change nothing of what the
+    backlog keeps; with no window closing while it arrives, that is exactly what the same windows live
+    would have kept of it, and otherwise at least that."""
+    rng = np.random.default_rng(seed)
+    budget = Budget(per_hour=per_window * 3600 / WINDOW_S, window_s=WINDOW_S)
+    on_time = _devices_over_an_hour(rng, ["a", "b"], 6, 2)
+    backlog = _devices_over_an_hour(rng, ["x"], 6, 2)
+    other = _devices_over_an_hour(rng, ["y"], 6, 3)
+    ops = [("offer", it) for it in backlog + other] + [("close", float(c * WINDOW_S / 10)) for c in closes]
+    rnd.shuffle(ops)
+    alone = [op for op in ops if not (op[0] == "offer" and device(op[1]) == "y")]
+    kept_x = {sid for sid in _late_run(budget, on_time, ops) if sid.startswith("x-")}
+    assert kept_x == {sid for sid in _late_run(budget, on_time, alone) if sid.startswith("x-")}
+    live_x = {sid for sid in live(budget, on_time + backlog) if sid.startswith("x-")}
+    assert live_x <= kept_x
+    if not closes:
+        assert kept_x == live_x
+
+
+def test_without_a_late_key_other_late_devices_raise_the_bar_for_a_backlog():
+    """The contrast (and why the relay judges per device): judged against everything its window kept
+    so far, a backlog that comes after another device's better late candidates keeps less than live."""
+    budget = Budget(per_hour=60, window_s=WINDOW_S)  # one a window
+    on_time, backlog, other = [Item("a-0", 0.1, 5, 1)], [Item("x-0", 0.5, 6, 1)], [Item("y-0", 0.9, 7, 1)]
+    for late_key, expect in ((None, set()), (device, {"x-0"})):
+        sel = WindowedSelector(budget, lateness_s=86400, late_key=late_key)
+        sel.offer(on_time[0])
+        assert [c.sample_id for c in sel.close_until(120)] == ["a-0"]
+        sel.offer(other[0])
+        assert [c.sample_id for c in sel.close_until(None)] == ["y-0"]  # better than what the window kept
+        sel.offer(backlog[0])
+        assert {c.sample_id for c in sel.close_until(None)} == expect
+
+
+def test_a_restarted_selector_keeps_judging_late_candidates_per_device():
+    """restore() puts what was kept late back under its device (the relay journals `late`): a device's
+    later candidates are judged against its own earlier late picks, not another device's."""
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class Kept:
+        sample_id: str
+        value: float
+        captured_at: float
+        nbytes: int
+        late: bool
+
+    budget = Budget(per_hour=60, window_s=WINDOW_S)
+    sel = WindowedSelector(budget, lateness_s=86400, late_key=device)
+    sel.restore([Kept("a-0", 0.1, 5, 1, False), Kept("y-0", 0.9, 7, 1, True), Kept("x-0", 0.5, 6, 1, True)], 1)
+    sel.offer(Item("x-1", 0.4, 8, 1))  # below x's own earlier late pick: dropped
+    sel.offer(Item("z-0", 0.3, 9, 1))  # a device new to the window: against what it kept in time only
+    assert [c.sample_id for c in sel.close_until(None)] == ["z-0"]
+
+
 def test_a_late_candidate_of_a_forgotten_window_is_judged_with_its_peers_alone():
     sel = WindowedSelector(Budget(per_hour=60, window_s=WINDOW_S), lateness_s=120)  # remembers two windows
     sel.offer(Item("old-best", 0.9, 5, 1))
@@ -257,8 +337,10 @@ def test_a_relay_budgets_a_backlog_by_its_windows_and_corrects_a_clock_from_2036
         backlog = {w: cand("backlog", w, BEST if w % 2 == 0 else SURE) for w in range(windows)}
         publish("backlog", sorted(backlog.values(), key=lambda c: c.probs.max()))
         total = 1 + 2 * (windows + 3) + windows
-        status = wait("every window and pane closed", lambda: (s := get(url + "/status"))["counts"]["received"]
-                      == total and s["pending"] == 0 and s, 60)
+        # every candidate judged and its fate stored (kept and dropped count after the store's commit)
+        status = wait("every window and pane closed and settled",
+                      lambda: (s := get(url + "/status"))["counts"]["received"] == total and s["pending"] == 0
+                      and s["counts"]["kept"] + s["counts"]["dropped"] == total and s, 60)
         with sqlite3.connect(tmp_path / "relay" / "relay.sqlite") as db:
             queued = {sid: Candidate.from_wire(msgpack.unpackb(p, raw=False))
                       for sid, p in db.execute("SELECT sample_id, payload FROM outbox")}

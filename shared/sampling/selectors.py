@@ -6,7 +6,10 @@
   bytes staying within the window's share of `bytes_per_hour`. Budgets are by event time, as in
   Beam's and Flink's windowing: a candidate that arrives after its window closed (an agent back
   from an outage with an hour of backlog) is judged in a late pane of *its own* window, against
-  what that window kept, for as long as the window is remembered (`lateness_s`).
+  what that window kept, for as long as the window is remembered (`lateness_s`). With a `late_key`
+  (the relay: the device), against what the window kept in time and what it kept late of the same
+  key: each device's late candidates get the share they would have had in time, whatever other late
+  devices sent before them.
 - `select_top` (batch, hub): the best k of a pool under a count and byte budget.
 
 Items are anything with `.sample_id`, `.value`, `.captured_at` and `.nbytes` (a Candidate).
@@ -74,7 +77,7 @@ class WindowedSelector:
     """Streaming top-k per window of capture time. Feed with `offer`, collect with `close_until`."""
 
     def __init__(self, budget: Budget, min_value: float = -math.inf, track_dropped: bool = False, pick=None,
-                 pool_limit: int | None = None, lateness_s: float = 0.0):
+                 pool_limit: int | None = None, lateness_s: float = 0.0, late_key=None):
         """pick(pool, k, max_bytes) -> kept items; default: the top by value (`select_top`).
 
         pool_limit bounds the candidates a window (or a late pane) holds: beyond it the lowest-value
@@ -87,6 +90,14 @@ class WindowedSelector:
         budget): a backlog gets the share the same hour live would have had. What was forwarded
         already stays forwarded, so late arrivals can take a window past its share. A candidate
         later than the memory is judged with the other late ones of its window alone.
+
+        late_key(item) -> a hashable source (the relay passes the device). Without it a late pane is
+        judged against everything its window kept so far, in time or late, so one device's backlog
+        competes with whatever other devices sent late before it. With it, a late candidate is judged
+        against what its window kept in time and what it kept late of the same key only: a backlog
+        gets exactly the share the same hour live would have had (top picker, count budget), whoever
+        else is late. The price: several late devices together can take a window further past its
+        share, each by what it would have taken in time.
         """
         if pool_limit is not None and pool_limit < 1:
             raise ValueError("pool_limit must be at least 1")
@@ -97,6 +108,8 @@ class WindowedSelector:
         self._windows: dict[int, list] = {}
         self._late: dict[int, list] = {}  # late panes: candidates of closed windows, by their window
         self._memory: dict[int, tuple[float, list]] = {}  # closed window -> (its k, what it kept so far)
+        self.late_key = late_key
+        self._late_memory: dict[int, dict] = {}  # with late_key: closed window -> key -> what it kept late
         self._memory_windows = math.ceil(lateness_s / budget.window_s) if lateness_s > 0 else 0
         self._carry = 0.0  # fractional count budget carried from closed windows
         self._late_carry = 0.0  # the same, for late panes of windows no longer remembered
@@ -174,13 +187,20 @@ class WindowedSelector:
         if not self._memory_windows:
             return
         by_window: dict[int, list] = {}
+        late: dict[int, dict] = {}
         for c in kept:
-            by_window.setdefault(self.window_of(c.captured_at), []).append(c)
+            w = self.window_of(c.captured_at)
+            if self.late_key is not None and getattr(c, "late", False):
+                late.setdefault(w, {}).setdefault(self.late_key(c), []).append(_Kept(c))
+            else:
+                by_window.setdefault(w, []).append(c)
         share = self.budget.per_window
         for w, items in by_window.items():
             if w >= self.closed_until - self._memory_windows:
                 k = (math.floor(share) if share >= 1 else min(1, len(items))) if math.isfinite(share) else math.inf
                 self._memory[w] = (k, [_Kept(c) for c in items])
+                if w in late:
+                    self._late_memory[w] = late[w]
 
     def close_until(self, t: float | None = None) -> list[T]:
         """Close every window, and late pane, that ends at or before capture time `t` (all when
@@ -202,17 +222,21 @@ class WindowedSelector:
             self._flushed = set(sorted(self._flushed)[-FLUSHED_KEPT:])
         for w in sorted(k for k in self._late if k < last):
             pool = self._late.pop(w)
-            if w in self._memory:
+            if w in self._memory and self.late_key is not None:
+                late = self._judge_by_key(w, pool)
+            elif w in self._memory:
                 k, ref = self._memory[w]
+                late = self._judge(w, k, pool, ref)
             else:  # forgotten (or it never closed with candidates): the late ones alone
                 (k, self._late_carry), ref = self._allowance(self._late_carry), []
-            late = self._judge(w, k, pool, ref)
+                late = self._judge(w, k, pool, ref)
             self.late_kept += len(late)
             if self.track_dropped:
                 self._judged_late.extend(c.sample_id for c in pool)
             kept.extend(late)
         for w in [w for w in self._memory if w < self.closed_until - self._memory_windows]:
             del self._memory[w]
+            self._late_memory.pop(w, None)
         return kept
 
     def _allowance(self, carry: float) -> tuple[float, float]:
@@ -222,6 +246,30 @@ class WindowedSelector:
         if not math.isfinite(allowance):
             return math.inf, 0.0
         return math.floor(allowance), allowance - math.floor(allowance)
+
+    def _judge_by_key(self, w: int, pool: list) -> list:
+        """A late pane of a remembered window, with late_key: each key's candidates are picked with what
+        the window kept in time and what it kept late of that key -> the items of `pool` picked."""
+        k, in_time = self._memory[w]
+        by_key: dict = {}
+        for c in pool:
+            by_key.setdefault(self.late_key(c), []).append(c)
+        late_kept = self._late_memory.setdefault(w, {})
+        chosen: list = []
+        for key, items in by_key.items():
+            ref = in_time + late_kept.get(key, [])
+            picked = self.pick(ref + items, k, self.budget.bytes_per_window)
+            mine = {id(c) for c in items}
+            chosen_here = [c for c in picked if id(c) in mine]
+            # what this key keeps late so far: its earlier late picks still in the pick, and the new ones
+            earlier = {id(c) for c in late_kept.get(key, [])}
+            late_kept[key] = [c if isinstance(c, _Kept) else _Kept(c) for c in picked
+                              if id(c) in earlier or id(c) in mine]
+            if self.track_dropped:
+                kept_ids = {id(c) for c in chosen_here}
+                self._dropped.extend(c for c in items if id(c) not in kept_ids)
+            chosen.extend(chosen_here)
+        return sorted(chosen, key=lambda c: (-c.value, c.sample_id))
 
     def _judge(self, w: int, k: float, pool: list, ref: list) -> list:
         """Pick k of what window w kept so far (`ref`) and `pool` -> the items of `pool` picked, best
