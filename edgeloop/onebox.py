@@ -62,7 +62,6 @@ class OneBoxSettings:
     agent_per_hour: float = 600  # a simulated camera runs at 1 frame per second of capture time
     relay_per_hour_per_agent: float | None = 300  # None: relays forward everything
     relay_strategy: str = "diverse"  # or "top"
-    relay_max_lag_s: float | None = None  # relay run --max-lag (None: the relay's default)
     seed: int = 0
     seed_set: int = 300
     golden_per_condition: int = 300
@@ -183,9 +182,7 @@ class OneBox:
             svc = Service.edgeloop(f"relay-{i}", [
                 "relay", "run", "--id", f"relay-{i}", "--site", site, "--broker", self.broker_url,
                 "--hub", hub_url or self.hub.url, "--token", self.token, "--data", str(self.s.out / f"relay-{i}"),
-                "--config", str(conf), "--port", "0", "--flush-idle", "1.5", "--poll", "1",
-                *(["--max-lag", f"{self.s.relay_max_lag_s:g}"] if self.s.relay_max_lag_s is not None else [])],
-                self.logs, ready=True)
+                "--config", str(conf), "--port", "0", "--flush-idle", "1.5", "--poll", "1"], self.logs, ready=True)
             svcs.append(self._add(svc.start()))
         self.relay_urls = [svc.wait_ready(timeout=60)["url"] for svc in svcs]
 

@@ -92,6 +92,7 @@ class Relay:
                                 max_lag_s=s.max_lag_s)
         self._lock = threading.Lock()  # guards the selector between paho's thread and the loop
         self._last_arrival = 0.0
+        self._last_flush = 0.0  # when windows were last flushed for want of a watermark
         self._restore_windows()
         for c in self.store.pending():  # windows that were open when we stopped
             self.selector.offer(c)
@@ -310,13 +311,19 @@ class Relay:
             with self._lock:
                 if not self.selector.pending:
                     continue
+                until = self.marks.site(time.time()) - self.s.sampling.budget.window_s
                 if time.monotonic() - self._last_arrival >= self.s.flush_idle_s:
                     kept = self.selector.close_until(None)  # quiet: close everything open
-                else:
+                elif math.isfinite(until):
                     # Steady traffic: close windows a full window behind the site's watermark, and the
                     # late panes of what arrived after its window closed.
-                    until = self.marks.site(time.time()) - self.s.sampling.budget.window_s
-                    kept = self.selector.close_until(until) if math.isfinite(until) else []
+                    kept = self.selector.close_until(until)
+                elif time.monotonic() - self._last_flush >= self.s.sampling.budget.window_s:
+                    # No device whose clock we believe (only corrected ones): no watermark. Flush once
+                    # a window, which closes the windows it judges and nothing before them.
+                    kept, self._last_flush = self.selector.close_until(None), time.monotonic()
+                else:
+                    kept = []
                 dropped = [c.sample_id for c in self.selector.drain_dropped()] + self.selector_refused
                 late = self.selector.drain_late()
                 self.selector_refused = []

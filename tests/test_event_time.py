@@ -241,6 +241,17 @@ def test_every_window_pool_is_bounded_whatever_the_budget(per_hour, strategy, li
 
 # -- watermarks ----------------------------------------------------------------------------------
 
+def test_a_wrong_clock_heard_first_has_no_say_in_the_site_watermark():
+    """Corrected to the receiver's clock (no one else to go by), a lone wrong clock used to set the
+    site's watermark to it: windows of cameras that came next, in the past, were all closed."""
+    now = 1_800_000_000.0
+    marks = Watermarks(max_ahead_s=600)
+    assert marks.admit("ahead", now + 5 * 365 * 86400, now) == now
+    assert marks.site(now) == -math.inf
+    assert marks.admit("camera", 1_767_225_600.0, now) is None  # lives in 2026-01, believed
+    assert marks.site(now) == 1_767_225_600.0
+
+
 @settings(max_examples=200)
 @given(good=st.lists(st.floats(0, 1e6), min_size=3, max_size=9), bad=st.lists(st.floats(-1e12, 1e12), max_size=4))
 def test_a_minority_of_wrong_clocks_does_not_move_the_site_watermark(good, bad):
@@ -329,11 +340,15 @@ def test_a_relay_budgets_a_backlog_by_its_windows_and_corrects_a_clock_from_2036
         wait("the relay to see the devices", lambda: len(get(url + "/status")["devices"]) == 4, 30)
         future = cand("future", 0, BEST, at=time.time() + 10 * 365 * 86400)
         publish("future", [future])
+        # Heard first and alone, the wrong clock has the site to itself until it is flushed: it must not
+        # have closed the windows of the cameras that come next (corrected to our clock, 2026-12, while
+        # they live in 2026-01, it did: every one of their candidates was then late).
+        wait("the corrected candidate flushed alone", lambda: get(url + "/status")["counts"]["kept"] == 1, 30)
         good = {w: cand("good", w, GOOD) for w in range(windows + 3)}  # three more: the watermark moves on
         for w in range(windows + 3):
             publish("good", [good[w]])
             publish("fair", [cand("fair", w, FAIR)])
-        wait("the live windows to close", lambda: get(url + "/status")["counts"]["kept"] >= windows, 60)
+        wait("the live windows to close", lambda: get(url + "/status")["counts"]["kept"] >= 1 + windows, 60)
         backlog = {w: cand("backlog", w, BEST if w % 2 == 0 else SURE) for w in range(windows)}
         publish("backlog", sorted(backlog.values(), key=lambda c: c.probs.max()))
         total = 1 + 2 * (windows + 3) + windows

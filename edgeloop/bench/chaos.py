@@ -60,11 +60,6 @@ RELAY_PER_HOUR_PER_AGENT = 90  # the relays' budget (top by value): half of what
 # shorter), from a tenth into the window: its backlog then competes in windows long closed.
 CLOCKS = {"clock_ahead": 5 * 365 * 86400.0, "clock_behind": -3600.0}
 BACKLOG_S = 3600.0
-# The relays' --max-lag, in capture time. Their default, 600 s, is ten minutes of a real site's clock;
-# here capture time runs CAPTURE_EVERY_S * fps = 20 times faster than the wall clock, so it would be 30 s
-# of wall time and a 30 s link drop would make a device's candidates late. 1800 s (90 s of wall time)
-# keeps the brief faults' candidates in time, as at a real site, while the hour-long backlog is late.
-RELAY_MAX_LAG_S = 1800.0
 RELAY_WINDOW_S = 60.0  # the one-box relays' selection window (sampling_toml's default)
 
 
@@ -81,7 +76,6 @@ class ChaosSettings:
     state_interval: float = 2.0
     settle_timeout_s: float = 900.0
     broker_persistence: bool = True  # off: a broker restart drops queued messages (shows that a loss is seen)
-    relay_max_lag_s: float = RELAY_MAX_LAG_S
 
 
 @dataclass
@@ -119,7 +113,7 @@ class ChaosRun(Injectors):
             out=fresh_box(s.out), agents=0, relays=s.relays, broker="mosquitto", broker_persistence=s.broker_persistence,
             # agents=0 (this run starts its own fleet): the relays' budget is per site, spelled out here
             frames_per_round=10**9, relay_per_hour_per_agent=RELAY_PER_HOUR_PER_AGENT * math.ceil(s.agents / s.relays),
-            relay_strategy="top", relay_max_lag_s=s.relay_max_lag_s, seed=s.seed, seed_set=300,
+            relay_strategy="top", seed=s.seed, seed_set=300,
             golden_per_condition=50, epochs=4))
         self.links = LinkHost()
         self.hub_link: FaultyLink | None = None
@@ -371,7 +365,7 @@ class ChaosRun(Injectors):
                          "procs_per_site": PROCS_PER_SITE, "disk": DISK, "small_disk": SMALL_DISK,
                          "agent_per_hour": AGENT_PER_HOUR, "agent_window_s": AGENT_WINDOW_S,
                          "capture_every_s": CAPTURE_EVERY_S, "relay_per_hour_per_agent": RELAY_PER_HOUR_PER_AGENT,
-                         "relay_strategy": "top", "relay_max_lag_s": self.s.relay_max_lag_s},
+                         "relay_strategy": "top"},
             "events": [asdict(r) for r in sorted(self.records, key=lambda r: r.started_at)],
         }
 
@@ -430,11 +424,8 @@ def run_chaos(s: ChaosSettings, status=lambda text: None) -> dict:
 @click.option("--fps", default=2.0, show_default=True, help="Frames a second per agent.")
 @click.option("--broker-persistence/--no-broker-persistence", default=True, show_default=True,
               help="mosquitto keeps sessions and queued messages across a restart (off: expect losses).")
-@click.option("--relay-max-lag", "relay_max_lag_s", default=RELAY_MAX_LAG_S, show_default=True,
-              type=click.FloatRange(min=0),
-              help="The relays' --max-lag in capture seconds (capture time runs 20x the wall clock here).")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/bench"), show_default=True)
-def chaos(agents, relays, minutes, faults_per_kind, seed, fps, broker_persistence, relay_max_lag_s, out) -> None:
+def chaos(agents, relays, minutes, faults_per_kind, seed, fps, broker_persistence, out) -> None:
     """Break everything on a seeded schedule, then account for every committed candidate.
 
     Real mosquitto (persistent), hub, relays (budgets on) and agents (fleet mode; one device's clock
@@ -456,8 +447,7 @@ def chaos(agents, relays, minutes, faults_per_kind, seed, fps, broker_persistenc
     sigterm_unwinds()
     out.mkdir(parents=True, exist_ok=True)
     s = ChaosSettings(out=out / "chaos", agents=agents, relays=relays, minutes=minutes, seed=seed,
-                      faults_per_kind=faults_per_kind, fps=fps, broker_persistence=broker_persistence,
-                      relay_max_lag_s=relay_max_lag_s)
+                      faults_per_kind=faults_per_kind, fps=fps, broker_persistence=broker_persistence)
     with Console(stderr=True).status("starting") as spinner:
         fig = run_chaos(s, lambda text: spinner.update(text))
     (out / "chaos.json").write_text(json.dumps(fig, indent=1))

@@ -13,7 +13,11 @@ Capture times come from device clocks, and one wrong clock must not decide for a
   whose clock says 2100 would otherwise open windows nobody else reaches). It is corrected to the
   site's watermark (the receiver's clock when no device has one), and the candidate says so: reason
   `clock:corrected`, the time it claimed in its scores. Nothing is refused for a wrong clock. While
-  its times are corrected, a device has no say in the site's watermark (unless it is alone).
+  its times are corrected, a device has no say in the site's watermark, even alone: a corrected time
+  is the receiver's clock when nobody else is heard, and a site whose cameras live in the past (a
+  simulator's epoch, a backlog) would find every window closed when they came. With no believed
+  device the site has no watermark, and the receiver flushes its windows instead (a flush marks the
+  windows it closes, it does not close everything before them).
 - Times in the past are believed: a backlog is old by nature (and simulated cameras live in
   2026-01). A device an hour behind is an hour late in everything it sends; its candidates are
   judged in the late panes of their own windows (selectors.py), with the share they would have had.
@@ -54,10 +58,10 @@ class Watermarks:
         return fixed
 
     def site(self, now: float, without: str | None = None) -> float:
-        """The oldest of the active devices' watermarks within max_lag_s of their upper median (of
-        those whose clocks are believed, if any); -inf when there are none."""
+        """The oldest of the active devices' watermarks within max_lag_s of their upper median, of
+        those whose clocks are believed; -inf when there are none."""
         active = [d for d in self._marks if d != without and now - self._heard[d] <= self.idle_s]
-        marks = sorted(self._marks[d] for d in ([d for d in active if d not in self._suspect] or active))
+        marks = sorted(self._marks[d] for d in active if d not in self._suspect)
         if not marks:
             return -math.inf
         median = marks[len(marks) // 2]
