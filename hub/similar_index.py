@@ -103,6 +103,16 @@ class SimilarIndex:
         return [[(ids[int(key)], float(dist)) for key, dist in zip(keys[i, :counts[i]], dists[i, :counts[i]])]
                 for i in range(len(q))]
 
+    def within(self, vector: np.ndarray, threshold: float, k: int = 32) -> list[str]:
+        """Ids of the indexed samples within cosine distance `threshold` of `vector` (itself
+        included when indexed): k nearest first, four times more while all of them are within."""
+        while True:
+            found = self.search(vector, k)[0]
+            inside = [sid for sid, dist in found if dist <= threshold + 1e-6]  # float16 rounding
+            if len(inside) < len(found) or len(found) < k:
+                return inside
+            k *= 4
+
     # -- persistence ---------------------------------------------------------------------------
     def save(self) -> None:
         """Write the whole index (every size, its ids and `synced_until`) as one file, replaced

@@ -309,6 +309,12 @@ class HubStore:
         dim = max({e.shape[0] for e in embs}, key=[e.shape[0] for e in embs].count)
         return np.stack([e for e in embs if e.shape[0] == dim]).astype(np.float32)
 
+    def labeled_ids(self, model_version: str | None = None) -> set[str]:
+        """Ids of the labeled samples that have an embedding (made by model_version, when given)."""
+        where, params = ("AND s.model_version = ?", [model_version]) if model_version is not None else ("", [])
+        return {r["sample_id"] for r in self._query("SELECT l.sample_id FROM labels l JOIN samples s USING (sample_id) "
+                                                    f"WHERE s.embedding IS NOT NULL {where}", params)}
+
     def labeled(self) -> list[dict]:
         """Every labeled sample, by id: sample_id, label (class index or None), boxes (list or None),
         source, image_sha256, tags, width, height (None when the image's header is unreadable)."""
