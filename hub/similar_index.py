@@ -56,6 +56,11 @@ class SimilarIndex:
     def __len__(self) -> int:
         return len(self._known)
 
+    def memory_bytes(self) -> int:
+        """What usearch holds in memory for all sizes (vectors and graph)."""
+        with self._lock:
+            return sum(int(index.memory_usage) for index in self._by_dim.values())
+
     def __contains__(self, sample_id: str) -> bool:
         return sample_id in self._known
 
