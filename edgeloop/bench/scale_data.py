@@ -32,3 +32,40 @@ def pool_rows(n: int, seed: int = 0, dim: int = DIM) -> list[dict]:
     probs /= probs.sum(axis=1, keepdims=True)
     return [{"sample_id": f"s{i:08d}", "probs": probs[i], "embedding": embs[i], "captured_at": 1.7e9 + i,
              "model_version": "m-1"} for i in range(n)]
+
+
+def jpeg(kb: float = 20.0, seed: int = 0) -> bytes:
+    """A real JPEG of at least `kb` kilobytes (a smooth noisy 320 x 240 scene, the lowest quality
+    that reaches the size; the largest one when none does)."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    img = cv2.GaussianBlur(rng.integers(0, 256, (240, 320, 3), dtype=np.uint8), (0, 0), 1.2)
+    data = b""
+    for q in range(30, 100, 5):
+        data = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, q])[1].tobytes()
+        if len(data) >= kb * 1024:
+            break
+    return data
+
+
+def candidates(n: int, devices: int, image: bytes, seed: int = 0, site: str = "site-s"):
+    """n Candidates (fresh time-ordered ids) from `devices` devices, each with `image`, a 10-class
+    prediction and a 128-d float16 embedding -> list of (device, Candidate)."""
+    import hashlib
+
+    from edgeloop.shared.ids import new_sample_id
+    from edgeloop.shared.protocol import Candidate
+
+    rng = np.random.default_rng(seed)
+    embs = embeddings(n, seed)
+    sha = hashlib.sha256(image).hexdigest()
+    out = []
+    for i in range(n):
+        dev = f"dev-{i % devices:04d}"
+        p = rng.dirichlet(np.ones(CLASSES)).astype(np.float32)
+        out.append((dev, Candidate(sample_id=new_sample_id(), device_id=dev, camera_id=f"{dev}-cam", captured_at=1.7e9 + i,
+                                   model_version="m-1", probs=p, embedding=embs[i], image=image, image_sha256=sha,
+                                   tags={"site": site}, scores={}, reasons=("low_confidence",), value=float(1 - p.max()),
+                                   detections=None)))
+    return out
