@@ -50,7 +50,8 @@ def jpeg(kb: float = 20.0, seed: int = 0) -> bytes:
 
 
 def candidates(n: int, devices: int, image: bytes, seed: int = 0, site: str = "site-s"):
-    """n Candidates (fresh time-ordered ids) from `devices` devices, each with `image`, a 10-class
+    """n Candidates (fresh time-ordered ids) from `devices` devices, each with `image` plus 8 bytes of
+    its own after the JPEG's end (a blob of its own at the hub, as every frame is), a 10-class
     prediction and a 128-d float16 embedding -> list of (device, Candidate)."""
     import hashlib
 
@@ -59,13 +60,14 @@ def candidates(n: int, devices: int, image: bytes, seed: int = 0, site: str = "s
 
     rng = np.random.default_rng(seed)
     embs = embeddings(n, seed)
-    sha = hashlib.sha256(image).hexdigest()
     out = []
     for i in range(n):
         dev = f"dev-{i % devices:04d}"
+        img = image + rng.bytes(8)
         p = rng.dirichlet(np.ones(CLASSES)).astype(np.float32)
         out.append((dev, Candidate(sample_id=new_sample_id(), device_id=dev, camera_id=f"{dev}-cam", captured_at=1.7e9 + i,
-                                   model_version="m-1", probs=p, embedding=embs[i], image=image, image_sha256=sha,
+                                   model_version="m-1", probs=p, embedding=embs[i], image=img,
+                                   image_sha256=hashlib.sha256(img).hexdigest(),
                                    tags={"site": site}, scores={}, reasons=("low_confidence",), value=float(1 - p.max()),
                                    detections=None)))
     return out
