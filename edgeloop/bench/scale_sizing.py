@@ -3,11 +3,11 @@
 Assumptions (written into the report beside the figures):
 - every camera runs at FPS frames per second on a device of its own; the agent keeps at most the
   default budget, PER_HOUR candidates per hour (shared/config.py), and a kept candidate is a
-  CANDIDATE_KB JPEG plus its row;
+  CANDIDATE_KB KB JPEG plus its row;
 - relays forward everything they receive (no relay budget: the worst case for the hub);
 - each tier is sized to run at UTILISATION of its measured rate, so that a backlog after an outage
   drains (1 / UTILISATION times live) instead of growing;
-- the hub keeps every sample (the database row and the image blob) for RETENTION_DAYS;
+- the hub keeps every sample (the database row and the image blob) for RETENTION_DAYS days;
 - the hub's ANN index holds every sample's embedding in memory (index bytes per sample measured).
 """
 
@@ -61,4 +61,6 @@ def lines(plans: list[dict]) -> list[str]:
     return out
 
 
-ASSUMPTIONS = __doc__.split("Assumptions (written into the report beside the figures):\n", 1)[1].strip()
+ASSUMPTIONS = " ".join(__doc__.split("Assumptions (written into the report beside the figures):\n", 1)[1].split())
+for _name in ("FPS", "PER_HOUR", "CANDIDATE_KB", "UTILISATION", "RETENTION_DAYS"):
+    ASSUMPTIONS = ASSUMPTIONS.replace(_name, f"{globals()[_name]:g}")
