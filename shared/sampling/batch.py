@@ -39,7 +39,9 @@ def _normalize(x: np.ndarray) -> np.ndarray:
 
 def _dist_to(unit: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Cosine distance of every row of `unit` to the unit (or zero) vector `y`."""
-    return np.clip(1.0 - unit @ y, 0.0, 2.0)
+    d = unit @ y
+    np.subtract(1.0, d, out=d)  # in place: at 10^6 rows each temporary is another pass over memory
+    return np.clip(d, 0.0, 2.0, out=d)
 
 
 def cosine_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -95,15 +97,15 @@ def _initial_mind(unit: np.ndarray, already: np.ndarray | None) -> np.ndarray:
     already = np.asarray(already)
     if already.size == 0:
         return mind
-    ua = _normalize(already.reshape(-1, d) if already.ndim == 1 else already)
+    ua = _normalize(already.reshape(-1, d) if already.ndim == 1 else already).astype(unit.dtype)
     if ua.shape[1] != d:
         raise ValueError(f"already: expected dimension {d}, got {ua.shape[1]}")
     # Blocks of rows against all of `already`: one matrix product each (10^6 x 10^3 in seconds, where
     # row by row took minutes), never the whole (N, M) matrix at once.
     step = max(1, _BLOCK // max(1, ua.shape[0]))
     for start in range(0, n, step):
-        block = np.clip(1.0 - unit[start:start + step] @ ua.T, 0.0, 2.0)
-        np.minimum(mind[start:start + step], block.min(axis=1), out=mind[start:start + step])
+        block = unit[start:start + step] @ ua.T  # float32 for k-center's float32 units: half the memory traffic
+        np.minimum(mind[start:start + step], np.clip(1.0 - block.max(axis=1), 0.0, 2.0), out=mind[start:start + step])
     return mind
 
 
@@ -226,8 +228,8 @@ class _Picker:
     """Ranks one group of items: weighted k-center over those with embeddings, value order for the
     rest, interleaved in proportion to the two group sizes."""
 
-    def __init__(self, items: list, dim: int | None, already: np.ndarray | None):
-        self.emb = [it for it in items if _usable(it, dim)]
+    def __init__(self, items: list, dim: int | None, already: np.ndarray | None, usable: set[int] | None = None):
+        self.emb = [it for it in items if (id(it) in usable if usable is not None else _usable(it, dim))]
         emb_ids = {id(it) for it in self.emb}
         plain = [it for it in items if id(it) not in emb_ids]
         self.plain = sorted(plain, key=lambda c: (-_sortable(c.value), c.sample_id))
@@ -331,11 +333,12 @@ def select_diverse(items: Sequence, k: float, *, max_bytes: float = math.inf, de
     else:
         already = None
 
+    usable = {id(it) for it in pool if _usable(it, dim)}  # once: at 10^6 items each check costs seconds
     lazy = None
     if dedup_threshold > 0 and near is not None:
-        lazy = LazyDuplicates([it for it in pool if _usable(it, dim)], near, anchors)
+        lazy = LazyDuplicates([it for it in pool if id(it) in usable], near, anchors)
     elif dedup_threshold > 0:
-        idx = [i for i, it in enumerate(pool) if _usable(it, dim)]
+        idx = [i for i, it in enumerate(pool) if id(it) in usable]
         if idx:
             x = np.stack([np.asarray(pool[i].embedding, dtype=np.float64).reshape(-1) for i in idx])
             v = np.array([_sortable(pool[i].value) for i in idx])
@@ -362,7 +365,7 @@ def select_diverse(items: Sequence, k: float, *, max_bytes: float = math.inf, de
         pred = balance_classes_of(pool)
         nc = max(int(pred.max()) + 1, int(num_classes or 0))
         quotas = class_quotas(pred, k, nc)
-        pickers = {c: _Picker([it for it, p in zip(pool, pred) if p == c], dim, already)
+        pickers = {c: _Picker([it for it, p in zip(pool, pred) if p == c], dim, already, usable)
                    for c in range(nc) if quotas[c] > 0}
         got = dict.fromkeys(pickers, 0)
         active = sorted(pickers)
@@ -381,11 +384,11 @@ def select_diverse(items: Sequence, k: float, *, max_bytes: float = math.inf, de
 
     if len(kept) < k:
         rest = [it for it in pool if it.sample_id not in chosen]
-        picked = [np.asarray(it.embedding, dtype=np.float64).reshape(-1) for it in kept if _usable(it, dim)]
+        picked = [np.asarray(it.embedding, dtype=np.float64).reshape(-1) for it in kept if id(it) in usable]
         base = already
         if picked:
             base = np.vstack(([already] if already is not None else []) + [np.stack(picked)])
-        picker = _Picker(rest, dim, base)
+        picker = _Picker(rest, dim, base, usable)
         while len(kept) < k:
             item = picker.next(fits)
             if item is None:
