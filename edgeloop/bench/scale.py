@@ -72,7 +72,8 @@ def sizing(report: dict) -> list[dict]:
     agent = (report.get("agent") or {}).get("pipeline_fps")
     big = [r for r in report.get("search") or [] if r.get("index_bytes_per_sample")]
     index_b = big[-1]["index_bytes_per_sample"] if big else None
-    return [scale_sizing.plan(n, relay, hub or {"sqlite": None, "postgresql": None}, agent, index_b)
+    add_us = big[-1]["index_add_us_per_sample"] if big else None
+    return [scale_sizing.plan(n, relay, hub or {"sqlite": None, "postgresql": None}, agent, index_b, add_us)
             for n in scale_sizing.FLEETS]
 
 

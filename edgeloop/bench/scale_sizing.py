@@ -25,7 +25,7 @@ FLEETS = (1_000, 10_000)
 
 
 def plan(cameras: int, relay_per_s: float | None, hub_per_s: dict[str, float | None],
-         agent_fps: float | None, index_bytes_per_sample: float | None) -> dict:
+         agent_fps: float | None, index_bytes_per_sample: float | None, index_add_us: float | None = None) -> dict:
     """-> what a fleet of `cameras` needs: candidates per second at each tier, relays, hub processes
     per engine, database and blob growth, index memory after RETENTION_DAYS."""
     cand_per_s = cameras * PER_HOUR / 3600.0
@@ -43,6 +43,8 @@ def plan(cameras: int, relay_per_s: float | None, hub_per_s: dict[str, float | N
         "disk_tb_retained": kept * (ROW_KB + CANDIDATE_KB) / 1e9,
         "samples_retained": kept,
         "index_gb_retained": None if not index_bytes_per_sample else kept * index_bytes_per_sample / 1e9,
+        # Every stored sample is added to the ANN index once (HNSW insert): CPU the hub tier must have.
+        "index_cores": None if not index_add_us else cand_per_s * index_add_us / 1e6,
     }
 
 
@@ -53,6 +55,8 @@ def lines(plans: list[dict]) -> list[str]:
         hubs = ", ".join(f"{n if n is not None else '?'} on {e}" for e, n in p["hub_processes"].items())
         agent = f"{p['agent_cpu_share']:.2f} core/camera" if p["agent_cpu_share"] else "agent ?"
         index = f"{p['index_gb_retained']:.0f} GB" if p["index_gb_retained"] else "?"
+        if p.get("index_cores"):
+            index += f" (+{p['index_cores']:.2f} core for inserts)"
         out.append(f"sizing {p['cameras']:>6} cameras @ {FPS:g} fps: {p['candidates_per_s']:.1f} candidates/s; "
                    f"relays {p['relays'] if p['relays'] is not None else '?'}; hub processes {hubs}; "
                    f"disk {p['db_gb_per_day'] + p['blobs_gb_per_day']:.1f} GB/day "
