@@ -160,8 +160,11 @@ class SqliteOutbox:
         try:
             with self._lock:
                 self._db.execute("BEGIN IMMEDIATE")
+                # The queue's bytes once, then kept up to date: summing every row for every put made a
+                # batch quadratic in the queue's length (py-spy: 60 % of the relay's settle thread).
+                used = self._used()
                 for sid, v, payload, replace in packed:
-                    ok, victims = self._put_in_tx(sid, v, payload, self.quota, replace)
+                    ok, victims, used = self._put_in_tx(sid, v, payload, self.quota, replace, used)
                     oks.append(ok)
                     evicted += victims
                 self._db.execute("COMMIT")
@@ -177,24 +180,27 @@ class SqliteOutbox:
                   ) -> tuple[bool, list[str]]:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
-            out = self._put_in_tx(sample_id, value, payload, limit, replace)
+            ok, victims, _ = self._put_in_tx(sample_id, value, payload, limit, replace)
             self._db.execute("COMMIT")
-        return out
+        return ok, victims
 
-    def _put_in_tx(self, sample_id: str, value: float, payload: bytes, limit: int, replace: bool
-                   ) -> tuple[bool, list[str]]:
-        """One put inside the caller's transaction (under its lock) -> (accepted, evicted ids)."""
+    def _put_in_tx(self, sample_id: str, value: float, payload: bytes, limit: int, replace: bool,
+                   used: int | None = None) -> tuple[bool, list[str], int | None]:
+        """One put inside the caller's transaction (under its lock) -> (accepted, evicted ids, the
+        queue's bytes after it, None when not known without summing). used: the bytes before it."""
         size = len(payload)
         if self._db.execute("SELECT 1 FROM outbox WHERE sample_id = ?", (sample_id,)).fetchone():
             if replace:
                 self._db.execute("UPDATE outbox SET value = ?, nbytes = ?, payload = ?, "
                                  "leased = CASE leased WHEN 0 THEN 0 ELSE 2 END WHERE sample_id = ?",
                                  (float(value), size, payload, sample_id))
-            return True, []  # idempotent
+                return True, [], None  # the old size is gone: sum again
+            return True, [], used  # idempotent
         if size > self.quota:
             self._bump("refused", 1)
-            return False, []
-        used = self._used()
+            return False, [], used
+        used = self._used() if used is None else used
+        before = used
         victims: list[tuple[str, float]] = []
         if used + size > limit:
             for sid, v, n in self._db.execute(
@@ -208,7 +214,7 @@ class SqliteOutbox:
                     break
             if used + size > limit:  # cannot make room with cheaper items
                 self._bump("refused", 1)
-                return False, []
+                return False, [], before
             self._evict(victims)
         self._db.execute(
             "INSERT INTO outbox (sample_id, value, nbytes, created, payload) VALUES (?, ?, ?, ?, ?)",
@@ -217,7 +223,7 @@ class SqliteOutbox:
             self._db.execute("INSERT OR IGNORE INTO committed (sample_id, at) VALUES (?, ?)",
                              (sample_id, time.time()))
         self._bump("accepted", 1)
-        return True, [sid for sid, _ in victims]
+        return True, [sid for sid, _ in victims], used + size
 
     def _evict(self, victims: list[tuple[str, float]]) -> None:
         """Delete, count, and remember the last evictions (what a full outbox gave up, and its worth)."""

@@ -93,7 +93,7 @@ def relay_ingest(messages: int, work: Path, seed: int = 0) -> dict:
         t0 = _publish(port, relay_msgs)
         deadline = time.monotonic() + TIMEOUT_S
         while (got := _status(url)["counts"]["received"]) < messages and time.monotonic() < deadline:
-            time.sleep(0.25)  # /status counts rows: asking often would slow the relay it measures
+            time.sleep(0.5)  # /status counts rows: asking often would slow the relay it measures
         relay_s = time.time() - t0
         status = _status(url)
     finally:
