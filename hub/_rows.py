@@ -27,6 +27,8 @@ CREATE TABLE IF NOT EXISTS samples (
     selected_at {float}, priority {float}, audit {int} DEFAULT 0, detections {bytes},
     width {int}, height {int});  -- the stored image's pixels, from its header at ingest (NULL: unreadable)
 CREATE INDEX IF NOT EXISTS idx_samples_status_priority ON samples (status, priority);
+-- The ANN index catches up on rows other hub processes stored by received_at (store.similar_index).
+CREATE INDEX IF NOT EXISTS idx_samples_received ON samples (received_at);
 -- Samples a labeler could not decide: kept and counted, never trained on.
 CREATE TABLE IF NOT EXISTS ambiguous (sample_id {text} PRIMARY KEY, source {text}, marked_at {float});
 -- People's and relays' tokens: only their SHA-256 is kept (see hub/auth.py). A relay's token is bound

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -37,6 +38,11 @@ from ._access import AccessRows
 from ._engines import open_engine
 from ._rows import ADDED_COLUMNS, FEEDBACK_PRIORITY, SCHEMA, WITH_LABEL, decode_boxes, decode_row, sample_row
 from .blobs import BlobStore
+from .similar_index import SimilarIndex
+
+# A row is read into the index when its received_at is at most this far before the newest one read:
+# another hub process may commit a row stamped a little before rows this one has seen already.
+INDEX_CATCH_UP_S = 120.0
 
 
 
@@ -50,6 +56,8 @@ class HubStore(AccessRows):
         self.blobs = BlobStore(self.data_dir / "blobs")
         self.db = open_engine(self.data_dir, db)
         self._schema()
+        self._index: SimilarIndex | None = None  # loaded on first use: see similar_index()
+        self._index_lock = threading.Lock()
 
     def _schema(self) -> None:
         # Under a lock: two PostgreSQL hubs starting at once would race on CREATE TABLE IF NOT EXISTS.
@@ -63,6 +71,8 @@ class HubStore(AccessRows):
                     self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {self.db.types[kind]}")
 
     def close(self) -> None:
+        if self._index is not None:
+            self._index.save()  # the next start loads it and catches up instead of rebuilding
         self.db.close()
 
     def locked(self, name: str) -> contextlib.AbstractContextManager:
@@ -117,6 +127,8 @@ class HubStore(AccessRows):
                 if not new and is_feedback(c.reasons):
                     self._take_feedback(c)
         stored = [c.sample_id for c, new in zip(cands, inserted) if new]
+        if self._index is not None:  # kept up to date as samples arrive, not only when next asked
+            self._index.add(stored, [c.embedding for c, new in zip(cands, inserted) if new])
         return stored, [c.sample_id for c, new in zip(cands, inserted) if not new]
 
     def _take_feedback(self, c: Candidate) -> None:
@@ -241,19 +253,28 @@ class HubStore(AccessRows):
     def similar(self, sample_id: str, k: int = 12) -> list[tuple[str, float]]:
         """The k samples nearest to one (cosine distance of embeddings of the same size), nearest
         first -> [(sample_id, distance)]. KeyError when the hub does not hold it or it has no embedding.
-        A linear scan: fine for the hub sizes of one team (10^5 samples x 64 float16 = 13 MB)."""
+        Asks the ANN index (hub/similar_index.py): approximate, recall@10 measured by `bench scale`."""
         row = self.sample(sample_id)
         if row is None or row["embedding"] is None:
             raise KeyError(sample_id)
-        rows = self._query("SELECT sample_id, embedding FROM samples WHERE embedding IS NOT NULL "
-                           "AND length(embedding) = ? AND sample_id != ?", [len(row["embedding"]) * 2, sample_id])
-        if not rows:
-            return []
-        embs = np.stack([np.frombuffer(r["embedding"], "<f2") for r in rows]).astype(np.float32)
-        q = row["embedding"].astype(np.float32)
-        dist = 1.0 - embs @ q / np.maximum(np.linalg.norm(embs, axis=1) * np.linalg.norm(q), 1e-12)
-        order = np.argsort(dist, kind="stable")[:k]
-        return [(rows[i]["sample_id"], float(dist[i])) for i in order]
+        near = self.similar_index().search(row["embedding"], k + 1)[0]
+        return [(sid, dist) for sid, dist in near if sid != sample_id][:k]
+
+    def similar_index(self) -> SimilarIndex:
+        """The ANN index over every sample's embedding, caught up with the database: loaded from
+        DATA/ann (or built from every row) on first use, then fed by ingest and by the rows other hub
+        processes stored since (received_at within INDEX_CATCH_UP_S of the newest read)."""
+        with self._index_lock:
+            if self._index is None:
+                self._index = SimilarIndex.load(self.data_dir / "ann")
+            index = self._index
+            rows = self._query("SELECT sample_id, embedding, received_at FROM samples WHERE embedding IS NOT NULL "
+                               "AND COALESCE(received_at, 0) >= ? ORDER BY received_at, sample_id",
+                               [index.synced_until - INDEX_CATCH_UP_S])
+            index.add([r["sample_id"] for r in rows], [np.frombuffer(r["embedding"], "<f2") for r in rows])
+            if rows:
+                index.synced_until = max(index.synced_until, max(r["received_at"] or 0.0 for r in rows))
+        return index
 
     def funnel(self) -> dict[str, int]:
         """Hub-side counts of the funnel, over the samples its relays forwarded (seed sets excluded):
@@ -288,6 +309,12 @@ class HubStore(AccessRows):
             return None
         dim = max({e.shape[0] for e in embs}, key=[e.shape[0] for e in embs].count)
         return np.stack([e for e in embs if e.shape[0] == dim]).astype(np.float32)
+
+    def labeled_ids(self, model_version: str | None = None) -> set[str]:
+        """Ids of the labeled samples that have an embedding (made by model_version, when given)."""
+        where, params = ("AND s.model_version = ?", [model_version]) if model_version is not None else ("", [])
+        return {r["sample_id"] for r in self._query("SELECT l.sample_id FROM labels l JOIN samples s USING (sample_id) "
+                                                    f"WHERE s.embedding IS NOT NULL {where}", params)}
 
     def labeled(self) -> list[dict]:
         """Every labeled sample, by id: sample_id, label (class index or None), boxes (list or None),

@@ -38,6 +38,7 @@ from edgeloop.shared.sampling.watermarks import CLAIMED_AT, CLOCK_CORRECTED, Wat
 from .cache import ModelCache
 from .campaigns import campaigns_from_hub
 from .forwarder import HubForwarder
+from .inbox import Inbox
 from .store import RelayStore
 
 log = logging.getLogger("edgeloop.relay")
@@ -123,6 +124,7 @@ class Relay:
                                subscriptions=[(self._samples_filter(), 1),
                                               # Not shared: retained states are not sent on shared subscriptions.
                                               (topics.site_filter(s.site, "state"), 1)])
+        self.inbox = Inbox(self._store_group, lambda msg: self.conn.client.ack(msg.mid, msg.qos))
 
     def _restore_windows(self) -> None:
         """What the windows closed before a restart kept, from the journal: a backlog that arrives
@@ -140,18 +142,25 @@ class Relay:
 
     # -- MQTT (paho's thread) ----------------------------------------------------------------
     def _on_message(self, client, userdata, msg) -> None:
+        self.inbox.put(msg)  # stored by the inbox's thread, many to a transaction (relay/inbox.py)
+
+    def _store_group(self, msgs: list) -> list:
+        """Store messages in one transaction -> those to ack (stored, or refused as malformed)."""
         if self._unstored:  # the disk failed on an earlier message: keep the order, queue behind it
-            self._unstored.append(msg)
-            return
+            self._unstored.extend(msgs)
+            return []
         try:
-            self._receive(msg)
+            self._receive_many(msgs)
         except StorageError as exc:
-            self._store_later(msg, exc)
-            return
-        except Exception:  # noqa: BLE001 - a bug must not kill paho's network thread
-            log.exception("unexpected error handling %s", msg.topic)
-            return
-        client.ack(msg.mid, msg.qos)
+            for msg in msgs:
+                self._store_later(msg, exc)
+            return []
+        except Exception:  # noqa: BLE001 - one bad message must not hold its group: one by one
+            if len(msgs) == 1:
+                log.exception("unexpected error handling %s", msgs[0].topic)
+                return []
+            return [m for msg in msgs for m in self._store_group([msg])]
+        return msgs
 
     def _store_later(self, msg, exc: Exception) -> None:
         """The disk refused a message: hold it unacked (the broker keeps it for us, and sends no more
@@ -196,21 +205,31 @@ class Relay:
                 log.info("storage recovered: every held message is stored and acknowledged")
 
     def _receive(self, msg) -> None:
-        try:
-            device = topics.device_of(msg.topic)
-            if msg.topic.endswith("/state"):
-                self._on_state(device, decode(msg.payload, DeviceState))
-                return
-            batch = decode(msg.payload, SampleBatch)
-            if batch.source != device or any(c.device_id != device for c in batch.samples):
-                raise ProtocolError(f"batch on {msg.topic} claims another device")
-        except (ProtocolError, ValueError) as exc:
-            self.counts["rejected"] += 1
-            log.warning("refused a message on %s: %s", msg.topic, exc)
+        self._receive_many([msg])
+
+    def _receive_many(self, msgs: list) -> None:
+        """Decode, score and store (one transaction) the messages; receipt each batch; offer the new
+        candidates to the windows. StorageError: nothing of them was stored."""
+        batches = []
+        for msg in msgs:
+            try:
+                device = topics.device_of(msg.topic)
+                if msg.topic.endswith("/state"):
+                    self._on_state(device, decode(msg.payload, DeviceState))
+                    continue
+                batch = decode(msg.payload, SampleBatch)
+                if batch.source != device or any(c.device_id != device for c in batch.samples):
+                    raise ProtocolError(f"batch on {msg.topic} claims another device")
+            except (ProtocolError, ValueError) as exc:
+                self.counts["rejected"] += 1
+                log.warning("refused a message on %s: %s", msg.topic, exc)
+                continue
+            batches.append((msg, device, batch))
+        if not batches:
             return
         rescored = []
         with self._lock:
-            admitted = [self._admit_time(c) for c in batch.samples]
+            admitted = [self._admit_time(c) for _, _, batch in batches for c in batch.samples]
         for c in admitted:
             # Stateless here (candidates of many agents, out of capture order): interval, novelty and
             # every_nth score 0; the agent's own scores stay in c.scores.
@@ -222,10 +241,11 @@ class Relay:
             rescored.append(Candidate(**{**c.__dict__, "value": value, "reasons": merged_reasons,
                                          "scores": merged_scores}))
         new = self.store.accept(rescored)  # on disk before we ack
-        # The agent deletes on this receipt, not on the broker's PUBACK (agent/uplink.py). Duplicates
-        # are receipted too: it is the agent's copy of a send whose receipt was lost.
-        self.conn.publish(topics.received(self.s.site, device),
-                          encode(Receipt(self.s.relay_id, tuple(c.sample_id for c in batch.samples))), qos=1)
+        for _, device, batch in batches:
+            # The agent deletes on this receipt, not on the broker's PUBACK (agent/uplink.py). Duplicates
+            # are receipted too: it is the agent's copy of a send whose receipt was lost.
+            self.conn.publish(topics.received(self.s.site, device),
+                              encode(Receipt(self.s.relay_id, tuple(c.sample_id for c in batch.samples))), qos=1)
         # Outside the window budget, straight to the hub: audit and feedback always, campaigns within
         # their quota here; with their priority on the relay's own score, so that a full forward queue
         # evicts them last (the agent's value is not comparable across devices).
@@ -250,9 +270,10 @@ class Relay:
                 if not self.selector.offer(c):  # below min_value, or the lowest of a full pool
                     self.selector_refused.append(c.sample_id)
             self._last_arrival = time.monotonic()
-        self.counts["received"] += len(batch.samples)
-        self.counts["duplicates"] += len(batch.samples) - len(new)
-        self.counts["bytes_in"] += len(msg.payload)
+        received = sum(len(batch.samples) for _, _, batch in batches)
+        self.counts["received"] += received
+        self.counts["duplicates"] += received - len(new)
+        self.counts["bytes_in"] += sum(len(msg.payload) for msg, _, _ in batches)
 
     def _admit_time(self, c: Candidate) -> Candidate:
         """Advance the device's watermark; a capture time too far ahead of our clock is corrected."""
@@ -473,6 +494,7 @@ async def serve(s: RelaySettings, ready_file: Path | None, stop: asyncio.Event) 
     await site.start()
     port = site._server.sockets[0].getsockname()[1]
     relay.url = s.public_url or f"http://{s.host}:{port}"
+    relay.inbox.start()
     relay.conn.start()
     # An https:// hub with a private CA: EDGELOOP_HUB_CA names it (hub_ssl_context); None: the system's CAs.
     connector = aiohttp.TCPConnector(ssl=hub_ssl_context() or True)
@@ -490,6 +512,7 @@ async def serve(s: RelaySettings, ready_file: Path | None, stop: asyncio.Event) 
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
     relay.conn.stop()
+    relay.inbox.stop()
     await runner.cleanup()
     with relay._lock:
         relay.store.close()

@@ -115,7 +115,9 @@ class RelayStore:
         closed_until: the selector's first window not closed yet, kept for a restart; late_ids: those
         judged in a late pane (their window had closed when they came), journaled as late."""
         # Feedback replaces its frame if that is still queued (or sends it again after the frame's send).
-        refused = [c.sample_id for c in kept if not self.forward.put(c, c.value, replace=is_feedback(c.reasons))]
+        # One transaction for the window (relay/inbox.py says why a commit per candidate was the limit).
+        oks = self.forward.put_many([(c, c.value, is_feedback(c.reasons)) for c in kept])
+        refused = [c.sample_id for c, ok in zip(kept, oks) if not ok]
         out = set(refused)
         fates = [("refused" if c.sample_id in out else fate, c.sample_id, is_feedback(c.reasons)) for c in kept]
         with self._lock:

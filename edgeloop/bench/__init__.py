@@ -8,6 +8,7 @@ from .agent import agent_bench
 from .chaos import chaos
 from .loop import loop
 from .rollout import rollout as rollout_bench
+from .scale import scale
 from .trainer_memory import trainer_memory
 
 
@@ -28,6 +29,7 @@ def bench() -> None:
       edgeloop bench rollout --agents 200 --relays 4 --out runs/bench
       edgeloop bench chaos --agents 40 --relays 2 --minutes 10 --out runs/bench
       edgeloop bench trainer-memory --sizes 1000,5000,20000 --out runs/bench
+      edgeloop bench scale --out runs/bench
     """
 
 
@@ -36,3 +38,4 @@ bench.add_command(agent_bench)
 bench.add_command(rollout_bench)
 bench.add_command(chaos)
 bench.add_command(trainer_memory)
+bench.add_command(scale)

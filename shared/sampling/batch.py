@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
+from .duplicates import LazyDuplicates
+
 _MIN_WEIGHT = 1e-6
+_BLOCK = 1 << 22  # distances computed at once by _initial_mind (32 MB of float64)
 _MAX_WEIGHT = 1e12
 
 __all__ = ["cosine_distances", "near_duplicates", "kcenter", "class_quotas", "select_diverse"]
@@ -36,7 +39,9 @@ def _normalize(x: np.ndarray) -> np.ndarray:
 
 def _dist_to(unit: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Cosine distance of every row of `unit` to the unit (or zero) vector `y`."""
-    return np.clip(1.0 - unit @ y, 0.0, 2.0)
+    d = unit @ y
+    np.subtract(1.0, d, out=d)  # in place: at 10^6 rows each temporary is another pass over memory
+    return np.clip(d, 0.0, 2.0, out=d)
 
 
 def cosine_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -92,11 +97,15 @@ def _initial_mind(unit: np.ndarray, already: np.ndarray | None) -> np.ndarray:
     already = np.asarray(already)
     if already.size == 0:
         return mind
-    ua = _normalize(already.reshape(-1, d) if already.ndim == 1 else already)
+    ua = _normalize(already.reshape(-1, d) if already.ndim == 1 else already).astype(unit.dtype)
     if ua.shape[1] != d:
         raise ValueError(f"already: expected dimension {d}, got {ua.shape[1]}")
-    for row in ua:  # row by row: no (N, M) matrix
-        np.minimum(mind, _dist_to(unit, row), out=mind)
+    # Blocks of rows against all of `already`: one matrix product each (10^6 x 10^3 in seconds, where
+    # row by row took minutes), never the whole (N, M) matrix at once.
+    step = max(1, _BLOCK // max(1, ua.shape[0]))
+    for start in range(0, n, step):
+        block = unit[start:start + step] @ ua.T  # float32 for k-center's float32 units: half the memory traffic
+        np.minimum(mind[start:start + step], np.clip(1.0 - block.max(axis=1), 0.0, 2.0), out=mind[start:start + step])
     return mind
 
 
@@ -104,7 +113,9 @@ class _KCenter:
     """Incremental weighted farthest-first: `best()` proposes, `take()` / `drop()` decide."""
 
     def __init__(self, embeddings: np.ndarray, weights: np.ndarray | None, already: np.ndarray | None):
-        self.unit = _normalize(embeddings)
+        # Normalised in float64 (float32 squares overflow from 1.8e19), kept in float32: each pick reads
+        # every unit vector once, and at 10^6 x 128 that read is the selection's cost (README, bench scale).
+        self.unit = _normalize(embeddings).astype(np.float32)
         n = self.unit.shape[0]
         self.w = _check_weights(weights, n)
         self.mind = _initial_mind(self.unit, already)
@@ -217,8 +228,8 @@ class _Picker:
     """Ranks one group of items: weighted k-center over those with embeddings, value order for the
     rest, interleaved in proportion to the two group sizes."""
 
-    def __init__(self, items: list, dim: int | None, already: np.ndarray | None):
-        self.emb = [it for it in items if _usable(it, dim)]
+    def __init__(self, items: list, dim: int | None, already: np.ndarray | None, usable: set[int] | None = None):
+        self.emb = [it for it in items if (id(it) in usable if usable is not None else _usable(it, dim))]
         emb_ids = {id(it) for it in self.emb}
         plain = [it for it in items if id(it) not in emb_ids]
         self.plain = sorted(plain, key=lambda c: (-_sortable(c.value), c.sample_id))
@@ -273,7 +284,7 @@ def _usable(item: Any, dim: int | None) -> bool:
     if e is None or dim is None:
         return False
     e = np.asarray(e)
-    return e.size == dim and e.size > 0 and bool(np.all(np.isfinite(e.astype(np.float64))))
+    return e.size == dim and e.size > 0 and bool(np.isfinite(e).all())  # finite in float16/32 is finite in 64
 
 
 def _choose_dim(items: list, already: np.ndarray | None) -> int | None:
@@ -289,7 +300,8 @@ def _choose_dim(items: list, already: np.ndarray | None) -> int | None:
 
 def select_diverse(items: Sequence, k: float, *, max_bytes: float = math.inf, dedup_threshold: float = 0.0,
                    balance_classes: bool = False, num_classes: int | None = None,
-                   already: np.ndarray | None = None) -> list:
+                   already: np.ndarray | None = None, near: Callable[[Any], Iterable[str]] | None = None,
+                   anchors: Iterable[str] = ()) -> list:
     """At most k items (each once) that are valuable and diverse, total nbytes <= max_bytes.
 
     Items are Candidate-like (`sample_id, value, nbytes, embedding, predicted`). Steps: sort by
@@ -302,6 +314,11 @@ def select_diverse(items: Sequence, k: float, *, max_bytes: float = math.inf, de
     embedding (None, non-finite, or another dimension than the majority / `already`) are ranked by
     value and interleaved in proportion to their number. Items that do not fit the remaining bytes
     are skipped. Returned in pick order.
+
+    At scale, `near` (item -> sample_ids within `dedup_threshold`, from an ANN index) replaces the
+    all-pairs pass: duplicates are decided lazily for the items k-center proposes
+    (duplicates.LazyDuplicates, same rule), and items near an `anchors` id are duplicates. Class quotas
+    and the share of items without an embedding are then counted before removing duplicates.
     """
     k = math.floor(k) if math.isfinite(k) else len(items)
     if k <= 0 or not items:
@@ -316,8 +333,12 @@ def select_diverse(items: Sequence, k: float, *, max_bytes: float = math.inf, de
     else:
         already = None
 
-    if dedup_threshold > 0:
-        idx = [i for i, it in enumerate(pool) if _usable(it, dim)]
+    usable = {id(it) for it in pool if _usable(it, dim)}  # once: at 10^6 items each check costs seconds
+    lazy = None
+    if dedup_threshold > 0 and near is not None:
+        lazy = LazyDuplicates([it for it in pool if id(it) in usable], near, anchors)
+    elif dedup_threshold > 0:
+        idx = [i for i, it in enumerate(pool) if id(it) in usable]
         if idx:
             x = np.stack([np.asarray(pool[i].embedding, dtype=np.float64).reshape(-1) for i in idx])
             v = np.array([_sortable(pool[i].value) for i in idx])
@@ -330,7 +351,9 @@ def select_diverse(items: Sequence, k: float, *, max_bytes: float = math.inf, de
     used = 0.0
 
     def fits(item) -> bool:
-        return item.sample_id not in chosen and used + item.nbytes <= max_bytes
+        if item.sample_id in chosen or used + item.nbytes > max_bytes:
+            return False
+        return lazy is None or item.sample_id not in lazy.rank or not lazy.is_duplicate(item)
 
     def keep(item) -> None:
         nonlocal used
@@ -342,7 +365,7 @@ def select_diverse(items: Sequence, k: float, *, max_bytes: float = math.inf, de
         pred = balance_classes_of(pool)
         nc = max(int(pred.max()) + 1, int(num_classes or 0))
         quotas = class_quotas(pred, k, nc)
-        pickers = {c: _Picker([it for it, p in zip(pool, pred) if p == c], dim, already)
+        pickers = {c: _Picker([it for it, p in zip(pool, pred) if p == c], dim, already, usable)
                    for c in range(nc) if quotas[c] > 0}
         got = dict.fromkeys(pickers, 0)
         active = sorted(pickers)
@@ -361,11 +384,11 @@ def select_diverse(items: Sequence, k: float, *, max_bytes: float = math.inf, de
 
     if len(kept) < k:
         rest = [it for it in pool if it.sample_id not in chosen]
-        picked = [np.asarray(it.embedding, dtype=np.float64).reshape(-1) for it in kept if _usable(it, dim)]
+        picked = [np.asarray(it.embedding, dtype=np.float64).reshape(-1) for it in kept if id(it) in usable]
         base = already
         if picked:
             base = np.vstack(([already] if already is not None else []) + [np.stack(picked)])
-        picker = _Picker(rest, dim, base)
+        picker = _Picker(rest, dim, base, usable)
         while len(kept) < k:
             item = picker.next(fits)
             if item is None:

@@ -385,3 +385,28 @@ def score(obs: Observation, signals: Sequence[SignalConfig], seed: int = 0,
     if not reasons and scores:  # nothing fired: name the strongest signal
         reasons = [max(scores, key=scores.get)]
     return float(value), scores, tuple(reasons)
+
+
+def uncertainty_values(probs: np.ndarray, signals: Sequence[SignalConfig]) -> np.ndarray:
+    """(N,) values of `score` for N classifier predictions `probs` (N, C) at once, bit for bit the
+    same as calling `score` on each row (same dtype arithmetic), for signals of the kinds
+    least_confidence and margin only (the hub's uncertainty: 10^6 rows would take a minute one by one).
+    ValueError for any other kind."""
+    p = np.asarray(probs)
+    if p.ndim != 2:
+        raise ValueError(f"probs: expected (N, C), got shape {p.shape}")
+    n, c = p.shape
+    value = np.zeros(n, np.float64)
+    for cfg in signals:
+        if cfg.kind == "least_confidence":
+            s = (1.0 - p.max(axis=1)) * c / (c - 1) if c > 1 else np.zeros(n)
+        elif cfg.kind == "margin":
+            top2 = np.partition(p, -2, axis=1)[:, -2:] if c > 1 else None
+            s = 1.0 - (top2[:, 1] - top2[:, 0]) if c > 1 else np.zeros(n)
+        else:
+            raise ValueError(f"uncertainty_values: {cfg.kind!r} is not a batch signal")
+        s = np.asarray(s).astype(np.float64)
+        s = np.where(s >= 0.0, np.minimum(s, 1.0), 0.0)  # as `signal`: NaN scores 0
+        value += cfg.weight * s
+    return value
+

@@ -1,0 +1,140 @@
+"""`bench scale`'s relay part: candidates per second one relay process stores, against the limit the
+broker sets: the same payloads through the same mosquitto to a bare paho subscriber that only counts.
+
+Both arms get the same kind of messages (a SampleBatch of one ~20 KB JPEG candidate, QoS 1, from
+DEVICES devices on the site's samples topics), published as fast as one paho client can by the
+bench process, on a mosquitto of their own. The bare subscriber runs in a process of its own
+(`python -m edgeloop.bench.scale_ingest count ...`) as the relay does. A rate is messages divided by
+the time from the first publish to the last message counted (the subscriber's clock; the relay's
+`/status` `counts.received`, polled). The relay runs as deployed (`edgeloop relay run`, default
+sampling) with its SQLite commit before each PUBACK and its receipt per batch; its hub is
+unreachable, so forwarding only retries: the figure is ingest alone.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from edgeloop.broker import free_port
+from edgeloop.procs import Service, mosquitto_service, wait_port
+from edgeloop.shared import topics
+from edgeloop.shared.protocol import SampleBatch, encode
+
+from .scale_data import candidates, jpeg
+
+SITE = "site-s"
+DEVICES = 20
+TIMEOUT_S = 600.0
+
+
+def _payloads(n: int, seed: int) -> list[tuple[str, bytes]]:
+    image = jpeg(20.0, seed)
+    return [(topics.samples(SITE, dev), encode(SampleBatch(source=dev, site=SITE, samples=(c,))))
+            for dev, c in candidates(n, DEVICES, image, seed, SITE)]
+
+
+def _publish(port: int, payloads: list[tuple[str, bytes]]) -> float:
+    """Publish all at QoS 1 from one client -> the wall clock (time.time) of the first publish."""
+    import paho.mqtt.client as mqtt
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{time.time_ns()}")
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    try:
+        t0 = time.time()
+        infos = [client.publish(topic, body, qos=1) for topic, body in payloads]
+        for info in infos:
+            info.wait_for_publish(TIMEOUT_S)
+        return t0
+    finally:
+        client.loop_stop()
+        client.disconnect()
+
+
+def _status(url: str) -> dict:
+    with urllib.request.urlopen(url + "/status", timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def relay_ingest(messages: int, work: Path, seed: int = 0) -> dict:
+    work = Path(work) / f"relay-{time.time_ns()}"
+    logs = work / "logs"
+    port = free_port()
+    broker = mosquitto_service(port, work / "mosquitto", logs).start()
+    services = [broker]
+    try:
+        wait_port(port)
+        payloads = _payloads(messages * 2, seed)
+        raw_msgs, relay_msgs = payloads[:messages], payloads[messages:]
+        # -- the limit: a bare subscriber that only counts
+        counter = subprocess.Popen([sys.executable, "-m", "edgeloop.bench.scale_ingest", "count", str(port),
+                                    f"{topics.ROOT}/{SITE}/+/samples", str(messages)],
+                                   stdout=subprocess.PIPE, text=True)
+        assert counter.stdout.readline().strip() == "ready"
+        t0 = _publish(port, raw_msgs)
+        t_last = float(counter.stdout.readline())
+        counter.wait(60)
+        raw_s = t_last - t0
+        # -- the relay, as deployed
+        relay = Service.edgeloop("relay", ["relay", "run", "--id", "relay-s", "--site", SITE, "--broker",
+                                           f"mqtt://127.0.0.1:{port}", "--hub", f"http://127.0.0.1:{free_port()}",
+                                           "--token", "bench", "--data", str(work / "relay"), "--port", "0"],
+                                 logs, ready=True).start()
+        services.append(relay)
+        url = relay.wait_ready(60)["url"]
+        deadline = time.monotonic() + 60
+        while not _status(url)["connected"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        t0 = _publish(port, relay_msgs)
+        deadline = time.monotonic() + TIMEOUT_S
+        while (got := _status(url)["counts"]["received"]) < messages and time.monotonic() < deadline:
+            time.sleep(0.5)  # /status counts rows: asking often would slow the relay it measures
+        relay_s = time.time() - t0
+        status = _status(url)
+    finally:
+        for svc in reversed(services):
+            svc.stop()
+    return {"messages": messages, "payload_bytes": len(payloads[0][1]), "devices": DEVICES,
+            "broker_raw_per_s": messages / raw_s, "relay_per_s": got / relay_s, "relay_received": got,
+            "relay_stored": status["seen"], "ratio": (got / relay_s) / (messages / raw_s)}
+
+
+def relay_line(r: dict, target: float) -> str:
+    ok = "met" if r["ratio"] >= target else "NOT met"
+    return (f"relay ingest: relay/raw {r['ratio']:.2f}x ({r['relay_per_s']:.0f} / {r['broker_raw_per_s']:.0f} "
+            f"candidates/s of {r['payload_bytes'] / 1024:.0f} KB, QoS 1; target >= {target}x: {ok})")
+
+
+def count(port: int, topic: str, n: int) -> None:
+    """The bare subscriber: QoS 1, counts; prints `ready`, then the wall clock of the n-th message."""
+    import threading
+
+    import paho.mqtt.client as mqtt
+
+    seen, done = [0], threading.Event()
+
+    def on_message(client, userdata, msg):
+        seen[0] += 1
+        if seen[0] == n:
+            print(time.time(), flush=True)
+            done.set()
+    subscribed = threading.Event()
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-count-{time.time_ns()}")
+    client.on_message = on_message
+    client.on_subscribe = lambda *a: subscribed.set()
+    client.connect("127.0.0.1", port)
+    client.subscribe(topic, qos=1)
+    client.loop_start()
+    subscribed.wait(30)
+    print("ready", flush=True)
+    done.wait(TIMEOUT_S)
+    client.loop_stop()
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["count"]:
+    count(int(sys.argv[2]), sys.argv[3], int(sys.argv[4]))

@@ -1,0 +1,55 @@
+"""`edgeloop bench scale`: the parts run end to end on small sizes and account for everything they
+sent (figures are printed, never asserted), and the sizing model's arithmetic."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from edgeloop.bench import scale_sizing
+
+
+def test_sizing_follows_the_measured_rates():
+    p = scale_sizing.plan(10_000, relay_per_s=100.0, hub_per_s={"sqlite": 50.0, "postgresql": None},
+                          agent_fps=20.0, index_bytes_per_sample=200.0)
+    cand = 10_000 * scale_sizing.PER_HOUR / 3600
+    assert p["candidates_per_s"] == pytest.approx(cand)
+    assert p["relays"] == math.ceil(cand / (100.0 * scale_sizing.UTILISATION))
+    assert p["hub_processes"] == {"sqlite": math.ceil(cand / (50.0 * scale_sizing.UTILISATION)), "postgresql": None}
+    assert p["agent_cpu_share"] == pytest.approx(scale_sizing.FPS / 20.0)
+    assert p["index_gb_retained"] == pytest.approx(p["samples_retained"] * 200.0 / 1e9)
+    assert len(scale_sizing.lines([p])) == 1 and "PER_HOUR" not in scale_sizing.ASSUMPTIONS
+
+
+def _bench(tmp_path, *args) -> dict:
+    proc = subprocess.run([sys.executable, "-m", "edgeloop", "bench", "scale", "--out", str(tmp_path), *args],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((tmp_path / "scale.json").read_text())
+    assert report["lines"] and all(line in proc.stdout for line in report["lines"])
+    return report
+
+
+def test_search_and_selection_parts_run_and_report(tmp_path):
+    report = _bench(tmp_path, "--parts", "search", "--sizes", "1500", "--ks", "20,50")
+    (size,) = report["search"]
+    assert [s["chosen"] for s in size["selection"]] == [20, 50]
+    assert report["sizing"]["fleets"][0]["cameras"] == 1000
+
+
+@pytest.mark.e2e
+def test_the_relay_part_stores_every_candidate_it_was_sent(tmp_path):
+    report = _bench(tmp_path, "--parts", "relay", "--messages", "60")
+    r = report["relay"]
+    assert r["relay_received"] == 60 and r["relay_stored"] == 60
+    assert report["sizing"]["fleets"][1]["relays"] >= 1
+
+
+def test_an_unknown_part_is_refused(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "edgeloop", "bench", "scale", "--parts", "nope", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "unknown part" in proc.stderr
