@@ -11,7 +11,8 @@
     GET  /api/v1/samples/{id}/image   the JPEG
     POST /api/v1/labels               {"labels": {"<sample_id>": 3, ...}, "source": "oracle"}
     POST /api/v1/train                {"epochs": 15} -> 202 a queued training job (see jobs_api.py)
-    POST /api/v1/desired              {"version": "v3"} -> roll the fleet to it
+    POST /api/v1/desired              {"version": "v3"} -> roll the fleet to it (a model its training gate
+                                      refused: only with "force": true, audited)
     GET  /api/v1/stats                counts for dashboards and the demo
     GET  /api/v1/audit?who=NAME       every write through the API, who made it, and its answer
     GET  /api/v1/live                 production accuracy per site and device class (the labeled audit stream)
@@ -55,7 +56,7 @@ from .openapi import get_openapi
 from .cards import ModelNotFound, model_card
 from .rollouts import RelayReport, RolloutConflict, RolloutNotFound, RolloutRequest, Rollouts
 from .store import HubStore
-from .webutil import (GOLDEN, ROLLOUT_PERIOD, ROLLOUTS, SIGNING_KEY, STORE, TOKENS, JOBS, POLICY, auth, json_errors,
+from .webutil import (CALLER, GOLDEN, ROLLOUT_PERIOD, ROLLOUTS, SIGNING_KEY, STORE, TOKENS, JOBS, POLICY, auth, json_errors,
                       read_json as _json, error as _error)
 
 log = logging.getLogger("edgeloop.hub")
@@ -127,11 +128,26 @@ async def get_desired(request: web.Request) -> web.Response:
 
 
 async def post_desired(request: web.Request) -> web.Response:
+    """{"version": V[, "force": true]}: make V the fleet's desired model at once. A model its training
+    gate refused needs "force", as a rollout does, and the override gets its own audit row."""
     store = request.app[STORE]
     body = await _json(request)
-    version = body.get("version")
-    if not isinstance(version, str) or not await asyncio.to_thread(store.model, version):
-        raise _error(web.HTTPNotFound, f"no model version {version!r} in the registry")
+    version, force = body.get("version"), body.get("force", False)
+    if not isinstance(force, bool):
+        raise _error(web.HTTPBadRequest, f"force: expected true or false, got {force!r:.80}")
+    model = await asyncio.to_thread(store.model, version) if isinstance(version, str) else None
+    if not model:
+        raise _error(web.HTTPNotFound, f"no model version {version!r:.80} in the registry")
+    gate = model["metrics"].get("gate") or {}
+    if gate.get("passed") is False:
+        why = "; ".join(map(str, gate.get("reasons", [])))[:500]
+        if not force:
+            raise _error(web.HTTPConflict, f"{version} was refused by its training gate ({why}); "
+                                           "set it anyway with \"force\": true")
+        who = request[CALLER]
+        await asyncio.to_thread(store.audit, who.name, who.role, "POST", "/api/v1/desired", 200,
+                                f"force: {version} set although its training gate refused it ({why})")
+        log.warning("%s forced %s as the fleet's desired model past its training gate (%s)", who.name, version, why)
     await asyncio.to_thread(store.set_desired, version)
     log.info("desired model for the fleet is now %s", version)
     return web.json_response({"version": version})

@@ -73,7 +73,8 @@ def test_loop_delivers_once_and_rolls_a_new_model_to_every_agent(box_factory):
     assert len(ids) == relay_accepted(box)
 
     trained = box.hub.train({"epochs": 1})
-    box.hub.post("/api/v1/desired", {"version": trained["version"]})
+    # One epoch may not pass the training gate; this test is about delivery, so it says so explicitly.
+    box.hub.post("/api/v1/desired", {"version": trained["version"], "force": not trained["promoted"]})
     box.wait("every agent to run the new model", lambda: all(
         (st := box.agent_states().get(d)) is not None and st.model_version == trained["version"]
         for d in box.agent_ids), timeout=120)

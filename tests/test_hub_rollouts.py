@@ -421,6 +421,20 @@ def test_a_model_the_gate_refused_rolls_out_only_when_forced(hub, fleet):
     assert code == 201 and r["candidate"] == "v-refused"
 
 
+def test_setting_the_desired_model_directly_enforces_the_training_gate_too(hub, fleet):
+    # POST /api/v1/desired must not be a way round the gate that rollouts enforce.
+    code, reply = api(hub.url, "POST", "/api/v1/desired", {"version": "v-refused"})
+    assert code == 409 and "training gate" in reply["error"] and "slice night" in reply["error"]
+    assert fleet.desired("site-0")["version"] == "v1"
+    assert api(hub.url, "POST", "/api/v1/desired", {"version": "v-refused", "force": "yes"})[0] == 400
+    # The explicit override works, and the audit log says who forced what past which gate.
+    assert api(hub.url, "POST", "/api/v1/desired", {"version": "v-refused", "force": True})[0] == 200
+    assert fleet.desired("site-0")["version"] == "v-refused"
+    rows = api(hub.url, "GET", "/api/v1/audit")[1]["entries"]
+    forced = [r for r in rows if "force" in (r.get("detail") or "")]
+    assert len(forced) == 1 and "v-refused" in forced[0]["detail"] and forced[0]["who"] == "admin", rows
+
+
 def test_a_group_without_a_desired_model_has_nothing_to_roll_back_to(tmp_path):
     register(tmp_path / "hub", "v1", desired=None)
     live = LiveHub(tmp_path / "hub").start()
