@@ -39,6 +39,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import time
 
 from aiohttp import web
 
@@ -47,7 +48,7 @@ from edgeloop.shared.errors import ConfigError, EdgeloopError, ImageError, Proto
 from edgeloop.shared.images import check_image
 from edgeloop.shared.protocol import MAX_MESSAGE_BYTES, SampleBatch, check_id, decode
 
-from . import jobs_api, labeling, monitor, pages, selection
+from . import jobs_api, labeling, monitor, pages, selection, statements
 from .training.jobs import Jobs
 from .training.policy import Policy, PolicyConfig
 from .training.golden import LabeledSet
@@ -62,6 +63,7 @@ from .webutil import (CALLER, GOLDEN, ROLLOUT_PERIOD, ROLLOUTS, SIGNING_KEY, STO
 log = logging.getLogger("edgeloop.hub")
 
 MAX_REPORT_BYTES = MAX_MESSAGE_BYTES
+DESIRED_TTL = web.AppKey("desired_ttl_s", float)  # how long a signed desired statement stays valid
 
 
 def _refused_batch(status: type[web.HTTPException], message: str) -> web.HTTPException:
@@ -116,7 +118,8 @@ def _site_param(request: web.Request) -> str | None:
 
 
 async def get_desired(request: web.Request) -> web.Response:
-    """{version, sha256, size, artifact} of the site's default model (what relays read before rollouts),
+    """{version, sha256, size, artifact, statement, signature} of the site's default model (what relays read
+    before rollouts; statement and signature: base64 of the hub's signed desired statement, with ?site only),
     plus "devices": {device_id: {version, sha256, size, artifact, shadow, max_latency_ms, rollout_id}}
     for the devices an active rollout assigns something else, and "models": {version: {sha256, size,
     artifact}} for every version the site needs. 204 when there is nothing to run."""
@@ -124,6 +127,9 @@ async def get_desired(request: web.Request) -> web.Response:
     body = await asyncio.to_thread(request.app[ROLLOUTS].desired_for_site, site)
     if body is None:
         return web.Response(status=204)
+    if site is not None:  # what relays ask: every entry signed for the site's agents (hub/statements.py)
+        body = await asyncio.to_thread(statements.signed, request.app[STORE], request.app[SIGNING_KEY], site, body,
+                                       time.time(), request.app[DESIRED_TTL])
     return web.json_response(body)
 
 
@@ -361,13 +367,15 @@ async def health(request: web.Request) -> web.Response:
 
 def make_app(store: HubStore, golden: LabeledSet, tokens: list[str], signing_key, rollout_period_s: float = 1.0,
              device_stale_s: float = 30.0, jobs: dict | None = None,
-             policy: "PolicyConfig | None" = None) -> web.Application:
+             policy: "PolicyConfig | None" = None,
+             desired_ttl_s: float = statements.DEFAULT_TTL_S) -> web.Application:
     """The hub's app; its rollout controller runs every `rollout_period_s` while the app runs, its job
     runner trains what is queued (`jobs`: Jobs' keyword settings) and the policy acts, and a device not reported for
     `device_stale_s` counts as offline."""
     app = web.Application(middlewares=[json_errors, auth], client_max_size=MAX_MESSAGE_BYTES + (1 << 16))
     app[STORE], app[GOLDEN], app[TOKENS] = store, golden, list(tokens)
     app[SIGNING_KEY] = signing_key
+    app[DESIRED_TTL] = float(desired_ttl_s)
     app[ROLLOUTS], app[ROLLOUT_PERIOD] = Rollouts(store, stale_s=device_stale_s), float(rollout_period_s)
     app[JOBS] = Jobs(store, golden, signing_key, **(jobs or {}))
     app[POLICY] = Policy(store, app[JOBS], app[ROLLOUTS], policy or PolicyConfig())

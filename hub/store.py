@@ -346,6 +346,19 @@ class HubStore:
                            ["fleet", _desired_key(site)])
         return rows[0]["version"] if rows else None
 
+    def desired_seq(self, site: str, digest: str) -> int:
+        """The sequence number of `site`'s desired state whose content hashes to `digest`: the same
+        while it stays the same, else one more than any handed out before (hub-wide, never lower)."""
+        name = f"desired_seq:{site}"
+        with self.locked("desired_seq"):
+            rows = self._query("SELECT value FROM settings WHERE name = ?", [name])
+            last = json.loads(rows[0]["value"]) if rows else None
+            if last and last["digest"] == digest:
+                return int(last["seq"])
+            seq = self._next("desired_seq", 1)
+            self._upsert("settings", {"name": name, "value": json.dumps({"digest": digest, "seq": seq})}, key="name")
+            return seq
+
     # -- device reports ----------------------------------------------------------------------
     def record_devices(self, site: str, relay_id: str, devices: Iterable[dict], now: float) -> int:
         """Keep the latest report of each device (dicts: device_id, status, model_version, stats, facts, last_error)."""

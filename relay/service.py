@@ -9,6 +9,7 @@ callbacks, which write to SQLite before returning (so before the PUBACK).
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import dataclasses
 import json
@@ -400,8 +401,11 @@ class Relay:
         sh = m.get("shadow")
         shadow = None if not sh else ShadowModel(sh["version"], sh["sha256"], sh["size"],
                                                  f"{self.url}/models/{sh['version']}", float(sh.get("fraction", 0.25)))
+        # The hub's signed statement goes on unchanged: agents act on nothing else (shared/statement.py).
+        signed = {k: base64.b64decode(m[k], validate=True) for k in ("statement", "signature") if m.get(k)}
         msg = DesiredModel(m["version"], m["sha256"], m["size"], f"{self.url}/models/{m['version']}", "active",
-                           shadow=shadow, max_latency_ms=m.get("max_latency_ms"), rollout_id=m.get("rollout_id"))
+                           shadow=shadow, max_latency_ms=m.get("max_latency_ms"), rollout_id=m.get("rollout_id"),
+                           **signed)
         return decode(encode(msg), DesiredModel)  # validated exactly as an agent will
 
     async def _send_reports(self, http: aiohttp.ClientSession) -> None:

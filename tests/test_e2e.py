@@ -14,6 +14,8 @@ from edgeloop.shared import topics
 from edgeloop.shared.mqtt import Connection
 from edgeloop.shared.protocol import DeviceState, decode
 
+from factories import signed_desired
+
 pytestmark = pytest.mark.e2e
 
 
@@ -175,6 +177,7 @@ def test_agent_refuses_unsigned_tampered_truncated_and_foreign_models_and_keeps_
     box.wait("the agent to run v0", lambda: (st := box.agent_states().get("dev-000")) is not None
              and st.model_version == "v0" and st.stats.get("frames_seen", 0) > 10, timeout=120)
     good = (box.s.out / "dev-000" / "models" / "active.model").read_bytes()
+    hub_key = (box.s.out / "hub" / "keys" / "hub.key").read_bytes()
     bads = bad_artifacts(good)
     url, server = serve_bytes({f"/{name}": data for name, data in bads.items()})
     pub = Connection(box.broker_url, "test-relay")
@@ -184,6 +187,8 @@ def test_agent_refuses_unsigned_tampered_truncated_and_foreign_models_and_keeps_
             seen_before = box.agent_states()["dev-000"].stats["frames_seen"]
             desired = DesiredModel(version=f"bad-{name}", sha256=hashlib.sha256(data).hexdigest(), size=len(data),
                                    url=f"{url}/{name}")
+            # Signed as the hub would (a hub mistaken about the bytes): what is checked here is the artifact.
+            desired = signed_desired(hub_key, desired, "site-0", "dev-000", seq=1_000_000 + len(name))
             pub.publish(topics.desired("site-0", "dev-000"), encode(desired), retain=True).wait_for_publish(10)
             box.wait(f"the agent to refuse the {name} model", lambda: f"bad-{name} refused" in
                      box.agent_states()["dev-000"].last_error, timeout=60)

@@ -435,6 +435,31 @@ def test_setting_the_desired_model_directly_enforces_the_training_gate_too(hub, 
     assert len(forced) == 1 and "v-refused" in forced[0]["detail"] and forced[0]["who"] == "admin", rows
 
 
+def test_the_desired_state_is_signed_for_each_device_with_a_sequence_that_only_grows(hub, fleet):
+    import base64
+
+    from edgeloop.shared.statement import open_signed
+
+    pub = load_or_create(hub.data / "keys" / "hub.key").public_key()
+
+    def opened(entry):
+        return open_signed(pub, base64.b64decode(entry["statement"]), base64.b64decode(entry["signature"]))
+
+    first = opened(fleet.desired("site-0"))
+    assert (first.site, first.device, first.version) == ("site-0", None, "v1")
+    assert first.sha256 == fleet.desired("site-0")["sha256"] and first.expires_at > time.time() + 3600
+    assert opened(fleet.desired("site-0")) == first  # nothing changed: the same statement, the same seq
+    rid = start(hub, stages="canary:10%,full")["rollout_id"]
+    body = fleet.desired("site-0")
+    canary = {d: opened(e) for d, e in body["devices"].items()}
+    assert canary and all(s.device == d and s.version == "v2" and s.rollout_id == rid for d, s in canary.items())
+    assert opened(body).seq > first.seq and {s.seq for s in canary.values()} == {opened(body).seq}
+    # Rolled back: the devices' own entries go, and the default they fall back to outranks them.
+    api(hub.url, "POST", f"/api/v1/rollouts/{rid}/rollback")
+    back = opened(fleet.desired("site-0"))
+    assert back.version == "v1" and back.rank > max(s.rank for s in canary.values())
+
+
 def test_a_group_without_a_desired_model_has_nothing_to_roll_back_to(tmp_path):
     register(tmp_path / "hub", "v1", desired=None)
     live = LiveHub(tmp_path / "hub").start()
