@@ -183,12 +183,12 @@ def test_agent_refuses_unsigned_tampered_truncated_and_foreign_models_and_keeps_
     pub = Connection(box.broker_url, "test-relay")
     pub.start().wait_connected(10)
     try:
-        for name, data in bads.items():
+        for i, (name, data) in enumerate(bads.items()):
             seen_before = box.agent_states()["dev-000"].stats["frames_seen"]
             desired = DesiredModel(version=f"bad-{name}", sha256=hashlib.sha256(data).hexdigest(), size=len(data),
                                    url=f"{url}/{name}")
             # Signed as the hub would (a hub mistaken about the bytes): what is checked here is the artifact.
-            desired = signed_desired(hub_key, desired, "site-0", "dev-000", seq=1_000_000 + len(name))
+            desired = signed_desired(hub_key, desired, "site-0", "dev-000", seq=1_000_000 + i)
             pub.publish(topics.desired("site-0", "dev-000"), encode(desired), retain=True).wait_for_publish(10)
             box.wait(f"the agent to refuse the {name} model", lambda: f"bad-{name} refused" in
                      box.agent_states()["dev-000"].last_error, timeout=60)
