@@ -34,6 +34,7 @@ from edgeloop.shared.protocol import (MAX_ITEMS, Campaign, CampaignSet, Candidat
 from edgeloop.shared.sampling import Observation, WindowedSelector, score
 from edgeloop.shared.sampling.policy import (AUDIT, campaign_of, is_feedback, outside_budgets, priority_bonus,
                                              window_picker, window_pool_limit)
+from edgeloop.shared.sampling.privileges import Privileges
 from edgeloop.shared.sampling.watermarks import CLAIMED_AT, CLOCK_CORRECTED, Watermarks
 
 from .cache import ModelCache
@@ -85,7 +86,8 @@ class Relay:
                                          lateness_s=s.lateness_s)
         self.marks = Watermarks(s.max_clock_ahead_s, idle_s=max(300.0, 5 * s.sampling.budget.window_s),
                                 max_lag_s=s.max_lag_s)
-        self._lock = threading.Lock()  # guards the selector between paho's thread and the loop
+        self._lock = threading.Lock()  # guards the selector and privileges between paho's thread and the loop
+        self.privileges = Privileges(s.sampling)
         self._last_arrival = 0.0
         self._restore_windows()
         for c in self.store.pending():  # windows that were open when we stopped
@@ -103,7 +105,8 @@ class Relay:
         self.counts = {"received": 0, "duplicates": 0, "rejected": 0, "kept": 0, "dropped": 0, "forwarded": 0,
                        "bytes_in": 0, "bytes_to_hub": 0, "model_bytes_in": 0, "model_bytes_out": 0,
                        "refused_by_hub": 0, "hub_retries": 0, "forward_refused": 0, "storage_errors": 0,
-                       "audit": 0, "feedback": 0, "campaign": 0, "clock_corrected": 0, "late_kept": 0}
+                       "audit": 0, "feedback": 0, "campaign": 0, "clock_corrected": 0, "late_kept": 0,
+                       "privileges_refused": 0}
         self.to_hub = HubForwarder(s, self.store, self.counts)
         self.campaigns: dict[str, Campaign] = {}
         self.campaign_used: dict[str, int] = {}
@@ -204,7 +207,9 @@ class Relay:
             return
         rescored = []
         with self._lock:
-            admitted = [self._admit_time(c) for c in batch.samples]
+            # Devices do not choose their own privileges: audit and feedback claims are checked here.
+            admitted = [self.privileges.admit(self._admit_time(c), time.time()) for c in batch.samples]
+            self.counts["privileges_refused"] = sum(self.privileges.refused.values())
         for c in admitted:
             # Stateless here (candidates of many agents, out of capture order): interval, novelty and
             # every_nth score 0; the agent's own scores stay in c.scores.
