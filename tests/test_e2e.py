@@ -178,6 +178,18 @@ def test_agent_refuses_unsigned_tampered_truncated_and_foreign_models_and_keeps_
              and st.model_version == "v0" and st.stats.get("frames_seen", 0) > 10, timeout=120)
     good = (box.s.out / "dev-000" / "models" / "active.model").read_bytes()
     hub_key = (box.s.out / "hub" / "keys" / "hub.key").read_bytes()
+    # The relay serves a model to whoever names its sha256 (as desired messages do), to no one else.
+    import urllib.error
+    import urllib.request
+
+    relay = box.relay_urls[0]
+    sha = hashlib.sha256(good).hexdigest()
+    with urllib.request.urlopen(f"{relay}/models/v0/{sha}", timeout=10) as resp:
+        assert resp.read() == good
+    for path in ("/models/v0", f"/models/v0/{'0' * 64}"):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{relay}{path}", timeout=10)
+        assert refused.value.code == 404
     bads = bad_artifacts(good)
     url, server = serve_bytes({f"/{name}": data for name, data in bads.items()})
     pub = Connection(box.broker_url, "test-relay")
