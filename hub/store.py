@@ -350,11 +350,17 @@ class HubStore:
         """The sequence number of `site`'s desired state whose content hashes to `digest`: the same
         while it stays the same, else one more than any handed out before (hub-wide, never lower)."""
         name = f"desired_seq:{site}"
-        with self.locked("desired_seq"):
+
+        def current() -> int | None:
             rows = self._query("SELECT value FROM settings WHERE name = ?", [name])
             last = json.loads(rows[0]["value"]) if rows else None
-            if last and last["digest"] == digest:
-                return int(last["seq"])
+            return int(last["seq"]) if last and last["digest"] == digest else None
+
+        if (seq := current()) is not None:  # every poll of an unchanged site: a read, no lock
+            return seq
+        with self.locked("desired_seq"):
+            if (seq := current()) is not None:
+                return seq
             seq = self._next("desired_seq", 1)
             self._upsert("settings", {"name": name, "value": json.dumps({"digest": digest, "seq": seq})}, key="name")
             return seq
