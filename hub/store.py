@@ -348,7 +348,8 @@ class HubStore:
 
     def desired_seq(self, site: str, digest: str) -> int:
         """The sequence number of `site`'s desired state whose content hashes to `digest`: the same
-        while it stays the same, else one more than any handed out before (hub-wide, never lower)."""
+        while it stays the same, else higher than any handed out before (hub-wide), and at least the
+        clock's seconds, so that a hub on a fresh database still outranks what its devices saw."""
         name = f"desired_seq:{site}"
 
         def current() -> int | None:
@@ -361,8 +362,12 @@ class HubStore:
         with self.locked("desired_seq"):
             if (seq := current()) is not None:
                 return seq
-            seq = self._next("desired_seq", 1)
-            self._upsert("settings", {"name": name, "value": json.dumps({"digest": digest, "seq": seq})}, key="name")
+            rows = self._query("SELECT value FROM settings WHERE name = ?", ["desired_seq"])
+            seq = max(json.loads(rows[0]["value"]) + 1 if rows else 1, int(time.time()))
+            with self.db.transaction():
+                self._upsert("settings", {"name": "desired_seq", "value": json.dumps(seq)}, key="name")
+                self._upsert("settings", {"name": name, "value": json.dumps({"digest": digest, "seq": seq})},
+                             key="name")
             return seq
 
     # -- device reports ----------------------------------------------------------------------

@@ -199,8 +199,9 @@ def test_agent_refuses_unsigned_tampered_truncated_and_foreign_models_and_keeps_
             seen_before = box.agent_states()["dev-000"].stats["frames_seen"]
             desired = DesiredModel(version=f"bad-{name}", sha256=hashlib.sha256(data).hexdigest(), size=len(data),
                                    url=f"{url}/{name}")
-            # Signed as the hub would (a hub mistaken about the bytes): what is checked here is the artifact.
-            desired = signed_desired(hub_key, desired, "site-0", "dev-000", seq=1_000_000 + i)
+            # Signed as the hub would (a hub mistaken about the bytes), newer than anything it signed:
+            # what is checked here is the artifact.
+            desired = signed_desired(hub_key, desired, "site-0", "dev-000", seq=2**40 + i)
             pub.publish(topics.desired("site-0", "dev-000"), encode(desired), retain=True).wait_for_publish(10)
             box.wait(f"the agent to refuse the {name} model", lambda: f"bad-{name} refused" in
                      box.agent_states()["dev-000"].last_error, timeout=60)

@@ -460,6 +460,20 @@ def test_the_desired_state_is_signed_for_each_device_with_a_sequence_that_only_g
     assert back.version == "v1" and back.rank > max(s.rank for s in canary.values())
 
 
+def test_the_desired_sequence_only_grows_across_sites_and_starts_at_the_clock(tmp_path):
+    store = hubdb.store(tmp_path / "hub")
+    try:
+        start = int(time.time())
+        a1 = store.desired_seq("site-a", "d1")
+        assert a1 >= start and store.desired_seq("site-a", "d1") == a1  # unchanged: the same number
+        b1 = store.desired_seq("site-b", "d1")
+        a2 = store.desired_seq("site-a", "d2")
+        assert a1 < b1 < a2 and store.desired_seq("site-b", "d1") == b1
+        assert store.desired_seq("site-a", "d1") > a2  # back to an earlier content: still a newer word
+    finally:
+        store.close()
+
+
 def test_a_group_without_a_desired_model_has_nothing_to_roll_back_to(tmp_path):
     register(tmp_path / "hub", "v1", desired=None)
     live = LiveHub(tmp_path / "hub").start()
