@@ -73,9 +73,11 @@ def test_an_expired_statement_is_refused(models, rig):
 def test_a_frozen_site_shows_when_its_statement_expires(models, rig):
     arts, pub = models
     r = rig(arts, pub)
-    r.publish(signed_desired(r.private_pem, plain(r, "m-b"), SITE, DEVICE, seq=1, expires_in=4))
-    st = r.wait("m-b to run", lambda s: s.model_version == "m-b")
-    assert "desired_expired" not in st.facts and 0 < st.stats["desired_expires_in_s"] <= 4
+    r.publish(signed_desired(r.private_pem, plain(r, "m-b"), SITE, DEVICE, seq=1, expires_in=8))
+    # While the statement holds: m-b runs, and the state counts down to its expiry (8 s leaves a
+    # loaded machine time to fetch and load m-b first).
+    st = r.wait("m-b to run", lambda s: s.model_version == "m-b" and s.stats.get("desired_expires_in_s", 0) > 0)
+    assert "desired_expired" not in st.facts and st.stats["desired_expires_in_s"] <= 8
     # The relay passes nothing fresh: the device keeps its model, and its state says updates stalled.
     st = r.wait("the freeze to show", lambda s: "no fresh one came" in s.facts.get("desired_expired", ""), 30)
     assert st.model_version == "m-b" and st.stats["desired_expires_in_s"] < 0
