@@ -151,8 +151,8 @@ class Agent:
                  self.model_version or "none (waiting for desired)")
         self.conn.start()
         self.uplink.start()
-        workers = [threading.Thread(target=self.slot.run_updates, args=(self.stop_event, self._desired), name="ota",
-                                    daemon=True),
+        ota = (self.stop_event, self._desired, self.guard.recheck)
+        workers = [threading.Thread(target=self.slot.run_updates, args=ota, name="ota", daemon=True),
                    threading.Thread(target=self.telemetry.run, args=(self.stop_event,), name="reporter", daemon=True)]
         for w in workers:
             w.start()

@@ -3,6 +3,7 @@ device, matching the message, not older than one accepted before, not expired (s
 
     guard = UpdateGuard(data_dir, public_key, site, device)
     desired = guard.admit(desired)   # IntegrityError / StaleStatement: refused, nothing changes
+    guard.recheck(desired)           # before each retry of applying it: expired since?
     guard.facts(), guard.stats()     # for the state report: what was refused, whether updates are frozen
 
 The highest rank accepted is kept in `desired.json` beside the outbox (written before the desired
@@ -51,6 +52,17 @@ class UpdateGuard:
             self.rank, self.expires_at, self.refused = st.rank, st.expires_at, ""
             self._write({"rank": list(st.rank), "expires_at": st.expires_at, "version": st.version})
         return desired
+
+    def recheck(self, desired: DesiredModel) -> None:
+        """Before each (re)try to apply an admitted desired state: StaleStatement once it has expired
+        (a relay that keeps failing the download until then gains nothing) or a newer one came."""
+        with self.lock:
+            try:
+                check(open_signed(self.public_key, desired.statement, desired.signature), desired, self.site,
+                      self.device, self.clock(), self.rank)
+            except IntegrityError as exc:
+                self.refused, self.refusals = str(exc)[:MAX_STR], self.refusals + 1
+                raise
 
     def facts(self) -> dict[str, str]:
         out = {}

@@ -81,3 +81,16 @@ def test_a_frozen_site_shows_when_its_statement_expires(models, rig):
     # The relay passes nothing fresh: the device keeps its model, and its state says updates stalled.
     st = r.wait("the freeze to show", lambda s: "no fresh one came" in s.facts.get("desired_expired", ""), 30)
     assert st.model_version == "m-b" and st.stats["desired_expires_in_s"] < 0
+
+
+def test_a_download_held_back_until_its_statement_expires_is_not_applied_after(models, rig):
+    arts, pub = models
+    r = rig(arts, pub)
+    # The relay announces m-b but fails the download (404) until the statement has expired...
+    r.publish(signed_desired(r.private_pem, DesiredModel(**r.ref("m-b", "/held-back")), SITE, DEVICE, seq=1,
+                             expires_in=3))
+    r.wait("the download to fail", lambda s: "m-b not applied yet" in s.last_error)
+    r.wait("the statement to expire", lambda s: "desired_expired" in s.facts)
+    r.files["/held-back"] = arts["m-b"]  # ... then serves it: the agent's next retry must not install it
+    st = r.wait("the retry to be refused", lambda s: "no longer applied" in s.last_error, 30)
+    assert st.model_version == "m-a" and "expired" in st.last_error
