@@ -23,7 +23,7 @@ from pathlib import Path
 
 from edgeloop.shared import topics
 from edgeloop.shared.config import SamplingConfig
-from edgeloop.shared.errors import ConfigError, EdgeloopError, ProtocolError
+from edgeloop.shared.errors import ConfigError, EdgeloopError, IntegrityError, ProtocolError
 from edgeloop.shared.mqtt import Connection
 from edgeloop.shared.outbox import SqliteOutbox
 from edgeloop.shared.protocol import (Candidate, CampaignSet, DesiredModel, DeviceState, Receipt, check_id, decode,
@@ -37,6 +37,7 @@ from .ota import ModelStore
 from .pipeline import FramePipeline, FrameSampler, ModelFigures
 from .sources import open_source
 from .telemetry import Telemetry
+from .update_guard import UpdateGuard
 from .uplink import Uplink
 
 log = logging.getLogger("edgeloop.agent")
@@ -115,6 +116,7 @@ class Agent:
                                       get_runtime=lambda: self.slot.runtime, on_commit=self._on_commit,
                                       recent=self.recent, get_shadow=lambda: self.slot.shadow)
         self.stop_event = threading.Event()
+        self.guard = UpdateGuard(s.data_dir, s.public_key, s.site, s.device_id)
         self._desired: queue.Queue[DesiredModel] = queue.Queue()
         st = topics.state(s.site, s.device_id)
         self.conn = Connection(
@@ -149,8 +151,8 @@ class Agent:
                  self.model_version or "none (waiting for desired)")
         self.conn.start()
         self.uplink.start()
-        workers = [threading.Thread(target=self.slot.run_updates, args=(self.stop_event, self._desired), name="ota",
-                                    daemon=True),
+        ota = (self.stop_event, self._desired, self.guard.recheck)
+        workers = [threading.Thread(target=self.slot.run_updates, args=ota, name="ota", daemon=True),
                    threading.Thread(target=self.telemetry.run, args=(self.stop_event,), name="reporter", daemon=True)]
         for w in workers:
             w.start()
@@ -249,6 +251,12 @@ class Agent:
         except ProtocolError as exc:
             # A malformed desired state never touches the active model.
             self.last_error = f"ignored a malformed desired message: {exc}"
+            log.warning(self.last_error)
+            return
+        try:
+            desired = self.guard.admit(desired)
+        except IntegrityError as exc:  # not the hub's word, or an old or expired one: the active model stays
+            self.last_error = f"refused desired {desired.version}: {exc}"
             log.warning(self.last_error)
             return
         self._desired.put(desired)

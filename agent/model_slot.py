@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from edgeloop.shared.errors import PeerUnavailable
+from edgeloop.shared.errors import IntegrityError, PeerUnavailable
 from edgeloop.shared.protocol import MAX_STR, DesiredModel
 from edgeloop.shared.runtime import ModelRuntime
 
@@ -86,8 +86,11 @@ class ModelSlot:
         return version, facts
 
     # -- the OTA worker -----------------------------------------------------------------------
-    def run_updates(self, stop: threading.Event, desired_in: "queue.Queue[DesiredModel]") -> None:
-        """Reconcile with the newest desired state; retry with backoff what failed for a transient reason."""
+    def run_updates(self, stop: threading.Event, desired_in: "queue.Queue[DesiredModel]",
+                    recheck: Callable[[DesiredModel], None] | None = None) -> None:
+        """Reconcile with the newest desired state; retry with backoff what failed for a transient reason.
+        `recheck(desired)` runs before every attempt: an IntegrityError (its signed statement expired
+        meanwhile) drops that desired state until a new one comes."""
         desired: DesiredModel | None = None
         due = False  # a desired state not yet (fully) reconciled
         retry_at, backoff = 0.0, 2.0
@@ -102,6 +105,14 @@ class ModelSlot:
                 pass
             if desired is None or not due or time.monotonic() < retry_at:
                 continue
+            if recheck is not None:
+                try:
+                    recheck(desired)
+                except IntegrityError as exc:
+                    due = False
+                    log.warning("desired %s no longer applied: %s", desired.version, exc)
+                    self._report(f"desired {desired.version} no longer applied: {exc}")
+                    continue
             if self.reconcile(desired):
                 due = False
             else:

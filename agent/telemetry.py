@@ -52,6 +52,7 @@ class Telemetry:
         confidence = figures.mean_confidence if figures else None
         if confidence is not None:
             out["mean_confidence"] = round(confidence, 6)
+        out.update(a.guard.stats())
         shadow = slot.shadow
         if shadow is not None:
             out.update(shadow.stats())
@@ -65,6 +66,7 @@ class Telemetry:
             stats = dict(list(stats.items())[:MAX_STATS])
         error = a.last_error or a.pipeline.last_error
         version, facts = a.slot.facts()
+        facts.update(a.guard.facts())
         return DeviceState(a.device_id, status, version, ts=time.time(), stats=stats, last_error=error[:1000],
                            facts=facts)
 

@@ -176,7 +176,8 @@ class OneBox:
         if self.s.relay_strategy == "top":  # by value alone (the chaos run replays its budget from journals)
             policy = {}
         signals = RELAY_DETECT_SIGNALS if self.s.task == "detect" else RELAY_SIGNALS
-        conf.write_text(sampling_toml(per_hour, signals, self.s.seed, **policy))
+        # The relay checks its agents' audit claims against the same draw (seed and fraction).
+        conf.write_text(sampling_toml(per_hour, signals, self.s.seed, audit_fraction=self.s.audit_fraction, **policy))
         svcs = []
         for i, site in enumerate(self.sites):
             svc = Service.edgeloop(f"relay-{i}", [

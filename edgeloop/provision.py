@@ -154,13 +154,18 @@ def render_broker_conf(root: Path, port: int, tls_port: int | None, user: str, b
            "persistence true",
            f"persistence_location {data}/",
            "max_queued_messages 100000"]
+    # On every listener (mosquitto 2.0 takes it per listener; written before the first one it would
+    # open a default listener on 1883, every interface): a client's id is its username, so another
+    # identity connecting under the relay's client id (predictable, with a persistent session) can
+    # neither wipe what is queued for it nor kick it off.
+    same_id = ["use_username_as_clientid true"]
     if port:
         out += ["", "# Plain MQTT: for the relay on the gateway (bound to 127.0.0.1) or a trusted network only.",
-                f"listener {port}{' ' + bind if bind else ''}"]
+                f"listener {port}{' ' + bind if bind else ''}", *same_id]
     if tls_port is not None:
         tls = root / "tls"
         out += ["", "# MQTT over TLS: clients connect to mqtts://HOST:PORT and verify with ca.crt.",
-                f"listener {tls_port}{' ' + tls_bind if tls_bind else ''}",
+                f"listener {tls_port}{' ' + tls_bind if tls_bind else ''}", *same_id,
                 f"cafile {tls / 'ca.crt'}", f"certfile {tls / 'server.crt'}", f"keyfile {tls / 'server.key'}",
                 "tls_version tlsv1.2"]
     return "\n".join(out) + "\n"

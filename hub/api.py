@@ -11,7 +11,8 @@
     GET  /api/v1/samples/{id}/image   the JPEG
     POST /api/v1/labels               {"labels": {"<sample_id>": 3, ...}, "source": "oracle"}
     POST /api/v1/train                {"epochs": 15} -> 202 a queued training job (see jobs_api.py)
-    POST /api/v1/desired              {"version": "v3"} -> roll the fleet to it
+    POST /api/v1/desired              {"version": "v3"} -> roll the fleet to it (a model its training gate
+                                      refused: only with "force": true, audited)
     GET  /api/v1/stats                counts for dashboards and the demo
     GET  /api/v1/audit?who=NAME       every write through the API, who made it, and its answer
     GET  /api/v1/live                 production accuracy per site and device class (the labeled audit stream)
@@ -39,6 +40,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import time
 
 from aiohttp import web
 
@@ -47,7 +49,7 @@ from edgeloop.shared.errors import ConfigError, EdgeloopError, ImageError, Proto
 from edgeloop.shared.images import check_image
 from edgeloop.shared.protocol import MAX_MESSAGE_BYTES, SampleBatch, check_id, decode
 
-from . import campaigns_api, jobs_api, labeling, monitor, pages, selection
+from . import campaigns_api, jobs_api, labeling, monitor, pages, selection, statements
 from .training.jobs import Jobs
 from .training.policy import Policy, PolicyConfig
 from .training.golden import LabeledSet
@@ -64,6 +66,7 @@ from .webutil import (CALLER, GOLDEN, LOGINS, OPEN, REFUSALS, ROLLOUT_PERIOD, SE
 log = logging.getLogger("edgeloop.hub")
 
 MAX_REPORT_BYTES = MAX_MESSAGE_BYTES
+DESIRED_TTL = web.AppKey("desired_ttl_s", float)  # how long a signed desired statement stays valid
 
 
 def _refused_batch(status: type[web.HTTPException], message: str) -> web.HTTPException:
@@ -152,7 +155,8 @@ def _site_param(request: web.Request) -> str | None:
 
 
 async def get_desired(request: web.Request) -> web.Response:
-    """{version, sha256, size, artifact} of the site's default model (what relays read before rollouts),
+    """{version, sha256, size, artifact, statement, signature} of the site's default model (what relays read
+    before rollouts; statement and signature: base64 of the hub's signed desired statement, with ?site only),
     plus "devices": {device_id: {version, sha256, size, artifact, shadow, max_latency_ms, rollout_id}}
     for the devices an active rollout assigns something else, and "models": {version: {sha256, size,
     artifact}} for every version the site needs. 204 when there is nothing to run."""
@@ -162,15 +166,33 @@ async def get_desired(request: web.Request) -> web.Response:
     body = await asyncio.to_thread(request.app[ROLLOUTS].desired_for_site, site)
     if body is None:
         return web.Response(status=204)
+    if site is not None:  # what relays ask: every entry signed for the site's agents (hub/statements.py)
+        body = await asyncio.to_thread(statements.signed, request.app[STORE], request.app[SIGNING_KEY], site, body,
+                                       time.time(), request.app[DESIRED_TTL])
     return web.json_response(body)
 
 
 async def post_desired(request: web.Request) -> web.Response:
+    """{"version": V[, "force": true]}: make V the fleet's desired model at once. A model its training
+    gate refused needs "force", as a rollout does, and the override gets its own audit row."""
     store = request.app[STORE]
     body = await _json(request)
-    version = body.get("version")
-    if not isinstance(version, str) or not await asyncio.to_thread(store.model, version):
-        raise _error(web.HTTPNotFound, f"no model version {version!r} in the registry")
+    version, force = body.get("version"), body.get("force", False)
+    if not isinstance(force, bool):
+        raise _error(web.HTTPBadRequest, f"force: expected true or false, got {force!r:.80}")
+    model = await asyncio.to_thread(store.model, version) if isinstance(version, str) else None
+    if not model:
+        raise _error(web.HTTPNotFound, f"no model version {version!r:.80} in the registry")
+    gate = model["metrics"].get("gate") or {}
+    if gate.get("passed") is False:
+        why = "; ".join(map(str, gate.get("reasons", [])))[:500]
+        if not force:
+            raise _error(web.HTTPConflict, f"{version} was refused by its training gate ({why}); "
+                                           "set it anyway with \"force\": true")
+        who = request[CALLER]
+        await asyncio.to_thread(store.audit, who.name, who.role, "POST", "/api/v1/desired", 200,
+                                f"force: {version} set although its training gate refused it ({why})")
+        log.warning("%s forced %s as the fleet's desired model past its training gate (%s)", who.name, version, why)
     await asyncio.to_thread(store.set_desired, version)
     log.info("desired model for the fleet is now %s", version)
     return web.json_response({"version": version})
@@ -363,7 +385,7 @@ async def health(request: web.Request) -> web.Response:
 def make_app(store: HubStore, golden: LabeledSet, tokens: list[str], signing_key, rollout_period_s: float = 1.0,
              device_stale_s: float = 30.0, jobs: dict | None = None,
              policy: "PolicyConfig | None" = None, open_access: bool = False,
-             secure_cookies: bool = False) -> web.Application:
+             secure_cookies: bool = False, desired_ttl_s: float = statements.DEFAULT_TTL_S) -> web.Application:
     """The hub's app; its rollout controller runs every `rollout_period_s` while the app runs, its job
     runner trains what is queued (`jobs`: Jobs' keyword settings) and the policy acts, and a device not reported for
     `device_stale_s` counts as offline. `open_access`: callers without a token are admin (`serve --open`);
@@ -373,6 +395,7 @@ def make_app(store: HubStore, golden: LabeledSet, tokens: list[str], signing_key
     app[REFUSALS] = Throttle(per_s=1.0, burst=20)
     app[LOGINS], app[SECURE_COOKIES] = Throttle(per_s=0.2, burst=10), bool(secure_cookies)
     app[SIGNING_KEY] = signing_key
+    app[DESIRED_TTL] = float(desired_ttl_s)
     app[ROLLOUTS], app[ROLLOUT_PERIOD] = Rollouts(store, stale_s=device_stale_s), float(rollout_period_s)
     app[JOBS] = Jobs(store, golden, signing_key, **(jobs or {}))
     app[POLICY] = Policy(store, app[JOBS], app[ROLLOUTS], policy or PolicyConfig())

@@ -374,6 +374,30 @@ class HubStore(AccessRows):
                            ["fleet", _desired_key(site)])
         return rows[0]["version"] if rows else None
 
+    def desired_seq(self, site: str, digest: str) -> int:
+        """The sequence number of `site`'s desired state whose content hashes to `digest`: the same
+        while it stays the same, else higher than any handed out before (hub-wide), and at least the
+        clock's seconds, so that a hub on a fresh database still outranks what its devices saw."""
+        name = f"desired_seq:{site}"
+
+        def current() -> int | None:
+            rows = self._query("SELECT value FROM settings WHERE name = ?", [name])
+            last = json.loads(rows[0]["value"]) if rows else None
+            return int(last["seq"]) if last and last["digest"] == digest else None
+
+        if (seq := current()) is not None:  # every poll of an unchanged site: a read, no lock
+            return seq
+        with self.locked("desired_seq"):
+            if (seq := current()) is not None:
+                return seq
+            rows = self._query("SELECT value FROM settings WHERE name = ?", ["desired_seq"])
+            seq = max(json.loads(rows[0]["value"]) + 1 if rows else 1, int(time.time()))
+            with self.db.transaction():
+                self._upsert("settings", {"name": "desired_seq", "value": json.dumps(seq)}, key="name")
+                self._upsert("settings", {"name": name, "value": json.dumps({"digest": digest, "seq": seq})},
+                             key="name")
+            return seq
+
     # -- device reports ----------------------------------------------------------------------
     def record_devices(self, site: str, relay_id: str, devices: Iterable[dict], now: float) -> int:
         """Keep the latest report of each device (dicts: device_id, status, model_version, stats, facts, last_error)."""

@@ -1,8 +1,8 @@
 """The relay's model cache: each artifact downloaded once from the hub, by content (sha256).
 
-Downloads resume where they stopped (HTTP Range on a `.part` file), are verified against the
-sha256 the hub announced before they count, and the cache is bounded: the least recently used
-artifacts that no device needs go first.
+Downloads resume where they stopped (HTTP Range on a `.part` file), are never written past the
+size the hub announced, are verified against the sha256 it announced before they count, and the
+cache is bounded: the least recently used artifacts that no device needs go first.
 """
 
 from __future__ import annotations
@@ -52,7 +52,14 @@ class ModelCache:
             if have and resp.status != 206:  # the server ignored the range: start over
                 have = 0
             with open(part, "ab" if have else "wb") as f:
+                got = have
                 async for chunk in resp.content.iter_chunked(CHUNK):
+                    got += len(chunk)
+                    if got > size:  # never more than announced on the disk: a hub (or a proxy) gone wrong
+                        f.close()
+                        part.unlink()
+                        raise IntegrityError(f"model artifact from {url}: more than the announced {size} bytes; "
+                                             "download abandoned")
                     f.write(chunk)
                     self.bytes_in += len(chunk)
                 f.flush()

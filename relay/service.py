@@ -9,8 +9,11 @@ callbacks, which write to SQLite before returning (so before the PUBACK).
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import dataclasses
+import hmac
+import ipaddress
 import json
 import logging
 import math
@@ -33,6 +36,7 @@ from edgeloop.shared.protocol import (MAX_ITEMS, Campaign, CampaignSet, Candidat
 from edgeloop.shared.sampling import Observation, WindowedSelector, score
 from edgeloop.shared.sampling.policy import (AUDIT, campaign_of, is_feedback, outside_budgets, priority_bonus,
                                              window_picker, window_pool_limit)
+from edgeloop.shared.sampling.privileges import Privileges
 from edgeloop.shared.sampling.watermarks import CLAIMED_AT, CLOCK_CORRECTED, Watermarks
 
 from .cache import ModelCache
@@ -91,7 +95,8 @@ class Relay:
                                          lateness_s=s.lateness_s, late_key=_device)
         self.marks = Watermarks(s.max_clock_ahead_s, idle_s=max(300.0, 5 * s.sampling.budget.window_s),
                                 max_lag_s=s.max_lag_s)
-        self._lock = threading.Lock()  # guards the selector between paho's thread and the loop
+        self._lock = threading.Lock()  # guards the selector and privileges between paho's thread and the loop
+        self.privileges = Privileges(s.sampling)
         self._last_arrival = 0.0
         self._last_flush = 0.0  # when windows were last flushed for want of a watermark
         self._restore_windows()
@@ -110,7 +115,8 @@ class Relay:
         self.counts = {"received": 0, "duplicates": 0, "rejected": 0, "kept": 0, "dropped": 0, "forwarded": 0,
                        "bytes_in": 0, "bytes_to_hub": 0, "model_bytes_in": 0, "model_bytes_out": 0,
                        "refused_by_hub": 0, "hub_retries": 0, "forward_refused": 0, "storage_errors": 0,
-                       "audit": 0, "feedback": 0, "campaign": 0, "clock_corrected": 0, "late_kept": 0}
+                       "audit": 0, "feedback": 0, "campaign": 0, "clock_corrected": 0, "late_kept": 0,
+                       "privileges_refused": 0}
         self.to_hub = HubForwarder(s, self.store, self.counts)
         self.campaigns: dict[str, Campaign] = {}
         self.campaign_used: dict[str, int] = {}
@@ -229,7 +235,10 @@ class Relay:
             return
         rescored = []
         with self._lock:
-            admitted = [self._admit_time(c) for _, _, batch in batches for c in batch.samples]
+            # Devices do not choose their own privileges: audit and feedback claims are checked here.
+            admitted = [self.privileges.admit(self._admit_time(c), time.time())
+                        for _, _, batch in batches for c in batch.samples]
+            self.counts["privileges_refused"] = sum(self.privileges.refused.values())
         for c in admitted:
             # Stateless here (candidates of many agents, out of capture order): interval, novelty and
             # every_nth score 0; the agent's own scores stay in c.scores.
@@ -435,11 +444,17 @@ class Relay:
     def _desired_msg(self, m: dict) -> DesiredModel:
         """The hub's JSON for one device -> the message agents get, pointing at this relay's cache."""
         sh = m.get("shadow")
-        shadow = None if not sh else ShadowModel(sh["version"], sh["sha256"], sh["size"],
-                                                 f"{self.url}/models/{sh['version']}", float(sh.get("fraction", 0.25)))
-        msg = DesiredModel(m["version"], m["sha256"], m["size"], f"{self.url}/models/{m['version']}", "active",
-                           shadow=shadow, max_latency_ms=m.get("max_latency_ms"), rollout_id=m.get("rollout_id"))
+        shadow = None if not sh else ShadowModel(sh["version"], sh["sha256"], sh["size"], self._model_url(sh),
+                                                 float(sh.get("fraction", 0.25)))
+        # The hub's signed statement goes on unchanged: agents act on nothing else (shared/statement.py).
+        signed = {k: base64.b64decode(m[k], validate=True) for k in ("statement", "signature") if m.get(k)}
+        msg = DesiredModel(m["version"], m["sha256"], m["size"], self._model_url(m), "active",
+                           shadow=shadow, max_latency_ms=m.get("max_latency_ms"), rollout_id=m.get("rollout_id"),
+                           **signed)
         return decode(encode(msg), DesiredModel)  # validated exactly as an agent will
+
+    def _model_url(self, m: dict) -> str:
+        return f"{self.url}/models/{m['version']}/{m['sha256']}"
 
     async def _send_reports(self, http: aiohttp.ClientSession) -> None:
         """The devices' latest states, for the hub's rollout gates and status."""
@@ -453,10 +468,13 @@ class Relay:
                 log.warning("the hub refused device reports: %s %s", resp.status, (await resp.text())[:200])
 
     async def serve_model(self, request: web.Request) -> web.StreamResponse:
+        """GET /models/{version}/{sha256}: the artifact, to whoever names its sha256 (the relay listens
+        beyond loopback for its agents, and only the site's devices read the desired messages that
+        carry it: a capability URL). Artifacts are signed; this keeps them from anyone else on the network."""
         version = request.match_info["version"]
         sha = self.versions.get(version, "")
         path = self.cache.path(sha) if sha else None
-        if path is None or not path.exists():
+        if path is None or not path.exists() or not hmac.compare_digest(request.match_info["sha256"], sha):
             raise web.HTTPNotFound(text=f"model {version} is not in this relay's cache")
         self.cache.touch(sha)
         # FileResponse answers Range requests too: an agent on a flaky link resumes its download.
@@ -464,6 +482,12 @@ class Relay:
         return web.FileResponse(path, headers={"Content-Type": "application/octet-stream"})
 
     async def status(self, request: web.Request) -> web.Response:
+        """The relay's figures: to a caller on this machine, or one with the relay's token (Bearer): the
+        relay listens beyond loopback for its agents, and this names every device and model of the site."""
+        if not _is_loopback(request.remote) and not hmac.compare_digest(
+                request.headers.get("Authorization", "").encode(), f"Bearer {self.s.token}".encode()):
+            raise web.HTTPUnauthorized(text="GET /status from another machine needs the relay's token "
+                                            "(Authorization: Bearer ...)")
         with self._lock:
             pending, late_panes = self.selector.pending, len(self.selector.late_panes())
             clocks = dict(self.marks.corrected)
@@ -486,7 +510,7 @@ class Relay:
 async def serve(s: RelaySettings, ready_file: Path | None, stop: asyncio.Event) -> None:
     relay = Relay(s)
     app = web.Application()
-    app.router.add_get("/models/{version}", relay.serve_model)
+    app.router.add_get("/models/{version}/{sha256}", relay.serve_model)
     app.router.add_get("/status", relay.status)
     runner = web.AppRunner(app)
     await runner.setup()
@@ -516,6 +540,13 @@ async def serve(s: RelaySettings, ready_file: Path | None, stop: asyncio.Event) 
     await runner.cleanup()
     with relay._lock:
         relay.store.close()
+
+
+def _is_loopback(address: str | None) -> bool:
+    try:
+        return address is not None and ipaddress.ip_address(address.split("%")[0]).is_loopback
+    except ValueError:
+        return False
 
 
 async def _forever(name: str, loop) -> None:

@@ -1,8 +1,14 @@
 """A model artifact: one file holding the manifest, the ONNX bytes and, once the hub signs it, a signature.
 
-The model digest is sha256(manifest ‖ onnx), the bytes the hub signs (Ed25519, see `signing`). The artifact
-file is a msgpack map {v, type: "model", manifest, onnx[, signature, key_id]}; `unpack` checks it whole
-before anything loads it, and `ModelArtifact.verify(public_key)` checks the signature.
+The model digest is what the hub signs (Ed25519, see `signing`). The artifact file is a msgpack map
+{v, type: "model", manifest, onnx, digest_v[, signature, key_id]}; `unpack` checks it whole before anything
+loads it, and `ModelArtifact.verify(public_key)` checks the signature.
+
+Digest versions (`digest_v`): 2, written since the OTA hardening, frames the two parts with their
+lengths, sha256("edgeloop model v2\0" ‖ len(manifest) ‖ manifest ‖ len(onnx) ‖ onnx) with 8-byte
+big-endian lengths, so that the signed bytes cannot be re-split into another manifest and ONNX;
+1 (the key absent: artifacts signed before) is sha256(manifest ‖ onnx), still verified as it was. The
+field is not signed, and need not be: a signature over one digest does not verify over the other.
 
     data = sign_artifact(pack(manifest, onnx), private_key)
     art = unpack(data)          # IntegrityError / ManifestError for a malformed or truncated file
@@ -26,7 +32,9 @@ from .protocol import unpack_bounded
 from .signing import SIGNATURE_BYTES, key_id as _key_id, sign_digest, verify_digest
 
 MAX_ARTIFACT_BYTES = 512 << 20
-_KEYS = {"v", "type", "manifest", "onnx", "signature", "key_id"}
+_KEYS = {"v", "type", "manifest", "onnx", "signature", "key_id", "digest_v"}
+DIGEST_V = 2  # what `pack` writes
+_FRAME_TAG = b"edgeloop model v2\x00"
 _KEY_ID = re.compile(r"[0-9a-f]{16}")
 _MAX_CONTAINERS = 16  # maps and arrays in an artifact file, and entries in each: it holds one map of six keys
 
@@ -38,10 +46,11 @@ class ModelArtifact:
     onnx: bytes
     signature: bytes | None = None
     key_id: str | None = None
+    digest_v: int = DIGEST_V
 
     @property
     def digest(self) -> str:
-        return model_digest(self.manifest_bytes, self.onnx)
+        return model_digest(self.manifest_bytes, self.onnx, framed=self.digest_v == 2)
 
     @property
     def version(self) -> str:
@@ -68,8 +77,15 @@ class ModelArtifact:
                                  f"({expected}): tampered")
 
 
-def model_digest(manifest_bytes: bytes, onnx: bytes) -> str:
-    return hashlib.sha256(manifest_bytes + onnx).hexdigest()
+def model_digest(manifest_bytes: bytes, onnx: bytes, framed: bool = True) -> str:
+    """The sha256 hex digest the hub signs: framed (digest_v 2), or the legacy plain concatenation."""
+    if not framed:
+        return hashlib.sha256(manifest_bytes + onnx).hexdigest()
+    h = hashlib.sha256(_FRAME_TAG)
+    for part in (manifest_bytes, onnx):
+        h.update(len(part).to_bytes(8, "big"))
+        h.update(part)
+    return h.hexdigest()
 
 
 def pack(manifest: ModelManifest, onnx: bytes, signature: bytes | None = None, key_id: str | None = None) -> bytes:
@@ -84,7 +100,7 @@ def _pack(manifest_bytes: bytes, onnx: bytes, signature: bytes | None, key_id: s
         raise ValueError(f"pack: key_id must be 16 lowercase hex chars, got {key_id!r}")
     if key_id is not None and signature is None:
         raise ValueError("pack: key_id without a signature")
-    raw = {"v": 1, "type": "model", "manifest": manifest_bytes, "onnx": onnx}
+    raw = {"v": 1, "type": "model", "manifest": manifest_bytes, "onnx": onnx, "digest_v": DIGEST_V}
     if signature is not None:
         raw["signature"] = signature
     if key_id is not None:
@@ -95,9 +111,10 @@ def _pack(manifest_bytes: bytes, onnx: bytes, signature: bytes | None, key_id: s
 def sign_artifact(data: bytes, private_key) -> bytes:
     """Artifact bytes -> the same artifact signed by `private_key` (any earlier signature is replaced).
 
-    The manifest bytes are kept as they are, so the digest does not change."""
+    The manifest bytes are kept as they are; the digest is the framed one (an artifact of digest_v 1
+    signed again becomes digest_v 2)."""
     art = unpack(data)
-    signature = sign_digest(private_key, art.digest)
+    signature = sign_digest(private_key, model_digest(art.manifest_bytes, art.onnx))
     return _pack(art.manifest_bytes, art.onnx, signature, _key_id(private_key.public_key()))
 
 
@@ -130,4 +147,7 @@ def unpack(data: bytes) -> ModelArtifact:
         raise IntegrityError("artifact: key_id must be 16 lowercase hex chars")
     if kid is not None and signature is None:
         raise IntegrityError("artifact: key_id without a signature")
-    return ModelArtifact(ModelManifest.from_json(mb), mb, onnx, signature, kid)
+    digest_v = raw.get("digest_v", 1)
+    if type(digest_v) is not int or digest_v not in (1, 2):
+        raise IntegrityError(f"artifact: digest_v must be 1 or 2, got {digest_v!r:.40}")
+    return ModelArtifact(ModelManifest.from_json(mb), mb, onnx, signature, kid, digest_v)

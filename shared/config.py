@@ -198,12 +198,19 @@ class SamplingConfig:
     dedup_threshold: float = 0.0  # cosine distance under which two candidates count as one
     balance_classes: bool = False
     audit_fraction: float = 0.0  # kept outside every budget with the reason "audit": the unbiased sample
+    # What a relay lets one device send past the budgets (shared/sampling/privileges.py): audit claims
+    # (in the draw, too) and application feedback, per hour; the rest competes like any candidate.
+    audit_per_device_hour: float = 600.0
+    feedback_per_device_hour: float = 60.0
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"strategy: expected one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
         if not 0.0 <= self.audit_fraction <= 1.0:
             raise ConfigError(f"audit_fraction: expected a fraction from 0 to 1, got {self.audit_fraction}")
+        for name in ("audit_per_device_hour", "feedback_per_device_hour"):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"{name}: expected a rate of 0 or more per hour, got {getattr(self, name)}")
         if not 0.0 <= self.dedup_threshold <= 2.0:
             raise ConfigError(f"dedup_threshold: expected a cosine distance from 0 to 2, got {self.dedup_threshold}")
         names = [s.name for s in self.signals]

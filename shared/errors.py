@@ -8,6 +8,7 @@
     │   ├── ManifestError    the manifest is malformed
     │   ├── ModelMismatch    the ONNX file does not match its manifest
     │   └── IntegrityError   a digest or signature does not verify
+    │       └── StaleStatement   a signed desired statement older than one accepted, or expired
     ├── ImageError           an image would not decode
     ├── StorageError         the local database refused a write (disk full, corrupt)
     └── PeerUnavailable      broker or hub unreachable; retrying is safe
@@ -50,6 +51,11 @@ class ModelMismatch(ModelError):
 
 class IntegrityError(ModelError):
     """A digest or signature does not verify: the artifact is tampered or truncated."""
+
+
+class StaleStatement(IntegrityError):
+    """A validly signed desired statement that must not be acted on: a lower sequence number than
+    one already accepted (a replay: downgrade) or past its expiry (a relay holding updates back)."""
 
 
 class ImageError(EdgeloopError):

@@ -199,9 +199,17 @@ class DesiredModel:
     shadow: "ShadowModel | None" = None
     max_latency_ms: float | None = None
     rollout_id: str | None = None
+    # The hub's signed statement of all the above but the URL, passed on unchanged by the relay, and
+    # its Ed25519 signature (shared/statement.py): agents act on nothing else.
+    statement: bytes | None = None
+    signature: bytes | None = None
 
     def to_wire(self) -> dict[str, Any]:
         out = {"version": self.version, "sha256": self.sha256, "size": self.size, "url": self.url, "phase": self.phase}
+        if self.statement is not None:
+            out["statement"] = self.statement
+        if self.signature is not None:
+            out["signature"] = self.signature
         if self.shadow is not None:
             out["shadow"] = self.shadow.to_wire()
         if self.max_latency_ms is not None:
@@ -223,9 +231,12 @@ class DesiredModel:
             if budget <= 0:
                 raise ProtocolError("desired.max_latency_ms: expected a positive number of milliseconds")
         rid = m.get("rollout_id")
+        statement = None if m.get("statement") is None else _bytes(m, "statement", "desired", 4096)
+        signature = None if m.get("signature") is None else _bytes(m, "signature", "desired", 64)
         return cls(version=check_id(m.get("version"), "desired.version"), sha256=sha, size=size, url=url, phase=phase,
                    shadow=shadow, max_latency_ms=budget,
-                   rollout_id=None if rid is None else check_id(rid, "desired.rollout_id"))
+                   rollout_id=None if rid is None else check_id(rid, "desired.rollout_id"),
+                   statement=statement, signature=signature)
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
 """Ed25519 signatures over model digests: the hub signs, every device verifies before loading.
 
 The hub holds the private key (`edgeloop keys init` writes hub.key and hub.pub); devices get only
-hub.pub. What is signed is the raw 32 bytes of the model digest, sha256(manifest ‖ onnx) (see
-`artifact.model_digest`), so a signature covers the manifest and the ONNX bytes together.
+hub.pub. What is signed is the raw 32 bytes of the model digest, a sha256 over the length-framed
+manifest and ONNX bytes (see `artifact.model_digest`), so a signature covers the manifest and the
+ONNX bytes together, and how they split.
 
     priv_pem, pub_pem = generate_keypair()
     sig = sign_digest(load_private_key(priv_pem), digest_hex)

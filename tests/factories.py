@@ -90,6 +90,7 @@ def signed_models(folder, seeds: dict[str, int]) -> tuple[dict[str, bytes], "Pat
         out[version] = sign_artifact(pack(manifest, onnx), key)
     pub = folder / "hub.pub"
     pub.write_bytes(public_pem)
+    (folder / "hub.key").write_bytes(private_pem)  # beside it, for tests that sign desired statements
     return out, pub, private_pem
 
 
@@ -169,3 +170,22 @@ def ultralytics_style(onnx_bytes: bytes, names: Sequence[str], imgsz: tuple[int,
         if k not in drop:
             model.metadata_props.add(key=k, value=v)
     return model.SerializeToString()
+
+
+def signed_desired(private_pem: bytes, desired, site: str, device: str | None = None, seq: int = 1,
+                   expires_in: float = 3600.0):
+    """`desired` (a DesiredModel) carrying the statement a hub holding `private_pem` signs for it: for
+    `device` of `site` (None: the site's default), sequence `seq`, expiring `expires_in` s from now."""
+    import dataclasses
+    import time
+
+    from edgeloop.shared.signing import load_private_key
+    from edgeloop.shared.statement import ShadowRef, Statement, sign
+
+    sh = desired.shadow
+    st = Statement(site=site, device=device, version=desired.version, sha256=desired.sha256, size=desired.size,
+                   seq=seq, expires_at=time.time() + expires_in,
+                   shadow=None if sh is None else ShadowRef(sh.version, sh.sha256, sh.size, sh.fraction),
+                   max_latency_ms=desired.max_latency_ms, rollout_id=desired.rollout_id)
+    data, sig = sign(load_private_key(private_pem), st)
+    return dataclasses.replace(desired, statement=data, signature=sig)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import socket
+import threading
+import time
 import urllib.error
 import urllib.request
 from types import SimpleNamespace
@@ -121,3 +124,86 @@ def test_prometheus_text_keeps_numbers_only():
     assert 'edgeloop_agent_info{device="d",model_version="v1"} 1' in text
     assert "edgeloop_agent_fps" in text and "edgeloop_agent_sent" in text
     assert "edgeloop_agent_name" not in text and "edgeloop_agent_ok" not in text
+
+
+# -- the local API against what a hostile page or process on the device can send ---------------------
+
+def raw(port: int, request: bytes, close_write: bool = True) -> bytes:
+    """Send bytes on a real socket; -> the whole answer (close_write=False: without ending the
+    request, so that a server waiting for more never answers and this times out)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(request)
+        if close_write:
+            try:
+                s.shutdown(socket.SHUT_WR)
+            except OSError:  # the server answered (503) and closed already
+                pass
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+        return out
+
+
+def post(port: int, headers: str, body: bytes = b'{"verdict": "wrong", "sample_id": "01ABC"}') -> bytes:
+    return raw(port, f"POST /feedback HTTP/1.1\r\n{headers}\r\n".encode() + body)
+
+
+def test_the_local_api_refuses_a_negative_or_missing_length_and_never_reads_an_unbounded_body():
+    api = LocalApi(FakeAgent(), "127.0.0.1", 0).start()
+    try:
+        # -1 would make the server read until the client stops sending (any amount, into memory): it
+        # must answer at once instead, without waiting for a body.
+        answer = raw(api.port, b"POST /feedback HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: -1\r\n\r\n"
+                     + b"x" * 65536, close_write=False)
+        assert answer.startswith(b"HTTP/1.0 400") and b"Content-Length" in answer, answer[:300]
+        assert post(api.port, "Host: 127.0.0.1\r\n").startswith(b"HTTP/1.0 411")
+        big = post(api.port, f"Host: 127.0.0.1\r\nContent-Length: {10**9}\r\n")
+        assert big.startswith(b"HTTP/1.0 413")
+    finally:
+        api.stop()
+
+
+def test_the_local_api_answers_only_to_this_machines_names_and_not_to_cross_site_writes():
+    agent = FakeAgent()
+    api = LocalApi(agent, "127.0.0.1", 0).start()
+    body = b'{"verdict": "wrong", "sample_id": "01ABC"}'
+    length = f"Content-Length: {len(body)}\r\n"
+    try:
+        # DNS rebinding: a page of evil.example whose name now resolves to 127.0.0.1.
+        for host in (f"evil.example:{api.port}", "evil.example", "127.0.0.1.evil.example"):
+            assert post(api.port, f"Host: {host}\r\n{length}", body).startswith(b"HTTP/1.0 421"), host
+            assert raw(api.port, f"GET /recent HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()).startswith(b"HTTP/1.0 421")
+        for headers in ("Origin: http://evil.example\r\n", "Sec-Fetch-Site: cross-site\r\n"):
+            assert post(api.port, f"Host: 127.0.0.1:{api.port}\r\n{headers}{length}", body).startswith(
+                b"HTTP/1.0 403"), headers
+        assert agent.got == []  # none of it reached the agent
+        for host in (f"127.0.0.1:{api.port}", f"localhost:{api.port}", "localhost"):
+            assert post(api.port, f"Host: {host}\r\nOrigin: http://localhost:3000\r\n{length}", body).startswith(
+                b"HTTP/1.0 202"), host
+    finally:
+        api.stop()
+
+
+def test_idle_sockets_cannot_grow_the_agents_threads_and_are_closed():
+    api = LocalApi(FakeAgent(), "127.0.0.1", 0, max_threads=4, timeout_s=3.0).start()
+    before = threading.active_count()
+    idle = []
+    try:
+        for _ in range(40):
+            idle.append(socket.create_connection(("127.0.0.1", api.port), timeout=10))
+        time.sleep(0.3)  # let the server take them all
+        assert threading.active_count() - before <= 4
+        # Full: the next connection is told so at once.
+        assert raw(api.port, b"GET /recent HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").startswith(b"HTTP/1.1 503")
+        # The idle ones are cut off after the timeout, and the API answers again.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if raw(api.port, b"GET /recent HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").startswith(b"HTTP/1.0 200"):
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError("the API never answered again")
+    finally:
+        for s in idle:
+            s.close()
+        api.stop()

@@ -25,7 +25,7 @@ from edgeloop.shared.protocol import DesiredModel, DeviceState, SampleBatch, Sha
 from edgeloop.shared.rollout import DeviceReport
 from edgeloop.shared.runtime import ModelRuntime
 
-from factories import signed_models
+from factories import signed_desired, signed_models
 from test_e2e import serve_bytes
 
 pytest.importorskip("torch")  # the models are ClassifierNets exported with torch (the hub extra)
@@ -72,6 +72,7 @@ class Rig:
 
     def __init__(self, tmp_path: Path, artifacts: dict[str, bytes], pub: Path, active: str):
         self.artifacts = artifacts
+        self.private_pem, self.seq = pub.with_name("hub.key").read_bytes(), 0  # signs desired statements
         self.logs = tmp_path / "logs"
         port = free_port()
         self.broker = mosquitto_service(port, tmp_path / "mosquitto", self.logs).start()
@@ -117,6 +118,10 @@ class Rig:
         """Publish the desired state as a relay does: retained, QoS 1."""
         desired = DesiredModel(**self.ref(version, path), max_latency_ms=max_latency_ms,
                                shadow=ShadowModel(**self.ref(shadow), fraction=fraction) if shadow else None)
+        self.seq += 1  # each one the hub's newer word
+        self.publish(signed_desired(self.private_pem, desired, SITE, DEVICE, self.seq))
+
+    def publish(self, desired: DesiredModel) -> None:
         self.relay.publish(topics.desired(SITE, DEVICE), encode(desired), qos=1, retain=True).wait_for_publish(10)
 
     def wait(self, what: str, cond, timeout: float = 30) -> DeviceState:

@@ -421,6 +421,59 @@ def test_a_model_the_gate_refused_rolls_out_only_when_forced(hub, fleet):
     assert code == 201 and r["candidate"] == "v-refused"
 
 
+def test_setting_the_desired_model_directly_enforces_the_training_gate_too(hub, fleet):
+    # POST /api/v1/desired must not be a way round the gate that rollouts enforce.
+    code, reply = api(hub.url, "POST", "/api/v1/desired", {"version": "v-refused"})
+    assert code == 409 and "training gate" in reply["error"] and "slice night" in reply["error"]
+    assert fleet.desired("site-0")["version"] == "v1"
+    assert api(hub.url, "POST", "/api/v1/desired", {"version": "v-refused", "force": "yes"})[0] == 400
+    # The explicit override works, and the audit log says who forced what past which gate.
+    assert api(hub.url, "POST", "/api/v1/desired", {"version": "v-refused", "force": True})[0] == 200
+    assert fleet.desired("site-0")["version"] == "v-refused"
+    rows = api(hub.url, "GET", "/api/v1/audit")[1]["entries"]
+    forced = [r for r in rows if "force" in (r.get("detail") or "")]
+    assert len(forced) == 1 and "v-refused" in forced[0]["detail"] and forced[0]["who"] == "admin", rows
+
+
+def test_the_desired_state_is_signed_for_each_device_with_a_sequence_that_only_grows(hub, fleet):
+    import base64
+
+    from edgeloop.shared.statement import open_signed
+
+    pub = load_or_create(hub.data / "keys" / "hub.key").public_key()
+
+    def opened(entry):
+        return open_signed(pub, base64.b64decode(entry["statement"]), base64.b64decode(entry["signature"]))
+
+    first = opened(fleet.desired("site-0"))
+    assert (first.site, first.device, first.version) == ("site-0", None, "v1")
+    assert first.sha256 == fleet.desired("site-0")["sha256"] and first.expires_at > time.time() + 3600
+    assert opened(fleet.desired("site-0")) == first  # nothing changed: the same statement, the same seq
+    rid = start(hub, stages="canary:10%,full")["rollout_id"]
+    body = fleet.desired("site-0")
+    canary = {d: opened(e) for d, e in body["devices"].items()}
+    assert canary and all(s.device == d and s.version == "v2" and s.rollout_id == rid for d, s in canary.items())
+    assert opened(body).seq > first.seq and {s.seq for s in canary.values()} == {opened(body).seq}
+    # Rolled back: the devices' own entries go, and the default they fall back to outranks them.
+    api(hub.url, "POST", f"/api/v1/rollouts/{rid}/rollback")
+    back = opened(fleet.desired("site-0"))
+    assert back.version == "v1" and back.rank > max(s.rank for s in canary.values())
+
+
+def test_the_desired_sequence_only_grows_across_sites_and_starts_at_the_clock(tmp_path):
+    store = hubdb.store(tmp_path / "hub")
+    try:
+        start = int(time.time())
+        a1 = store.desired_seq("site-a", "d1")
+        assert a1 >= start and store.desired_seq("site-a", "d1") == a1  # unchanged: the same number
+        b1 = store.desired_seq("site-b", "d1")
+        a2 = store.desired_seq("site-a", "d2")
+        assert a1 < b1 < a2 and store.desired_seq("site-b", "d1") == b1
+        assert store.desired_seq("site-a", "d1") > a2  # back to an earlier content: still a newer word
+    finally:
+        store.close()
+
+
 def test_a_group_without_a_desired_model_has_nothing_to_roll_back_to(tmp_path):
     register(tmp_path / "hub", "v1", desired=None)
     live = LiveHub(tmp_path / "hub").start()

@@ -217,7 +217,9 @@ def test_artifact_round_trip_example():
     assert art.manifest == MANIFEST and art.onnx == ONNX
     assert art.manifest_bytes == MANIFEST.to_json()
     assert art.version == "m-2"
-    assert art.digest == hashlib.sha256(MANIFEST.to_json() + ONNX).hexdigest()
+    mb = MANIFEST.to_json()  # digest_v 2: a tag, then each part after its 8-byte big-endian length
+    assert art.digest == hashlib.sha256(b"edgeloop model v2\x00" + len(mb).to_bytes(8, "big") + mb +
+                                        len(ONNX).to_bytes(8, "big") + ONNX).hexdigest()
     assert art.digest == artifact.model_digest(art.manifest_bytes, art.onnx)
 
 
@@ -226,7 +228,7 @@ def test_artifact_round_trip_example():
 def test_artifact_round_trip(m, onnx):
     art = artifact.unpack(artifact.pack(m, onnx))
     assert art.manifest == m and art.onnx == onnx and art.manifest_bytes == m.to_json()
-    assert art.digest == hashlib.sha256(m.to_json() + onnx).hexdigest()
+    assert art.digest == artifact.model_digest(m.to_json(), onnx) != artifact.model_digest(m.to_json(), onnx, False)
 
 
 @settings(max_examples=200)

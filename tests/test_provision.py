@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import pwd
 import queue
 import shutil
@@ -457,3 +458,64 @@ def test_the_deploy_examples_are_what_provision_generates():
     assert (deploy / "edgeloop.acl").read_text().split("\n\n", 1)[1] == render_acl(ids)
     assert (deploy / "mosquitto.conf").read_text().split("\n\n", 1)[1] == render_broker_conf(
         Path("/etc/mosquitto/edgeloop"), 1883, 8883, "mosquitto", "127.0.0.1", None, Path("/var/lib/mosquitto"))
+
+
+# --- client ids: nobody takes over the relay's session ----------------------------------------------
+
+class Session:
+    """A paho client with the client id and session kind of our choosing (what an attacker chooses)."""
+
+    def __init__(self, site: Site, user: str, client_id: str, clean: bool):
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean,
+                                  reconnect_on_failure=False)
+        self.client.username_pw_set(user, site.password(user))
+        self.connacks: queue.Queue = queue.Queue()
+        self.subacks: queue.Queue = queue.Queue()
+        self.received: list[bytes] = []
+        self.gone = threading.Event()
+        self.client.on_connect = lambda c, u, f, rc, p: self.connacks.put(rc)
+        self.client.on_subscribe = lambda c, u, mid, rcs, p: self.subacks.put(rcs)
+        self.client.on_message = lambda c, u, m: self.received.append(m.payload)
+        self.client.on_disconnect = lambda c, u, f, rc, p: self.gone.set()
+        self.client.connect("127.0.0.1", site.port, keepalive=30)
+        self.client.loop_start()
+        assert not self.connacks.get(timeout=TIMEOUT).is_failure
+
+    def subscribe(self, topic: str) -> None:
+        self.client.subscribe(topic, qos=1)
+        assert not any(rc.is_failure for rc in self.subacks.get(timeout=TIMEOUT))
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def test_a_device_cannot_wipe_or_kick_the_relays_session_with_its_client_id(site, probes):
+    # The setting opens no listener of its own (written before a `listener` line, mosquitto 2.0
+    # would open one on 1883, every interface).
+    opened = set(re.findall(r"Opening ipv[46] listen socket on port (\d+)", site.broker.log_path.read_text()))
+    assert opened == {str(site.port), str(site.tls_port)}, opened
+    # The relay, as relay/service.py connects: a predictable client id and a persistent session.
+    relay = Session(site, "relay-a", "relay-relay-a", clean=False)
+    relay.subscribe("edgeloop/site-a/+/samples")
+    relay.close()  # the relay restarts: the broker queues what agents send meanwhile
+    dev = connected(probes(site, "dev-a1"))
+    for i in range(3):
+        assert not dev.publish("edgeloop/site-a/dev-a1/samples", f"queued-{i}".encode()).is_failure
+
+    # Another device's credentials, the relay's client id, a clean session.
+    thief = Session(site, "dev-a2", "relay-relay-a", clean=True)
+    thief.close()
+    # The relay comes back to its session: what was queued for it is still there.
+    relay = Session(site, "relay-a", "relay-relay-a", clean=False)
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while len(relay.received) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sorted(relay.received) == [b"queued-0", b"queued-1", b"queued-2"]
+        # And while it runs, connecting under its client id does not kick it off.
+        thief = Session(site, "dev-a2", "relay-relay-a", clean=True)
+        assert not relay.gone.wait(1.0), "a device's credentials kicked the live relay off the broker"
+        thief.close()
+    finally:
+        relay.close()

@@ -82,3 +82,33 @@ def test_the_cache_evicts_the_least_recently_used_that_no_device_needs(tmp_path)
         os.utime(cache.path(name), (1000 + i, 1000 + i))
     assert cache.prune(keep={"a" * 64}) == ["b" * 64]  # a is needed, b is the oldest of the rest
     assert cache.has("a" * 64) and cache.has("c" * 64)
+
+
+def test_a_download_longer_than_announced_is_cut_off_and_never_fills_the_disk(tmp_path):
+    # A hub gone wrong (or anything between) streams 32 MiB for an artifact announced at 5000 bytes.
+    async def endless(request):
+        resp = web.StreamResponse()
+        await resp.prepare(request)
+        for _ in range(32):
+            await resp.write(b"x" * (1 << 20))
+        return resp
+
+    cache = ModelCache(tmp_path / "cache")
+
+    async def go():
+        app = web.Application()
+        app.router.add_get("/a", endless)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        try:
+            async with aiohttp.ClientSession() as http:
+                await cache.fetch(http, f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/a",
+                                  "0" * 64, 5000, {})
+        finally:
+            await runner.cleanup()
+
+    with pytest.raises(IntegrityError, match="more than the announced 5000 bytes"):
+        asyncio.run(go())
+    assert cache.bytes_in <= 5000 and not list((tmp_path / "cache").iterdir())

@@ -36,7 +36,8 @@ def test_a_full_forward_queue_keeps_audit_and_feedback_and_evicts_ordinary_frame
     try:
         wait_port(port)
         conf = tmp_path / "relay.toml"
-        conf.write_text(sampling_toml(None, {"least_confidence": 1.0}, 0))  # no budget: forward everything
+        # No budget: forward everything; every id is in the audit draw (these have random ids).
+        conf.write_text(sampling_toml(None, {"least_confidence": 1.0}, 0, audit_fraction=1.0))
         relay = Service.edgeloop("relay", [
             "relay", "run", "--id", "relay-0", "--site", SITE, "--broker", f"mqtt://127.0.0.1:{port}",
             "--hub", f"http://127.0.0.1:{free_port()}", "--token", "t", "--data", str(tmp_path / "relay"),

@@ -109,7 +109,7 @@ def test_pack_with_signature_matches_sign_artifact_and_two_arg_pack_is_unchanged
     data = artifact.pack(MANIFEST, ONNX, signing.sign_digest(PRIV, digest), signing.key_id(PUB))
     assert data == SIGNED  # Ed25519 is deterministic
     plain = artifact.pack(MANIFEST, ONNX)
-    assert msgpack.unpackb(plain) .keys() == {"v", "type", "manifest", "onnx"}
+    assert msgpack.unpackb(plain) .keys() == {"v", "type", "manifest", "onnx", "digest_v"}
     assert artifact.unpack(plain).signature is None and artifact.unpack(plain).key_id is None
 
 
@@ -118,7 +118,34 @@ def test_sign_artifact_keeps_foreign_manifest_bytes():
          b' "outputs": {"logits": "l"}, "labels": ["a", "b"]}'
     raw = msgpack.packb({"v": 1, "type": "model", "manifest": mb, "onnx": ONNX}, use_bin_type=True)
     art = unpack_and_verify(artifact.sign_artifact(raw, PRIV))
-    assert art.manifest_bytes == mb and art.digest == artifact.model_digest(mb, ONNX)
+    assert art.manifest_bytes == mb and art.digest == artifact.model_digest(mb, ONNX) and art.digest_v == 2
+
+
+def test_an_artifact_signed_before_framing_still_verifies_and_framing_cannot_be_stripped():
+    # digest_v 1 (no key): signed over sha256(manifest ‖ onnx), as every artifact made before.
+    mb = MANIFEST.to_json()
+    legacy_sig = signing.sign_digest(PRIV, artifact.model_digest(mb, ONNX, framed=False))
+    legacy = msgpack.packb({"v": 1, "type": "model", "manifest": mb, "onnx": ONNX, "signature": legacy_sig,
+                            "key_id": signing.key_id(PUB)}, use_bin_type=True)
+    assert unpack_and_verify(legacy).digest_v == 1
+    # A framed signature does not pass for the legacy digest: dropping digest_v from SIGNED fails.
+    raw = msgpack.unpackb(SIGNED, raw=False)
+    del raw["digest_v"]
+    with pytest.raises(IntegrityError):
+        unpack_and_verify(msgpack.packb(raw, use_bin_type=True))
+
+
+@given(st.binary(min_size=1, max_size=64), st.binary(min_size=1, max_size=64), st.integers(1, 63))
+def test_the_framed_digest_cannot_be_re_split(manifest, onnx, cut):
+    """The same bytes split elsewhere between manifest and ONNX make another framed digest (the legacy,
+    plain concatenation did not tell them apart)."""
+    joined = manifest + onnx
+    cut = cut % len(joined)
+    if cut == len(manifest) or cut == 0:
+        return
+    other = (joined[:cut], joined[cut:])
+    assert artifact.model_digest(*other, framed=False) == artifact.model_digest(manifest, onnx, framed=False)
+    assert artifact.model_digest(*other) != artifact.model_digest(manifest, onnx)
 
 
 def test_resigning_replaces_the_signature():
