@@ -29,16 +29,17 @@ def signed(store, private_key, site: str, body: dict, now: float, ttl_s: float =
     seq = store.desired_seq(site, digest)
     step = ttl_s / 4
     expires_at = math.floor(now / step) * step + ttl_s
-    out = {**body, **_sign(private_key, site, None, body, seq, expires_at)}
+    out = {**body, **_sign(private_key, site, None, body, seq, expires_at, others=tuple(body["devices"]))}
     out["devices"] = {d: {**e, **_sign(private_key, site, d, e, seq, expires_at)} for d, e in body["devices"].items()}
     return out
 
 
-def _sign(private_key, site: str, device: str | None, e: dict, seq: int, expires_at: float) -> dict:
+def _sign(private_key, site: str, device: str | None, e: dict, seq: int, expires_at: float,
+          others: tuple[str, ...] = ()) -> dict:
     sh = e.get("shadow")
     st = Statement(site=site, device=device, version=e["version"], sha256=e["sha256"], size=e["size"], seq=seq,
                    expires_at=expires_at,
                    shadow=ShadowRef(sh["version"], sh["sha256"], sh["size"], float(sh["fraction"])) if sh else None,
-                   max_latency_ms=e.get("max_latency_ms"), rollout_id=e.get("rollout_id"))
+                   max_latency_ms=e.get("max_latency_ms"), rollout_id=e.get("rollout_id"), others=others)
     data, sig = sign(private_key, st)
     return {"statement": base64.b64encode(data).decode(), "signature": base64.b64encode(sig).decode()}

@@ -111,6 +111,14 @@ def _caller(app: web.Application, kind: str, value: str) -> Caller | None:
     return caller or (ANONYMOUS if app[OPEN] else None)
 
 
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+def _loopback_host(request: web.Request) -> bool:
+    host = urlsplit(f"//{request.host}").hostname or ""
+    return host in LOOPBACK_NAMES or host.endswith(".localhost")
+
+
 def cross_site(request: web.Request) -> web.HTTPException | None:
     """The refusal of a write that came with the sign-in cookie but does not look like our own page's
     (415: not a JSON body; 403: the browser says it comes from another site or origin), or None."""
@@ -148,7 +156,13 @@ async def auth(request: web.Request, handler):
             if _is_page(path):
                 raise web.HTTPFound(f"/login?{urlencode({'next': request.path_qs})}")
             raise error(web.HTTPUnauthorized, "missing or wrong bearer token")
-        if write and kind == "cookie" and (refusal := cross_site(request)) is not None:
+        if caller is ANONYMOUS and not _loopback_host(request):
+            # An --open hub answers only to its loopback names: a page elsewhere that rebinds a DNS
+            # name to 127.0.0.1 is refused here, as at the agent's local API.
+            raise error(web.HTTPForbidden, f"an --open hub answers only to loopback names, not {request.host:.100}")
+        # A browser sends the cookie by itself, and on an --open hub anyone is admin with no credential
+        # at all: either way a write must look like our own page's.
+        if write and (kind == "cookie" or caller is ANONYMOUS) and (refusal := cross_site(request)) is not None:
             raise refusal
         if not allowed(caller.role, request.method, _route(request) if path.startswith("/api/") else "/pages"):
             raise error(web.HTTPForbidden, f"{caller.name} ({caller.role}) may not {request.method} {_route(request)}")

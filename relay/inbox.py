@@ -63,6 +63,9 @@ class Inbox:
                     log.exception("unexpected error storing %d messages", len(group))
                     done = []
                 for msg in done:
-                    self._ack(msg)
+                    try:
+                        self._ack(msg)
+                    except Exception:  # noqa: BLE001 - a failed ack must not end ingest; the broker resends
+                        log.exception("could not acknowledge a stored message")
             if stopping:
                 return

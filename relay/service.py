@@ -204,6 +204,11 @@ class Relay:
                 except StorageError as exc:
                     log.warning("the disk still refuses a message (%d waiting): %s", len(self._unstored), exc)
                     break
+                except Exception:  # noqa: BLE001 - a bug in one message must not hold every later one
+                    log.exception("unexpected error storing a held message on %s; left unacked (the broker "
+                                  "sends it again)", msg.topic)
+                    self._unstored.popleft()
+                    continue
                 self._unstored.popleft()
                 self.conn.client.ack(msg.mid, msg.qos)
             if self.storage_failed and not self._unstored and not self._unsettled:
@@ -474,7 +479,8 @@ class Relay:
         version = request.match_info["version"]
         sha = self.versions.get(version, "")
         path = self.cache.path(sha) if sha else None
-        if path is None or not path.exists() or not hmac.compare_digest(request.match_info["sha256"], sha):
+        if path is None or not path.exists() or not hmac.compare_digest(
+                request.match_info["sha256"].encode(), sha.encode()):  # bytes: any text in the URL is a 404, not a 500
             raise web.HTTPNotFound(text=f"model {version} is not in this relay's cache")
         self.cache.touch(sha)
         # FileResponse answers Range requests too: an agent on a flaky link resumes its download.

@@ -32,7 +32,8 @@ from .protocol import check_id
 from .signing import SIGNATURE_BYTES
 
 DOMAIN = b"edgeloop desired statement v1\x00"
-MAX_STATEMENT_BYTES = 4096
+MAX_STATEMENT_BYTES = 65536  # a site default names the devices with their own entry (a canary's few, or many)
+MAX_OTHERS = 4096
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,12 @@ class Statement:
     shadow: ShadowRef | None = None
     max_latency_ms: float | None = None
     rollout_id: str | None = None
+    # A site default's: the devices that have a statement of their own at this seq, for which it is not
+    # (so a relay cannot hand a canary device, or one an operator pinned, the default in its place).
+    others: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        object.__setattr__(self, "others", tuple(sorted(self.others)))  # one order: what is signed is what compares
 
     @property
     def rank(self) -> tuple[int, int]:
@@ -67,13 +74,15 @@ class Statement:
              "shadow": None if self.shadow is None else [self.shadow.version, self.shadow.sha256, self.shadow.size,
                                                           float(self.shadow.fraction)],
              "max_latency_ms": self.max_latency_ms, "rollout_id": self.rollout_id}
+        if self.others:
+            m["others"] = list(self.others)
         return msgpack.packb(m, use_bin_type=True)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "Statement":
         try:
             m = msgpack.unpackb(data, raw=False, max_bin_len=MAX_STATEMENT_BYTES, max_str_len=MAX_STATEMENT_BYTES,
-                                max_array_len=8, max_map_len=16)
+                                max_array_len=MAX_OTHERS, max_map_len=16)
         except (ValueError, msgpack.UnpackException, TypeError) as exc:
             raise ProtocolError(f"desired statement: not a msgpack map ({exc})") from exc
         if not isinstance(m, dict):
@@ -86,6 +95,9 @@ class Statement:
             shadow = ShadowRef(check_id(sh[0], "desired statement.shadow.version"), _sha(sh[1], "shadow.sha256"),
                                _count(sh[2], "shadow.size"), _number(sh[3], "shadow.fraction"))
         device = m.get("device")
+        others = m.get("others", [])
+        if not isinstance(others, list) or (others and device is not None):
+            raise ProtocolError("desired statement.others: expected a list of device ids, on a site's default only")
         latency = m.get("max_latency_ms")
         rid = m.get("rollout_id")
         return cls(site=check_id(m.get("site"), "desired statement.site"),
@@ -94,7 +106,8 @@ class Statement:
                    sha256=_sha(m.get("sha256"), "sha256"), size=_count(m.get("size"), "size"),
                    seq=_count(m.get("seq"), "seq"), expires_at=_number(m.get("expires_at"), "expires_at"),
                    shadow=shadow, max_latency_ms=None if latency is None else _number(latency, "max_latency_ms"),
-                   rollout_id=None if rid is None else check_id(rid, "desired statement.rollout_id"))
+                   rollout_id=None if rid is None else check_id(rid, "desired statement.rollout_id"),
+                   others=tuple(check_id(d, f"desired statement.others[{i}]") for i, d in enumerate(others)))
 
 
 def sign(private_key, st: Statement) -> tuple[bytes, bytes]:
@@ -131,6 +144,9 @@ def check(st: Statement, desired, site: str, device: str, now: float, last: tupl
     if st.site != site or st.device not in (None, device):
         who = f"device {st.device} of site {st.site}" if st.device else f"site {st.site}"
         raise IntegrityError(f"desired statement is for {who}, not for device {device} of site {site}")
+    if st.device is None and device in st.others:
+        raise IntegrityError(f"desired statement seq {st.seq} is site {site}'s default, and device {device} has a "
+                             "statement of its own at that seq: a relay passing the default instead is refused")
     sent = (desired.version, desired.sha256, desired.size, desired.max_latency_ms, desired.rollout_id)
     signed = (st.version, st.sha256, st.size, st.max_latency_ms, st.rollout_id)
     sh = desired.shadow

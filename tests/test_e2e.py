@@ -186,7 +186,7 @@ def test_agent_refuses_unsigned_tampered_truncated_and_foreign_models_and_keeps_
     sha = hashlib.sha256(good).hexdigest()
     with urllib.request.urlopen(f"{relay}/models/v0/{sha}", timeout=10) as resp:
         assert resp.read() == good
-    for path in ("/models/v0", f"/models/v0/{'0' * 64}"):
+    for path in ("/models/v0", f"/models/v0/{'0' * 64}", "/models/v0/%C3%A9"):  # not ASCII: a 404, not a 500
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(f"{relay}{path}", timeout=10)
         assert refused.value.code == 404

@@ -454,6 +454,7 @@ def test_the_desired_state_is_signed_for_each_device_with_a_sequence_that_only_g
     canary = {d: opened(e) for d, e in body["devices"].items()}
     assert canary and all(s.device == d and s.version == "v2" and s.rollout_id == rid for d, s in canary.items())
     assert opened(body).seq > first.seq and {s.seq for s in canary.values()} == {opened(body).seq}
+    assert opened(body).others == tuple(sorted(canary))  # the default says it is not for the canary devices
     # Rolled back: the devices' own entries go, and the default they fall back to outranks them.
     api(hub.url, "POST", f"/api/v1/rollouts/{rid}/rollback")
     back = opened(fleet.desired("site-0"))

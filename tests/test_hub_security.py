@@ -198,6 +198,14 @@ def test_open_mode_is_explicit_and_loopback_only(hub, tmp_path):
         url = svc.wait_ready(timeout=60)["url"]
         assert jcall(url, "GET", "/api/v1/stats", token=None)[0] == 200
         assert "Sign in:" not in svc.log_path.read_text()
+        # Anyone is admin here, so a write from another site's page (no preflight: text/plain) or
+        # through a rebound DNS name is refused, as a signed-in browser's would be.
+        policy = json.dumps({"paused": True}).encode()
+        assert raw(url, "POST", "/api/v1/policy", policy, {"Content-Type": "text/plain"})[0] == 415
+        assert raw(url, "POST", "/api/v1/policy", policy, {"Content-Type": "application/json",
+                                                          "Sec-Fetch-Site": "cross-site"})[0] == 403
+        assert raw(url, "GET", "/api/v1/stats", None, {"Host": "attacker.example"})[0] == 403
+        assert raw(url, "POST", "/api/v1/policy", policy, {"Content-Type": "application/json"})[0] == 200
     finally:
         assert svc.stop() == 0
 

@@ -48,6 +48,13 @@ def test_an_audit_claim_holds_only_for_an_id_in_the_draw_and_within_the_rate():
     assert p.refused == {"audit": 6, "feedback": 0}
 
 
+def test_an_audit_claim_made_twice_is_refused_twice():
+    """Only the first copy used to be renamed: ("audit", "audit") kept one and skipped every budget."""
+    c = audit_ids(CFG, False, 1)[0]
+    got = Privileges(CFG).admit(type(c)(**{**c.__dict__, "reasons": (AUDIT, "margin", AUDIT)}), 0.0)
+    assert got.reasons == ("audit:refused", "margin", "audit:refused") and not outside_budgets(got.reasons)
+
+
 def test_feedback_is_limited_per_device_and_keeps_its_other_reasons():
     p = Privileges(CFG)
     got = [p.admit(make_candidate(device_id=DEVICE, reasons=(FEEDBACK_WRONG, "margin")), 10.0) for _ in range(5)]

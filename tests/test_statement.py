@@ -45,6 +45,9 @@ def test_a_signed_statement_opens_to_itself(site, device, version, seq, size, ex
                   None if shadow is None else ShadowRef(shadow[0], "ef" * 32, shadow[1], shadow[2]), latency, rollout)
     data, sig = sign(KEY, s)
     assert open_signed(PUBKEY, data, sig) == s
+    if device is None:
+        s = dataclasses.replace(s, others=(f"{site}-x", "dev-1"))
+        assert open_signed(PUBKEY, *sign(KEY, s)) == s
 
 
 def test_statements_that_are_not_the_hubs_word_are_refused():
@@ -76,6 +79,10 @@ def test_statements_that_are_not_the_hubs_word_are_refused():
     ({}, {"max_latency_ms": 5.0}, "site-a", "dev-1", None, IntegrityError, "budget differ"),
     ({}, {"shadow": ShadowModel("m-3", "ab" * 32, 10, "http://r/m-3")}, "site-a", "dev-1", None, IntegrityError,
      "shadow"),
+    # A canary (or pinned) device has its own statement: a relay handing it the site's default instead
+    # (mix and match, fresh and validly signed) is refused; other devices take the default.
+    ({"others": ("dev-1", "dev-7")}, {}, "site-a", "dev-1", None, IntegrityError, "has a statement of its own"),
+    ({"others": ("dev-7",)}, {}, "site-a", "dev-1", None, None, None),
 ])
 def test_check(st_kw, msg_kw, site, device, last, err, match):
     s = Statement(**{"site": "site-a", "device": None, "version": "m-2", "sha256": "ab" * 32, "size": 1234,

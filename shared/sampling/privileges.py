@@ -58,7 +58,7 @@ class Privileges:
         reasons = list(c.reasons)
         if AUDIT in reasons and not (is_audit(c.sample_id, self.cfg) and
                                      self._take(c.device_id, "audit", self.cfg.audit_per_device_hour, now)):
-            reasons[reasons.index(AUDIT)] = REFUSED_AUDIT
+            reasons = [REFUSED_AUDIT if r == AUDIT else r for r in reasons]  # every copy: ("audit", "audit")
             self.refused["audit"] += 1
         feedback = [r for r in reasons if r in (FEEDBACK_WRONG, FEEDBACK_CONFIRMED)]
         if feedback and not self._take(c.device_id, "feedback", self.cfg.feedback_per_device_hour, now):
