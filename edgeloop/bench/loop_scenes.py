@@ -20,8 +20,9 @@ Arms:
   inference's close_to_threshold), under `threshold_per_hour` per camera; no relay stage; the hub
   labels at random;
 - `central`: every frame goes up, the hub picks by uncertainty (the unlimited-bandwidth bound);
-- `edgeloop`: the defaults a user gets (`edgeloop demo --task detect`'s agent and relay signals and
-  relay policy, the hub's `hybrid` strategy);
+- `edgeloop`: the defaults a user gets (`edgeloop demo --task detect`'s agent signals and temporal
+  de-duplication, relay signals and policy without embedding dedup, the hub's `hybrid` strategy);
+- `edgeloop_plain` (opt-in): edgeloop without the agent's temporal de-duplication (the ablation);
 - `oracle` (opt-in): sees every frame and labels those the current model gets wrong (a missed or a
   false box at IoU 0.5, by ground truth), at random among them.
 
@@ -46,9 +47,11 @@ from typing import Callable
 import numpy as np
 
 SCENES_ARMS = ("random", "every_nth", "threshold", "central", "edgeloop")
-SCENES_EXTRA_ARMS = ("oracle",)
+# opt-in: oracle reads the ground truth; edgeloop_plain is edgeloop without temporal de-duplication
+# (the ablation)
+SCENES_EXTRA_ARMS = ("oracle", "edgeloop_plain")
 # edgeloop's agents run before every_nth's, which matches their uplink count.
-_ORDER = ("edgeloop", "random", "every_nth", "threshold", "central", "oracle")
+_ORDER = ("edgeloop", "random", "every_nth", "threshold", "central", "oracle", "edgeloop_plain")
 NEAR_DUP_IOU = 0.5
 ORACLE_IOU = 0.5
 
@@ -71,7 +74,8 @@ class ScenesLoopConfig:
     threshold_per_hour: float = 240.0      # threshold arm's per-camera upload limit
     band: tuple[float, float] = (0.25, 0.45)  # threshold arm: box scores just over the serving threshold
     window_s: float = 60.0
-    dedup: float = 0.02                    # the hub's near-duplicate distance (edgeloop's hybrid)
+    dedup: float = 0.0                     # relay's and hub's embedding near-duplicate distance (the detection
+                                           # demo's: none)
     target: float | None = None            # None: 0.95 x central's final mAP@0.5
     base_seed: int = 0
     arms: tuple[str, ...] = SCENES_ARMS
@@ -188,7 +192,7 @@ def _agent(arm: str, cfg: ScenesLoopConfig, world, cams: list[str], sites: dict,
            seed: int, every_n: int) -> list[_Up]:
     """The agent stage of `arm` on every camera: the agent's own FrameSampler (or everything)."""
     from edgeloop.agent.pipeline import FrameSampler
-    from edgeloop.onebox import AGENT_DETECT_SIGNALS
+    from edgeloop.onebox import AGENT_DETECT_SIGNALS  # the demo's agent defaults: what a user gets
     from edgeloop.shared.frames import SourceFrame
     from edgeloop.shared.images import encode_jpeg
 
@@ -202,7 +206,11 @@ def _agent(arm: str, cfg: ScenesLoopConfig, world, cams: list[str], sites: dict,
         sampling = _sampling({"close_to_threshold": {"weight": 1.0, "low": cfg.band[0], "high": cfg.band[1]}},
                              cfg.threshold_per_hour, cfg.window_s, seed, min_value=0.5)
     else:
-        sampling = _sampling(AGENT_DETECT_SIGNALS, cfg.agent_per_hour, cfg.window_s, seed)
+        from edgeloop.onebox import AGENT_DETECT_TEMPORAL_DEDUP
+        from edgeloop.shared.config import TemporalDedup
+
+        dedup = TemporalDedup(**AGENT_DETECT_TEMPORAL_DEDUP) if arm == "edgeloop" else TemporalDedup()
+        sampling = _sampling(AGENT_DETECT_SIGNALS, cfg.agent_per_hour, cfg.window_s, seed, temporal_dedup=dedup)
     out: list[_Up] = []
     for cam in cams:
         sampler = None if sampling is None else FrameSampler(sampling, f"dev-{cam}", sites[cam])
@@ -248,7 +256,7 @@ def _relay(arm: str, cfg: ScenesLoopConfig, up: list[_Up], cams_per_site: dict[s
     from edgeloop.shared.sampling import Observation, WindowedSelector, score
     from edgeloop.shared.sampling.policy import window_picker, window_pool_limit
 
-    if arm not in ("random", "edgeloop"):  # no relay stage: everything goes on
+    if arm not in ("random", "edgeloop", "edgeloop_plain"):  # no relay stage: everything goes on
         return list(up)
     kept = []
     for site in sorted(cams_per_site):
@@ -256,8 +264,10 @@ def _relay(arm: str, cfg: ScenesLoopConfig, up: list[_Up], cams_per_site: dict[s
         if arm == "random":
             sampling = _sampling({"random": 1.0}, per_hour, cfg.window_s, seed + 7919)
         else:
+            # The detection demo's relays: its policy without embedding dedup (cfg.dedup, 0 by default;
+            # a detector's embedding is mostly its camera's background, see edgeloop/demo.py).
             sampling = _sampling(RELAY_DETECT_SIGNALS, per_hour, cfg.window_s, seed, strategy=RELAY_POLICY["strategy"],
-                                 dedup_threshold=RELAY_POLICY["dedup_threshold"],
+                                 dedup_threshold=cfg.dedup,
                                  balance_classes=RELAY_POLICY["balance_classes"])
         sel = WindowedSelector(sampling.budget, sampling.min_value, pick=window_picker(sampling),
                                pool_limit=window_pool_limit(sampling))
@@ -279,7 +289,7 @@ def _hub(arm: str, cfg: ScenesLoopConfig, pool: list[_Up], labeled_emb, seed: in
         wrong_ids = {c.sample_id for c in wrong}
         right = [c for c in shuffled if c.sample_id not in wrong_ids]
         return (wrong + right)[:k]
-    strategy = {"central": "uncertainty", "edgeloop": "hybrid"}.get(arm, "random")
+    strategy = {"central": "uncertainty", "edgeloop": "hybrid", "edgeloop_plain": "hybrid"}.get(arm, "random")
     rows = [{"sample_id": c.sample_id, "probs": c.probs, "embedding": c.embedding, "captured_at": c.captured_at,
              "detections": c.detections} for c in pool]
     chosen = selection.select_for_labeling(rows, k, strategy=strategy, seed=seed,
@@ -342,7 +352,7 @@ def _run_seed(cfg: ScenesLoopConfig, seed: int, fps: float, step: Callable[[str]
                 every_n = max(1, round(n_frames / len(up)))
             fwd = _relay(arm, cfg, up, cams_per_site, seed * 1000 + r)
             labeled_emb = None
-            if arm == "edgeloop":  # what is labeled, seen through the current model
+            if arm.startswith("edgeloop"):  # what is labeled, seen through the current model
                 imgs = a["images"]
                 labeled_emb = np.stack([p.embedding for i in range(0, len(imgs), 64)
                                         for p in a["runtime"].predict_batch(imgs[i:i + 64])])
@@ -370,7 +380,7 @@ def _run_seed(cfg: ScenesLoopConfig, seed: int, fps: float, step: Callable[[str]
                 "budgets": {"labels": cfg.labels,
                             "agent": (math.floor(cfg.agent_per_hour * cfg.window_s / 3600 * _windows(world, cams[0], indices,
                                                                                                    cfg.window_s) + 1e-9)
-                                      * len(cams)) if arm in ("random", "edgeloop") else None},
+                                      * len(cams)) if arm in ("random", "edgeloop", "edgeloop_plain") else None},
                 "bytes": {"agent_to_relay": sum(c.nbytes for c in up), "relay_to_hub": sum(c.nbytes for c in fwd)}})
             step(f"fps {fps:g} seed {seed} round {r} {arm}: mAP@0.5 {m['map50']:.3f} ({a['labels_used'][-1]} labels)")
     return {arm: {k: v for k, v in a.items() if k not in ("state", "runtime", "images", "boxes", "classes", "labeled")}
