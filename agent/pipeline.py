@@ -42,6 +42,7 @@ from edgeloop.shared.sampling.policy import (AUDIT, CAMPAIGN_PREFIX, PRIORITY, i
                                              window_picker)
 from edgeloop.shared.sampling.signals import Observation, SignalContext, SignalState, score
 from edgeloop.shared.sampling.temporal import RecentlyKept, thumbnail
+from edgeloop.shared.sampling.tracks import TrackEpisodes
 
 from .shadow import DISAGREEMENT, DISAGREEMENT_BONUS, ShadowRunner
 from .sources import SourceFrame
@@ -123,7 +124,10 @@ class FrameSampler:
         self.campaigns_in = None  # a CampaignSet handed over from the MQTT thread
         # Frames showing what this camera recently kept (or holds in a window) are no candidates.
         self.recent = RecentlyKept(sampling.temporal_dedup) if sampling.temporal_dedup.enabled else None
+        # A detector's frames whose every object already has a candidate are none either.
+        self.episodes = TrackEpisodes(sampling.tracks) if sampling.tracks.enabled else None
         self.offered = self.audited = self.campaign_kept = self.passed_over = self.duplicates = 0
+        self.track_covered = 0
         self.seconds = 0.0  # time spent scoring and selecting (not encoding kept images)
         self._jpeg_estimate = 50_000  # bytes; follows the sizes of what was encoded
 
@@ -154,6 +158,12 @@ class FrameSampler:
         bypass = AUDIT if audit else "campaign" if campaign else None
         wanted = bypass is not None or self.selector.would_accept(frame.captured_at, value)
         thumb = None
+        track_ids = None
+        if self.episodes is not None and pred.detections is not None:
+            track_ids = self.episodes.update(frame.captured_at, pred.detections)  # every frame: tracks stay whole
+            if wanted and bypass is None and self.episodes.all_covered(track_ids):
+                wanted = False
+                self.track_covered += 1
         if wanted and bypass is None and self.recent is not None:
             thumb = thumbnail(frame.image)
             reading = pred.probs if pred.detections is None else pred.detections
@@ -175,6 +185,8 @@ class FrameSampler:
             self.offered += offered
             if offered and thumb is not None:
                 self.recent.remember(frame.captured_at, thumb, pred.probs if pred.detections is None else pred.detections)
+            if offered and track_ids is not None:
+                self.episodes.cover(track_ids)
         else:
             self.passed_over += 1
         return commit

@@ -212,6 +212,26 @@ class TemporalDedup:
 
 
 @dataclass(frozen=True)
+class TrackGate:
+    """The agent's track-aware selection (shared/sampling/tracks.py): a detector's frame whose every box
+    belongs to a track that already has a candidate is no candidate. max_age_s = 0 (the default) turns
+    it off; else a track unseen that long ends."""
+
+    max_age_s: float = 0.0
+    min_iou: float = 0.3  # a box continues a track of its class from this IoU with the track's last box
+
+    def __post_init__(self):
+        if not (math.isfinite(self.max_age_s) and self.max_age_s >= 0):
+            raise ConfigError(f"tracks.max_age_s: expected seconds >= 0, got {self.max_age_s!r}")
+        if not 0.0 < self.min_iou <= 1.0:
+            raise ConfigError(f"tracks.min_iou: expected an IoU in (0, 1], got {self.min_iou!r}")
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_age_s > 0
+
+
+@dataclass(frozen=True)
 class SamplingConfig:
     budget: Budget = field(default_factory=Budget)
     signals: tuple[SignalConfig, ...] = field(default_factory=_default_signals)
@@ -225,6 +245,7 @@ class SamplingConfig:
     audit_fraction: float = 0.0  # kept outside every budget with the reason "audit": the unbiased sample
     # The agent's: frames showing what the camera recently kept are no candidates (off by default).
     temporal_dedup: TemporalDedup = field(default_factory=TemporalDedup)
+    tracks: TrackGate = field(default_factory=TrackGate)  # the agent's: one candidate per track episode
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:

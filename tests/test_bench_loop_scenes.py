@@ -19,7 +19,8 @@ from edgeloop.sim import ScenesWorld
 
 TINY = ScenesLoopConfig(seeds=1, rounds=2, labels=8, cameras=2, sites=2, minutes=0.5, fps=(2.0,), epochs=1,
                         seed_epochs=4, seed_set=32, golden_per_condition=4, agent_per_hour=480,
-                        relay_per_hour_per_agent=240, threshold_per_hour=480, arms=SCENES_ARMS + SCENES_EXTRA_ARMS)
+                        relay_per_hour_per_agent=240, threshold_per_hour=480,
+                        arms=SCENES_ARMS + ("oracle", "edgeloop_plain"))  # edgeloop_tracks: the command's test
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +32,7 @@ def tiny(tmp_path_factory):
 def test_the_json_has_every_arm_and_figure(tiny):
     out, report = tiny
     saved = json.loads((out / "loop.json").read_text())
-    assert set(saved["arms"]) == set(SCENES_ARMS + SCENES_EXTRA_ARMS)
+    assert set(saved["arms"]) == set(TINY.arms) and set(SCENES_EXTRA_ARMS) > {"oracle", "edgeloop_plain"}
     assert 0 <= saved["target"] <= 1 and saved["settings"]["world"] == "scenes"
     for arm, a in saved["arms"].items():
         for key in ("labels", "boxes", "near_duplicate_share"):
@@ -154,16 +155,17 @@ def test_the_command_sweeps_the_frame_rate_on_the_scenes_world(tmp_path):
         __import__("edgeloop.cli", fromlist=["main"]).main,
         ["bench", "loop", "--world", "scenes", "--task", "detect", "--fps", "1,2", "--minutes", "0.25", "--seeds", "1",
          "--rounds", "1", "--labels", "4", "--cameras", "2", "--epochs", "1", "--seed-epochs", "1", "--seed-set", "16",
-         "--golden", "2", "--arms", "random,edgeloop", "--out", str(tmp_path)])
+         "--golden", "2", "--arms", "random,edgeloop_tracks", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     lines = [ln for ln in result.output.splitlines() if "labels_to_target" in ln]
-    assert sorted(ln.split(":")[0] for ln in lines) == ["fps 1 edgeloop", "fps 1 random", "fps 2 edgeloop", "fps 2 random"]
+    assert sorted(ln.split(":")[0] for ln in lines) == ["fps 1 edgeloop_tracks", "fps 1 random",
+                                                         "fps 2 edgeloop_tracks", "fps 2 random"]
     saved = json.loads((tmp_path / "loop.json").read_text())
     assert set(saved["by_fps"]) == {"1", "2"} and saved["fps"] == 1.0
     # the same minutes of world time: twice the frames at twice the rate
     frames = {f: r["arms"]["random"]["rounds"][0]["frames"] for f, r in saved["by_fps"].items()}
     assert frames["2"] == 2 * frames["1"] == 2 * 2 * 15
-    assert set(saved["sweep"]["edgeloop"]) == {"1", "2"}
+    assert set(saved["sweep"]["edgeloop_tracks"]) == {"1", "2"}
     assert (tmp_path / "loop.png").exists()
 
 

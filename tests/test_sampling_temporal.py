@@ -153,3 +153,67 @@ def test_audit_frames_bypass_the_gate():
     audited = [c for c in kept if "audit" in c.reasons]
     assert sampler.audited == len(audited) > 5
     assert len(kept) == len(audited) + 1  # the one candidate of the still scene, and every audit frame
+
+
+# --- track-aware selection (shared/sampling/tracks.py) ------------------------------------------
+
+from edgeloop.shared.config import TrackGate  # noqa: E402
+from edgeloop.shared.sampling.tracks import IoUTracker, TrackEpisodes  # noqa: E402
+
+
+def _car(x, cls=1, score=0.9):
+    return (x, 0.5, x + 0.2, 0.7, score, cls)
+
+
+def test_the_tracker_follows_a_moving_box_and_keeps_two_apart():
+    tr = IoUTracker(min_iou=0.3, max_age_s=2.0)
+    first = tr.update(0.0, _det(_car(0.0), _car(0.6)))
+    assert len(set(first.tolist())) == 2
+    for k in range(1, 10):  # both move 0.02 a frame: each keeps its id
+        assert tr.update(0.2 * k, _det(_car(0.6 + 0.02 * k), _car(0.02 * k))).tolist() == first[::-1].tolist()
+    assert tr.update(2.0, _det(_car(0.2, cls=2))).tolist() == [2]  # another class: a new track
+    assert tr.update(5.0, _det(_car(0.2))).tolist() == [3]         # unseen for > max_age_s: ended
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(boxes, max_size=20))
+def test_track_ids_in_a_frame_are_unique(frames):
+    tr = IoUTracker(min_iou=0.3, max_age_s=1.0)
+    for k, rows in enumerate(frames):
+        ids = tr.update(0.5 * k, _as_det(rows))
+        assert len(ids) == len(rows) == len(set(ids.tolist()))
+
+
+def test_one_candidate_per_track_episode():
+    ep = TrackEpisodes(TrackGate(max_age_s=1.0))
+    ids = ep.update(0.0, _det(_car(0.0)))
+    assert not ep.all_covered(ids)
+    ep.cover(ids)
+    assert ep.all_covered(ep.update(0.2, _det(_car(0.02))))
+    ids = ep.update(0.4, _det(_car(0.04), _car(0.7, cls=3)))  # a second object enters: a candidate
+    assert not ep.all_covered(ids)
+    assert not ep.all_covered(ep.update(0.6, _det()))           # no box: tracks say nothing
+
+
+def test_the_agent_offers_one_frame_per_car_crossing():
+    frames = [(_img(i, car=10 + 4 * i), _det(_car(0.03 + 0.012 * i))) for i in range(40)]
+    sampling_kwargs = {"tracks": TrackGate(max_age_s=2.0)}
+    from edgeloop.agent.pipeline import FrameSampler
+    from edgeloop.shared.frames import SourceFrame
+
+    sampler = FrameSampler(SamplingConfig(budget=Budget(per_hour=3600.0), signals=(SignalConfig("random", 1.0),),
+                                          **sampling_kwargs), "dev-1", "site-0")
+    kept = []
+    for i, (img, det) in enumerate(frames):
+        kept += sampler.consider(SourceFrame(img, 1000.0 + i * 0.2, "cam-0", i, {}), _Pred(det), _Rt, f"s{i:04d}")
+    kept += sampler.flush()
+    assert len(kept) == 1 and sampler.track_covered == 39
+    assert _run(TemporalDedup(), frames)[0].__len__() > 1  # without it, the budget keeps more of them
+
+
+def test_the_config_reads_and_checks_the_track_gate():
+    cfg = loads("[sampling]\ntracks = { max_age_s = 2.5 }\n").sampling.tracks
+    assert cfg == TrackGate(max_age_s=2.5) and cfg.enabled and not SamplingConfig().tracks.enabled
+    for bad in ("max_age_s = -1", "min_iou = 1.5"):
+        with pytest.raises(ConfigError, match="tracks"):
+            loads(f"[sampling]\ntracks = {{ {bad} }}\n")

@@ -22,7 +22,9 @@ Arms:
 - `central`: every frame goes up, the hub picks by uncertainty (the unlimited-bandwidth bound);
 - `edgeloop`: the defaults a user gets (`edgeloop demo --task detect`'s agent signals and temporal
   de-duplication, relay signals and policy without embedding dedup, the hub's `hybrid` strategy);
-- `edgeloop_plain` (opt-in): edgeloop without the agent's temporal de-duplication (the ablation);
+- `edgeloop_plain` (opt-in): edgeloop without the agent's temporal de-duplication (an ablation);
+- `edgeloop_tracks` (opt-in): edgeloop with track-aware selection on the agent (one candidate per
+  track episode, `TrackGate(max_age_s=TRACK_MAX_AGE_S)`): not a default until it is measured to pay;
 - `oracle` (opt-in): sees every frame and labels those the current model gets wrong (a missed or a
   false box at IoU 0.5, by ground truth), at random among them.
 
@@ -49,9 +51,11 @@ import numpy as np
 SCENES_ARMS = ("random", "every_nth", "threshold", "central", "edgeloop")
 # opt-in: oracle reads the ground truth; edgeloop_plain is edgeloop without temporal de-duplication
 # (the ablation)
-SCENES_EXTRA_ARMS = ("oracle", "edgeloop_plain")
+SCENES_EXTRA_ARMS = ("oracle", "edgeloop_plain", "edgeloop_tracks")
 # edgeloop's agents run before every_nth's, which matches their uplink count.
-_ORDER = ("edgeloop", "random", "every_nth", "threshold", "central", "oracle", "edgeloop_plain")
+_ORDER = ("edgeloop", "random", "every_nth", "threshold", "central", "oracle", "edgeloop_plain", "edgeloop_tracks")
+_EDGELOOP = ("edgeloop", "edgeloop_plain", "edgeloop_tracks")
+TRACK_MAX_AGE_S = 2.0  # edgeloop_tracks: a track unseen this long ends (its object left, or was lost)
 NEAR_DUP_IOU = 0.5
 ORACLE_IOU = 0.5
 
@@ -209,8 +213,12 @@ def _agent(arm: str, cfg: ScenesLoopConfig, world, cams: list[str], sites: dict,
         from edgeloop.onebox import AGENT_DETECT_TEMPORAL_DEDUP
         from edgeloop.shared.config import TemporalDedup
 
-        dedup = TemporalDedup(**AGENT_DETECT_TEMPORAL_DEDUP) if arm == "edgeloop" else TemporalDedup()
-        sampling = _sampling(AGENT_DETECT_SIGNALS, cfg.agent_per_hour, cfg.window_s, seed, temporal_dedup=dedup)
+        from edgeloop.shared.config import TrackGate
+
+        dedup = TemporalDedup() if arm == "edgeloop_plain" else TemporalDedup(**AGENT_DETECT_TEMPORAL_DEDUP)
+        tracks = TrackGate(max_age_s=TRACK_MAX_AGE_S) if arm == "edgeloop_tracks" else TrackGate()
+        sampling = _sampling(AGENT_DETECT_SIGNALS, cfg.agent_per_hour, cfg.window_s, seed, temporal_dedup=dedup,
+                             tracks=tracks)
     out: list[_Up] = []
     for cam in cams:
         sampler = None if sampling is None else FrameSampler(sampling, f"dev-{cam}", sites[cam])
@@ -256,7 +264,7 @@ def _relay(arm: str, cfg: ScenesLoopConfig, up: list[_Up], cams_per_site: dict[s
     from edgeloop.shared.sampling import Observation, WindowedSelector, score
     from edgeloop.shared.sampling.policy import window_picker, window_pool_limit
 
-    if arm not in ("random", "edgeloop", "edgeloop_plain"):  # no relay stage: everything goes on
+    if arm not in ("random", *_EDGELOOP):  # no relay stage: everything goes on
         return list(up)
     kept = []
     for site in sorted(cams_per_site):
@@ -289,7 +297,7 @@ def _hub(arm: str, cfg: ScenesLoopConfig, pool: list[_Up], labeled_emb, seed: in
         wrong_ids = {c.sample_id for c in wrong}
         right = [c for c in shuffled if c.sample_id not in wrong_ids]
         return (wrong + right)[:k]
-    strategy = {"central": "uncertainty", "edgeloop": "hybrid", "edgeloop_plain": "hybrid"}.get(arm, "random")
+    strategy = "hybrid" if arm in _EDGELOOP else {"central": "uncertainty"}.get(arm, "random")
     rows = [{"sample_id": c.sample_id, "probs": c.probs, "embedding": c.embedding, "captured_at": c.captured_at,
              "detections": c.detections} for c in pool]
     chosen = selection.select_for_labeling(rows, k, strategy=strategy, seed=seed,
@@ -380,7 +388,7 @@ def _run_seed(cfg: ScenesLoopConfig, seed: int, fps: float, step: Callable[[str]
                 "budgets": {"labels": cfg.labels,
                             "agent": (math.floor(cfg.agent_per_hour * cfg.window_s / 3600 * _windows(world, cams[0], indices,
                                                                                                    cfg.window_s) + 1e-9)
-                                      * len(cams)) if arm in ("random", "edgeloop", "edgeloop_plain") else None},
+                                      * len(cams)) if arm in ("random", *_EDGELOOP) else None},
                 "bytes": {"agent_to_relay": sum(c.nbytes for c in up), "relay_to_hub": sum(c.nbytes for c in fwd)}})
             step(f"fps {fps:g} seed {seed} round {r} {arm}: mAP@0.5 {m['map50']:.3f} ({a['labels_used'][-1]} labels)")
     return {arm: {k: v for k, v in a.items() if k not in ("state", "runtime", "images", "boxes", "classes", "labeled")}
