@@ -217,3 +217,10 @@ def test_the_config_reads_and_checks_the_track_gate():
     for bad in ("max_age_s = -1", "min_iou = 1.5"):
         with pytest.raises(ConfigError, match="tracks"):
             loads(f"[sampling]\ntracks = {{ {bad} }}\n")
+
+
+def test_the_detection_demos_agents_get_temporal_dedup():
+    from edgeloop.onebox import AGENT_DETECT_SIGNALS, AGENT_DETECT_TEMPORAL_DEDUP, sampling_toml
+
+    text = sampling_toml(600, AGENT_DETECT_SIGNALS, 0, temporal_dedup=AGENT_DETECT_TEMPORAL_DEDUP)
+    assert loads(text).sampling.temporal_dedup == TemporalDedup(**AGENT_DETECT_TEMPORAL_DEDUP)
