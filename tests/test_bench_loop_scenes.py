@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from edgeloop.bench.loop_scenes import (SCENES_ARMS, SCENES_EXTRA_ARMS, ScenesLoopConfig, gets_wrong, near_duplicate,
-                                        run_scenes_bench, to_target)
+from edgeloop.bench.loop_scenes import SCENES_ARMS, SCENES_EXTRA_ARMS, ScenesLoopConfig, run_scenes_bench
+from edgeloop.bench.loop_scenes_truth import gets_wrong, near_duplicate, to_target
 from edgeloop.sim import ScenesWorld
 
 TINY = ScenesLoopConfig(seeds=1, rounds=2, labels=8, cameras=2, sites=2, minutes=0.5, fps=(2.0,), epochs=1,

@@ -48,6 +48,9 @@ from typing import Callable
 
 import numpy as np
 
+from .loop_scenes_report import plottable, summarise
+from .loop_scenes_truth import gets_wrong, near_duplicate
+
 SCENES_ARMS = ("random", "every_nth", "threshold", "central", "edgeloop")
 # opt-in: oracle reads the ground truth; edgeloop_plain is edgeloop without temporal de-duplication
 # (the ablation)
@@ -56,8 +59,6 @@ SCENES_EXTRA_ARMS = ("oracle", "edgeloop_plain", "edgeloop_tracks")
 _ORDER = ("edgeloop", "random", "every_nth", "threshold", "central", "oracle", "edgeloop_plain", "edgeloop_tracks")
 _EDGELOOP = ("edgeloop", "edgeloop_plain", "edgeloop_tracks")
 TRACK_MAX_AGE_S = 2.0  # edgeloop_tracks: a track unseen this long ends (its object left, or was lost)
-NEAR_DUP_IOU = 0.5
-ORACLE_IOU = 0.5
 
 
 @dataclass
@@ -100,63 +101,6 @@ class ScenesLoopConfig:
             raise ValueError(f"fps must be one or more frame rates in 1..30, got {self.fps}")
         self.sites = min(self.sites, self.cameras)
         self.arms = tuple(a for a in _ORDER if a in self.arms)
-
-
-# --- ground truth helpers (pure) -----------------------------------------------------------------
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """a (N, 4), b (M, 4) xyxy -> (N, M) IoU."""
-    a, b = np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
-    area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
-    area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
-
-
-def near_duplicate(a, b, iou: float = NEAR_DUP_IOU) -> bool:
-    """Two ground-truth frames (SceneFrame-like) show the same thing: same camera, light and weather,
-    the same tracks, each track's box overlapping itself by at least `iou`."""
-    if a.camera_id != b.camera_id or a.tags.get("lighting") != b.tags.get("lighting") \
-            or a.tags.get("weather") != b.tags.get("weather"):
-        return False
-    if sorted(a.track_ids.tolist()) != sorted(b.track_ids.tolist()):
-        return False
-    for k, tid in enumerate(a.track_ids.tolist()):
-        j = int(np.flatnonzero(b.track_ids == tid)[0])
-        if box_iou(a.boxes[k], b.boxes[j])[0, 0] < iou:
-            return False
-    return True
-
-
-def gets_wrong(truth_boxes: np.ndarray, truth_classes: np.ndarray, det: np.ndarray, iou: float = ORACLE_IOU) -> bool:
-    """Does a detector's output (K, 6) x1, y1, x2, y2 (pixels), score, class miss a true box or
-    report a false one (greedy class-aware matching at `iou`)?"""
-    det = np.asarray(det, np.float64).reshape(-1, 6)
-    if len(det) != len(truth_classes):
-        return True
-    if not len(det):
-        return False
-    m = box_iou(det[:, :4], truth_boxes) * (det[:, 5][:, None] == np.asarray(truth_classes)[None, :])
-    free = set(range(m.shape[1]))
-    for i in np.argsort(-det[:, 4]):  # most confident first, each to its best free true box
-        j = max(free, key=lambda j: m[i, j])
-        if m[i, j] < iou:
-            return True
-        free.remove(j)
-    return False
-
-
-def to_target(x: list[float], y: list[float], target: float) -> float | None:
-    """x needed to first reach `target` on the curve y(x), interpolating linearly between rounds."""
-    for i, (xi, yi) in enumerate(zip(x, y)):
-        if yi >= target:
-            if i == 0:
-                return float(xi)
-            x0, y0 = x[i - 1], y[i - 1]
-            return float(x0 + (target - y0) / (yi - y0) * (xi - x0))
-    return None
 
 
 # --- one round of one arm ------------------------------------------------------------------------
@@ -402,79 +346,6 @@ def _windows(world, cam: str, indices: range, window_s: float) -> int:
     return int(math.floor(t1 / window_s) - math.floor(t0 / window_s)) + 1
 
 
-# --- summary -------------------------------------------------------------------------------------
-
-def _summarise(cfg: ScenesLoopConfig, fps: float, per_seed: list[dict], seeds: list[int]) -> dict:
-    out: dict = {"fps": fps, "world_seeds": seeds, "arms": {}}
-    for arm in cfg.arms:
-        runs = [s[arm] for s in per_seed]
-        mp = np.array([r["map50"] for r in runs], dtype=float)
-        rounds = [{"labels": float(np.mean([r["rounds"][i]["labels"] for r in runs])),
-                   "boxes": float(np.mean([r["rounds"][i]["boxes"] for r in runs])),
-                   "near_duplicate_share": round(float(np.mean([r["rounds"][i]["near_duplicate_share"] for r in runs])), 4),
-                   **{k: float(np.mean([r["rounds"][i][k] for r in runs]))
-                      for k in ("frames", "agent_kept", "relay_kept", "night_labeled")},
-                   "budgets": runs[0]["rounds"][i]["budgets"],
-                   "every_n": [r["rounds"][i]["every_n"] for r in runs] if arm == "every_nth" else None,
-                   "bytes": {k: float(np.mean([r["rounds"][i]["bytes"][k] for r in runs]))
-                             for k in ("agent_to_relay", "relay_to_hub")}}
-                  for i in range(cfg.rounds)]
-        a2r = int(round(sum(rd["bytes"]["agent_to_relay"] for rd in rounds)))
-        r2h = int(round(sum(rd["bytes"]["relay_to_hub"] for rd in rounds)))
-        out["arms"][arm] = {
-            "labels": [rd["labels"] for rd in rounds],
-            "boxes": [rd["boxes"] for rd in rounds],
-            "labels_used": [float(v) for v in np.mean([r["labels_used"] for r in runs], axis=0)],
-            "boxes_used": [float(v) for v in np.mean([r["boxes_used"] for r in runs], axis=0)],
-            "map50_mean": [round(float(v), 4) for v in mp.mean(axis=0)],
-            "map50_std": [round(float(v), 4) for v in mp.std(axis=0)],
-            "map50_per_seed": mp.round(4).tolist(),
-            "near_duplicate_share": [rd["near_duplicate_share"] for rd in rounds],
-            "bytes_uplinked": {"agent_to_relay": a2r, "relay_to_hub": r2h, "total": a2r + r2h},
-            "rounds": rounds,
-        }
-    if cfg.target is not None:
-        target, rule = float(cfg.target), "--target"
-    elif "central" in out["arms"]:
-        target, rule = 0.95 * out["arms"]["central"]["map50_mean"][-1], "0.95 x central's final mean mAP@0.5"
-    else:
-        target, rule = 0.95 * max(a["map50_mean"][-1] for a in out["arms"].values()), "0.95 x the best final mean mAP@0.5"
-    out["target"], out["target_rule"] = round(target, 4), rule
-    seed_boxes = next(iter(out["arms"].values()))["boxes_used"][0]
-    for a in out["arms"].values():
-        ltt = to_target(a["labels_used"], a["map50_mean"], target)
-        btt = to_target(a["boxes_used"], a["map50_mean"], target)
-        # The seed set is the same for every arm: the loop's own labels are what selection can save.
-        a["labels_to_target"] = None if ltt is None else round(ltt - cfg.seed_set, 1)
-        a["boxes_to_target"] = None if btt is None else round(btt - seed_boxes, 1)
-    out["lines"] = summary_lines(out)
-    return out
-
-
-def _ratio(a, b) -> str:
-    return "n/a" if a is None or b is None or b == 0 else f"{a / b:.2f}x"
-
-
-def summary_lines(rep: dict) -> list[str]:
-    arms = rep["arms"]
-    rnd, cen = arms.get("random"), arms.get("central")
-    lines = []
-    for name, a in arms.items():
-        ltt = "never" if a["labels_to_target"] is None else f"{a['labels_to_target']:.0f}"
-        btt = "never" if a["boxes_to_target"] is None else f"{a['boxes_to_target']:.0f}"
-        parts = [f"labels_to_target {ltt}", f"boxes_to_target {btt}"]
-        if rnd is not None and name != "random":
-            parts.append(f"labels {_ratio(a['labels_to_target'], rnd['labels_to_target'])} random")
-        if cen is not None:
-            pct = 100.0 * a["bytes_uplinked"]["total"] / max(1, cen["bytes_uplinked"]["total"])
-            worst = min((x / y for x, y in zip(a["map50_mean"][1:], cen["map50_mean"][1:]) if y > 0), default=float("nan"))
-            parts.append(f"bytes {pct:.1f}% of central, mAP@0.5 worst round {worst:.2f}x central")
-        parts.append(f"final mAP@0.5 {a['map50_mean'][-1]:.3f}±{a['map50_std'][-1]:.3f}")
-        parts.append(f"near-duplicates {np.mean(a['near_duplicate_share']):.0%}")
-        lines.append(f"fps {rep['fps']:g} {name}: " + ", ".join(parts))
-    return lines
-
-
 def run_scenes_bench(cfg: ScenesLoopConfig, out=None, progress: Callable[[str], None] | None = None) -> dict:
     """Every arm over cfg.seeds worlds at each of cfg.fps -> the report (OUT/loop.json, OUT/loop.png).
 
@@ -494,7 +365,7 @@ def run_scenes_bench(cfg: ScenesLoopConfig, out=None, progress: Callable[[str], 
     by_fps = {}
     for fps in cfg.fps:
         per_seed = [_run_seed(cfg, s, fps, step) for s in seeds]
-        by_fps[f"{fps:g}"] = _summarise(cfg, fps, per_seed, seeds)
+        by_fps[f"{fps:g}"] = summarise(cfg, fps, per_seed, seeds)
     first = by_fps[f"{cfg.fps[0]:g}"]
     report = {"settings": {**asdict(cfg), "world": "scenes", "task": "detect"}, **first,
               "by_fps": by_fps,
@@ -508,13 +379,6 @@ def run_scenes_bench(cfg: ScenesLoopConfig, out=None, progress: Callable[[str], 
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        report["plot"] = plot(_plottable(first), out / "loop.png", metric="mAP@0.5")
+        report["plot"] = plot(plottable(first), out / "loop.png", metric="mAP@0.5")
         (out / "loop.json").write_text(json.dumps(report, indent=1))
     return report
-
-
-def _plottable(rep: dict) -> dict:
-    """The loop plot's input shape: per arm labels_used, accuracy_mean/std (here mAP@0.5)."""
-    return {"target": rep["target"],
-            "arms": {n: {"labels_used": a["labels_used"], "accuracy_mean": a["map50_mean"],
-                         "accuracy_std": a["map50_std"]} for n, a in rep["arms"].items()}}
