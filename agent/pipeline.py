@@ -41,6 +41,8 @@ from edgeloop.shared.sampling.campaigns import CampaignMatcher
 from edgeloop.shared.sampling.policy import (AUDIT, CAMPAIGN_PREFIX, PRIORITY, is_audit, window_pool_limit,
                                              window_picker)
 from edgeloop.shared.sampling.signals import Observation, SignalContext, SignalState, score
+from edgeloop.shared.sampling.temporal import RecentlyKept, thumbnail
+from edgeloop.shared.sampling.tracks import TrackEpisodes
 
 from .shadow import DISAGREEMENT, DISAGREEMENT_BONUS, ShadowRunner
 from .sources import SourceFrame
@@ -120,7 +122,12 @@ class FrameSampler:
         self._context: tuple[str, SignalContext] | None = None  # per model version
         self.campaigns = CampaignMatcher()
         self.campaigns_in = None  # a CampaignSet handed over from the MQTT thread
-        self.offered = self.audited = self.campaign_kept = self.passed_over = 0
+        # Frames showing what this camera recently kept (or holds in a window) are no candidates.
+        self.recent = RecentlyKept(sampling.temporal_dedup) if sampling.temporal_dedup.enabled else None
+        # A detector's frames whose every object already has a candidate are none either.
+        self.episodes = TrackEpisodes(sampling.tracks) if sampling.tracks.enabled else None
+        self.offered = self.audited = self.campaign_kept = self.passed_over = self.duplicates = 0
+        self.track_covered = 0
         self.seconds = 0.0  # time spent scoring and selecting (not encoding kept images)
         self._jpeg_estimate = 50_000  # bytes; follows the sizes of what was encoded
 
@@ -150,6 +157,19 @@ class FrameSampler:
         campaign = None if audit else self.campaigns.match(pred.embedding, time.time())
         bypass = AUDIT if audit else "campaign" if campaign else None
         wanted = bypass is not None or self.selector.would_accept(frame.captured_at, value)
+        thumb = None
+        track_ids = None
+        if self.episodes is not None and pred.detections is not None:
+            track_ids = self.episodes.update(frame.captured_at, pred.detections)  # every frame: tracks stay whole
+            if wanted and bypass is None and self.episodes.all_covered(track_ids):
+                wanted = False
+                self.track_covered += 1
+        if wanted and bypass is None and self.recent is not None:
+            thumb = thumbnail(frame.image)
+            reading = pred.probs if pred.detections is None else pred.detections
+            if self.recent.is_duplicate(frame.captured_at, thumb, reading):
+                wanted = False
+                self.duplicates += 1
         self.seconds += time.perf_counter() - t0
         if bypass:
             # Outside the window budget: audit is the unbiased sample of what the camera sees; a
@@ -160,8 +180,13 @@ class FrameSampler:
             commit += self._build([Pending(frame, pred, rt.version, sample_id, value + PRIORITY[bypass], scores,
                                            reasons, 0)])
         elif wanted:
-            self.offered += self.selector.offer(Pending(frame, pred, rt.version, sample_id, value, scores, reasons,
-                                                        self._jpeg_estimate))
+            offered = self.selector.offer(Pending(frame, pred, rt.version, sample_id, value, scores, reasons,
+                                                  self._jpeg_estimate))
+            self.offered += offered
+            if offered and thumb is not None:
+                self.recent.remember(frame.captured_at, thumb, pred.probs if pred.detections is None else pred.detections)
+            if offered and track_ids is not None:
+                self.episodes.cover(track_ids)
         else:
             self.passed_over += 1
         return commit
@@ -185,6 +210,8 @@ class FrameSampler:
         if self._context is None or self._context[0] != rt.version:
             if self._context is not None:
                 self.state.forget()  # embeddings of two models are not comparable
+                if self.recent is not None:
+                    self.recent.forget()  # nor are two models' readings of a scene
             self._context = (rt.version, SignalContext.from_manifest(rt.manifest))
         return self._context[1]
 

@@ -21,6 +21,14 @@ from edgeloop.shared.hubclient import HubClient
 from edgeloop.shared.mqtt import Connection
 from edgeloop.shared.protocol import DeviceState, decode
 
+def _toml_value(v) -> str:
+    """A TOML value: a dict becomes an inline table, anything else its JSON (valid TOML for numbers,
+    strings and booleans)."""
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + " }"
+    return json.dumps(v)
+
+
 def sampling_toml(per_hour: float | None, signals: dict[str, float | dict], seed: int, window_s: float = 60,
                   **extra) -> str:
     """A [sampling] section: budget per hour of capture time (None: unlimited) over windows of
@@ -28,7 +36,7 @@ def sampling_toml(per_hour: float | None, signals: dict[str, float | dict], seed
     other [sampling] keys (strategy, audit_fraction, ...)."""
     budget = "" if per_hour is None else f"per_hour = {per_hour}, "
     lines = ["[sampling]", f"budget = {{ {budget}window_s = {window_s} }}", f"seed = {seed}"]
-    lines += [f"{k} = {json.dumps(v)}" for k, v in extra.items()]
+    lines += [f"{k} = {_toml_value(v)}" for k, v in extra.items()]
     for kind, weight in signals.items():
         keys = weight if isinstance(weight, dict) else {"weight": weight}
         lines += ["[[sampling.signals]]", f'kind = "{kind}"', *(f"{k} = {json.dumps(v)}" for k, v in keys.items())]
@@ -43,6 +51,10 @@ AGENT_SIGNALS = {"least_confidence": 1.0, "margin": 0.5, "random": 0.1}
 AGENT_DETECT_SIGNALS = {"least_confidence": 1.0,
                         "close_to_threshold": {"weight": 0.5, "low": 0.25, "high": 0.45},
                         "novelty": {"weight": 1.0, "min_distance": 0.05}, "random": 0.3}
+# A detector's agent drops frames that show what its camera kept in the last 5 minutes (a parked car,
+# an empty lot at night): shared/sampling/temporal.py. bench loop's edgeloop arm runs with it; the demo
+# does not yet (its figures in the README were measured without it).
+AGENT_DETECT_TEMPORAL_DEDUP = {"horizon_s": 300.0, "max_change": 6.0, "min_iou": 0.5}
 RELAY_SIGNALS = {"least_confidence": 1.0, "entropy": 0.5}
 RELAY_DETECT_SIGNALS = {**RELAY_SIGNALS, "random": 0.3}  # a floor, so diversity can pick silent frames
 # The relay spends its budget on diversity: no near duplicates across cameras, classes balanced.

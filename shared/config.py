@@ -187,6 +187,51 @@ def _default_signals() -> tuple[SignalConfig, ...]:
 
 
 @dataclass(frozen=True)
+class TemporalDedup:
+    """The agent's temporal de-duplication (shared/sampling/temporal.py): a frame that shows what the
+    camera kept within `horizon_s` seconds is no candidate. horizon_s = 0 (the default) turns it off."""
+
+    horizon_s: float = 0.0
+    max_change: float = 6.0  # grey levels a thumbnail cell may change and still show the same scene
+    min_iou: float = 0.5  # a detector's boxes must match one to one at this IoU, with equal classes
+    memory: int = 64  # frames remembered
+
+    def __post_init__(self):
+        if not (math.isfinite(self.horizon_s) and self.horizon_s >= 0):
+            raise ConfigError(f"temporal_dedup.horizon_s: expected seconds >= 0, got {self.horizon_s!r}")
+        if not (math.isfinite(self.max_change) and 0 <= self.max_change <= 255):
+            raise ConfigError(f"temporal_dedup.max_change: expected grey levels from 0 to 255, got {self.max_change!r}")
+        if not 0.0 < self.min_iou <= 1.0:
+            raise ConfigError(f"temporal_dedup.min_iou: expected an IoU in (0, 1], got {self.min_iou!r}")
+        if not _is_int(self.memory) or not 1 <= self.memory <= 4096:
+            raise ConfigError(f"temporal_dedup.memory: expected an integer from 1 to 4096, got {self.memory!r}")
+
+    @property
+    def enabled(self) -> bool:
+        return self.horizon_s > 0
+
+
+@dataclass(frozen=True)
+class TrackGate:
+    """The agent's track-aware selection (shared/sampling/tracks.py): a detector's frame whose every box
+    belongs to a track that already has a candidate is no candidate. max_age_s = 0 (the default) turns
+    it off; else a track unseen that long ends."""
+
+    max_age_s: float = 0.0
+    min_iou: float = 0.3  # a box continues a track of its class from this IoU with the track's last box
+
+    def __post_init__(self):
+        if not (math.isfinite(self.max_age_s) and self.max_age_s >= 0):
+            raise ConfigError(f"tracks.max_age_s: expected seconds >= 0, got {self.max_age_s!r}")
+        if not 0.0 < self.min_iou <= 1.0:
+            raise ConfigError(f"tracks.min_iou: expected an IoU in (0, 1], got {self.min_iou!r}")
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_age_s > 0
+
+
+@dataclass(frozen=True)
 class SamplingConfig:
     budget: Budget = field(default_factory=Budget)
     signals: tuple[SignalConfig, ...] = field(default_factory=_default_signals)
@@ -202,6 +247,9 @@ class SamplingConfig:
     # (in the draw, too) and application feedback, per hour; the rest competes like any candidate.
     audit_per_device_hour: float = 600.0
     feedback_per_device_hour: float = 60.0
+    # The agent's: frames showing what the camera recently kept are no candidates (off by default).
+    temporal_dedup: TemporalDedup = field(default_factory=TemporalDedup)
+    tracks: TrackGate = field(default_factory=TrackGate)  # the agent's: one candidate per track episode
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:

@@ -48,6 +48,7 @@ import click
 import numpy as np
 
 from .loop_plot import plot
+from .loop_scenes import ScenesLoopConfig, run_scenes_bench
 
 ARMS = ("random", "threshold", "central", "edgeloop")
 EXTRA_ARMS = ("oracle",)  # only when asked for: it reads the ground truth
@@ -436,8 +437,17 @@ def summary_lines(report: dict) -> list[str]:
               help="Accuracy target for labels_to_target [default: 0.95 x central's final mean accuracy].")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/bench"), show_default=True,
               help="Output folder: loop.json and loop.png.")
+@click.option("--world", type=click.Choice(["digits", "scenes"]), default="digits", show_default=True,
+              help="digits: independent frames, classification; scenes: video-like streams, detection.")
+@click.option("--task", type=click.Choice(["classify", "detect"]), default=None,
+              help="The world's task (digits: classify, scenes: detect) [default: the world's].")
+@click.option("--fps", default="5", show_default=True,
+              help="scenes: the cameras' frame rate; a comma-separated list (1,5,15) sweeps it over the same "
+                   "minutes of world time.")
+@click.option("--minutes", default=ScenesLoopConfig.minutes, show_default=True,
+              help="scenes: world minutes per camera per round.")
 def loop(seeds, rounds, labels, cameras, sites, frames, epochs, seed_epochs, seed_set, golden_per_condition,
-         agent_per_hour, relay_per_hour_per_agent, arms, target, out) -> None:
+         agent_per_hour, relay_per_hour_per_agent, arms, target, out, world, task, fps, minutes) -> None:
     """Labels and bytes saved by hierarchical selection, against random, threshold and central arms.
 
     Runs the whole loop in one process over several seeds of the simulated world, with the services'
@@ -445,14 +455,34 @@ def loop(seeds, rounds, labels, cameras, sites, frames, epochs, seed_epochs, see
     target accuracy, the bytes uplinked and the accuracy at equal labels. Writes OUT/loop.json and
     OUT/loop.png (accuracy vs labels, mean ± std over seeds).
 
-    \b
-    Example:
-      edgeloop bench loop --seeds 3 --rounds 5 --labels 100 --cameras 4 --frames 600 --out runs/bench
-    """
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    On the scenes world (--world scenes --task detect) the arms are random, every_nth, threshold,
+    central and edgeloop (oracle on request), the metric is mAP@0.5 and the report adds boxes labeled
+    and the share of near-duplicate labels; options left at the digits defaults take the scenes ones.
 
+    \b
+    Examples:
+      edgeloop bench loop --seeds 3 --rounds 5 --labels 100 --cameras 4 --frames 600 --out runs/bench
+      edgeloop bench loop --world scenes --task detect --fps 5 --seeds 3 --out runs/bench-scenes
+    """
     arm_list = tuple(a.strip() for a in arms.split(",") if a.strip())
+    if (task or ("detect" if world == "scenes" else "classify")) != ("detect" if world == "scenes" else "classify"):
+        raise click.UsageError(f"the {world} world's task is {'detect' if world == 'scenes' else 'classify'}")
+    if world == "scenes":
+        ctx = click.get_current_context()
+        given = {k: v for k, v in dict(seeds=seeds, rounds=rounds, labels=labels, cameras=cameras, sites=sites,
+                                       epochs=epochs, seed_epochs=seed_epochs, seed_set=seed_set,
+                                       golden_per_condition=golden_per_condition, agent_per_hour=agent_per_hour,
+                                       relay_per_hour_per_agent=relay_per_hour_per_agent, target=target).items()
+                 if ctx.get_parameter_source(k) != click.core.ParameterSource.DEFAULT}
+        if ctx.get_parameter_source("arms") != click.core.ParameterSource.DEFAULT:
+            given["arms"] = arm_list
+        try:
+            cfg = ScenesLoopConfig(**given, minutes=minutes, fps=tuple(float(f) for f in fps.split(",") if f.strip()))
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from exc
+        _run_with_progress(cfg.seeds * len(cfg.fps) * (1 + cfg.rounds * len(cfg.arms)),
+                           lambda step: run_scenes_bench(cfg, out, progress=step), out)
+        return
     try:
         cfg = LoopConfig(seeds=seeds, rounds=rounds, labels=labels, cameras=cameras, sites=sites, frames=frames,
                          epochs=epochs, seed_epochs=seed_epochs, seed_set=seed_set,
@@ -460,12 +490,19 @@ def loop(seeds, rounds, labels, cameras, sites, frames, epochs, seed_epochs, see
                          relay_per_hour_per_agent=relay_per_hour_per_agent, target=target, arms=arm_list)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
+    _run_with_progress(cfg.seeds * (1 + cfg.rounds * len(cfg.arms)),
+                       lambda step: run_loop_bench(cfg, out, progress=step), out)
+
+
+def _run_with_progress(total: int, run: Callable, out: Path) -> None:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
-    total = cfg.seeds * (1 + cfg.rounds * len(cfg.arms))
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as bar:
         task = bar.add_task("bench loop", total=total)
-        report = run_loop_bench(cfg, out, progress=lambda msg: bar.update(task, advance=1, description=msg))
+        report = run(lambda msg: bar.update(task, advance=1, description=msg))
     for line in report["lines"]:
         click.echo(line)
     click.echo(f"target {report['target']:.4f} ({report['target_rule']}); "

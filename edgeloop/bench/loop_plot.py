@@ -9,18 +9,20 @@ import numpy as np
 
 
 COLORS = {"random": (0.5, 0.5, 0.5), "threshold": (0.85, 0.55, 0.1), "central": (0.15, 0.35, 0.8),
-          "edgeloop": (0.1, 0.6, 0.25), "oracle": (0.6, 0.2, 0.6)}  # RGB in 0..1
+          "edgeloop": (0.1, 0.6, 0.25), "oracle": (0.6, 0.2, 0.6),
+          "every_nth": (0.55, 0.35, 0.2)}  # RGB in 0..1
 
 
-def plot(report: dict, path: Path) -> str:
-    """Accuracy vs labels, mean ± std band per arm -> path (PNG). matplotlib if present, else cv2."""
+def plot(report: dict, path: Path, metric: str = "accuracy") -> str:
+    """`metric` (golden-set accuracy, or mAP@0.5: the arms' accuracy_mean / accuracy_std) vs labels,
+    mean ± std band per arm -> path (PNG). matplotlib if present, else cv2."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        _plot_cv2(report, path)
+        _plot_cv2(report, path, metric=metric)
         return "cv2"
     fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
     for name, a in report["arms"].items():
@@ -29,8 +31,8 @@ def plot(report: dict, path: Path) -> str:
         ax.fill_between(x, m - s, m + s, alpha=0.2, color=COLORS.get(name))
     ax.axhline(report["target"], ls="--", color="k", lw=0.8, label=f"target {report['target']:.3f}")
     ax.set_xlabel("labels spent (cumulative, incl. seed set)")
-    ax.set_ylabel("golden-set accuracy")
-    ax.set_title("edgeloop bench loop: accuracy vs labels")
+    ax.set_ylabel(f"golden-set {metric}")
+    ax.set_title(f"edgeloop bench loop: {metric} vs labels")
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -45,7 +47,7 @@ def _nice_step(span: float, n: int = 6) -> float:
     return next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
 
 
-def _plot_cv2(report: dict, path: Path, size: tuple[int, int] = (960, 600)) -> None:
+def _plot_cv2(report: dict, path: Path, size: tuple[int, int] = (960, 600), metric: str = "accuracy") -> None:
     import cv2
 
     W, H = size
@@ -58,6 +60,8 @@ def _plot_cv2(report: dict, path: Path, size: tuple[int, int] = (960, 600)) -> N
     lo, hi = min(lo, report["target"]), max(hi, report["target"])
     ystep = _nice_step(max(hi - lo, 0.05))
     y0, y1 = math.floor(lo / ystep) * ystep, math.ceil(hi / ystep) * ystep
+    if y1 <= y0:  # a flat curve on a tick (every arm at 0): give the axis one step
+        y1 = y0 + ystep
     x0, x1 = min(xs), max(xs)
     if x1 == x0:
         x1 = x0 + 1
@@ -106,9 +110,9 @@ def _plot_cv2(report: dict, path: Path, size: tuple[int, int] = (960, 600)) -> N
     ly = top + 20 + 24 * len(arms)
     cv2.line(img, (W - right + 12, ly), (W - right + 40, ly), (0, 0, 0), 1)
     cv2.putText(img, f"target {report['target']:.3f}", (W - right + 46, ly + 5), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
-    cv2.putText(img, "edgeloop bench loop: accuracy vs labels (mean +- std over seeds)", (left, 30), font, 0.6,
+    cv2.putText(img, f"edgeloop bench loop: {metric} vs labels (mean +- std over seeds)", (left, 30), font, 0.6,
                 (0, 0, 0), 1, cv2.LINE_AA)
     cv2.putText(img, "labels spent (cumulative, incl. seed set)", (left + 200, H - 15), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-    cv2.putText(img, "accuracy", (5, top - 15), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(img, metric, (5, top - 15), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
     if not cv2.imwrite(str(path), img):
         raise OSError(f"could not write {path}")
