@@ -13,7 +13,8 @@ import pytest
 
 from edgeloop.broker import free_port
 from edgeloop.onebox import sampling_toml
-from edgeloop.procs import Service, mosquitto_service, wait_port
+
+from relaysite import relay_site
 
 pytestmark = pytest.mark.e2e
 TOKEN = "relay-secret"
@@ -38,20 +39,9 @@ def status(url: str, token: str | None = None) -> int:
 def test_status_needs_the_token_from_another_machine_and_models_need_their_sha256(tmp_path):
     address = outward_address()
     assert not address.startswith("127."), "this test needs an address that is not loopback"
-    logs = tmp_path / "logs"
-    port = free_port()
-    broker = mosquitto_service(port, tmp_path / "mosquitto", logs).start()
-    relay = None
-    try:
-        wait_port(port)
-        conf = tmp_path / "relay.toml"
-        conf.write_text(sampling_toml(None, {"least_confidence": 1.0}, 0))
-        http_port = free_port()
-        relay = Service.edgeloop("relay", [
-            "relay", "run", "--id", "relay-0", "--site", "site-0", "--broker", f"mqtt://127.0.0.1:{port}",
-            "--hub", f"http://127.0.0.1:{free_port()}", "--token", TOKEN, "--data", str(tmp_path / "relay"),
-            "--config", str(conf), "--host", "0.0.0.0", "--port", str(http_port)], logs, ready=True).start()
-        relay.wait_ready(timeout=60)
+    http_port = free_port()
+    with relay_site(tmp_path, sampling_toml(None, {"least_confidence": 1.0}, 0), "--host", "0.0.0.0", "--port",
+                    str(http_port), token=TOKEN):
         outside = f"http://{address}:{http_port}"
         assert status(f"{outside}/status") == 401
         assert status(f"{outside}/status", "wrong") == 401
@@ -59,7 +49,3 @@ def test_status_needs_the_token_from_another_machine_and_models_need_their_sha25
         assert status(f"http://127.0.0.1:{http_port}/status") == 200  # on the gateway itself, as before
         # A model by version alone is not served (its URL carries its sha256 now).
         assert status(f"{outside}/models/v0") == 404
-    finally:
-        if relay is not None:
-            relay.stop()
-        broker.stop()

@@ -11,15 +11,14 @@ import time
 import numpy as np
 import pytest
 
-from edgeloop.broker import free_port
 from edgeloop.onebox import sampling_toml
-from edgeloop.procs import Service, mosquitto_service, wait_port
 from edgeloop.shared import topics
 from edgeloop.shared.mqtt import Connection
 from edgeloop.shared.protocol import DeviceState, SampleBatch, encode
 from edgeloop.shared.sampling.policy import AUDIT, FEEDBACK_WRONG
 
 from factories import make_candidate
+from relaysite import relay_site
 from test_relay_share import get, wait
 
 pytestmark = pytest.mark.e2e
@@ -29,20 +28,9 @@ UNSURE = np.array([0.34, 0.33, 0.33], np.float32)
 
 
 def test_a_full_forward_queue_keeps_audit_and_feedback_and_evicts_ordinary_frames(tmp_path):
-    logs = tmp_path / "logs"
-    port = free_port()
-    broker = mosquitto_service(port, tmp_path / "mosquitto", logs).start()
-    relay = None
-    try:
-        wait_port(port)
-        conf = tmp_path / "relay.toml"
-        # No budget: forward everything; every id is in the audit draw (these have random ids).
-        conf.write_text(sampling_toml(None, {"least_confidence": 1.0}, 0, audit_fraction=1.0))
-        relay = Service.edgeloop("relay", [
-            "relay", "run", "--id", "relay-0", "--site", SITE, "--broker", f"mqtt://127.0.0.1:{port}",
-            "--hub", f"http://127.0.0.1:{free_port()}", "--token", "t", "--data", str(tmp_path / "relay"),
-            "--config", str(conf), "--flush-idle", "0.3", "--forward-quota", "30KB"], logs, ready=True).start()
-        url = relay.wait_ready(timeout=60)["url"]
+    # No budget: forward everything; every id is in the audit draw (these have random ids).
+    sampling = sampling_toml(None, {"least_confidence": 1.0}, 0, audit_fraction=1.0)
+    with relay_site(tmp_path, sampling, "--flush-idle", "0.3", "--forward-quota", "30KB") as (url, port):
         dev = Connection(f"mqtt://127.0.0.1:{port}", client_id="fake-device").start()
         assert dev.wait_connected(20)
 
@@ -68,10 +56,6 @@ def test_a_full_forward_queue_keeps_audit_and_feedback_and_evicts_ordinary_frame
         assert len(queued) < total  # the quota bit: something was evicted or refused
         assert {c.sample_id for c in special} <= queued  # ... and it was never audit or feedback
         dev.stop()
-    finally:
-        if relay is not None:
-            relay.stop()
-        broker.stop()
 
 
 @pytest.mark.parametrize("reasons, bonus", [

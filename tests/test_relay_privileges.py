@@ -10,9 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from edgeloop.broker import free_port
 from edgeloop.onebox import sampling_toml
-from edgeloop.procs import Service, mosquitto_service, wait_port
 from edgeloop.shared import topics
 from edgeloop.shared.config import ConfigError, SamplingConfig, loads
 from edgeloop.shared.mqtt import Connection
@@ -21,6 +19,7 @@ from edgeloop.shared.sampling.policy import AUDIT, FEEDBACK_WRONG, is_audit, out
 from edgeloop.shared.sampling.privileges import Privileges
 
 from factories import make_candidate
+from relaysite import relay_site
 from test_relay_share import get, wait
 
 SITE, DEVICE = "site-0", "dev-0"
@@ -72,21 +71,9 @@ def test_the_rates_are_checked_config():
 
 @pytest.mark.e2e
 def test_a_relay_does_not_let_a_device_send_everything_past_the_budgets(tmp_path):
-    logs = tmp_path / "logs"
-    port = free_port()
-    broker = mosquitto_service(port, tmp_path / "mosquitto", logs).start()
-    relay = None
-    try:
-        wait_port(port)
-        conf = tmp_path / "relay.toml"
-        conf.write_text(sampling_toml(1, {"least_confidence": 1.0}, CFG.seed, audit_fraction=CFG.audit_fraction,
-                                      feedback_per_device_hour=CFG.feedback_per_device_hour,
-                                      audit_per_device_hour=100))
-        relay = Service.edgeloop("relay", [
-            "relay", "run", "--id", "relay-0", "--site", SITE, "--broker", f"mqtt://127.0.0.1:{port}",
-            "--hub", f"http://127.0.0.1:{free_port()}", "--token", "t", "--data", str(tmp_path / "relay"),
-            "--config", str(conf), "--flush-idle", "0.3"], logs, ready=True).start()
-        url = relay.wait_ready(timeout=60)["url"]
+    sampling = sampling_toml(1, {"least_confidence": 1.0}, CFG.seed, audit_fraction=CFG.audit_fraction,
+                             feedback_per_device_hour=CFG.feedback_per_device_hour, audit_per_device_hour=100)
+    with relay_site(tmp_path, sampling, "--flush-idle", "0.3") as (url, port):
         dev = Connection(f"mqtt://127.0.0.1:{port}", client_id="greedy-device").start()
         assert dev.wait_connected(20)
         dev.publish(topics.state(SITE, DEVICE), encode(DeviceState(DEVICE, "online", None, ts=time.time())), retain=True)
@@ -106,7 +93,3 @@ def test_a_relay_does_not_let_a_device_send_everything_past_the_budgets(tmp_path
         assert (counts["audit"], counts["feedback"], counts["privileges_refused"]) == (10, 3, 17), counts
         assert counts["rejected"] == 0 and counts["duplicates"] == 0, counts  # taken, none refused
         dev.stop()
-    finally:
-        if relay is not None:
-            relay.stop()
-        broker.stop()
