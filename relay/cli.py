@@ -68,7 +68,8 @@ def run(relay_id, site, broker, hub_url, token, data_dir, config_path, host, por
       edgeloop relay run --id relay-0 --site site-0 --hub http://127.0.0.1:8080 --token $TOKEN --data /var/lib/edgeloop/relay
       edgeloop relay run --id relay-0b --site site-0 --share-group site-0 ...   # a second relay for the same site
     """
-    from .service import RelaySettings, serve
+    from .process import serve
+    from .settings import RelaySettings
 
     if share_group is not None and not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", share_group):
         raise click.BadParameter("letters, digits, '_', '.', '-' only (it is part of an MQTT topic filter)",
@@ -106,7 +107,7 @@ def dead_letters(data_dir, replay):
       edgeloop relay dead-letters --data /var/lib/edgeloop/relay
       edgeloop relay dead-letters --data /var/lib/edgeloop/relay --replay
     """
-    from .service import RelaySettings
+    from .settings import RelaySettings
     from .store import RelayStore
 
     path = data_dir / "relay.sqlite"

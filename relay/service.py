@@ -14,22 +14,16 @@ import collections
 import dataclasses
 import hmac
 import ipaddress
-import json
 import logging
 import math
 import threading
 import time
-from dataclasses import dataclass
-from pathlib import Path
 
 import aiohttp
-import numpy as np
 from aiohttp import web
 
 from edgeloop.shared import topics
-from edgeloop.shared.config import SamplingConfig
 from edgeloop.shared.errors import EdgeloopError, ProtocolError, StorageError
-from edgeloop.shared.hubclient import hub_ssl_context
 from edgeloop.shared.mqtt import Connection
 from edgeloop.shared.protocol import (MAX_ITEMS, Campaign, CampaignSet, Candidate, DesiredModel, DeviceState,
                                       Receipt, SampleBatch, ShadowModel, check_id, decode, encode)
@@ -43,42 +37,12 @@ from .cache import ModelCache
 from .campaigns import campaigns_from_hub
 from .forwarder import HubForwarder
 from .inbox import Inbox
+from .settings import RelaySettings
 from .store import RelayStore
 
 log = logging.getLogger("edgeloop.relay")
 STORAGE_RETRY_S = 2.0  # how often messages the disk refused are tried again
 HOUSEKEEPING_S = 3600.0
-
-
-@dataclass(frozen=True)
-class RelaySettings:
-    relay_id: str
-    site: str
-    broker: str
-    hub_url: str
-    token: str
-    data_dir: Path
-    sampling: SamplingConfig
-    host: str = "127.0.0.1"
-    port: int = 0
-    public_url: str | None = None  # how agents reach this relay's HTTP (default http://host:port)
-    password: str | None = None  # MQTT password (username = relay id)
-    ca_file: Path | None = None  # CA of the broker's certificate, for an mqtts:// broker
-    flush_idle_s: float = 2.0  # close every open window after this long without a new candidate
-    poll_s: float = 2.0  # how often to ask the hub for the desired model
-    forward_quota: int = 500 << 20
-    seen_retention_s: float = 7 * 86400.0  # how long an id is remembered for dedup (the hub dedups too)
-    model_cache_bytes: int = 2 << 30
-    batch_items: int = 128
-    # Event time: a window remembers what it kept this long, to judge a backlog's late candidates
-    # with the share the same time live would have had; a capture time further ahead of this
-    # relay's clock than max_clock_ahead_s is corrected (shared/sampling/watermarks.py).
-    lateness_s: float = 86400.0
-    max_clock_ahead_s: float = 600.0
-    max_lag_s: float = 600.0  # windows wait for a device this far behind the median one, not further
-    # Relays of one site with the same share group split its candidates between them (MQTT 5 shared
-    # subscription, mosquitto only); each applies its own budget. Device states reach every relay.
-    share_group: str | None = None
 
 
 def _device(c) -> str:
@@ -513,55 +477,8 @@ class Relay:
         return {**(headers or {}), "Authorization": f"Bearer {self.s.token}"}
 
 
-async def serve(s: RelaySettings, ready_file: Path | None, stop: asyncio.Event) -> None:
-    relay = Relay(s)
-    app = web.Application()
-    app.router.add_get("/models/{version}/{sha256}", relay.serve_model)
-    app.router.add_get("/status", relay.status)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, s.host, s.port)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    relay.url = s.public_url or f"http://{s.host}:{port}"
-    relay.inbox.start()
-    relay.conn.start()
-    # An https:// hub with a private CA: EDGELOOP_HUB_CA names it (hub_ssl_context); None: the system's CAs.
-    connector = aiohttp.TCPConnector(ssl=hub_ssl_context() or True)
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30), connector=connector) as http:
-        tasks = [asyncio.create_task(_forever(name, loop)) for name, loop in (
-            ("windows", relay.windows), ("forwarder", lambda: relay.to_hub.run(http)),
-            ("storage retry", relay.storage_retry), ("housekeeping", relay.housekeeping),
-            ("model poller", lambda: relay.model_poller(http)))]
-        if ready_file:
-            ready_file.write_text(json.dumps({"port": port, "url": relay.url}))
-        log.info("relay %s for site %s serving on %s", s.relay_id, s.site, relay.url)
-        await stop.wait()
-        log.info("relay %s stopping", s.relay_id)
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-    relay.conn.stop()
-    relay.inbox.stop()
-    await runner.cleanup()
-    with relay._lock:
-        relay.store.close()
-
-
 def _is_loopback(address: str | None) -> bool:
     try:
         return address is not None and ipaddress.ip_address(address.split("%")[0]).is_loopback
     except ValueError:
         return False
-
-
-async def _forever(name: str, loop) -> None:
-    """Run a background loop; a bug in one pass is logged and the loop restarts after a pause."""
-    while True:
-        try:
-            await loop()
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # noqa: BLE001 - keep the relay serving; the log says what broke
-            log.exception("%s failed; restarting it in 2s", name)
-            await asyncio.sleep(2)
