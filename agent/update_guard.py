@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import threading
 import time
@@ -79,8 +80,10 @@ class UpdateGuard:
         with self.lock:
             if self.rank is None:
                 return {"desired_refusals": self.refusals}
-            return {"desired_seq": self.rank[0], "desired_expires_in_s": round(self.expires_at - self.clock(), 1),
-                    "desired_refusals": self.refusals}
+            # Floored, not rounded: just past the expiry reads -0.1, never -0.0, so the sign agrees
+            # with `desired_expired` in the same state.
+            left = math.floor((self.expires_at - self.clock()) * 10) / 10
+            return {"desired_seq": self.rank[0], "desired_expires_in_s": left, "desired_refusals": self.refusals}
 
     def _read(self) -> dict | None:
         try:

@@ -4,6 +4,7 @@ what verifies, what is refused and why, and that the highest sequence accepted s
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import pytest
 from hypothesis import given, strategies as st
@@ -122,6 +123,16 @@ def test_the_guard_keeps_the_highest_seq_across_a_restart_and_reports_expiry(tmp
     assert again.facts() == {} and again.stats()["desired_seq"] == 2
     clock.t = 10**10  # long after: the statement it runs under expired and nothing fresh came
     assert "no fresh one came" in again.facts()["desired_expired"]
+
+
+@given(past=st.floats(min_value=1e-6, max_value=10**6), ahead=st.floats(min_value=0.1, max_value=10**6))
+def test_the_countdown_sign_agrees_with_the_expired_fact(tmp_path_factory, past, ahead):
+    g = UpdateGuard(tmp_path_factory.mktemp("guard"), PUBKEY, "site-a", "dev-1", clock=Clock(time.time()))
+    g.admit(signed_desired(PRIV, desired(), "site-a", None, seq=1, expires_in=60))
+    g.clock.t = g.expires_at - ahead
+    assert "desired_expired" not in g.facts() and g.stats()["desired_expires_in_s"] >= 0
+    g.clock.t = g.expires_at + past  # a hair past: never reads -0.0 beside an expired fact
+    assert "desired_expired" in g.facts() and g.stats()["desired_expires_in_s"] < 0
 
 
 def test_an_unreadable_guard_file_does_not_strand_the_device(tmp_path):
