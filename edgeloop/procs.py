@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from edgeloop.shared.errors import EdgeloopError
+from edgeloop.shared.mqtt import BROKER_MAX_INFLIGHT
 
 
 class ServiceFailed(EdgeloopError):
@@ -109,6 +110,7 @@ def mosquitto_service(port: int, work: Path, log_dir: Path, persistence: bool = 
     # file into our work folder: stay whoever started it (ignored when that is not root).
     lines = [f"user {pwd.getpwuid(os.getuid()).pw_name}",
              f"listener {port} 127.0.0.1", "allow_anonymous true", "max_queued_messages 100000",
+             f"max_inflight_messages {BROKER_MAX_INFLIGHT}",
              f"persistence {'true' if persistence else 'false'}", f"persistence_location {work}/"]
     conf.write_text("\n".join(lines) + "\n")
     return Service("mosquitto", [exe, "-c", str(conf)], log_dir)

@@ -41,6 +41,7 @@ from pathlib import Path
 from edgeloop.atomic import write_atomic as _write_atomic
 from edgeloop.shared import topics
 from edgeloop.shared.errors import ConfigError
+from edgeloop.shared.mqtt import BROKER_MAX_INFLIGHT
 
 
 class ProvisionError(ConfigError):
@@ -153,7 +154,9 @@ def render_broker_conf(root: Path, port: int, tls_port: int | None, user: str, b
            "# PUBACK durable. Agents delete on the relay's receipt instead (it has them on disk).",
            "persistence true",
            f"persistence_location {data}/",
-           "max_queued_messages 100000"]
+           "max_queued_messages 100000",
+           "# The relay stores what is in flight to it in one commit: more than the default 20 at once.",
+           f"max_inflight_messages {BROKER_MAX_INFLIGHT}"]
     # On every listener (mosquitto 2.0 takes it per listener; written before the first one it would
     # open a default listener on 1883, every interface): a client's id is its username, so another
     # identity connecting under the relay's client id (predictable, with a persistent session) can

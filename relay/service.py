@@ -25,8 +25,8 @@ from aiohttp import web
 from edgeloop.shared import topics
 from edgeloop.shared.errors import EdgeloopError, ProtocolError, StorageError
 from edgeloop.shared.mqtt import Connection
-from edgeloop.shared.protocol import (MAX_ITEMS, Campaign, CampaignSet, Candidate, DesiredModel, DeviceState,
-                                      Receipt, SampleBatch, ShadowModel, check_id, decode, encode)
+from edgeloop.shared.protocol import (MAX_BATCH, MAX_ITEMS, Campaign, CampaignSet, Candidate, DesiredModel,
+                                      DeviceState, Receipt, SampleBatch, ShadowModel, check_id, decode, encode)
 from edgeloop.shared.sampling import Observation, WindowedSelector, score
 from edgeloop.shared.sampling.policy import (AUDIT, campaign_of, is_feedback, outside_budgets, priority_bonus,
                                              window_picker, window_pool_limit)
@@ -43,6 +43,16 @@ from .store import RelayStore
 log = logging.getLogger("edgeloop.relay")
 STORAGE_RETRY_S = 2.0  # how often messages the disk refused are tried again
 HOUSEKEEPING_S = 3600.0
+
+
+def receipts(relay_id: str, batches: list[tuple[str, SampleBatch]]) -> list[tuple[str, Receipt]]:
+    """(device, batch) stored together -> (device, receipt) to publish: one a device (more only past
+    MAX_BATCH ids), not one a message, since each is a QoS 1 round trip of its own."""
+    ids: dict[str, list[str]] = {}
+    for device, batch in batches:
+        ids.setdefault(device, []).extend(c.sample_id for c in batch.samples)
+    return [(device, Receipt(relay_id, tuple(got[i:i + MAX_BATCH])))
+            for device, got in ids.items() for i in range(0, len(got), MAX_BATCH)]
 
 
 def _device(c) -> str:
@@ -219,11 +229,10 @@ class Relay:
             rescored.append(Candidate(**{**c.__dict__, "value": value, "reasons": merged_reasons,
                                          "scores": merged_scores}))
         new = self.store.accept(rescored)  # on disk before we ack
-        for _, device, batch in batches:
-            # The agent deletes on this receipt, not on the broker's PUBACK (agent/uplink.py). Duplicates
-            # are receipted too: it is the agent's copy of a send whose receipt was lost.
-            self.conn.publish(topics.received(self.s.site, device),
-                              encode(Receipt(self.s.relay_id, tuple(c.sample_id for c in batch.samples))), qos=1)
+        # The agent deletes on this receipt, not on the broker's PUBACK (agent/uplink.py). Duplicates
+        # are receipted too: it is the agent's copy of a send whose receipt was lost.
+        for device, receipt in receipts(self.s.relay_id, [(device, batch) for _, device, batch in batches]):
+            self.conn.publish(topics.received(self.s.site, device), encode(receipt), qos=1)
         # Outside the window budget, straight to the hub: audit and feedback always, campaigns within
         # their quota here; with their priority on the relay's own score, so that a full forward queue
         # evicts them last (the agent's value is not comparable across devices).

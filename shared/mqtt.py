@@ -21,6 +21,10 @@ from .errors import ConfigError, PeerUnavailable
 
 log = logging.getLogger(__name__)
 
+# The brokers we configure send this many QoS 1 messages to a client before its acks: the relay
+# stores what is in flight to it in one commit (relay/inbox.py), so mosquitto's default of 20 made
+# that group 20 at most, an fsync per 20 candidates.
+BROKER_MAX_INFLIGHT = 256
 SESSION_EXPIRY_S = 7 * 86400  # MQTT 5 persistent sessions: a week offline before the broker drops the queue
 
 

@@ -26,7 +26,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -94,20 +94,26 @@ class Outbox(Protocol):
 
 class SqliteOutbox:
     def __init__(self, path: str | Path, quota_bytes: int, on_evict=None, journal: bool = False,
-                 evict_on_full_disk: bool = True):
+                 evict_on_full_disk: bool = True,
+                 shared: tuple[sqlite3.Connection, threading.Lock] | None = None):
         """journal: keep every committed and evicted sample_id, without bound (see the module docstring).
         evict_on_full_disk: a full disk is a smaller quota (a device, with nowhere else to keep
         frames); False: put() raises StorageError instead, for a caller that holds the candidate
-        elsewhere until the disk has room (the relay: in its pending table, unacked at the broker)."""
+        elsewhere until the disk has room (the relay: in its pending table, unacked at the broker).
+        shared: an open connection to `path` and the lock that guards it, for a caller that writes
+        other tables of the same file (the relay): one writer, so neither waits for the other's write
+        lock in SQLite's busy handler, which sleeps 1 to 100 ms a try (py-spy: a fifth of the relay's
+        ingest thread, README "Throughput and sizing")."""
         self.evict_on_full_disk = evict_on_full_disk
         self.path = Path(path)
         self.quota = int(quota_bytes)
         self.journal = journal
         self._on_evict = on_evict  # called with the evicted sample ids, e.g. for an audit log
-        self._lock = threading.Lock()
+        self._lock = shared[1] if shared else threading.Lock()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self._db = shared[0] if shared else sqlite3.connect(self.path, check_same_thread=False,
+                                                                 isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
@@ -150,12 +156,17 @@ class SqliteOutbox:
                 self._on_evict(victims)
             return ok
 
-    def put_many(self, items: list[tuple[Candidate, float, bool]]) -> list[bool]:
+    def put_many(self, items: list[tuple[Candidate, float, bool]], packed: dict[str, bytes] | None = None,
+                 also: Callable[[list[bool]], None] | None = None) -> list[bool]:
         """put(c, value, replace) for each (c, value, replace), in order, in one transaction: one
         fsync for a batch (the relay queues a closed window's kept candidates at once) -> put's answer
         for each. A failed write rolls the whole batch back, then each is put() alone, which knows
-        what to do about a full disk."""
-        packed = [(c.sample_id, float(v), msgpack.packb(c.to_wire(), use_bin_type=True), bool(r)) for c, v, r in items]
+        what to do about a full disk. packed: sample_id -> c's wire form, packed already (the relay
+        has it on disk): not packed again. also(answers): the caller's own writes on a shared
+        connection (no locking, no transaction of its own), committed with the batch."""
+        have = packed or {}
+        packed = [(c.sample_id, float(v), have.get(c.sample_id) or msgpack.packb(c.to_wire(), use_bin_type=True),
+                   bool(r)) for c, v, r in items]
         oks, evicted = [], []
         try:
             with self._lock:
@@ -167,14 +178,31 @@ class SqliteOutbox:
                     ok, victims, used = self._put_in_tx(sid, v, payload, self.quota, replace, used)
                     oks.append(ok)
                     evicted += victims
+                if also:
+                    also(oks)
                 self._db.execute("COMMIT")
-        except sqlite3.OperationalError:
+        except sqlite3.DatabaseError as exc:
             with self._lock:
                 self._rollback()
-            return [self.put(c, v, r) for c, v, r in items]
+            if not isinstance(exc, sqlite3.OperationalError):  # not the disk: alone would fail the same
+                raise StorageError(f"{self.path}: outbox write failed ({exc})") from exc
+            oks = [self.put(c, v, r) for c, v, r in items]
+            if also:  # its writes were rolled back with the batch
+                self._in_tx(also, oks)
+            return oks
         if evicted and self._on_evict:
             self._on_evict(evicted)
         return oks
+
+    def _in_tx(self, write: Callable[[list[bool]], None], oks: list[bool]) -> None:
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                write(oks)
+                self._db.execute("COMMIT")
+            except sqlite3.DatabaseError as exc:
+                self._rollback()
+                raise StorageError(f"{self.path}: write failed ({exc})") from exc
 
     def _put_once(self, sample_id: str, value: float, payload: bytes, limit: int, replace: bool
                   ) -> tuple[bool, list[str]]:

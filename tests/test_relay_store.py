@@ -91,3 +91,30 @@ def test_the_journal_tells_every_id_s_fate_and_a_feedback_s_over_its_frame_s(tmp
     assert journal[dropped.sample_id] == "kept"  # dropped by the budget, then its feedback went up
     assert read_journal(tmp_path / "relay.sqlite") == journal  # the same, read-only from the file
     store.close()
+
+
+def test_a_closed_window_is_queued_and_settled_in_one_transaction_or_not_at_all(tmp_path):
+    import sqlite3
+
+    import pytest
+
+    from edgeloop.shared.errors import StorageError
+
+    store = RelayStore(tmp_path / "relay.sqlite", forward_quota=1 << 20)
+    kept, dropped = [make_candidate(value=0.9) for _ in range(3)], make_candidate(value=0.1)
+    store.accept(kept + [dropped])
+    # The journal's part of the settle fails after the forward queue's part was written...
+    with sqlite3.connect(tmp_path / "relay.sqlite") as db:
+        db.execute("CREATE TRIGGER no_meta BEFORE INSERT ON meta BEGIN SELECT RAISE(ABORT, 'refused'); END")
+    with pytest.raises(StorageError):
+        store.settle(kept, [dropped.sample_id], closed_until=7.0)
+    # ... so neither stands: nothing queued, everything still pending, no window recorded as closed.
+    assert len(store.forward) == 0 and len(store.pending()) == 4 and store.closed_until() is None
+    with sqlite3.connect(tmp_path / "relay.sqlite") as db:
+        db.execute("DROP TRIGGER no_meta")
+    assert store.settle(kept, [dropped.sample_id], closed_until=7.0) == []
+    assert store.forward.ids() == {c.sample_id for c in kept} and store.pending() == []
+    assert store.closed_until() == 7.0 and store.journal()[dropped.sample_id] == "dropped"
+    # What went to the queue is the candidate as it arrived (its pending row's bytes, not packed again).
+    assert sorted(c.sample_id for c in store.forward.lease(10, 1 << 22)) == sorted(c.sample_id for c in kept)
+    store.close()

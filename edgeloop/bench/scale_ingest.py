@@ -5,15 +5,20 @@ Both arms get the same kind of messages (a SampleBatch of one ~20 KB JPEG candid
 DEVICES devices on the site's samples topics), published as fast as one paho client can by the
 bench process, on a mosquitto of their own. The bare subscriber runs in a process of its own
 (`python -m edgeloop.bench.scale_ingest count ...`) as the relay does. A rate is messages divided by
-the time from the first publish to the last message counted (the subscriber's clock; the relay's
-`/status` `counts.received`, polled). The relay runs as deployed (`edgeloop relay run`, default
+the time from the first publish to the last message counted (the subscriber's clock; for the relay,
+the time its journal gives the last candidate it stored). Each arm's CPU seconds per candidate are
+read from /proc while it runs (the relay) or told by the process (the subscriber): a figure this
+shared box's load moves less than a rate. The relay runs as deployed (`edgeloop relay run`, default
 sampling) with its SQLite commit before each PUBACK and its receipt per batch; its hub is
 unreachable, so forwarding only retries: the figure is ingest alone.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -77,7 +82,7 @@ def relay_ingest(messages: int, work: Path, seed: int = 0) -> dict:
                                    stdout=subprocess.PIPE, text=True)
         assert counter.stdout.readline().strip() == "ready"
         t0 = _publish(port, raw_msgs)
-        t_last = float(counter.stdout.readline())
+        t_last, raw_cpu_s = map(float, counter.stdout.readline().split())
         counter.wait(60)
         raw_s = t_last - t0
         # -- the relay, as deployed
@@ -90,24 +95,40 @@ def relay_ingest(messages: int, work: Path, seed: int = 0) -> dict:
         deadline = time.monotonic() + 60
         while not _status(url)["connected"] and time.monotonic() < deadline:
             time.sleep(0.05)
+        cpu0 = _cpu_s(relay.proc.pid)
         t0 = _publish(port, relay_msgs)
         deadline = time.monotonic() + TIMEOUT_S
         while (got := _status(url)["counts"]["received"]) < messages and time.monotonic() < deadline:
             time.sleep(0.5)  # /status counts rows: asking often would slow the relay it measures
-        relay_s = time.time() - t0
+        relay_cpu_s = _cpu_s(relay.proc.pid) - cpu0  # a little of it the polls' and the retries'
         status = _status(url)
+        relay_s = _last_stored(work / "relay" / "relay.sqlite") - t0
     finally:
         for svc in reversed(services):
             svc.stop()
     return {"messages": messages, "payload_bytes": len(payloads[0][1]), "devices": DEVICES,
             "broker_raw_per_s": messages / raw_s, "relay_per_s": got / relay_s, "relay_received": got,
-            "relay_stored": status["seen"], "ratio": (got / relay_s) / (messages / raw_s)}
+            "relay_stored": status["seen"], "ratio": (got / relay_s) / (messages / raw_s),
+            "relay_cpu_us": relay_cpu_s / max(got, 1) * 1e6, "raw_cpu_us": raw_cpu_s / messages * 1e6}
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a running process, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _last_stored(db: Path) -> float:
+    """The wall clock at which the relay stored its last candidate (its journal's `at`)."""
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+        return conn.execute("SELECT MAX(at) FROM seen").fetchone()[0]
 
 
 def relay_line(r: dict, target: float) -> str:
     ok = "met" if r["ratio"] >= target else "NOT met"
     return (f"relay ingest: relay/raw {r['ratio']:.2f}x ({r['relay_per_s']:.0f} / {r['broker_raw_per_s']:.0f} "
-            f"candidates/s of {r['payload_bytes'] / 1024:.0f} KB, QoS 1; target >= {target}x: {ok})")
+            f"candidates/s of {r['payload_bytes'] / 1024:.0f} KB, QoS 1; target >= {target}x: {ok}); CPU per "
+            f"candidate {r['relay_cpu_us']:.0f} / {r['raw_cpu_us']:.0f} us")
 
 
 def count(port: int, topic: str, n: int) -> None:
@@ -121,7 +142,7 @@ def count(port: int, topic: str, n: int) -> None:
     def on_message(client, userdata, msg):
         seen[0] += 1
         if seen[0] == n:
-            print(time.time(), flush=True)
+            print(time.time(), time.process_time() - cpu0, flush=True)
             done.set()
     subscribed = threading.Event()
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-count-{time.time_ns()}")
@@ -131,6 +152,7 @@ def count(port: int, topic: str, n: int) -> None:
     client.subscribe(topic, qos=1)
     client.loop_start()
     subscribed.wait(30)
+    cpu0 = time.process_time()
     print("ready", flush=True)
     done.wait(TIMEOUT_S)
     client.loop_stop()
