@@ -7,6 +7,7 @@ same bytes, each to a temporary file of its own, and either rename wins.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import os
 import secrets
@@ -41,6 +42,37 @@ class BlobStore:
                 _fsync_dir(folder)
         return digest
 
+    def put_many(self, datas: list[bytes]) -> list[str]:
+        """put() for each -> their digests, durable together: the new ones are written, the file
+        system flushed once (syncfs), all renamed, and flushed once more, instead of two fsyncs for
+        each (the file, then its folder). One disk serves a few hundred fsyncs a second, so those
+        were three quarters of the hub's ingest (py-spy, README "Throughput and sizing"). Where
+        syncfs is missing (not Linux), put() one by one."""
+        if _syncfs is None:
+            return [self.put(d) for d in datas]
+        digests = [hashlib.sha256(d).hexdigest() for d in datas]
+        todo: dict[str, tuple[Path, Path]] = {}
+        try:
+            for digest, data in zip(digests, datas):
+                p = self.path(digest)
+                if digest in todo or p.exists():
+                    continue
+                p.parent.mkdir(parents=True, exist_ok=True)
+                tmp = p.with_name(f"{p.name}.{secrets.token_hex(8)}.tmp")
+                todo[digest] = (tmp, p)
+                tmp.write_bytes(data)
+            if todo:
+                _flush(self.root)  # every new file's bytes on disk before any name points at them
+        except OSError:  # e.g. a full disk: no half-written temporary files left behind
+            for tmp, _ in todo.values():
+                tmp.unlink(missing_ok=True)
+            raise
+        for tmp, p in todo.values():
+            os.replace(tmp, p)
+        if todo:
+            _flush(self.root)  # the names and new folders too, before the rows that point at them commit
+        return digests
+
     def get(self, digest: str) -> bytes:
         return self.path(digest).read_bytes()
 
@@ -52,5 +84,26 @@ def _fsync_dir(folder: Path) -> None:
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _load_syncfs():
+    try:
+        return ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+
+
+_syncfs = _load_syncfs()
+
+
+def _flush(folder: Path) -> None:
+    """Everything written to the file system holding `folder`, on disk (syncfs(2): Linux)."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if _syncfs(fd) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"syncfs {folder}: {os.strerror(err)}")
     finally:
         os.close(fd)

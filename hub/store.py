@@ -109,8 +109,7 @@ class HubStore(AccessRows):
         under the frame's id) is not a duplicate to drop: its reasons join the sample's, and a frame
         flagged wrong heads the label queue unless it is labeled already."""
         cands = list(cands)
-        for c in cands:  # blobs first: a row never points at a missing image
-            self.blobs.put(c.image)
+        self.blobs.put_many([c.image for c in cands])  # blobs first: a row never points at a missing image
         now = time.time()
         rows = [sample_row(c, site, relay_id, status, now) for c in cands]
         # Ids in sorted order: two hubs inserting overlapping batches take the row locks in the same
