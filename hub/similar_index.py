@@ -11,7 +11,7 @@ stored as float16 (what the wire carries). Sample ids map to usearch's integer k
 order. Samples are never deleted at the hub, so the index only grows.
 
 Kept up to date by `HubStore`: its own ingest adds what it stored, and before each use it catches
-up on rows other hub processes stored (by `received_at`, see store.py). Persisted as
+up on rows other hub processes stored (by `received_at`, see _store_similar.py). Persisted as
 DATA/ann/index.npz on close, loaded on the next start and caught up from there; a missing or inconsistent
 file means a rebuild from the database, never a wrong answer.
 
@@ -51,7 +51,7 @@ class SimilarIndex:
         self._ids: dict[int, list[str]] = {}
         self._known: set[str] = set()
         self._lock = threading.Lock()
-        self.synced_until = 0.0  # received_at up to which the database has been read (store.py)
+        self.synced_until = 0.0  # received_at up to which the database has been read (_store_similar.py)
         self.queries = 0  # searches answered: lets a test see that a route went through the index
 
     def __len__(self) -> int:

@@ -2,8 +2,9 @@
 
 Two engines run the same statements (hub/_engines.py): SQLite at DATA/hub.sqlite by default (one
 file, zero set-up, one hub process) and PostgreSQL with `--db postgresql://...` (one database,
-several hub processes behind a load balancer). Nothing outside this module writes SQL, and every
-statement here is in the SQL both speak, so the same test suite passes on both.
+several hub processes behind a load balancer). Nothing outside this module and the parts of HubStore
+kept apart (_access.py, _store_similar.py) writes SQL, and every statement is in the SQL both speak,
+so the same test suite passes on both.
 
 Several processes on one database stay correct because:
 - ingest is INSERT ... ON CONFLICT DO NOTHING by sample_id, so a sample two hubs receive at once
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -37,16 +37,11 @@ from edgeloop.shared.sampling.policy import FEEDBACK_WRONG, is_feedback
 from ._access import AccessRows
 from ._engines import open_engine
 from ._rows import ADDED_COLUMNS, FEEDBACK_PRIORITY, SCHEMA, WITH_LABEL, decode_boxes, decode_row, sample_row
+from ._store_similar import INDEX_CATCH_UP_S, SimilarSearch  # noqa: F401 (INDEX_CATCH_UP_S: still importable here)
 from .blobs import BlobStore
-from .similar_index import SimilarIndex
-
-# A row is read into the index when its received_at is at most this far before the newest one read:
-# another hub process may commit a row stamped a little before rows this one has seen already.
-INDEX_CATCH_UP_S = 120.0
 
 
-
-class HubStore(AccessRows):
+class HubStore(AccessRows, SimilarSearch):
     """`HubStore(data_dir)`: SQLite in the data folder; `HubStore(data_dir, db="postgresql://...")`:
     that PostgreSQL database. Blobs are under data_dir either way. Thread-safe."""
 
@@ -56,8 +51,7 @@ class HubStore(AccessRows):
         self.blobs = BlobStore(self.data_dir / "blobs")
         self.db = open_engine(self.data_dir, db)
         self._schema()
-        self._index: SimilarIndex | None = None  # loaded on first use: see similar_index()
-        self._index_lock = threading.Lock()
+        self._open_index()
 
     def _schema(self) -> None:
         # Under a lock: two PostgreSQL hubs starting at once would race on CREATE TABLE IF NOT EXISTS.
@@ -71,8 +65,7 @@ class HubStore(AccessRows):
                     self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {self.db.types[kind]}")
 
     def close(self) -> None:
-        if self._index is not None:
-            self._index.save()  # the next start loads it and catches up instead of rebuilding
+        self._save_index()
         self.db.close()
 
     def locked(self, name: str) -> contextlib.AbstractContextManager:
@@ -126,8 +119,7 @@ class HubStore(AccessRows):
                 if not new and is_feedback(c.reasons):
                     self._take_feedback(c)
         stored = [c.sample_id for c, new in zip(cands, inserted) if new]
-        if self._index is not None:  # kept up to date as samples arrive, not only when next asked
-            self._index.add(stored, [c.embedding for c, new in zip(cands, inserted) if new])
+        self._index_stored(stored, [c.embedding for c, new in zip(cands, inserted) if new])
         return stored, [c.sample_id for c, new in zip(cands, inserted) if not new]
 
     def _take_feedback(self, c: Candidate) -> None:
@@ -248,32 +240,6 @@ class HubStore(AccessRows):
     def ambiguous(self) -> list[dict]:
         """Samples marked ambiguous (sample_id, source, marked_at), oldest first."""
         return self._query("SELECT * FROM ambiguous ORDER BY marked_at, sample_id")
-
-    def similar(self, sample_id: str, k: int = 12) -> list[tuple[str, float]]:
-        """The k samples nearest to one (cosine distance of embeddings of the same size), nearest
-        first -> [(sample_id, distance)]. KeyError when the hub does not hold it or it has no embedding.
-        Asks the ANN index (hub/similar_index.py): approximate, recall@10 measured by `bench scale`."""
-        row = self.sample(sample_id)
-        if row is None or row["embedding"] is None:
-            raise KeyError(sample_id)
-        near = self.similar_index().search(row["embedding"], k + 1)[0]
-        return [(sid, dist) for sid, dist in near if sid != sample_id][:k]
-
-    def similar_index(self) -> SimilarIndex:
-        """The ANN index over every sample's embedding, caught up with the database: loaded from
-        DATA/ann (or built from every row) on first use, then fed by ingest and by the rows other hub
-        processes stored since (received_at within INDEX_CATCH_UP_S of the newest read)."""
-        with self._index_lock:
-            if self._index is None:
-                self._index = SimilarIndex.load(self.data_dir / "ann")
-            index = self._index
-            rows = self._query("SELECT sample_id, embedding, received_at FROM samples WHERE embedding IS NOT NULL "
-                               "AND COALESCE(received_at, 0) >= ? ORDER BY received_at, sample_id",
-                               [index.synced_until - INDEX_CATCH_UP_S])
-            index.add([r["sample_id"] for r in rows], [np.frombuffer(r["embedding"], "<f2") for r in rows])
-            if rows:
-                index.synced_until = max(index.synced_until, max(r["received_at"] or 0.0 for r in rows))
-        return index
 
     def funnel(self) -> dict[str, int]:
         """Hub-side counts of the funnel, over the samples its relays forwarded (seed sets excluded):
