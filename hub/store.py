@@ -3,8 +3,8 @@
 Two engines run the same statements (hub/_engines.py): SQLite at DATA/hub.sqlite by default (one
 file, zero set-up, one hub process) and PostgreSQL with `--db postgresql://...` (one database,
 several hub processes behind a load balancer). Nothing outside this module and the parts of HubStore
-kept apart (_access.py, _store_similar.py) writes SQL, and every statement is in the SQL both speak,
-so the same test suite passes on both.
+kept apart (_access.py, _rollout_rows.py, _store_similar.py) writes SQL, and every statement is in
+the SQL both speak, so the same test suite passes on both.
 
 Several processes on one database stay correct because:
 - ingest is INSERT ... ON CONFLICT DO NOTHING by sample_id, so a sample two hubs receive at once
@@ -36,12 +36,13 @@ from edgeloop.shared.sampling.policy import FEEDBACK_WRONG, is_feedback
 
 from ._access import AccessRows
 from ._engines import open_engine
+from ._rollout_rows import RolloutRows
 from ._rows import ADDED_COLUMNS, FEEDBACK_PRIORITY, SCHEMA, WITH_LABEL, decode_boxes, decode_row, sample_row
 from ._store_similar import INDEX_CATCH_UP_S, SimilarSearch  # noqa: F401 (INDEX_CATCH_UP_S: still importable here)
 from .blobs import BlobStore
 
 
-class HubStore(AccessRows, SimilarSearch):
+class HubStore(AccessRows, RolloutRows, SimilarSearch):
     """`HubStore(data_dir)`: SQLite in the data folder; `HubStore(data_dir, db="postgresql://...")`:
     that PostgreSQL database. Blobs are under data_dir either way. Thread-safe."""
 
@@ -398,44 +399,6 @@ class HubStore(AccessRows, SimilarSearch):
         rows = (self._query("SELECT device_id FROM devices WHERE site = ? ORDER BY device_id", [site])
                 if site is not None else self._query("SELECT device_id FROM devices ORDER BY device_id"))
         return [r["device_id"] for r in rows]
-
-    # -- rollouts ----------------------------------------------------------------------------
-    _ROLLOUT_JSON = ("stages", "gates", "gate", "history")
-
-    def add_rollout(self, row: dict) -> dict:
-        """Store a new rollout (without rollout_id) -> the stored row, named r1, r2, ... in order."""
-        seq = self._next("rollouts", first=self._query("SELECT COALESCE(MAX(seq), 0) + 1 AS n FROM rollouts")[0]["n"])
-        full = {**row, "rollout_id": f"r{seq}", "seq": seq}
-        self._insert("rollouts", self._encode_rollout(full))
-        return self.rollout(full["rollout_id"])
-
-    def rollout(self, rollout_id: str) -> dict | None:
-        rows = self._query("SELECT * FROM rollouts WHERE rollout_id = ?", [rollout_id])
-        return self._decode_rollout(rows[0]) if rows else None
-
-    def rollouts(self, states: Iterable[str] | None = None, limit: int | None = None) -> list[dict]:
-        """Rollouts, newest first; only those in `states` when given."""
-        states = list(states) if states is not None else None
-        where = f"WHERE state IN ({', '.join('?' * len(states))})" if states else ""
-        sql = f"SELECT * FROM rollouts {where} ORDER BY seq DESC" + (" LIMIT ?" if limit else "")
-        params = (states or []) + ([limit] if limit else [])
-        return [self._decode_rollout(r) for r in self._query(sql, params)]
-
-    def update_rollout(self, rollout_id: str, changes: dict) -> dict:
-        """Apply `changes` (JSON fields as Python values) -> the updated row."""
-        row = self._encode_rollout(changes)
-        self.db.execute(f"UPDATE rollouts SET {', '.join(f'{k} = ?' for k in row)} WHERE rollout_id = ?",
-                        [*row.values(), rollout_id])
-        return self.rollout(rollout_id)
-
-    def _encode_rollout(self, row: dict) -> dict:
-        return {("grp" if k == "group" else k): json.dumps(v) if k in self._ROLLOUT_JSON else v for k, v in row.items()}
-
-    def _decode_rollout(self, row: dict) -> dict:
-        out = {("group" if k == "grp" else k): v for k, v in row.items()}
-        for k in self._ROLLOUT_JSON:
-            out[k] = json.loads(out[k]) if out.get(k) is not None else None
-        return out
 
     # -- campaigns ---------------------------------------------------------------------------
     def add_campaign(self, exemplar_ids: list[str], threshold: float, quota: int, ttl_s: float,
