@@ -69,15 +69,17 @@ class SimilarIndex:
         """Index the embeddings (any sizes) of ids not indexed yet -> how many were added."""
         groups: dict[int, tuple[list[str], list[np.ndarray]]] = {}
         seen = set()
-        for sid, emb in zip(ids, embeddings):
-            if sid in self._known or sid in seen or emb is None or np.asarray(emb).size == 0:
-                continue
-            seen.add(sid)
-            e = np.asarray(emb, np.float16).reshape(-1)
-            g = groups.setdefault(e.size, ([], []))
-            g[0].append(sid)
-            g[1].append(e)
+        # Checked and added under one lock: ingest and a catch-up may offer the same row at once, and
+        # a row indexed twice would come back twice from "similar".
         with self._lock:
+            for sid, emb in zip(ids, embeddings):
+                if sid in self._known or sid in seen or emb is None or np.asarray(emb).size == 0:
+                    continue
+                seen.add(sid)
+                e = np.asarray(emb, np.float16).reshape(-1)
+                g = groups.setdefault(e.size, ([], []))
+                g[0].append(sid)
+                g[1].append(e)
             for dim, (gids, gembs) in groups.items():
                 index = self._by_dim.get(dim)
                 if index is None:

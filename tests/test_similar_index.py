@@ -50,6 +50,26 @@ def test_sizes_are_kept_apart_and_ids_are_added_once():
         index.search(np.ones((2, 2, 2)), 1)
 
 
+def test_the_same_rows_offered_at_once_from_several_threads_are_indexed_once():
+    """Ingest and a catch-up can offer one row at the same moment: it must come back once."""
+    import threading
+
+    rng = np.random.default_rng(0)
+    ids, embs = [f"s{i}" for i in range(3000)], list(rng.normal(size=(3000, 16)))
+    index, start = SimilarIndex(), threading.Barrier(6)
+
+    def offer():
+        start.wait()
+        index.add(ids, embs)
+    threads = [threading.Thread(target=offer) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    found = [sid for sid, _ in index.search(embs[0], 50)[0]]
+    assert len(found) == len(set(found)) and len(index) == 3000
+
+
 def _store_with(data, embs) -> tuple[object, list[str]]:
     store = hubdb.store(data)
     cands = [make_candidate(embedding=e.astype(np.float16)) for e in embs]
