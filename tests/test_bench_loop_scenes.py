@@ -169,6 +169,21 @@ def test_the_command_sweeps_the_frame_rate_on_the_scenes_world(tmp_path):
     assert (tmp_path / "loop.png").exists()
 
 
+def test_the_pseudo_label_arm_counts_its_pseudo_labels_apart_from_human_labels(tmp_path):
+    cfg = ScenesLoopConfig(seeds=1, rounds=1, labels=6, cameras=2, minutes=0.5, fps=(2.0,), epochs=1, seed_epochs=1,
+                           seed_set=16, golden_per_condition=2, agent_per_hour=3000.0,
+                           relay_per_hour_per_agent=3000.0, arms=("edgeloop", "edgeloop_pseudo"))
+    out = run_scenes_bench(cfg, tmp_path)
+    for arm in ("edgeloop", "edgeloop_pseudo"):
+        (rnd,) = out["by_fps"]["2"]["arms"][arm]["rounds"]
+        assert rnd["labels"] == 6 and 0 <= rnd["pseudo_right"] <= rnd["pseudo_labels"]
+    plain = out["by_fps"]["2"]["arms"]["edgeloop"]["rounds"][0]
+    pseudo = out["by_fps"]["2"]["arms"]["edgeloop_pseudo"]["rounds"][0]
+    assert plain["pseudo_labels"] == 0 and pseudo["pseudo_labels"] <= pseudo["relay_kept"] - pseudo["labels"]
+    # the loop's labels are the human ones, whatever the pseudo-labels added
+    assert out["by_fps"]["2"]["arms"]["edgeloop_pseudo"]["labels_used"] == [16, 22]
+
+
 def test_the_scenes_world_refuses_the_classify_task():
     result = CliRunner().invoke(__import__("edgeloop.cli", fromlist=["main"]).main,
                                 ["bench", "loop", "--world", "scenes", "--task", "classify"])

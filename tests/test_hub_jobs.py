@@ -194,3 +194,13 @@ def wait_job_until(cond, what, timeout=180):
     while not cond():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.5)
+
+
+def test_a_train_request_may_ask_for_pseudo_labels_as_a_flag_and_nothing_else():
+    from edgeloop.hub.training.jobs import check_settings
+
+    assert check_settings({"pseudo_labels": True, "epochs": 3}) == {"pseudo_labels": True, "epochs": 3}
+    with pytest.raises(ValueError, match="pseudo_labels: expected true or false"):
+        check_settings({"pseudo_labels": "yes"})
+    with pytest.raises(ValueError, match="pseudo: unknown setting"):
+        check_settings({"pseudo": True})

@@ -291,7 +291,12 @@ def _run_with_progress(total: int, run: Callable, out: Path) -> None:
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as bar:
         task = bar.add_task("bench loop", total=total)
-        report = run(lambda msg: bar.update(task, advance=1, description=msg))
+
+        def step(msg: str) -> None:
+            bar.update(task, advance=1, description=msg)
+            if not sys.stderr.isatty():  # a log file gets a line a step, not one bar at the end
+                console.print(msg)
+        report = run(step)
     for line in report["lines"]:
         click.echo(line)
     click.echo(f"target {report['target']:.4f} ({report['target_rule']}); "

@@ -17,7 +17,8 @@ def summarise(cfg, fps: float, per_seed: list[dict], seeds: list[int]) -> dict:
                    "boxes": float(np.mean([r["rounds"][i]["boxes"] for r in runs])),
                    "near_duplicate_share": round(float(np.mean([r["rounds"][i]["near_duplicate_share"] for r in runs])), 4),
                    **{k: float(np.mean([r["rounds"][i][k] for r in runs]))
-                      for k in ("frames", "agent_kept", "relay_kept", "night_labeled")},
+                      for k in ("frames", "agent_kept", "relay_kept", "night_labeled", "pseudo_labels",
+                                "pseudo_right")},
                    "budgets": runs[0]["rounds"][i]["budgets"],
                    "every_n": [r["rounds"][i]["every_n"] for r in runs] if arm == "every_nth" else None,
                    "bytes": {k: float(np.mean([r["rounds"][i]["bytes"][k] for r in runs]))
@@ -75,6 +76,10 @@ def summary_lines(rep: dict) -> list[str]:
             parts.append(f"bytes {pct:.1f}% of central, mAP@0.5 worst round {worst:.2f}x central")
         parts.append(f"final mAP@0.5 {a['map50_mean'][-1]:.3f}±{a['map50_std'][-1]:.3f}")
         parts.append(f"near-duplicates {np.mean(a['near_duplicate_share']):.0%}")
+        pseudo = sum(rd["pseudo_labels"] for rd in a["rounds"])
+        if pseudo:  # trained on, not counted as labels
+            right = sum(rd["pseudo_right"] for rd in a["rounds"])
+            parts.append(f"pseudo-labels {pseudo:.0f} ({right / pseudo:.0%} right)")
         lines.append(f"fps {rep['fps']:g} {name}: " + ", ".join(parts))
     return lines
 

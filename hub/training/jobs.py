@@ -37,7 +37,7 @@ STALE_S = 60.0  # a running job whose heartbeat is older is its dead hub's (anot
 OWNER = f"{socket.gethostname()}:{os.getpid()}"
 SETTINGS = {"epochs": (int, 1, 500), "seed": (int, 0, 2**31 - 1), "timeout_s": (float, 1.0, 7 * 86400.0),
             "tolerance": (float, 0.0, 1.0), "min_gain": (float, 0.0, 1.0)}
-FLAGS = ("from_scratch",)
+FLAGS = ("from_scratch", "pseudo_labels")
 
 
 class JobNotFound(EdgeloopError):
@@ -195,7 +195,8 @@ class Jobs:
         try:
             result = rounds.train_round(
                 self.store, self.golden, self.key, epochs=s.get("epochs", 15), seed=s.get("seed", 0),
-                from_scratch=s.get("from_scratch", False), tolerance=s.get("tolerance"),
+                from_scratch=s.get("from_scratch", False), pseudo_labels=s.get("pseudo_labels", False),
+                tolerance=s.get("tolerance"),
                 min_gain=s.get("min_gain", 0.0), trainer=s.get("trainer"),
                 timeout_s=s.get("timeout_s", self.default_timeout_s), on_progress=heartbeat, poll=poll,
                 on_version=named, runner=self.runner)

@@ -123,7 +123,8 @@ def default_trainer(store: HubStore, proj: Project) -> str:
 
 
 def train_round(store: HubStore, golden: LabeledSet | DetectionSet, signing_key, *, epochs: int = 15, seed: int = 0,
-                from_scratch: bool = False, tolerance: float | None = None, min_gain: float = 0.0,
+                from_scratch: bool = False, pseudo_labels: bool = False, tolerance: float | None = None,
+                min_gain: float = 0.0,
                 trainer: str | None = None, timeout_s: float = 3600.0,
                 on_progress: Callable[[dict], None] | None = None, poll: Callable[[], bool] | None = None,
                 on_version: Callable[[str], None] | None = None, runner: str = "local") -> dict:
@@ -133,7 +134,8 @@ def train_round(store: HubStore, golden: LabeledSet | DetectionSet, signing_key,
     absolute accuracy or mAP@0.5, any golden slice may fall below the parent; min_gain: by how much
     the overall figure must beat it). on_progress gets the trainer's progress lines; poll() is asked
     about once a second and stops the trainer when it returns True (a cancel). runner: where the
-    trainer runs, "local" or "ray:http://HEAD:8265" (contract.run_trainer).
+    trainer runs, "local" or "ray:http://HEAD:8265" (contract.run_trainer). pseudo_labels (detection):
+    the trainer also gets the frames the labels label along their tracks (hub/training/pseudo.py).
     """
     # One training at a time across every hub process on the database: the version is numbered
     # when training starts and registered when it ends, and two hubs must not both pick v4.
@@ -148,7 +150,7 @@ def train_round(store: HubStore, golden: LabeledSet | DetectionSet, signing_key,
             on_version(version)
         work = Path(tempfile.mkdtemp(prefix=f"train-{version}-", dir=_jobs_dir(store)))
         try:
-            dataset = workspace.write_data(store, proj, work / "data")
+            dataset = workspace.write_data(store, proj, work / "data", pseudo_labels=pseudo_labels)
             if dataset["samples"] == 0:
                 raise NothingToTrain(f"no frames labeled {'with boxes' if proj.task == 'detect' else 'with a class'} "
                                      "to train on")
@@ -161,7 +163,8 @@ def train_round(store: HubStore, golden: LabeledSet | DetectionSet, signing_key,
             if outcome.reason:
                 raise _with_log(TrainingFailed(f"{version}: {outcome.reason}"), outcome.log)
             lineage = {"trainer": trainer, "parent": parent, "dataset": dataset,
-                       "settings": {"epochs": epochs, "seed": seed, "from_scratch": from_scratch},
+                       "settings": {"epochs": epochs, "seed": seed, "from_scratch": from_scratch,
+                                    "pseudo_labels": pseudo_labels},
                        "data_counts": dataset.get("counts"), "trainer_seconds": round(outcome.seconds, 2)}
             try:
                 result = judge.judge_candidate(store, golden, signing_key, work / "out", version=version,

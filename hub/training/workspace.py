@@ -24,9 +24,10 @@ from pathlib import Path
 
 from edgeloop.shared.artifact import unpack
 
-from .. import datasets
+from .. import _boxsets as boxsets, datasets
 from ..project import Project
 from ..store import HubStore
+from . import pseudo_set
 
 STATE_FILE = "state.pt"  # a checkpoint that is one torch state dict (the built-in trainers')
 
@@ -41,12 +42,18 @@ def label_revisions(store: HubStore, task: str) -> list[list]:
              hashlib.sha256(json.dumps([r["label"], r["boxes"]]).encode()).hexdigest()[:16]] for r in rows]
 
 
-def write_data(store: HubStore, proj: Project, data_dir: Path) -> dict:
+def write_data(store: HubStore, proj: Project, data_dir: Path, pseudo_labels: bool = False) -> dict:
     """Write the labeled set under data_dir (see the module docstring) -> its dataset.json: the version
-    (sha256 of its label revisions, also kept as a blob by that hash), sample and box counts."""
+    (sha256 of its label revisions, also kept as a blob by that hash), sample and box counts.
+    pseudo_labels (detection): add the frames its labels label along their tracks
+    (hub/training/pseudo_set.py), marked `"edgeloop_pseudo": true` in annotations.json and counted
+    apart (`"pseudo"`) in dataset.json."""
     data_dir.mkdir(parents=True, exist_ok=True)
     datasets.export_yolo(store, data_dir)  # detection: data.yaml, images/, labels/; classification: train/
     coco = datasets.coco_document(store)  # reads sizes only: the images are already under data_dir
+    pseudo = pseudo_set.pseudo_rows(store) if pseudo_labels and proj.task == "detect" else []
+    if pseudo:
+        _add_pseudo(store, coco, pseudo, data_dir, proj)
     if proj.task == "detect":
         for image in coco["images"]:
             image["file_name"] = f"images/{image['edgeloop_sample_id']}.jpg"
@@ -61,13 +68,29 @@ def write_data(store: HubStore, proj: Project, data_dir: Path) -> dict:
                                                       for i in coco["images"]}))
     counts = _counts(coco, slices, proj)
     revisions = label_revisions(store, proj.task)
+    revisions += [[r["sample_id"], "pseudo", hashlib.sha256(json.dumps(r["boxes"]).encode()).hexdigest()[:16]]
+                  for r in pseudo]
     listing = json.dumps(revisions).encode()
     version = store.blobs.put(listing)
     doc = {"version": version, "samples": len(coco["images"]),
            "boxes": len(coco["annotations"]) if proj.task == "detect" else 0, "task": proj.task,
-           "classes": list(proj.classes), "counts": counts}
+           "classes": list(proj.classes), "counts": counts, "pseudo": len(pseudo)}
     (data_dir / "dataset.json").write_text(json.dumps(doc))
     return doc
+
+
+def _add_pseudo(store: HubStore, coco: dict, rows: list[dict], data_dir: Path, proj: Project) -> None:
+    """Pseudo-labeled frames into the set's files: images/, labels/ (YOLO) and the COCO document."""
+    extra = boxsets.coco_document(rows, proj.classes)
+    first_image, first_ann = len(coco["images"]), len(coco["annotations"])
+    for image in extra["images"]:
+        coco["images"].append({**image, "id": image["id"] + first_image, "edgeloop_pseudo": True})
+    for ann in extra["annotations"]:
+        coco["annotations"].append({**ann, "id": ann["id"] + first_ann, "image_id": ann["image_id"] + first_image})
+    for r in rows:
+        (data_dir / "images" / f"{r['sample_id']}.jpg").write_bytes(store.blobs.get(r["image_sha256"]))
+        (data_dir / "labels" / f"{r['sample_id']}.txt").write_text(boxsets.yolo_lines(r["boxes"], r["width"],
+                                                                                      r["height"]))
 
 
 def _counts(coco: dict, slices: dict, proj: Project) -> dict:
