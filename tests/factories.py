@@ -189,3 +189,26 @@ def signed_desired(private_pem: bytes, desired, site: str, device: str | None = 
                    max_latency_ms=desired.max_latency_ms, rollout_id=desired.rollout_id)
     data, sig = sign(load_private_key(private_pem), st)
     return dataclasses.replace(desired, statement=data, signature=sig)
+
+
+def small_tmpfs(folder: Path, size: str):
+    """A real tmpfs of `size` ("4m") mounted at folder/disk -> a context manager giving that path: a disk
+    that fills for real (needs root; CI runs as root)."""
+    import contextlib
+    import os
+    import subprocess
+
+    import pytest
+
+    @contextlib.contextmanager
+    def mounted():
+        if os.geteuid() != 0:
+            pytest.fail("this test mounts a tmpfs: it needs root (CI runs as root)")
+        disk = Path(folder) / "disk"
+        disk.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(disk)], check=True)
+        try:
+            yield disk
+        finally:
+            subprocess.run(["umount", "-l", str(disk)], check=False)
+    return mounted()

@@ -5,7 +5,6 @@ and no reconnect is needed. The disk is a real 4 MB tmpfs filled by a file (need
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 
 import numpy as np
@@ -19,7 +18,7 @@ from edgeloop.shared.images import encode_jpeg
 from edgeloop.shared.mqtt import Connection
 from edgeloop.shared.protocol import DeviceState, SampleBatch, encode
 
-from factories import make_candidate, start_hub
+from factories import make_candidate, small_tmpfs, start_hub
 from test_hub_api import TOKEN, call
 from test_relay_share import get, wait
 
@@ -29,13 +28,8 @@ SITE, DEVICE = "site-0", "dev-0"
 
 @pytest.fixture
 def small_disk(tmp_path):
-    if os.geteuid() != 0:
-        pytest.fail("this test mounts a tmpfs: it needs root (CI runs as root)")
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], check=True)
-    yield disk
-    subprocess.run(["umount", "-l", str(disk)], check=False)
+    with small_tmpfs(tmp_path, "4m") as disk:
+        yield disk
 
 
 def fill(disk, leave: int) -> None:
