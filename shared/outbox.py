@@ -165,8 +165,8 @@ class SqliteOutbox:
         has it on disk): not packed again. also(answers): the caller's own writes on a shared
         connection (no locking, no transaction of its own), committed with the batch."""
         have = packed or {}
-        packed = [(c.sample_id, float(v), have.get(c.sample_id) or msgpack.packb(c.to_wire(), use_bin_type=True),
-                   bool(r)) for c, v, r in items]
+        rows = [(c.sample_id, float(v), have.get(c.sample_id) or msgpack.packb(c.to_wire(), use_bin_type=True),
+                 bool(r)) for c, v, r in items]
         oks, evicted = [], []
         try:
             with self._lock:
@@ -174,7 +174,7 @@ class SqliteOutbox:
                 # The queue's bytes once, then kept up to date: summing every row for every put made a
                 # batch quadratic in the queue's length (py-spy: 60 % of the relay's settle thread).
                 used = self._used()
-                for sid, v, payload, replace in packed:
+                for sid, v, payload, replace in rows:
                     ok, victims, used = self._put_in_tx(sid, v, payload, self.quota, replace, used)
                     oks.append(ok)
                     evicted += victims
