@@ -95,7 +95,8 @@ class Uplink(threading.Thread):
         """The relay has these on disk (paho's thread): delete them. A sample replaced meanwhile
         (feedback on the frame) is kept and sent again (SqliteOutbox.ack)."""
         with self._lock:
-            ids = [i for i in receipt.sample_ids if self._awaiting.get(i, (-1,))[0] == self._session]
+            # Once each: a relay may name a sample twice (it stored two copies of a resent batch).
+            ids = [i for i in dict.fromkeys(receipt.sample_ids) if self._awaiting.get(i, (-1,))[0] == self._session]
             for i in ids:
                 del self._awaiting[i]
         if ids:

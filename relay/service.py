@@ -48,11 +48,11 @@ HOUSEKEEPING_S = 3600.0
 def receipts(relay_id: str, batches: list[tuple[str, SampleBatch]]) -> list[tuple[str, Receipt]]:
     """(device, batch) stored together -> (device, receipt) to publish: one a device (more only past
     MAX_BATCH ids), not one a message, since each is a QoS 1 round trip of its own."""
-    ids: dict[str, list[str]] = {}
-    for device, batch in batches:
-        ids.setdefault(device, []).extend(c.sample_id for c in batch.samples)
+    ids: dict[str, dict[str, None]] = {}
+    for device, batch in batches:  # an id once, though a resent batch and its first copy came together
+        ids.setdefault(device, {}).update(dict.fromkeys(c.sample_id for c in batch.samples))
     return [(device, Receipt(relay_id, tuple(got[i:i + MAX_BATCH])))
-            for device, got in ids.items() for i in range(0, len(got), MAX_BATCH)]
+            for device, got in ((d, list(v)) for d, v in ids.items()) for i in range(0, len(got), MAX_BATCH)]
 
 
 def _device(c) -> str:
