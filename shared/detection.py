@@ -105,6 +105,16 @@ def postprocess(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, fram
     return det[(det[:, 2] > det[:, 0]) & (det[:, 3] > det[:, 1])]
 
 
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a (N, 4), b (M, 4) x1, y1, x2, y2 -> (N, M) IoU (0 where both boxes are empty)."""
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
+    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=1)
+    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-12)
+
+
 def class_mix(detections: np.ndarray, num_classes: int) -> np.ndarray:
     """(K, 6) detections -> (C,) float32 summing to 1: each class's best score, normalised; uniform if none.
 

@@ -363,8 +363,8 @@ def _pseudo(chosen: list[_Up], truths: list, pool: list[_Up], world) -> list:
                      t.classes) for c, t in zip(chosen, truths)]
     ids = {c.sample_id for c in chosen}
     held = [Frame(c.sample_id, c.camera_id, c.captured_at, world.frame(c.camera_id, c.index).image,
-                  _det(c)[:, :4], _det(c)[:, 5].astype(np.int64), _det(c)[:, 4])
-            for c in pool if c.sample_id not in ids]
+                  d[:, :4], d[:, 5].astype(np.int64), d[:, 4])
+            for c in pool if c.sample_id not in ids for d in (_det(c),)]
     return propagate(labeled, held)
 
 

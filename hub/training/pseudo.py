@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edgeloop.shared.detection import box_iou
+
 WINDOW_S = 10.0
 MIN_IOU = 0.5
 MAX_CHANGE = 6.0
@@ -93,7 +95,7 @@ def _match(a: np.ndarray, b: np.ndarray, min_iou: float) -> dict[int, int]:
     """Greedy one-to-one matching of boxes a to boxes b, best IoU first -> {a index: b index}."""
     if not len(a) or not len(b):
         return {}
-    iou = _iou(a, b)
+    iou = box_iou(a, b)
     pairs: dict[int, int] = {}
     used: set[int] = set()
     for flat in np.argsort(-iou, axis=None, kind="stable"):
@@ -104,20 +106,6 @@ def _match(a: np.ndarray, b: np.ndarray, min_iou: float) -> dict[int, int]:
             pairs[i] = j
             used.add(j)
     return pairs
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    union = _area(a)[:, None] + _area(b)[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
-
-
-def _area(z: np.ndarray) -> np.ndarray:
-    return np.clip(z[:, 2] - z[:, 0], 0, None) * np.clip(z[:, 3] - z[:, 1], 0, None)
 
 
 def _still(a: np.ndarray, b: np.ndarray, box: np.ndarray, max_change: float) -> bool:

@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 
 from ..config import TemporalDedup
+from ..detection import box_iou
 
 THUMB_SIZE = (32, 24)  # width, height
 
@@ -38,16 +39,6 @@ def thumbnail(image: np.ndarray) -> np.ndarray:
     """(H, W, 3) uint8 BGR -> (24, 32) float32 grey levels, area-averaged."""
     grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
     return cv2.resize(grey, THUMB_SIZE, interpolation=cv2.INTER_AREA).astype(np.float32)
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """a (N, 4), b (M, 4) xyxy -> (N, M)."""
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
-    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=1)
-    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-12)
 
 
 def same_reading(a: np.ndarray | None, b: np.ndarray | None, min_iou: float) -> bool:
@@ -63,7 +54,7 @@ def same_reading(a: np.ndarray | None, b: np.ndarray | None, min_iou: float) -> 
         return False
     if not len(a):
         return True
-    m = _iou(a[:, :4], b[:, :4]) * (a[:, 5][:, None] == b[:, 5][None, :])
+    m = box_iou(a[:, :4], b[:, :4]) * (a[:, 5][:, None] == b[:, 5][None, :])
     for _ in range(len(a)):  # the best remaining pair first: independent of either side's order
         i, j = np.unravel_index(int(np.argmax(m)), m.shape)
         if m[i, j] < min_iou:

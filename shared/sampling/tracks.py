@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..config import TrackGate
-from .temporal import _iou
+from ..detection import box_iou
 
 
 class IoUTracker:
@@ -47,7 +47,7 @@ class IoUTracker:
                                                              self._ids[alive], self._seen[alive])
         ids = np.full(len(det), -1, np.int64)
         if len(det) and len(self._ids):
-            m = _iou(det[:, :4], self._boxes) * (det[:, 5][:, None] == self._classes[None, :])
+            m = box_iou(det[:, :4], self._boxes) * (det[:, 5][:, None] == self._classes[None, :])
             while True:
                 i, j = np.unravel_index(int(np.argmax(m)), m.shape)
                 if m[i, j] < self.min_iou:
