@@ -74,7 +74,9 @@ def run(device_id, site, broker, source, camera_id, data_dir, pubkey_path, confi
     from edgeloop.shared.signing import load_public_key
 
     from .daemon import Agent, AgentSettings
+    from .memory import hold_mmap_threshold
 
+    hold_mmap_threshold()  # before the model loads: freed frames go back to the system (memory.py)
     try:
         public_key = load_public_key(pubkey_path.read_bytes())
     except OSError as exc:

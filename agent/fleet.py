@@ -106,6 +106,9 @@ def fleet(n, first, site, broker, pubkey_path, data_dir, config_path, max_fps, s
     from edgeloop.shared import config as cfg
     from edgeloop.shared.signing import load_public_key
 
+    from .memory import hold_mmap_threshold
+
+    hold_mmap_threshold()  # as `agent run` does: freed frames go back to the system
     pubkey = load_public_key(pubkey_path.read_bytes())
     fl = build(n, first, site, broker, pubkey, data_dir, cfg.load(config_path).sampling, max_fps, sim_seed,
                state_interval, quota=cfg.parse_size(quota, "--quota"), journal=outbox_journal,

@@ -1,4 +1,5 @@
-"""The agent's frame pipeline: capture + decode + preprocess (a thread) | infer -> score -> select -> outbox.
+"""The agent's frame pipeline: capture + decode + preprocess (a thread) | infer (a thread) | decode -> score ->
+select -> outbox.
 
     pipe = FramePipeline(source, FrameSampler(sampling, "dev-1", "site-0"), outbox, get_runtime=lambda: rt)
     pipe.start()
@@ -6,8 +7,9 @@
     pipe.flush(); pipe.stop()
     pipe.figures.latency_percentiles(50, 95)    # of the active model, since it became active
 
-The prefetch thread reads and preprocesses the next frames while the current one is inside
-onnxruntime (which releases the GIL), so capture costs the device little inference time.
+The capture thread reads and preprocesses the next frames and the inference thread runs the model
+on them (`prefetch.py`), while the frame loop scores and selects the frame before: onnxruntime and
+cv2 release the GIL, so on two cores the model runs back to back and the rest costs it little.
 A shadow model (`get_shadow=` -> a `shadow.ShadowRunner`) runs right after the active one on the
 frames it wants, on the same prepared batch when both take the same input; the frames where the
 two disagree are offered to their window with the reason `disagreement` and a value bonus, within
@@ -18,8 +20,6 @@ the window's budget.
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -32,7 +32,6 @@ from edgeloop.shared.config import SamplingConfig
 from edgeloop.shared.errors import ImageError, StorageError
 from edgeloop.shared.ids import frame_sample_id
 from edgeloop.shared.images import encode_jpeg, sha256
-from edgeloop.shared.manifest import InputSpec
 from edgeloop.shared.outbox import SqliteOutbox
 from edgeloop.shared.protocol import MAX_IMAGE_BYTES, Candidate
 from edgeloop.shared.runtime import ModelRuntime, Prediction
@@ -44,18 +43,12 @@ from edgeloop.shared.sampling.signals import Observation, SignalContext, SignalS
 from edgeloop.shared.sampling.temporal import RecentlyKept, thumbnail
 from edgeloop.shared.sampling.tracks import TrackEpisodes
 
+from .prefetch import END, Inferrer, Prefetcher
 from .shadow import DISAGREEMENT, DISAGREEMENT_BONUS, ShadowRunner
 from .sources import SourceFrame
 
 log = logging.getLogger("edgeloop.agent")
 
-
-
-def check_frame(frame: SourceFrame) -> None:
-    img = frame.image
-    if not isinstance(img, np.ndarray) or img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8 or not img.size:
-        shape = getattr(img, "shape", None)
-        raise ImageError(f"frame {frame.index}: expected an (H, W, 3) uint8 image, got {shape}")
 
 
 def encode_for_uplink(image: np.ndarray) -> bytes:
@@ -242,79 +235,6 @@ class ModelFigures:
         return self._confidence / n if n else None
 
 
-@dataclass
-class _Captured:
-    frame: SourceFrame
-    batch: np.ndarray | None  # preprocessed for `spec`; None when no model was loaded yet
-    spec: InputSpec | None
-    error: str = ""
-
-
-_END = object()
-
-
-class Prefetcher(threading.Thread):
-    """Reads, checks and preprocesses frames ahead of inference, into a small bounded queue."""
-
-    def __init__(self, source, get_runtime: Callable[[], ModelRuntime | None], depth: int = 2):
-        super().__init__(name="capture", daemon=True)
-        self.source, self.get_runtime = source, get_runtime
-        self.q: queue.Queue = queue.Queue(maxsize=depth)
-        self.stopped = threading.Event()
-        self.error: Exception | None = None  # what ended the source, if it failed
-
-    def run(self) -> None:
-        try:
-            for frame in self.source:
-                item = self._prepare(frame)
-                while not self.stopped.is_set():
-                    try:
-                        self.q.put(item, timeout=0.2)
-                        break
-                    except queue.Full:
-                        continue
-                if self.stopped.is_set():
-                    return
-        except Exception as exc:  # noqa: BLE001 - reported by the consumer, not lost in this thread
-            self.error = exc
-        finally:
-            self._put_end()
-
-    def _prepare(self, frame: SourceFrame) -> _Captured:
-        try:
-            check_frame(frame)
-            rt = self.get_runtime()
-            if rt is None:
-                return _Captured(frame, None, None)
-            return _Captured(frame, rt.prepare([frame.image]), rt.manifest.input)
-        except ImageError as exc:
-            return _Captured(frame, None, None, str(exc))
-        except Exception as exc:  # noqa: BLE001 - cv2 on a frame it cannot resize: a bad frame, not a crash
-            return _Captured(frame, None, None, f"frame {frame.index}: {exc}")
-
-    def _put_end(self) -> None:
-        while True:
-            try:
-                self.q.put(_END, timeout=0.2)
-                return
-            except queue.Full:
-                if self.stopped.is_set():
-                    return
-
-    def get(self, timeout: float):
-        """-> a captured frame, None (nothing yet) or _END."""
-        try:
-            return self.q.get(timeout=timeout)
-        except queue.Empty:
-            return None
-
-    def stop(self) -> None:
-        self.stopped.set()
-        close = getattr(self.source, "close", None)
-        if close:
-            close()
-
-
 class FramePipeline:
     """One device's frames, from the prefetch queue to the outbox."""
 
@@ -323,6 +243,7 @@ class FramePipeline:
                  recent=None, depth: int = 2, get_shadow: Callable[[], ShadowRunner | None] | None = None):
         self.source, self.sampler, self.outbox = source, sampler, outbox
         self.prefetch = Prefetcher(source, get_runtime, depth)
+        self.inference = Inferrer(self.prefetch, get_runtime)
         self.get_shadow = get_shadow
         self.on_commit = on_commit
         self.recent = recent  # RecentFrames for application feedback, or None
@@ -334,16 +255,18 @@ class FramePipeline:
 
     def start(self) -> None:
         self.prefetch.start()
+        self.inference.start()
 
     def stop(self) -> None:
         self.prefetch.stop()
+        self.inference.stop()
 
     def step(self, rt: ModelRuntime, timeout: float = 0.5) -> bool | None:
         """Process the next frame with `rt`: True done, False none ready yet, None the source ended."""
-        item = self.prefetch.get(timeout)
+        item = self.inference.get(timeout)
         if item is None:
             return False
-        if item is _END:
+        if item is END:
             if self.prefetch.error:
                 self.last_error = f"source failed: {self.prefetch.error}"
             return None
@@ -353,8 +276,11 @@ class FramePipeline:
             return True
         frame = item.frame
         try:
-            batch = item.batch if item.spec is rt.manifest.input else rt.prepare([frame.image])  # model swapped
-            pred = rt.infer(batch, [frame.image])[0]
+            if item.raw is not None and item.raw.runtime is rt:
+                batch, pred = item.batch, rt.decode(item.raw, [frame.image])[0]
+            else:  # no model when it was captured, a model swapped since, or its run failed: here, again
+                batch = item.batch if item.spec is rt.manifest.input else rt.prepare([frame.image])
+                pred = rt.infer(batch, [frame.image])[0]
         except ImageError as exc:
             self.corrupt += 1
             self.last_error = str(exc)

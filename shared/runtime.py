@@ -3,9 +3,11 @@
     rt = ModelRuntime.load(onnx_bytes, manifest)   # raises ModelMismatch at load, never mid-stream
     pred = rt.predict(frame)                         # Prediction(probs (C,), embedding (D,), detections (K, 6) | None)
 
-For a pipeline, the two halves run in different threads:
+For a pipeline, the parts run in different threads:
     batch = rt.prepare(frames)                       # capture thread: resize, colour, scale, layout
-    preds = rt.infer(batch, frames)                  # inference thread: session.run + decoding
+    raw = rt.run(batch)                              # inference thread: session.run alone
+    preds = rt.decode(raw, frames)                   # the frame loop: probabilities, embedding, boxes
+(`rt.infer(batch, frames)` is the last two in one.)
 """
 
 from __future__ import annotations
@@ -60,6 +62,15 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     z = logits - logits.max(axis=-1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=-1, keepdims=True)
+
+
+@dataclass(frozen=True, eq=False)
+class RawOutputs:
+    """A batch's session outputs, per frame, before decoding; `runtime` is the model that made them."""
+
+    runtime: ModelRuntime
+    per_frame: list[list[np.ndarray]]
+    seconds: float
 
 
 class ModelRuntime:
@@ -182,14 +193,26 @@ class ModelRuntime:
 
         The frames themselves are read only for the descriptor (when the model has no embedding) and,
         through their shapes, to map boxes back onto them."""
+        return self.decode(self.run(batch), frames)
+
+    def run(self, batch: np.ndarray) -> RawOutputs:
+        """The session alone on a batch from `prepare`: onnxruntime releases the GIL while it runs, so
+        a thread of its own keeps the model busy while another thread decodes and scores."""
         t0 = time.perf_counter()
         if self._per_frame:
             per_frame = [self._run(batch[i:i + 1]) for i in range(len(batch))]
         else:
             outs = self._run(batch)
             per_frame = [[o[i] for o in outs] for i in range(len(batch))]
-        parts = [self._decode(dict(zip(self._roles, outs)), frame) for outs, frame in zip(per_frame, frames)]
-        ms = (time.perf_counter() - t0) * 1000 / max(1, len(frames))
+        return RawOutputs(self, per_frame, time.perf_counter() - t0)
+
+    def decode(self, raw: RawOutputs, frames: list[np.ndarray]) -> list[Prediction]:
+        """`run`'s outputs for these frames -> one Prediction per frame."""
+        if raw.runtime is not self or len(raw.per_frame) != len(frames):
+            raise ValueError("decode: outputs of another model or another batch")
+        t0 = time.perf_counter()
+        parts = [self._decode(dict(zip(self._roles, outs)), frame) for outs, frame in zip(raw.per_frame, frames)]
+        ms = (raw.seconds + time.perf_counter() - t0) * 1000 / max(1, len(frames))
         return [Prediction(probs, emb, ms, det, src) for probs, emb, det, src in parts]
 
     def _decode(self, out: dict[str, np.ndarray], frame: np.ndarray):

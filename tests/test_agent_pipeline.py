@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -109,6 +111,46 @@ def test_a_model_swap_between_prefetch_and_inference_reprepares_the_frame(runtim
     got = queued(box)
     last = max(got.values(), key=lambda c: c.captured_at)
     np.testing.assert_allclose(last.probs, big.predict(photo(3)).probs, atol=1e-5)
+
+
+def test_the_model_runs_in_a_thread_of_its_own_with_the_same_predictions(runtimes, tmp_path, monkeypatch):
+    rt = runtimes["plain"]
+    images = [photo(i) for i in range(6)]
+    want = [rt.predict(img).probs for img in images]
+    ran_in = []
+    run = rt._run
+
+    def recording(batch):
+        ran_in.append(threading.current_thread().name)
+        return run(batch)
+
+    monkeypatch.setattr(rt, "_run", recording)
+    box = SqliteOutbox(tmp_path / "o.db", 1 << 30)
+    stats = run_pipeline(frames(images), rt, sampling("[sampling]\nmin_value = 0.0\n"), box)
+    assert stats.frames == 6
+    # The frame loop (this thread) decodes, scores and selects while the next frame is inferred.
+    assert ran_in == ["inference"] * 6
+    got = sorted(queued(box).values(), key=lambda c: c.captured_at)
+    assert len(got) == 6
+    for c, probs in zip(got, want):
+        np.testing.assert_allclose(c.probs, probs, atol=1e-6)
+
+
+def test_a_failed_run_in_the_inference_thread_is_run_again_where_it_is_reported(runtimes, tmp_path, monkeypatch):
+    rt = runtimes["plain"]
+    run, calls = rt._run, []
+
+    def failing_once_per_frame(batch):
+        calls.append(threading.current_thread().name)
+        if threading.current_thread().name == "inference":
+            raise RuntimeError("onnxruntime: out of memory")
+        return run(batch)
+
+    monkeypatch.setattr(rt, "_run", failing_once_per_frame)
+    box = SqliteOutbox(tmp_path / "o.db", 1 << 30)
+    stats = run_pipeline(frames([photo(i) for i in range(3)]), rt, sampling("[sampling]\nmin_value = 0.0\n"), box)
+    assert stats.frames == 3 and len(box) == 3  # every frame inferred after all, none lost
+    assert sorted(calls) == sorted(["inference", threading.current_thread().name] * 3)
 
 
 def test_a_window_pool_is_bounded_by_the_budget(runtimes, tmp_path):
