@@ -47,14 +47,15 @@ class Captured:
 
 
 def _put(q: queue.Queue, item, stopped: threading.Event) -> bool:
-    """Put, waiting for room until stopped -> whether it was put."""
-    while not stopped.is_set():
+    """Put, waiting for room unless stopped -> whether it was put. Stopped, an item still goes in
+    while there is room: the end of the source reaches a frame loop that is draining."""
+    while True:
         try:
             q.put(item, timeout=_POLL_S)
             return True
         except queue.Full:
-            continue
-    return False
+            if stopped.is_set():
+                return False
 
 
 def _get(q: queue.Queue, timeout: float):
@@ -77,7 +78,7 @@ class Prefetcher(threading.Thread):
     def run(self) -> None:
         try:
             for frame in self.source:
-                if not _put(self.q, self._prepare(frame), self.stopped):
+                if not _put(self.q, self._prepare(frame), self.stopped) or self.stopped.is_set():
                     return
         except Exception as exc:  # noqa: BLE001 - reported by the consumer, not lost in this thread
             self.error = exc
@@ -121,9 +122,11 @@ class Inferrer(threading.Thread):
         self.stopped = threading.Event()
 
     def run(self) -> None:
-        while not self.stopped.is_set():
+        while True:
             item = self.prefetch.get(_POLL_S)
             if item is None:
+                if self.stopped.is_set() and not self.prefetch.is_alive():
+                    return  # stopped, and the capture thread ended without an END for us
                 continue
             if item is not END:
                 self._infer(item)

@@ -159,3 +159,36 @@ def test_a_window_pool_is_bounded_by_the_budget(runtimes, tmp_path):
     t0 = 60.0 * 16_667  # on a window boundary: 120 frames a second apart fill exactly two windows
     stats = run_pipeline(frames([photo(i % 7) for i in range(120)], t0=t0), runtimes["plain"], cfg, box)
     assert stats.frames == 120 and stats.kept == 4  # two windows of two
+
+
+class EndlessCamera:
+    """A live source: frames until closed (what `fleet drain` and `agent stop` close)."""
+
+    def __init__(self):
+        self.closed = threading.Event()
+
+    def __iter__(self):
+        i = 0
+        while not self.closed.is_set():
+            yield SourceFrame(photo(i % 5), 1_000_000.0 + i, "cam0", i, {})
+            i += 1
+
+    def close(self):
+        self.closed.set()
+
+
+def test_a_stopped_camera_ends_the_frame_loop_with_what_was_captured(runtimes, tmp_path):
+    box = SqliteOutbox(tmp_path / "o.db", 1 << 30)
+    pipe = FramePipeline(EndlessCamera(), FrameSampler(sampling("[sampling]\n"), "d", "s"), box,
+                         get_runtime=lambda: runtimes["plain"])
+    pipe.start()
+    try:
+        for _ in range(3):
+            assert pipe.step(runtimes["plain"], timeout=10) is True
+        pipe.stop()  # a fleet draining: the cameras end, each agent sends what it queued
+        steps = [pipe.step(runtimes["plain"], timeout=5) for _ in range(10)]
+    finally:
+        pipe.stop()
+    assert None in steps, steps  # the source's end reached the frame loop
+    assert all(s is True for s in steps[:steps.index(None)])  # after the frames in flight, each once
+    assert not pipe.prefetch.is_alive() and not pipe.inference.is_alive()
