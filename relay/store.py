@@ -1,6 +1,11 @@
-"""The relay's one SQLite file: which ids it has seen, what waits in an open selection window,
-the store-and-forward queue to the hub (a SqliteOutbox in the same file), and the dead letters: what
-the hub itself refused, kept for a person to read and replay (`edgeloop relay dead-letters`).
+"""The relay's one SQLite file: which ids it has seen, the store-and-forward queue to the hub (a
+SqliteOutbox in the same file) with what waits in an open selection window held in it, and the dead
+letters: what the hub itself refused, kept for a person to read and replay (`edgeloop relay dead-letters`).
+
+A candidate's bytes are written once, on arrival, as a held row of the forward queue: its window's
+decision releases the row where it lies (kept) or deletes it (dropped). Moving each kept candidate
+from a table of its own into the queue was a quarter of the relay's CPU (README, "Throughput and
+sizing").
 
 The seen tables are also the relay's journal: each id's device, capture time, value and fate
 (NULL while pending; kept, dropped by the budget, refused by a full forward queue, dead-lettered),
@@ -30,7 +35,6 @@ from edgeloop.shared.sampling.policy import is_feedback
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS seen (sample_id TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS seen_feedback (sample_id TEXT PRIMARY KEY);
-CREATE TABLE IF NOT EXISTS pending (sample_id TEXT PRIMARY KEY, payload BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS dead_letters (sample_id TEXT PRIMARY KEY, payload BLOB NOT NULL, value REAL NOT NULL,
                                          reason TEXT NOT NULL, at REAL NOT NULL);
@@ -79,12 +83,27 @@ class RelayStore:
         # A full disk raises rather than evicts: what a window kept stays pending until it has room.
         self.forward = SqliteOutbox(path, forward_quota, evict_on_full_disk=False, on_evict=self._evicted,
                                     shared=(self._db, self._lock))
+        self._adopt_pending_table()
+
+    def _adopt_pending_table(self) -> None:
+        """A file from before candidates were held in the forward queue kept them in a table of
+        their own: hold them there instead, once."""
+        with self._lock:
+            if not self._db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'pending'").fetchone():
+                return
+            self._db.execute("BEGIN IMMEDIATE")
+            for sid, payload in self._db.execute("SELECT sample_id, payload FROM pending").fetchall():
+                value = Candidate.from_wire(msgpack.unpackb(payload, raw=False)).value
+                self.forward.hold(sid, value, payload, replace=True)
+            self._db.execute("DROP TABLE pending")
+            self._db.execute("COMMIT")
 
     def accept(self, cands: list[Candidate]) -> list[Candidate]:
-        """Record candidates not seen before as pending; -> the new ones (duplicates are dropped).
+        """Record candidates not seen before, held in the forward queue until their window decides;
+        -> the new ones (duplicates are dropped).
 
         Feedback on a frame is new once even when the frame itself was seen: it reuses the frame's
-        sample id, and it is the application's word on it (it replaces the frame where it waits)."""
+        sample id, and it is the application's word on it (it replaces the frame where it is held)."""
         new, now = [], time.time()
         with self._lock:
             try:
@@ -95,8 +114,8 @@ class RelayStore:
                                         "nbytes, predicted) VALUES (?, ?, ?, ?, ?, ?, ?)",
                                         (c.sample_id, now, c.device_id, c.captured_at, float(c.value), c.nbytes,
                                          c.predicted)).rowcount:
-                        self._db.execute("INSERT OR REPLACE INTO pending (sample_id, payload) VALUES (?, ?)",
-                                         (c.sample_id, msgpack.packb(c.to_wire(), use_bin_type=True)))
+                        self.forward.hold(c.sample_id, c.value, msgpack.packb(c.to_wire(), use_bin_type=True),
+                                          replace=is_feedback(c.reasons))
                         new.append(c)
                 self._db.execute("COMMIT")
             except sqlite3.DatabaseError as exc:
@@ -106,9 +125,8 @@ class RelayStore:
         return new
 
     def pending(self) -> list[Candidate]:
-        with self._lock:
-            rows = self._db.execute("SELECT payload FROM pending").fetchall()
-        return [Candidate.from_wire(msgpack.unpackb(p, raw=False)) for (p,) in rows]
+        """What waits for its window (held), e.g. for a restarted relay to offer again."""
+        return [Candidate.from_wire(msgpack.unpackb(p, raw=False)) for p in self.forward.held()]
 
     def settle(self, kept: list[Candidate], dropped_ids: list[str], fate: str = "kept",
                closed_until: float | None = None, late_ids: list[str] = ()) -> list[str]:
@@ -119,16 +137,14 @@ class RelayStore:
         judged in a late pane (their window had closed when they came), journaled as late."""
         # Feedback replaces its frame if that is still queued (or sends it again after the frame's send).
         # One transaction for the window (relay/inbox.py says why a commit per candidate was the limit).
-        # What a window kept is the candidate its pending row holds: that row's bytes go to the queue
-        # as they are (packing 20 KB again was a third of settle's time).
+        # What a window kept is released where it is held; a refused one's row is deleted by the queue.
         refused: list[str] = []
 
         def done_with(oks: list[bool]) -> None:  # in the forward queue's transaction: one commit, one fsync
             refused[:] = [c.sample_id for c, ok in zip(kept, oks) if not ok]
             out = set(refused)
             fates = [("refused" if c.sample_id in out else fate, c.sample_id, is_feedback(c.reasons)) for c in kept]
-            self._db.executemany("DELETE FROM pending WHERE sample_id = ?",
-                                 [(c.sample_id,) for c in kept] + [(s,) for s in dropped_ids])
+            self.forward.drop_held(dropped_ids)
             self._set_fates(fates + [("dropped", s, False) for s in dropped_ids])
             self._db.executemany("UPDATE seen SET late = 1 WHERE sample_id = ?", [(i,) for i in late_ids])
             if closed_until is not None and math.isfinite(closed_until):
@@ -136,20 +152,10 @@ class RelayStore:
                                  (closed_until,))
 
         try:
-            as_pending = self._pending_payloads([c.sample_id for c in kept]) if fate == "kept" else {}
-            self.forward.put_many([(c, c.value, is_feedback(c.reasons)) for c in kept], as_pending, also=done_with)
+            self.forward.put_many([(c, c.value, is_feedback(c.reasons)) for c in kept], also=done_with)
         except sqlite3.DatabaseError as exc:
             raise StorageError(f"relay store: {exc}") from exc
         return refused
-
-    def _pending_payloads(self, ids: list[str]) -> dict[str, bytes]:
-        with self._lock:
-            out = {}
-            for i in range(0, len(ids), 500):  # within SQLite's limit on host parameters
-                chunk = ids[i:i + 500]
-                out.update(self._db.execute(f"SELECT sample_id, payload FROM pending WHERE sample_id IN "
-                                            f"({', '.join('?' * len(chunk))})", chunk).fetchall())
-        return out
 
     def _evicted(self, ids: list[str]) -> None:
         """The full forward queue gave these up for better ones (SqliteOutbox's on_evict)."""

@@ -52,6 +52,7 @@ class OutboxModel:
     def __init__(self, quota: int):
         self.quota = quota
         self.items: dict[str, Entry] = {}
+        self.held: dict[str, Entry] = {}  # written, not queued: outside the quota, never leased
         self.counters: Counter[str] = Counter()
         self.seq = itertools.count()
 
@@ -60,9 +61,11 @@ class OutboxModel:
         return sum(e.size for e in self.items.values())
 
     def put(self, c, value: float) -> tuple[bool, list[str]]:
-        size = payload_size(c)
+        """A held sample is released: its held bytes are queued (or, refused, deleted)."""
         if c.sample_id in self.items:
             return True, []
+        held = self.held.pop(c.sample_id, None)
+        size, wire = (held.size, held.wire) if held else (payload_size(c), c.to_wire())
         if size > self.quota:
             self.counters["refused"] += 1
             return False, []
@@ -81,9 +84,13 @@ class OutboxModel:
             for v in victims:
                 del self.items[v]
             self.counters["evicted"] += len(victims)
-        self.items[c.sample_id] = Entry(c.sample_id, float(value), size, next(self.seq), False, c.to_wire())
+        self.items[c.sample_id] = Entry(c.sample_id, float(value), size, next(self.seq), False, wire)
         self.counters["accepted"] += 1
         return True, victims
+
+    def hold(self, c, value: float) -> None:
+        if c.sample_id not in self.items and c.sample_id not in self.held:
+            self.held[c.sample_id] = Entry(c.sample_id, float(value), payload_size(c), -1, False, c.to_wire())
 
     def lease(self, max_items: int, max_bytes: int) -> list[str]:
         ranked = sorted((e for e in self.items.values() if not e.leased), key=lambda e: (-e.value, e.sample_id))
@@ -162,6 +169,37 @@ class OutboxMachine(RuleBasedStateMachine):
         assert not set(evicted) & leased_before, "a leased item was evicted"
         assert all(values_before[v] < value for v in evicted), "evicted an item worth as much as the new one"
 
+    @rule(value=values, size=image_sizes, data=st.data())
+    def hold(self, value, size, data):
+        """A relay's arrival: written now, queued when its window keeps it."""
+        if self.ever and data.draw(st.booleans(), label="a sample seen before"):
+            c = self.ever[data.draw(st.sampled_from(sorted(self.ever)), label="sample_id")]
+        else:
+            c = make_candidate(value=value, image_bytes=bytes([size % 251]) * size, sample_id=sid(self.n))
+            self.n += 1
+            self.ever[c.sample_id] = c
+        self.model.hold(c, value)
+        self.box.hold(c.sample_id, value, msgpack.packb(c.to_wire(), use_bin_type=True))
+
+    @precondition(lambda self: self.model.held)
+    @rule(value=values, data=st.data())
+    def release_held(self, value, data):
+        """Its window kept it: put_many queues the held bytes, whatever the candidate it is given."""
+        ids = data.draw(st.lists(st.sampled_from(sorted(self.model.held)), min_size=1, unique=True), label="kept")
+        n_evictions = len(self.evictions)
+        expected = [self.model.put(make_candidate(sample_id=i, value=value), value) for i in ids]
+        got = self.box.put_many([(make_candidate(sample_id=i, value=value), value, False) for i in ids])
+        assert got == [ok for ok, _ in expected]
+        assert self.evictions[n_evictions:] == [v for _, victims in expected for v in victims]
+
+    @precondition(lambda self: self.model.held)
+    @rule(data=st.data())
+    def drop_held(self, data):
+        ids = data.draw(st.lists(st.sampled_from(sorted(self.model.held)), min_size=1, unique=True), label="dropped")
+        for i in ids:
+            del self.model.held[i]
+        self.box.drop_held(ids + sorted(self.model.items)[:1])  # a queued one named too: it stays
+
     @rule(max_items=st.integers(0, 6), max_bytes=st.integers(0, 6000))
     def lease(self, max_items, max_bytes):
         expected = self.model.lease(max_items, max_bytes)
@@ -204,6 +242,8 @@ class OutboxMachine(RuleBasedStateMachine):
     def same_contents(self):
         assert len(self.box) == len(self.model.items)
         assert self.box.ids() == set(self.model.items)
+        held = [msgpack.unpackb(p, raw=False) for p in self.box.held()]
+        assert sorted(held, key=lambda w: w["sample_id"]) == [self.model.held[i].wire for i in sorted(self.model.held)]
 
     @invariant()
     def counters_consistent(self):
@@ -417,4 +457,23 @@ def test_a_replacement_in_flight_survives_a_restart(tmp_path):
     box.close()
     box = SqliteOutbox(tmp_path / "o.db", 1 << 20)  # the lease died with the process: sent again, new copy
     assert [(c.sample_id, c.tags) for c in box.lease(5, 1 << 20)] == [(a.sample_id, {"v": "new"})]
+    box.close()
+
+
+def test_a_file_from_before_held_rows_keeps_its_queue(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "outbox.db"
+    cands = [make_candidate(value=v, sample_id=sid(i)) for i, v in enumerate((0.2, 0.9))]
+    with sqlite3.connect(path) as db:  # the schema before `held`
+        db.execute("CREATE TABLE outbox (sample_id TEXT PRIMARY KEY, value REAL NOT NULL, nbytes INTEGER NOT NULL, "
+                   "leased INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL, payload BLOB NOT NULL)")
+        db.executemany("INSERT INTO outbox (sample_id, value, nbytes, leased, created, payload) VALUES (?, ?, ?, ?, ?, ?)",
+                       [(c.sample_id, c.value, payload_size(c), i, 1.0 + i,
+                         msgpack.packb(c.to_wire(), use_bin_type=True)) for i, c in enumerate(cands)])
+    box = SqliteOutbox(path, 1 << 20)
+    assert len(box) == 2 and box.used_bytes == sum(payload_size(c) for c in cands) and box.held() == []
+    assert [c.sample_id for c in box.lease(10, 1 << 20)] == [sid(1), sid(0)]  # the lease did not outlive its process
+    box.ack([sid(1)])
+    assert box.ids() == {sid(0)}
     box.close()

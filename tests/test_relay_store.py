@@ -4,6 +4,7 @@ never silently gone."""
 from __future__ import annotations
 
 import dataclasses
+import sqlite3
 
 from edgeloop.relay.store import RelayStore
 
@@ -117,4 +118,39 @@ def test_a_closed_window_is_queued_and_settled_in_one_transaction_or_not_at_all(
     assert store.closed_until() == 7.0 and store.journal()[dropped.sample_id] == "dropped"
     # What went to the queue is the candidate as it arrived (its pending row's bytes, not packed again).
     assert sorted(c.sample_id for c in store.forward.lease(10, 1 << 22)) == sorted(c.sample_id for c in kept)
+    store.close()
+
+
+def test_a_file_from_before_holds_its_pending_candidates_in_the_forward_queue(tmp_path):
+    import msgpack
+
+    path = tmp_path / "relay.sqlite"
+    waiting = [make_candidate(value=v) for v in (0.2, 0.8)]
+    with sqlite3.connect(path) as db:  # the table earlier relays kept open windows' candidates in
+        db.execute("CREATE TABLE pending (sample_id TEXT PRIMARY KEY, payload BLOB NOT NULL)")
+        db.executemany("INSERT INTO pending VALUES (?, ?)",
+                       [(c.sample_id, msgpack.packb(c.to_wire(), use_bin_type=True)) for c in waiting])
+    store = RelayStore(path, forward_quota=1 << 20)
+    assert sorted(c.sample_id for c in store.pending()) == sorted(c.sample_id for c in waiting)
+    assert len(store.forward) == 0  # held for their windows, not queued
+    assert store.settle(waiting[1:], [waiting[0].sample_id]) == []
+    assert store.pending() == [] and store.forward.ids() == {waiting[1].sample_id}
+    store.close()
+    with sqlite3.connect(path) as db:
+        assert not db.execute("SELECT 1 FROM sqlite_master WHERE name = 'pending'").fetchone()
+    assert RelayStore(path, forward_quota=1 << 20).pending() == []  # and opening it again changes nothing
+
+
+def test_candidates_held_for_their_windows_survive_a_restart_held(tmp_path):
+    path = tmp_path / "relay.sqlite"
+    store = RelayStore(path, forward_quota=1 << 20)
+    cands = [make_candidate(value=0.5) for _ in range(3)]
+    store.accept(cands)
+    assert store.forward.lease(10, 1 << 20) == []  # held: nothing to send before a window keeps it
+    store.close()
+    store = RelayStore(path, forward_quota=1 << 20)
+    assert sorted(c.sample_id for c in store.pending()) == sorted(c.sample_id for c in cands)
+    assert store.forward.lease(10, 1 << 20) == []
+    store.settle(cands[:1], [c.sample_id for c in cands[1:]])
+    assert [c.sample_id for c in store.forward.lease(10, 1 << 20)] == [cands[0].sample_id]
     store.close()
