@@ -113,7 +113,7 @@ class SqliteOutbox:
         """journal: keep every committed and evicted sample_id, without bound (see the module docstring).
         evict_on_full_disk: a full disk is a smaller quota (a device, with nowhere else to keep
         frames); False: put() raises StorageError instead, for a caller that holds the candidate
-        elsewhere until the disk has room (the relay: in its pending table, unacked at the broker).
+        elsewhere until the disk has room (the relay: held for its window, or unacked at the broker).
         shared: an open connection to `path` and the lock that guards it, for a caller that writes
         other tables of the same file (the relay): one writer, so neither waits for the other's write
         lock in SQLite's busy handler, which sleeps 1 to 100 ms a try (py-spy: a fifth of the relay's

@@ -116,7 +116,7 @@ def test_a_closed_window_is_queued_and_settled_in_one_transaction_or_not_at_all(
     assert store.settle(kept, [dropped.sample_id], closed_until=7.0) == []
     assert store.forward.ids() == {c.sample_id for c in kept} and store.pending() == []
     assert store.closed_until() == 7.0 and store.journal()[dropped.sample_id] == "dropped"
-    # What went to the queue is the candidate as it arrived (its pending row's bytes, not packed again).
+    # What went to the queue is the candidate as it arrived (its held row's bytes, not packed again).
     assert sorted(c.sample_id for c in store.forward.lease(10, 1 << 22)) == sorted(c.sample_id for c in kept)
     store.close()
 
