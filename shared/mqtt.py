@@ -21,6 +21,19 @@ from .errors import ConfigError, PeerUnavailable
 
 log = logging.getLogger(__name__)
 
+
+def _surviving(handler):
+    """on_message that logs what its handler raises instead of raising it into paho's network
+    thread, which the exception would end: the client would hear nothing more, a receipt would
+    never arrive (an agent hung draining its outbox so, bench chaos). A QoS 1 message is then
+    acknowledged unless the client acks by hand, as the relay does after storing."""
+    def on_message(client, userdata, msg):
+        try:
+            handler(client, userdata, msg)
+        except Exception:  # noqa: BLE001 - one message's bug must not silence the connection
+            log.exception("unexpected error handling a message on %s; going on with the next", msg.topic)
+    return on_message
+
 # The brokers we configure send this many QoS 1 messages to a client before its acks: the relay
 # stores what is in flight to it in one commit (relay/inbox.py), so mosquitto's default of 20 made
 # that group 20 at most, an fsync per 20 candidates.
@@ -107,7 +120,7 @@ class Connection:
         self.client.on_connect_fail = self._on_connect_fail
         self._tls_failure = ""  # the last TLS handshake error told, so a retry loop says it once
         if on_message:
-            self.client.on_message = on_message
+            self.client.on_message = _surviving(on_message)
 
     def start(self) -> "Connection":
         try:
