@@ -145,17 +145,20 @@ class OutboxMachine(RuleBasedStateMachine):
             self._clock.stop()
             shutil.rmtree(self.dir, ignore_errors=True)
 
+    def candidate(self, value, size, data):
+        """A new candidate, or one built before: at-least-once delivery brings a candidate back
+        (stored, held, acked or evicted meanwhile), possibly scored differently."""
+        if self.ever and data.draw(st.booleans(), label="the same candidate again"):
+            return self.ever[data.draw(st.sampled_from(sorted(self.ever)), label="sample_id")]
+        c = make_candidate(value=value, image_bytes=bytes([size % 251]) * size, sample_id=sid(self.n))
+        self.n += 1
+        self.ever[c.sample_id] = c
+        return c
+
     # -- rules ---------------------------------------------------------------------------------
     @rule(value=values, size=image_sizes, data=st.data())
     def put(self, value, size, data):
-        if self.ever and data.draw(st.booleans(), label="the same candidate again"):
-            # At-least-once delivery: a candidate comes back (stored, acked or evicted meanwhile),
-            # possibly scored differently.
-            c = self.ever[data.draw(st.sampled_from(sorted(self.ever)), label="sample_id")]
-        else:
-            c = make_candidate(value=value, image_bytes=bytes([size % 251]) * size, sample_id=sid(self.n))
-            self.n += 1
-            self.ever[c.sample_id] = c
+        c = self.candidate(value, size, data)
         leased_before = {i for i, e in self.model.items.items() if e.leased}
         values_before = {i: e.value for i, e in self.model.items.items()}
         expected, victims = self.model.put(c, value)
@@ -172,12 +175,7 @@ class OutboxMachine(RuleBasedStateMachine):
     @rule(value=values, size=image_sizes, data=st.data())
     def hold(self, value, size, data):
         """A relay's arrival: written now, queued when its window keeps it."""
-        if self.ever and data.draw(st.booleans(), label="a sample seen before"):
-            c = self.ever[data.draw(st.sampled_from(sorted(self.ever)), label="sample_id")]
-        else:
-            c = make_candidate(value=value, image_bytes=bytes([size % 251]) * size, sample_id=sid(self.n))
-            self.n += 1
-            self.ever[c.sample_id] = c
+        c = self.candidate(value, size, data)
         self.model.hold(c, value)
         self.box.hold(c.sample_id, value, msgpack.packb(c.to_wire(), use_bin_type=True))
 
