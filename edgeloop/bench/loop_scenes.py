@@ -144,7 +144,33 @@ def _sampling(signals: dict, per_hour: float | None, window_s: float, seed: int,
                           min_value=min_value, **policy)
 
 
-def _agent(arm: str, cfg: ScenesLoopConfig, world, cams: list[str], sites: dict, indices: range, runtime,
+class _Seen:
+    """One round's frames and the predictions made of them, shared by the arms: a frame is rendered
+    once, and a model predicts it once (in round 1 every arm runs the seed model). Holds the runtimes
+    it has predictions of, so that no other runtime can take one's id."""
+
+    def __init__(self, world):
+        self.world = world
+        self._frames: dict = {}
+        self._preds: dict = {}
+        self._runtimes: dict = {}
+
+    def frame(self, cam: str, index: int):
+        f = self._frames.get((cam, index))
+        if f is None:
+            f = self._frames[(cam, index)] = self.world.frame(cam, index)
+        return f
+
+    def predict(self, runtime, frames: list) -> list:
+        self._runtimes[id(runtime)] = runtime
+        keys = [(id(runtime), f.camera_id, f.index) for f in frames]
+        todo = [f for f, k in zip(frames, keys) if k not in self._preds]
+        for f, p in zip(todo, runtime.predict_batch([f.image for f in todo]) if todo else []):
+            self._preds[(id(runtime), f.camera_id, f.index)] = p
+        return [self._preds[k] for k in keys]
+
+
+def _agent(arm: str, cfg: ScenesLoopConfig, seen: _Seen, cams: list[str], sites: dict, indices: range, runtime,
            seed: int, every_n: int) -> list[_Up]:
     """The agent stage of `arm` on every camera: the agent's own FrameSampler (or everything)."""
     from edgeloop.agent.pipeline import FrameSampler
@@ -175,8 +201,8 @@ def _agent(arm: str, cfg: ScenesLoopConfig, world, cams: list[str], sites: dict,
     for cam in cams:
         sampler = None if sampling is None else FrameSampler(sampling, f"dev-{cam}", sites[cam])
         for start in range(indices.start, indices.stop, 64):
-            frames = [world.frame(cam, i) for i in range(start, min(start + 64, indices.stop))]
-            preds = runtime.predict_batch([f.image for f in frames])
+            frames = [seen.frame(cam, i) for i in range(start, min(start + 64, indices.stop))]
+            preds = seen.predict(runtime, frames)
             for f, p in zip(frames, preds):
                 sid = f"{cam}-{f.index:09d}"
                 if sampler is None:
@@ -303,11 +329,12 @@ def _run_seed(cfg: ScenesLoopConfig, seed: int, fps: float, step: Callable[[str]
 
     for r in range(1, cfg.rounds + 1):
         indices = range((r - 1) * per_round, r * per_round)
+        seen = _Seen(world)
         n_frames = len(indices) * len(cams)
         every_n = max(1, round(fps * 3600 / cfg.agent_per_hour))
         for arm in cfg.arms:
             a = arms[arm]
-            up = _agent(arm, cfg, world, cams, sites, indices, a["runtime"], seed * 1000 + r, every_n)
+            up = _agent(arm, cfg, seen, cams, sites, indices, a["runtime"], seed * 1000 + r, every_n)
             if arm == "edgeloop" and up:  # every_nth uplinks as many frames as edgeloop's agents did
                 every_n = max(1, round(n_frames / len(up)))
             fwd = _relay(arm, cfg, up, cams_per_site, seed * 1000 + r)
@@ -321,12 +348,12 @@ def _run_seed(cfg: ScenesLoopConfig, seed: int, fps: float, step: Callable[[str]
             truths = [truth_of(c.camera_id, c.index) for c in chosen]
             dups = sum(1 for t in truths if any(near_duplicate(t, o) for o in a["labeled"] + truths if o is not t))
             for c, t in zip(chosen, truths):
-                a["images"].append(world.frame(c.camera_id, c.index).image)
+                a["images"].append(seen.frame(c.camera_id, c.index).image)
                 a["boxes"].append(t.boxes)
                 a["classes"].append(t.classes)
             a["labeled"] += truths
             new_boxes = int(sum(len(t.classes) for t in truths))
-            pseudo = _pseudo(chosen, truths, fwd, world) if arm == "edgeloop_pseudo" else []
+            pseudo = _pseudo(chosen, truths, fwd, seen) if arm == "edgeloop_pseudo" else []
             for f in pseudo:  # trained on beside the human labels, counted apart from them
                 a["images"].append(f.image)
                 a["boxes"].append(f.boxes)
@@ -354,15 +381,15 @@ def _run_seed(cfg: ScenesLoopConfig, seed: int, fps: float, step: Callable[[str]
             for arm, a in arms.items()}
 
 
-def _pseudo(chosen: list[_Up], truths: list, pool: list[_Up], world) -> list:
+def _pseudo(chosen: list[_Up], truths: list, pool: list[_Up], seen: _Seen) -> list:
     """edgeloop_pseudo: the hub's pseudo-labels along tracks (hub/training/pseudo.py) from this
     round's human labels to the frames it holds unlabeled."""
     from edgeloop.hub.training.pseudo import Frame, propagate
 
-    labeled = [Frame(c.sample_id, c.camera_id, c.captured_at, world.frame(c.camera_id, c.index).image, t.boxes,
+    labeled = [Frame(c.sample_id, c.camera_id, c.captured_at, seen.frame(c.camera_id, c.index).image, t.boxes,
                      t.classes) for c, t in zip(chosen, truths)]
     ids = {c.sample_id for c in chosen}
-    held = [Frame(c.sample_id, c.camera_id, c.captured_at, world.frame(c.camera_id, c.index).image,
+    held = [Frame(c.sample_id, c.camera_id, c.captured_at, seen.frame(c.camera_id, c.index).image,
                   d[:, :4], d[:, 5].astype(np.int64), d[:, 4])
             for c in pool if c.sample_id not in ids for d in (_det(c),)]
     return propagate(labeled, held)
