@@ -188,3 +188,30 @@ def test_the_scenes_world_refuses_the_classify_task():
     result = CliRunner().invoke(__import__("edgeloop.cli", fromlist=["main"]).main,
                                 ["bench", "loop", "--world", "scenes", "--task", "classify"])
     assert result.exit_code != 0 and "detect" in result.output
+
+
+def test_a_round_renders_each_frame_once_and_each_model_predicts_it_once():
+    import torch
+
+    from edgeloop.bench.loop_scenes import _Seen
+    from edgeloop.hub.training.detect import build_detector, export_detector_onnx
+    from edgeloop.shared.runtime import ModelRuntime
+
+    world = ScenesWorld(seed=0, fps=2.0, size=(160, 120), sites=1)
+    cam = world.camera_ids(1)[0]
+    runtimes = []
+    for s in (1, 2):  # two models with different weights
+        torch.manual_seed(s)
+        runtimes.append(ModelRuntime.load(*export_detector_onnx(build_detector(len(world.classes)).eval(), version=f"v{s}",
+                                                                parent=None, names=world.classes), threads=1))
+    seen = _Seen(world)
+    frames = [seen.frame(cam, i) for i in range(3)]
+    assert all(seen.frame(cam, i) is f for i, f in enumerate(frames))
+    assert all(np.array_equal(f.image, world.frame(cam, i).image) for i, f in enumerate(frames))
+    first = seen.predict(runtimes[0], frames)
+    assert all(a is b for a, b in zip(seen.predict(runtimes[0], frames[::-1]), first[::-1]))  # not predicted again
+    for rt in runtimes:  # each model's own predictions, as it makes them
+        direct = rt.predict_batch([f.image for f in frames])
+        for got, want in zip(seen.predict(rt, frames), direct):
+            assert np.array_equal(got.embedding, want.embedding) and np.array_equal(got.detections, want.detections)
+    assert not np.array_equal(seen.predict(runtimes[1], frames)[0].embedding, first[0].embedding)

@@ -146,8 +146,9 @@ def _sampling(signals: dict, per_hour: float | None, window_s: float, seed: int,
 
 class _Seen:
     """One round's frames and the predictions made of them, shared by the arms: a frame is rendered
-    once, and a model predicts it once (in round 1 every arm runs the seed model). Holds the runtimes
-    it has predictions of, so that no other runtime can take one's id."""
+    once, and a model predicts it once (in round 1 every arm runs the seed model). The defaults hold
+    2,400 frames of 230 KB (550 MB) a round. Holds the runtimes it has predictions of, so that no
+    other runtime can take one's id."""
 
     def __init__(self, world):
         self.world = world
