@@ -147,14 +147,13 @@ def _sampling(signals: dict, per_hour: float | None, window_s: float, seed: int,
 class _Seen:
     """One round's frames and the predictions made of them, shared by the arms: a frame is rendered
     once, and a model predicts it once (in round 1 every arm runs the seed model). The defaults hold
-    2,400 frames of 230 KB (550 MB) a round. Holds the runtimes it has predictions of, so that no
-    other runtime can take one's id."""
+    2,400 frames of 230 KB (550 MB) a round. Predictions are keyed by the runtime itself (it hashes
+    by identity), which also keeps it alive as long as they are held."""
 
     def __init__(self, world):
         self.world = world
         self._frames: dict = {}
         self._preds: dict = {}
-        self._runtimes: dict = {}
 
     def frame(self, cam: str, index: int):
         f = self._frames.get((cam, index))
@@ -163,11 +162,11 @@ class _Seen:
         return f
 
     def predict(self, runtime, frames: list) -> list:
-        self._runtimes[id(runtime)] = runtime
-        keys = [(id(runtime), f.camera_id, f.index) for f in frames]
-        todo = [f for f, k in zip(frames, keys) if k not in self._preds]
-        for f, p in zip(todo, runtime.predict_batch([f.image for f in todo]) if todo else []):
-            self._preds[(id(runtime), f.camera_id, f.index)] = p
+        keys = [(runtime, f.camera_id, f.index) for f in frames]
+        todo = [(f, k) for f, k in zip(frames, keys) if k not in self._preds]
+        if todo:
+            for (_, k), p in zip(todo, runtime.predict_batch([f.image for f, _ in todo])):
+                self._preds[k] = p
         return [self._preds[k] for k in keys]
 
 
