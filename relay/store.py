@@ -31,6 +31,7 @@ from edgeloop.shared.errors import StorageError
 from edgeloop.shared.outbox import SqliteOutbox
 from edgeloop.shared.protocol import Candidate
 from edgeloop.shared.sampling.policy import is_feedback
+from edgeloop.shared.wal import FALLBACK_PAGES, WalCheckpointer
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS seen (sample_id TEXT PRIMARY KEY);
@@ -71,6 +72,8 @@ class RelayStore:
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
+        # Checkpoints run in a thread of their own (shared/wal.py says why); this is the fallback.
+        self._db.execute(f"PRAGMA wal_autocheckpoint={FALLBACK_PAGES}")
         self._db.executescript(_SCHEMA)
         for table in ("seen", "seen_feedback"):  # columns older files lack (NULL for their rows)
             have = {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}
@@ -84,6 +87,7 @@ class RelayStore:
         self.forward = SqliteOutbox(path, forward_quota, evict_on_full_disk=False, on_evict=self._evicted,
                                     shared=(self._db, self._lock))
         self._adopt_pending_table()
+        self._checkpointer = WalCheckpointer(path).start()
 
     def _adopt_pending_table(self) -> None:
         """A file from before candidates were held in the forward queue kept them in a table of
@@ -136,7 +140,7 @@ class RelayStore:
         closed_until: the selector's first window not closed yet, kept for a restart; late_ids: those
         judged in a late pane (their window had closed when they came), journaled as late."""
         # Feedback replaces its frame if that is still queued (or sends it again after the frame's send).
-        # One transaction for the window (relay/inbox.py says why a commit per candidate was the limit).
+        # One transaction for the window (Relay._on_batch says why a commit per candidate was the limit).
         # What a window kept is released where it is held; a refused one's row is deleted by the queue.
         refused: list[str] = []
 
@@ -242,6 +246,7 @@ class RelayStore:
         return n
 
     def close(self) -> None:
+        self._checkpointer.stop()
         self._db.close()
         self.forward.close()
 

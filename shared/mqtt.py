@@ -5,6 +5,7 @@ Decides nothing: callers pass callbacks. Errors from paho are mapped to PeerUnav
 
 from __future__ import annotations
 
+import functools
 import logging
 import ssl
 import sys
@@ -35,9 +36,45 @@ def _surviving(handler):
     return on_message
 
 # The brokers we configure send this many QoS 1 messages to a client before its acks: the relay
-# stores what is in flight to it in one commit (relay/inbox.py), so mosquitto's default of 20 made
+# stores what is in flight to it in one commit (_BatchingClient), so mosquitto's default of 20 made
 # that group 20 at most, an fsync per 20 candidates.
 BROKER_MAX_INFLIGHT = 256
+
+
+class _BatchingClient(mqtt.Client):
+    """A paho client whose network loop reads every message already waiting on the socket (up to
+    BROKER_MAX_INFLIGHT) and then hands them, in order, to `on_batch` on the same thread.
+
+    For a receiver that stores what it gets before acking it by hand (the relay): one transaction,
+    one fsync, for what arrived together. Its work is done on the thread that reads, not passed to
+    another: two Python threads busy on every message contended for the GIL, which cost the relay
+    more than the handover saved (`edgeloop bench scale --parts relay`, README "Throughput and
+    sizing"). paho's `loop_read` reads as many packets as it has messages in flight (often one):
+    it is called again until a pass brings no new message."""
+
+    def __init__(self, *args, on_batch, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._batch: list[mqtt.MQTTMessage] = []
+        self._on_batch = on_batch
+        self.on_message = lambda client, userdata, msg: self._batch.append(msg)
+
+    def loop_read(self, max_packets: int = 1) -> mqtt.MQTTErrorCode:
+        rc = mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+        try:
+            while len(self._batch) < BROKER_MAX_INFLIGHT:
+                had = len(self._batch)
+                rc = super().loop_read(max_packets)
+                if rc != mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS or len(self._batch) == had:
+                    break
+        finally:
+            batch, self._batch = self._batch, []
+            if batch:
+                try:
+                    self._on_batch(batch)
+                except Exception:  # noqa: BLE001 - as _surviving: the network thread must live on
+                    log.exception("unexpected error handling %d messages (from %s on); going on", len(batch),
+                                  batch[0].topic)
+        return rc
 SESSION_EXPIRY_S = 7 * 86400  # MQTT 5 persistent sessions: a week offline before the broker drops the queue
 
 
@@ -75,14 +112,15 @@ class Connection:
     def __init__(self, url: str, client_id: str, *, username: str | None = None, password: str | None = None,
                  will: tuple[str, bytes] | None = None, on_message=None, subscriptions: list[tuple[str, int]] = (),
                  clean_session: bool = True, manual_ack: bool = False, v5: bool = False,
-                 ca_file: str | Path | None = None):
+                 ca_file: str | Path | None = None, on_batch=None):
         """v5: speak MQTT 5 (needed for shared subscriptions, `$share/...`; mosquitto has it, the
         embedded amqtt broker does not). A persistent session (clean_session=False) then lives for
         SESSION_EXPIRY_S after a disconnect, as a 3.1.1 session does until the broker forgets it.
 
         An mqtts:// URL speaks TLS and verifies the broker's certificate and host name against
         ca_file (PEM; e.g. the site CA from `edgeloop provision tls`), or against the system's CAs
-        when ca_file is None. Raises ConfigError for an unusable URL or CA file, or a CA file given
+        when ca_file is None. on_batch(messages), instead of on_message: the messages that arrived
+        together, on paho's thread (_BatchingClient). Raises ConfigError for an unusable URL or CA file, or a CA file given
         with a plain mqtt:// URL (the link would not be encrypted, whatever the operator meant)."""
         self.host, self.port, tls = broker_address(url)
         if ca_file is not None and not tls:
@@ -94,15 +132,16 @@ class Connection:
         self._subs = list(subscriptions)
         self._connect_kw: dict = {}
         # manual_ack: the receiver sends PUBACK itself, once what it received is on disk.
+        client = functools.partial(_BatchingClient, on_batch=on_batch) if on_batch else mqtt.Client
         if v5:
-            self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5,
-                                      manual_ack=manual_ack)
+            self.client = client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5,
+                                 manual_ack=manual_ack)
             props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = 0 if clean_session else SESSION_EXPIRY_S
             self._connect_kw = {"clean_start": clean_session, "properties": props}
         else:
-            self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
-                                      clean_session=clean_session, manual_ack=manual_ack)
+            self.client = client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                                 clean_session=clean_session, manual_ack=manual_ack)
         if tls:
             try:
                 # Verifies the chain and the host name (paho's defaults: CERT_REQUIRED, not insecure).

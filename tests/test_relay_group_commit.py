@@ -1,70 +1,83 @@
-"""Group commit at the relay: what queued up while a transaction committed is stored in the next one,
-each message acked only after the transaction that stored it; and the forward queue's batch put
-answers exactly as putting one by one does."""
+"""Group commit at the relay: the messages that arrived together are stored in one transaction, each
+acked only once that transaction is on disk (a malformed one is acked, as it will never store; one
+the disk refused is not, so the broker keeps it); and the forward queue's batch put answers exactly
+as putting one by one does."""
 
 from __future__ import annotations
 
+import sqlite3
 import tempfile
-import threading
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
 from factories import make_candidate
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgeloop.relay.inbox import Inbox
+from edgeloop.relay.service import Relay
+from edgeloop.relay.settings import RelaySettings
+from edgeloop.shared import topics
+from edgeloop.shared.config import SamplingConfig
+from edgeloop.shared.errors import StorageError
 from edgeloop.shared.outbox import SqliteOutbox
+from edgeloop.shared.protocol import SampleBatch, encode
+
+SITE = "site-g"
 
 
-def test_messages_that_queue_up_meanwhile_are_stored_together_and_acked_after():
-    groups, acks, events = [], [], []
-    busy, release = threading.Event(), threading.Event()
-
-    def handle(msgs):
-        groups.append(list(msgs))
-        events.append(("stored", tuple(msgs)))
-        if len(groups) == 1:
-            busy.set()
-            release.wait(10)
-        return [m for m in msgs if m != "refused-by-disk"]
-
-    def ack(msg):
-        events.append(("ack", msg))
-        acks.append(msg)
-
-    inbox = Inbox(handle, ack)
-    inbox.start()
-    inbox.put("m0")
-    assert busy.wait(10)
-    for m in ("m1", "m2", "refused-by-disk", "m3"):  # arrive while m0's transaction commits
-        inbox.put(m)
-    release.set()
-    inbox.stop()
-    assert groups == [["m0"], ["m1", "m2", "refused-by-disk", "m3"]]
-    assert acks == ["m0", "m1", "m2", "m3"]  # the refused one stays with the broker, unacked
-    # No ack before the transaction holding it returned.
-    for i, (kind, what) in enumerate(events):
-        if kind == "ack":
-            assert any(k == "stored" and what in w for k, w in events[:i])
+def _relay(tmp_path) -> Relay:
+    return Relay(RelaySettings("relay-g", SITE, "mqtt://127.0.0.1:1", "http://127.0.0.1:1", "t", tmp_path / "relay",
+                               SamplingConfig()))
 
 
-def test_a_bug_in_a_group_acks_nothing_and_the_inbox_goes_on():
-    acks, calls = [], []
+def _message(mid: int, payload: bytes, device: str = "dev-1") -> mqtt.MQTTMessage:
+    msg = mqtt.MQTTMessage(mid, topics.samples(SITE, device).encode())
+    msg.payload, msg.qos = payload, 1
+    return msg
 
-    def handle(msgs):
-        calls.append(list(msgs))
-        if len(calls) == 1:
-            raise RuntimeError("a bug")
-        return msgs
-    inbox = Inbox(handle, acks.append)
-    inbox.start()
-    inbox.put("a")
-    inbox.stop()
-    inbox = Inbox(handle, acks.append)
-    inbox.start()
-    inbox.put("b")
-    inbox.stop()
-    assert acks == ["b"]
+
+def _batch(device: str = "dev-1") -> tuple[str, bytes]:
+    c = make_candidate(device_id=device)
+    return c.sample_id, encode(SampleBatch(source=device, site=SITE, samples=(c,)))
+
+
+def test_a_batch_is_stored_in_one_transaction_before_any_of_it_is_acked(tmp_path):
+    relay = _relay(tmp_path)
+    sent = [_batch() for _ in range(5)]
+    msgs = [_message(i + 1, body) for i, (_, body) in enumerate(sent)] + [_message(99, b"not msgpack")]
+    journal = sqlite3.connect(tmp_path / "relay" / "relay.sqlite")  # what another process would read
+    acked = []
+
+    def ack(mid, qos):  # paho's PUBACK, seen from the wire's side: what is on disk at that moment
+        acked.append((mid, {r[0] for r in journal.execute("SELECT sample_id FROM seen")}))
+    relay.conn.client.ack = ack
+    relay._on_batch(msgs)
+    assert [mid for mid, _ in acked] == [1, 2, 3, 4, 5, 99]  # the malformed one too: it will never store
+    ids = {sid for sid, _ in sent}
+    assert all(on_disk == ids for _, on_disk in acked)  # every ack after the whole batch was committed
+    assert relay.counts["received"] == 5 and relay.counts["rejected"] == 1
+    journal.close()
+    relay.store.close()
+
+
+def test_a_batch_the_disk_refuses_is_not_acked_and_is_stored_later(tmp_path, monkeypatch):
+    relay = _relay(tmp_path)
+    acked = []
+    relay.conn.client.ack = lambda mid, qos: acked.append(mid)
+    accept = relay.store.accept
+
+    def full_disk(cands):
+        raise StorageError("relay store: database or disk is full")
+    monkeypatch.setattr(relay.store, "accept", full_disk)
+    relay._on_batch([_message(1, _batch()[1]), _message(2, _batch()[1])])
+    assert acked == [] and relay.storage_failed and len(relay._unstored) == 2
+    relay._on_batch([_message(3, _batch()[1])])  # queued behind them, in order
+    assert acked == [] and [m.mid for m in relay._unstored] == [1, 2, 3]
+    monkeypatch.setattr(relay.store, "accept", accept)
+    for msg in list(relay._unstored):  # what storage_retry does once the disk takes them again
+        relay._receive(msg)
+    assert relay.store.seen_count() == 3
+    relay.store.close()
 
 
 puts = st.lists(st.tuples(st.integers(0, 12), st.floats(0, 1), st.booleans(), st.integers(1, 6)), max_size=25)
