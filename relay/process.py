@@ -30,6 +30,7 @@ async def serve(s: RelaySettings, ready_file: Path | None, stop: asyncio.Event) 
     await site.start()
     port = site._server.sockets[0].getsockname()[1]
     relay.url = s.public_url or f"http://{s.host}:{port}"
+    relay.inbox.start()
     relay.conn.start()
     # An https:// hub with a private CA: EDGELOOP_HUB_CA names it (hub_ssl_context); None: the system's CAs.
     connector = aiohttp.TCPConnector(ssl=hub_ssl_context() or True)
@@ -47,6 +48,7 @@ async def serve(s: RelaySettings, ready_file: Path | None, stop: asyncio.Event) 
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
     relay.conn.stop()
+    relay.inbox.stop()
     await runner.cleanup()
     with relay._lock:
         relay.store.close()

@@ -36,6 +36,7 @@ from edgeloop.shared.sampling.watermarks import CLAIMED_AT, CLOCK_CORRECTED, Wat
 from .cache import ModelCache
 from .campaigns import campaigns_from_hub
 from .forwarder import HubForwarder
+from .inbox import Inbox
 from .settings import RelaySettings
 from .store import RelayStore
 
@@ -52,6 +53,20 @@ def receipts(relay_id: str, batches: list[tuple[str, SampleBatch]]) -> list[tupl
         ids.setdefault(device, {}).update(dict.fromkeys(c.sample_id for c in batch.samples))
     return [(device, Receipt(relay_id, tuple(got[i:i + MAX_BATCH])))
             for device, got in ((d, list(v)) for d, v in ids.items()) for i in range(0, len(got), MAX_BATCH)]
+
+
+@dataclasses.dataclass
+class _Prepared:
+    """Messages decoded, checked and scored by Relay._prepare, not stored yet."""
+
+    msgs: list  # every one, to ack once stored (a malformed one too: it never will be)
+    batches: list  # (msg, device, SampleBatch) of the well-formed sample messages among them
+    rescored: list  # their candidates, admitted and scored by the relay
+
+    @classmethod
+    def merged(cls, items: list[_Prepared]) -> _Prepared:
+        return cls([m for p in items for m in p.msgs], [b for p in items for b in p.batches],
+                   [c for p in items for c in p.rescored])
 
 
 def _device(c) -> str:
@@ -91,6 +106,7 @@ class Relay:
                        "audit": 0, "feedback": 0, "campaign": 0, "clock_corrected": 0, "late_kept": 0,
                        "privileges_refused": 0}
         self.to_hub = HubForwarder(s, self.store, self.counts)
+        self.inbox = Inbox(self._store_group, lambda msg: self.conn.client.ack(msg.mid, msg.qos))
         self.campaigns: dict[str, Campaign] = {}
         self.campaign_used: dict[str, int] = {}
         self.url = ""
@@ -120,21 +136,19 @@ class Relay:
 
     # -- MQTT (paho's thread) ----------------------------------------------------------------
     def _on_batch(self, msgs: list) -> None:
-        """What arrived together: stored in one transaction, then acked; what the disk refused is held
-        unacked, and the broker keeps it (and sends no more than its in-flight window meanwhile).
+        """What arrived together, decoded and scored on paho's thread, then stored by the inbox's."""
+        self.inbox.put(self._prepare(msgs))
 
-        A commit with synchronous=FULL waits for the disk (an fsync: ~2 ms here, 10 ms on an SD card):
-        one transaction a message capped a relay at a few hundred candidates a second."""
-        for msg in self._store_group(msgs):
-            self.conn.client.ack(msg.mid, msg.qos)
-
-    def _store_group(self, msgs: list) -> list:
-        """Store messages in one transaction -> those to ack (stored, or refused as malformed)."""
+    def _store_group(self, prepared: list[_Prepared]) -> list:
+        """Store what queued up in one transaction -> the messages to ack (stored, or malformed).
+        What the disk refused is held unacked, and the broker keeps it (and sends no more than its
+        in-flight window meanwhile)."""
+        msgs = [m for p in prepared for m in p.msgs]
         if self._unstored:  # the disk failed on an earlier message: keep the order, queue behind it
             self._unstored.extend(msgs)
             return []
         try:
-            self._receive_many(msgs)
+            self._store_prepared(_Prepared.merged(prepared))
         except StorageError as exc:
             for msg in msgs:
                 self._store_later(msg, exc)
@@ -143,7 +157,7 @@ class Relay:
             if len(msgs) == 1:
                 log.exception("unexpected error handling %s", msgs[0].topic)
                 return []
-            return [m for msg in msgs for m in self._store_group([msg])]
+            return [m for msg in msgs for m in self._store_group([self._prepare([msg])])]
         return msgs
 
     def _store_later(self, msg, exc: Exception) -> None:
@@ -199,6 +213,12 @@ class Relay:
     def _receive_many(self, msgs: list) -> None:
         """Decode, score and store (one transaction) the messages; receipt each batch; offer the new
         candidates to the windows. StorageError: nothing of them was stored."""
+        self._store_prepared(self._prepare(msgs))
+
+    def _prepare(self, msgs: list) -> _Prepared:
+        """Decode, check, admit and score the messages (no I/O but a device's desired state): what
+        paho's thread does while the inbox's thread stores the previous ones. A malformed one is counted
+        and logged here, and acked with the rest (it will never store)."""
         batches = []
         for msg in msgs:
             try:
@@ -215,7 +235,7 @@ class Relay:
                 continue
             batches.append((msg, device, batch))
         if not batches:
-            return
+            return _Prepared(list(msgs), [], [])
         rescored = []
         with self._lock:
             # Devices do not choose their own privileges: audit and feedback claims are checked here.
@@ -232,6 +252,14 @@ class Relay:
             merged_scores = dict(list({**c.scores, **{f"relay_{k}": v for k, v in scores.items()}}.items())[:MAX_ITEMS])
             rescored.append(Candidate(**{**c.__dict__, "value": value, "reasons": merged_reasons,
                                          "scores": merged_scores}))
+        return _Prepared(list(msgs), batches, rescored)
+
+    def _store_prepared(self, p: _Prepared) -> None:
+        """Store (one transaction), receipt, and offer to the windows what _prepare made of some
+        messages. StorageError: nothing of them was stored."""
+        batches, rescored = p.batches, p.rescored
+        if not batches:
+            return
         new = self.store.accept(rescored)  # on disk before we ack
         # The agent deletes on this receipt, not on the broker's PUBACK (agent/uplink.py). Duplicates
         # are receipted too: it is the agent's copy of a send whose receipt was lost.

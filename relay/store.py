@@ -42,6 +42,13 @@ CREATE TABLE IF NOT EXISTS dead_letters (sample_id TEXT PRIMARY KEY, payload BLO
 """
 
 
+ROWS_A_STATEMENT = 64  # rows a multi-row INSERT carries (7 values each, far under SQLite's 32,766)
+
+
+def _chunks(items: list, n: int):
+    return (items[i:i + n] for i in range(0, len(items), n))
+
+
 JOURNAL_COLUMNS = (("at", "REAL"), ("device_id", "TEXT"), ("captured_at", "REAL"), ("value", "REAL"),
                    ("nbytes", "INTEGER"), ("predicted", "INTEGER"), ("fate", "TEXT"), ("late", "INTEGER"))
 # kept by its window; past every budget (audit, feedback, a campaign); a budget's drop; a full forward
@@ -104,29 +111,49 @@ class RelayStore:
 
     def accept(self, cands: list[Candidate]) -> list[Candidate]:
         """Record candidates not seen before, held in the forward queue until their window decides;
-        -> the new ones (duplicates are dropped).
+        -> the new ones, in order (duplicates are dropped).
 
         Feedback on a frame is new once even when the frame itself was seen: it reuses the frame's
-        sample id, and it is the application's word on it (it replaces the frame where it is held)."""
-        new, now = [], time.time()
+        sample id, and it is the application's word on it (it replaces the frame where it is held).
+        A few statements for the whole group, not two a candidate: sqlite3 releases the GIL for each
+        and takes it back after, and the relay's other thread holds it most of the time (relay/inbox.py)."""
+        now, new_ids = time.time(), set()
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
-                for c in cands:
-                    seen = "seen_feedback" if is_feedback(c.reasons) else "seen"
-                    if self._db.execute(f"INSERT OR IGNORE INTO {seen} (sample_id, at, device_id, captured_at, value, "
-                                        "nbytes, predicted) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                                        (c.sample_id, now, c.device_id, c.captured_at, float(c.value), c.nbytes,
-                                         c.predicted)).rowcount:
-                        self.forward.hold(c.sample_id, c.value, msgpack.packb(c.to_wire(), use_bin_type=True),
-                                          replace=is_feedback(c.reasons))
-                        new.append(c)
+                for table, feedback in (("seen", False), ("seen_feedback", True)):
+                    fresh = self._journal_new(table, [c for c in cands if is_feedback(c.reasons) == feedback], now)
+                    self.forward.hold_many([(c.sample_id, c.value, msgpack.packb(c.to_wire(), use_bin_type=True))
+                                            for c in fresh], replace=feedback)
+                    new_ids.update((c.sample_id, feedback) for c in fresh)
                 self._db.execute("COMMIT")
             except sqlite3.DatabaseError as exc:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
                 raise StorageError(f"relay store: {exc}") from exc
+        new = []
+        for c in cands:  # the first of each id (a resent batch may come with its first copy)
+            key = (c.sample_id, is_feedback(c.reasons))
+            if key in new_ids:
+                new_ids.discard(key)
+                new.append(c)
         return new
+
+    def _journal_new(self, table: str, cands: list[Candidate], now: float) -> list[Candidate]:
+        """Journal those of `cands` not in `table` yet (in the caller's transaction) -> them, the first
+        of each id only."""
+        first = list({c.sample_id: c for c in reversed(cands)}.values())[::-1]
+        seen: set[str] = set()
+        for part in _chunks([c.sample_id for c in first], ROWS_A_STATEMENT * 5):
+            seen.update(r[0] for r in self._db.execute(
+                f"SELECT sample_id FROM {table} WHERE sample_id IN ({', '.join('?' * len(part))})", part))
+        fresh = [c for c in first if c.sample_id not in seen]
+        for part in _chunks(fresh, ROWS_A_STATEMENT):
+            self._db.execute(f"INSERT INTO {table} (sample_id, at, device_id, captured_at, value, nbytes, predicted) "
+                             f"VALUES {', '.join(['(?, ?, ?, ?, ?, ?, ?)'] * len(part))}",
+                             [v for c in part for v in (c.sample_id, now, c.device_id, c.captured_at, float(c.value),
+                                                        c.nbytes, c.predicted)])
+        return fresh
 
     def pending(self) -> list[Candidate]:
         """What waits for its window (held), e.g. for a restarted relay to offer again."""

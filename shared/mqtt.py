@@ -45,12 +45,10 @@ class _BatchingClient(mqtt.Client):
     """A paho client whose network loop reads every message already waiting on the socket (up to
     BROKER_MAX_INFLIGHT) and then hands them, in order, to `on_batch` on the same thread.
 
-    For a receiver that stores what it gets before acking it by hand (the relay): one transaction,
-    one fsync, for what arrived together. Its work is done on the thread that reads, not passed to
-    another: two Python threads busy on every message contended for the GIL, which cost the relay
-    more than the handover saved (`edgeloop bench scale --parts relay`, README "Throughput and
-    sizing"). paho's `loop_read` reads as many packets as it has messages in flight (often one):
-    it is called again until a pass brings no new message."""
+    For a receiver that stores what it gets before acking it by hand (the relay): what arrived
+    together is decoded in one pass and stored in one transaction, one fsync. paho's `loop_read`
+    reads as many packets as it has messages in flight (often one): it is called again until a
+    pass brings no new message."""
 
     def __init__(self, *args, on_batch, **kwargs):
         super().__init__(*args, **kwargs)

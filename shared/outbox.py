@@ -45,6 +45,7 @@ from .errors import ProtocolError, StorageError
 from .protocol import Candidate
 
 log = logging.getLogger(__name__)
+HOLD_ROWS = 64  # rows a multi-row INSERT of hold_many carries
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -357,6 +358,19 @@ class SqliteOutbox:
                 return
         self._db.execute("INSERT OR IGNORE INTO outbox (sample_id, value, nbytes, leased, created, payload, held) "
                          "VALUES (?, ?, ?, 1, ?, ?, 1)", (sample_id, float(value), len(payload), time.time(), payload))
+
+    def hold_many(self, rows: list[tuple[str, float, bytes]], replace: bool = False) -> None:
+        """`hold` each (sample_id, value, payload), as one statement a few dozen rows when not `replace`."""
+        if replace:
+            for sid, value, payload in rows:
+                self.hold(sid, value, payload, replace=True)
+            return
+        now = time.time()
+        for i in range(0, len(rows), HOLD_ROWS):
+            part = rows[i:i + HOLD_ROWS]
+            self._db.execute("INSERT OR IGNORE INTO outbox (sample_id, value, nbytes, leased, created, payload, held) "
+                             f"VALUES {', '.join(['(?, ?, ?, 1, ?, ?, 1)'] * len(part))}",
+                             [v for sid, value, payload in part for v in (sid, float(value), len(payload), now, payload)])
 
     def drop_held(self, sample_ids: Iterable[str]) -> None:
         """Delete these samples' held rows (their window did not keep them); queued ones stay."""

@@ -107,7 +107,8 @@ class Candidate:
         if not probs_b or len(probs_b) % 4:
             raise ProtocolError(f"{where}.probs: expected a non-empty float32 vector, got {len(probs_b)} bytes")
         probs = np.frombuffer(probs_b, "<f4").astype(np.float32)
-        if not np.all(np.isfinite(probs)) or np.any(probs < 0) or abs(float(probs.sum()) - 1.0) > 1e-2:
+        # ndarray methods, not np.all / np.any: their Python wrappers cost more than these (C,) checks.
+        if not np.isfinite(probs).all() or (probs < 0).any() or abs(float(probs.sum()) - 1.0) > 1e-2:
             raise ProtocolError(f"{where}.probs: expected finite probabilities summing to 1")
         emb = None
         if m.get("embedding") is not None:
@@ -115,7 +116,7 @@ class Candidate:
             if not emb_b or len(emb_b) % 2:
                 raise ProtocolError(f"{where}.embedding: expected a float16 vector, got {len(emb_b)} bytes")
             emb = np.frombuffer(emb_b, "<f2").astype(np.float16)
-            if not np.all(np.isfinite(emb)):
+            if not np.isfinite(emb).all():
                 raise ProtocolError(f"{where}.embedding: contains NaN or infinity")
         return cls(
             sample_id=_sample_id(m, where), device_id=check_id(m.get("device_id"), f"{where}.device_id"),

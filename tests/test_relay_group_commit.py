@@ -45,13 +45,15 @@ def test_a_batch_is_stored_in_one_transaction_before_any_of_it_is_acked(tmp_path
     relay = _relay(tmp_path)
     sent = [_batch() for _ in range(5)]
     msgs = [_message(i + 1, body) for i, (_, body) in enumerate(sent)] + [_message(99, b"not msgpack")]
-    journal = sqlite3.connect(tmp_path / "relay" / "relay.sqlite")  # what another process would read
+    journal = sqlite3.connect(tmp_path / "relay" / "relay.sqlite", check_same_thread=False)  # as another process
     acked = []
 
     def ack(mid, qos):  # paho's PUBACK, seen from the wire's side: what is on disk at that moment
         acked.append((mid, {r[0] for r in journal.execute("SELECT sample_id FROM seen")}))
     relay.conn.client.ack = ack
-    relay._on_batch(msgs)
+    relay.inbox.start()
+    relay._on_batch(msgs)  # on paho's thread: decoded and scored there, stored by the inbox's
+    relay.inbox.stop()  # once what it was given is stored and acked
     assert [mid for mid, _ in acked] == [1, 2, 3, 4, 5, 99]  # the malformed one too: it will never store
     ids = {sid for sid, _ in sent}
     assert all(on_disk == ids for _, on_disk in acked)  # every ack after the whole batch was committed
@@ -69,9 +71,13 @@ def test_a_batch_the_disk_refuses_is_not_acked_and_is_stored_later(tmp_path, mon
     def full_disk(cands):
         raise StorageError("relay store: database or disk is full")
     monkeypatch.setattr(relay.store, "accept", full_disk)
+    relay.inbox.start()
     relay._on_batch([_message(1, _batch()[1]), _message(2, _batch()[1])])
+    relay.inbox.stop()
     assert acked == [] and relay.storage_failed and len(relay._unstored) == 2
+    relay.inbox.start()
     relay._on_batch([_message(3, _batch()[1])])  # queued behind them, in order
+    relay.inbox.stop()
     assert acked == [] and [m.mid for m in relay._unstored] == [1, 2, 3]
     monkeypatch.setattr(relay.store, "accept", accept)
     for msg in list(relay._unstored):  # what storage_retry does once the disk takes them again

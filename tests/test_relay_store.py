@@ -154,3 +154,39 @@ def test_candidates_held_for_their_windows_survive_a_restart_held(tmp_path):
     store.settle(cands[:1], [c.sample_id for c in cands[1:]])
     assert [c.sample_id for c in store.forward.lease(10, 1 << 20)] == [cands[0].sample_id]
     store.close()
+
+
+def test_accept_keeps_the_first_of_each_id_in_order_across_groups_as_one_at_a_time_would():
+    """Multi-row statements (RelayStore.accept) answer as the rule a candidate at a time: a frame is new
+    once, its feedback is new once more under the same id, repeats in one group count once, order kept."""
+    import tempfile
+    from pathlib import Path
+
+    from hypothesis import example, given, settings
+    from hypothesis import strategies as st
+
+    from edgeloop.shared.sampling.policy import FEEDBACK_WRONG
+
+    ids = [f"01J{i:023d}" for i in range(200)]  # more than ROWS_A_STATEMENT new in a group
+    arrivals = st.lists(st.lists(st.tuples(st.integers(0, 199), st.booleans()), max_size=300), min_size=1, max_size=4)
+
+    @settings(deadline=None, max_examples=30)
+    @given(arrivals)
+    @example([[(i, False) for i in range(200)], [(i, i % 2 == 0) for i in range(199, -1, -1)]])  # many statements
+    def check(groups):
+        with tempfile.TemporaryDirectory() as tmp:
+            store = RelayStore(Path(tmp) / "relay.sqlite", forward_quota=1 << 30)
+            seen: set = set()
+            for group in groups:
+                cands = [make_candidate(sample_id=ids[i], image_bytes=bytes(50),
+                                        reasons=(FEEDBACK_WRONG,) if fb else ()) for i, fb in group]
+                expected = []
+                for c, key in zip(cands, group):
+                    if key not in seen:
+                        seen.add(key)
+                        expected.append(c)
+                assert store.accept(cands) == expected
+            assert len(store.forward.held()) == len({i for group in groups for i, _ in group})
+            assert set(store.journal()) == {ids[i] for i, _ in seen}  # every one journaled, for dedup
+            store.close()
+    check()
