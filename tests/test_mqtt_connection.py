@@ -40,6 +40,18 @@ def test_a_handler_that_raises_does_not_end_the_connection(tmp_path, caplog):
         broker.stop()
 
 
+def _batching_pair(port: int, on_batch, **kwargs) -> tuple[Connection, Connection]:
+    """A subscriber to t/# with on_batch, once subscribed, and a publisher, both connected."""
+    sub = Connection(f"mqtt://127.0.0.1:{port}", client_id="sub", on_batch=on_batch, subscriptions=[("t/#", 1)],
+                     **kwargs)
+    subscribed = threading.Event()
+    sub.client.on_subscribe = lambda *a: subscribed.set()
+    sub.start()
+    pub = Connection(f"mqtt://127.0.0.1:{port}", client_id="pub").start()
+    assert sub.wait_connected(20) and pub.wait_connected(20) and subscribed.wait(20)
+    return sub, pub
+
+
 def test_messages_that_arrive_together_are_handed_over_together_in_order(tmp_path):
     """on_batch: while the handler is busy (paho's thread is blocked in it), what arrives waits on the
     socket and comes in the next call, many at once and in order; nothing is acked by paho itself."""
@@ -59,13 +71,7 @@ def test_messages_that_arrive_together_are_handed_over_together_in_order(tmp_pat
 
     try:
         wait_port(port)
-        sub = Connection(f"mqtt://127.0.0.1:{port}", client_id="sub", on_batch=on_batch, manual_ack=True,
-                         subscriptions=[("t/#", 1)])
-        subscribed = threading.Event()
-        sub.client.on_subscribe = lambda *a: subscribed.set()
-        sub.start()
-        pub = Connection(f"mqtt://127.0.0.1:{port}", client_id="pub").start()
-        assert sub.wait_connected(20) and pub.wait_connected(20) and subscribed.wait(20)
+        sub, pub = _batching_pair(port, on_batch, manual_ack=True)
         pub.publish("t/0", b"0").wait_for_publish(10)
         assert busy.wait(20)
         infos = [pub.publish(f"t/{i % 3}", str(i).encode()) for i in range(1, 41)]
@@ -96,13 +102,7 @@ def test_a_batch_handler_that_raises_does_not_end_the_connection(tmp_path, caplo
 
     try:
         wait_port(port)
-        sub = Connection(f"mqtt://127.0.0.1:{port}", client_id="sub", on_batch=on_batch,
-                         subscriptions=[("t/#", 1)])
-        subscribed = threading.Event()
-        sub.client.on_subscribe = lambda *a: subscribed.set()
-        sub.start()
-        pub = Connection(f"mqtt://127.0.0.1:{port}", client_id="pub").start()
-        assert sub.wait_connected(20) and pub.wait_connected(20) and subscribed.wait(20)
+        sub, pub = _batching_pair(port, on_batch)
         pub.publish("t/1", b"bad").wait_for_publish(10)
         time.sleep(0.3)
         pub.publish("t/2", b"good").wait_for_publish(10)
