@@ -2,8 +2,9 @@
 to the hub; and the site's model cache: poll the hub's desired model, fetch it once, serve it to
 the agents over HTTP, set each agent's retained `desired` topic.
 
-One asyncio loop runs the HTTP server and the background tasks; paho's thread stores what arrived
-together in one SQLite transaction, and only then sends their PUBACKs (shared/mqtt._BatchingClient).
+One asyncio loop runs the HTTP server and the background tasks; paho's thread decodes and scores
+what arrived together (shared/mqtt._BatchingClient), and the inbox's thread stores it in one SQLite
+transaction and only then sends the PUBACKs (relay/inbox.py).
 """
 
 from __future__ import annotations
@@ -137,7 +138,14 @@ class Relay:
     # -- MQTT (paho's thread) ----------------------------------------------------------------
     def _on_batch(self, msgs: list) -> None:
         """What arrived together, decoded and scored on paho's thread, then stored by the inbox's."""
-        self.inbox.put(self._prepare(msgs))
+        try:
+            self.inbox.put(self._prepare(msgs))
+        except Exception:  # noqa: BLE001 - a bug on one message must not hold the others: one by one
+            for msg in msgs:
+                try:
+                    self.inbox.put(self._prepare([msg]))
+                except Exception:  # noqa: BLE001 - unacked, the broker sends it again
+                    log.exception("unexpected error handling %s", msg.topic)
 
     def _store_group(self, prepared: list[_Prepared]) -> list:
         """Store what queued up in one transaction -> the messages to ack (stored, or malformed).

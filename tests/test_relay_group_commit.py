@@ -86,6 +86,27 @@ def test_a_batch_the_disk_refuses_is_not_acked_and_is_stored_later(tmp_path, mon
     relay.store.close()
 
 
+def test_a_bug_on_one_message_does_not_hold_the_others_of_its_batch(tmp_path, monkeypatch):
+    import edgeloop.relay.service as service
+
+    relay = _relay(tmp_path)
+    acked = []
+    relay.conn.client.ack = lambda mid, qos: acked.append(mid)
+    real_decode = service.decode
+
+    def decode(payload, kind):  # stands in for a bug the decoder hits on one payload
+        if payload == b"trips a bug":
+            raise KeyError("a bug")
+        return real_decode(payload, kind)
+    monkeypatch.setattr(service, "decode", decode)
+    relay.inbox.start()
+    relay._on_batch([_message(1, _batch()[1]), _message(2, b"trips a bug"), _message(3, _batch()[1])])
+    relay.inbox.stop()
+    assert acked == [1, 3]  # the one left unacked stays with the broker, which sends it again
+    assert relay.store.seen_count() == 2
+    relay.store.close()
+
+
 puts = st.lists(st.tuples(st.integers(0, 12), st.floats(0, 1), st.booleans(), st.integers(1, 6)), max_size=25)
 
 
