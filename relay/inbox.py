@@ -20,7 +20,11 @@ import threading
 from collections.abc import Callable
 
 log = logging.getLogger("edgeloop.relay")
-MAX_GROUP = 256
+# Read passes waiting to be stored (each up to the broker's in-flight window) before paho's thread
+# waits too: the broker keeps the rest, not the relay's memory. Without a bound, a window's settle
+# that held the store for 1.9 s let 9,672 candidates pile up here, and a 20,000-candidate burst
+# ran at two thirds of the rate of a 10,000 one (`edgeloop bench scale --parts relay`).
+MAX_WAITING = 4
 
 
 class Inbox:
@@ -29,11 +33,12 @@ class Inbox:
 
     def __init__(self, handle: Callable[[list], list], ack: Callable[[object], None]):
         self._handle, self._ack = handle, ack
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._queue: queue.Queue = queue.Queue(MAX_WAITING)
         self._thread: threading.Thread | None = None
         self._stop = object()
 
     def put(self, item) -> None:
+        """Queue `item`; waits while MAX_WAITING are queued already."""
         self._queue.put(item)
 
     def start(self) -> None:
@@ -44,13 +49,17 @@ class Inbox:
         """Finish the group being stored, ack it, and stop; what is still queued is not acked (the
         broker sends it again to the next session)."""
         if self._thread is not None:
-            self._queue.put(self._stop)
+            try:
+                self._queue.put(self._stop, timeout=timeout)
+            except queue.Full:  # the thread is stuck storing: what it holds stays unacked, with the broker
+                log.error("the inbox did not take its stop mark in %.0f s; stopping without it", timeout)
+                return
             self._thread.join(timeout)
 
     def _run(self) -> None:
         while True:
             group = [self._queue.get()]
-            while len(group) < MAX_GROUP:
+            while True:  # everything queued: at most MAX_WAITING, and the stop mark
                 try:
                     group.append(self._queue.get_nowait())
                 except queue.Empty:

@@ -196,10 +196,15 @@ class RelayStore:
                                      [(s,) for s in ids])
 
     def _set_fates(self, fates: list[tuple[str, str, bool]]) -> None:
-        """(fate, sample_id, feedback?) -> the journal (lock held)."""
-        for table, fb in (("seen", False), ("seen_feedback", True)):
-            self._db.executemany(f"UPDATE {table} SET fate = ? WHERE sample_id = ?",
-                                 [(f, sid) for f, sid, is_fb in fates if is_fb == fb])
+        """(fate, sample_id, feedback?) -> the journal (lock held): a statement a fate and a few
+        hundred ids, not one an id (each gives the GIL away; relay/inbox.py)."""
+        by: dict[tuple[str, str], list[str]] = {}
+        for fate, sid, is_fb in fates:
+            by.setdefault(("seen_feedback" if is_fb else "seen", fate), []).append(sid)
+        for (table, fate), ids in by.items():
+            for part in _chunks(ids, 500):
+                self._db.execute(f"UPDATE {table} SET fate = ? WHERE sample_id IN ({', '.join('?' * len(part))})",
+                                 [fate, *part])
 
     def windows_kept(self, since: float) -> list[Journaled]:
         """What windows kept, captured since `since`: for a restarted relay to judge late candidates

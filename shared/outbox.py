@@ -189,11 +189,17 @@ class SqliteOutbox:
                 # The queue's bytes once, then kept up to date: summing every row for every put made a
                 # batch quadratic in the queue's length (py-spy: 60 % of the relay's settle thread).
                 used = self._used()
+                # Held rows' state read at once, and the accepted counted once: a statement a row
+                # fewer each, and each statement gives the GIL away (the relay's settle, relay/inbox.py).
+                # Only held rows are taken from it: nothing else in the batch can change them.
+                held = self._held_rows([c.sample_id for c, _, _ in items])
+                accepted = [0]
                 for c, v, replace in items:
                     ok, victims, used = self._put_in_tx(c.sample_id, float(v), lambda c=c: _pack(c), self.quota,
-                                                        bool(replace), used)
+                                                        bool(replace), used, held.pop(c.sample_id, None), accepted)
                     oks.append(ok)
                     evicted += victims
+                self._bump("accepted", accepted[0])
                 if also:
                     also(oks)
                 self._db.execute("COMMIT")
@@ -228,12 +234,25 @@ class SqliteOutbox:
             self._db.execute("COMMIT")
         return ok, victims
 
+    def _held_rows(self, sample_ids: list[str]) -> dict[str, tuple[int, int]]:
+        """sample_id -> (held, nbytes) of those held, in chunks of a few hundred ids."""
+        out: dict[str, tuple[int, int]] = {}
+        for i in range(0, len(sample_ids), 500):
+            part = sample_ids[i:i + 500]
+            out.update((sid, (h, n)) for sid, h, n in self._db.execute(
+                f"SELECT sample_id, held, nbytes FROM outbox WHERE held = 1 AND sample_id IN ({', '.join('?' * len(part))})",
+                part))
+        return out
+
     def _put_in_tx(self, sample_id: str, value: float, payload: bytes | Callable[[], bytes], limit: int,
-                   replace: bool, used: int | None = None) -> tuple[bool, list[str], int | None]:
+                   replace: bool, used: int | None = None, row: tuple[int, int] | None = None,
+                   accepted: list[int] | None = None) -> tuple[bool, list[str], int | None]:
         """One put inside the caller's transaction (under its lock) -> (accepted, evicted ids, the
         queue's bytes after it, None when not known without summing). used: the bytes before it.
-        payload: the bytes, or what packs them; a held row's own bytes are queued instead."""
-        row = self._db.execute("SELECT held, nbytes FROM outbox WHERE sample_id = ?", (sample_id,)).fetchone()
+        payload: the bytes, or what packs them; a held row's own bytes are queued instead.
+        row: its (held, nbytes) when the caller read it already; accepted: a count the caller bumps."""
+        if row is None:
+            row = self._db.execute("SELECT held, nbytes FROM outbox WHERE sample_id = ?", (sample_id,)).fetchone()
         if row is not None and row[0] is None:  # queued or out already
             if not replace:
                 return True, [], used  # idempotent
@@ -281,7 +300,10 @@ class SqliteOutbox:
         if self.journal:
             self._db.execute("INSERT OR IGNORE INTO committed (sample_id, at) VALUES (?, ?)",
                              (sample_id, time.time()))
-        self._bump("accepted", 1)
+        if accepted is None:
+            self._bump("accepted", 1)
+        else:
+            accepted[0] += 1
         return True, [sid for sid, _ in victims], used + size
 
     def _evict(self, victims: list[tuple[str, float]]) -> None:
@@ -374,7 +396,10 @@ class SqliteOutbox:
 
     def drop_held(self, sample_ids: Iterable[str]) -> None:
         """Delete these samples' held rows (their window did not keep them); queued ones stay."""
-        self._db.executemany("DELETE FROM outbox WHERE sample_id = ? AND held = 1", [(s,) for s in sample_ids])
+        ids = list(sample_ids)
+        for i in range(0, len(ids), 500):
+            part = ids[i:i + 500]
+            self._db.execute(f"DELETE FROM outbox WHERE held = 1 AND sample_id IN ({', '.join('?' * len(part))})", part)
 
     def held(self) -> list[bytes]:
         """The held rows' payloads (packed Candidates), for a caller restarting its windows."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sqlite3
 import tempfile
+import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -105,6 +106,36 @@ def test_a_bug_on_one_message_does_not_hold_the_others_of_its_batch(tmp_path, mo
     assert acked == [1, 3]  # the one left unacked stays with the broker, which sends it again
     assert relay.store.seen_count() == 2
     relay.store.close()
+
+
+def test_paho_s_thread_waits_while_the_inbox_holds_its_limit_so_the_broker_keeps_the_rest():
+    import threading
+
+    from edgeloop.relay.inbox import MAX_WAITING, Inbox
+
+    busy, release, stored = threading.Event(), threading.Event(), []
+
+    def handle(items):
+        busy.set()
+        release.wait(20)
+        stored.extend(items)
+        return []
+    inbox = Inbox(handle, lambda msg: None)
+    inbox.start()
+    inbox.put("first")
+    assert busy.wait(20)  # the inbox is storing "first"; what comes now waits
+    put = []
+    reader = threading.Thread(target=lambda: [put.append(inbox.put(i)) for i in range(MAX_WAITING + 1)])
+    reader.start()
+    deadline = time.monotonic() + 20
+    while len(put) < MAX_WAITING and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.3)  # room for one more put, were there room in the inbox
+    assert reader.is_alive() and len(put) == MAX_WAITING  # the one past the limit waits
+    release.set()
+    reader.join(20)
+    inbox.stop()
+    assert not reader.is_alive() and stored == ["first", *range(MAX_WAITING + 1)]
 
 
 puts = st.lists(st.tuples(st.integers(0, 12), st.floats(0, 1), st.booleans(), st.integers(1, 6)), max_size=25)
