@@ -366,7 +366,9 @@ class HubStore(AccessRows, RolloutRows, SimilarSearch):
 
     # -- device reports ----------------------------------------------------------------------
     def record_devices(self, site: str, relay_id: str, devices: Iterable[dict], now: float) -> int:
-        """Keep the latest report of each device (dicts: device_id, status, model_version, stats, facts, last_error)."""
+        """Keep the latest report of each device (dicts: device_id, status, model_version, stats, facts, last_error).
+        A report without stats keeps the device's last ones: an agent's last will (offline, sent by the
+        broker when it dies) carries none, and its counts since it started stay true."""
         rows = [(d["device_id"], site, relay_id, d["status"], d["model_version"], json.dumps(d["stats"]),
                  json.dumps(d["facts"]), d["last_error"], now) for d in devices]
         with self.db.transaction():
@@ -374,7 +376,8 @@ class HubStore(AccessRows, RolloutRows, SimilarSearch):
                 "INSERT INTO devices (device_id, site, relay_id, status, model_version, stats, facts, last_error, "
                 "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (device_id) DO UPDATE SET "
                 "site = excluded.site, relay_id = excluded.relay_id, status = excluded.status, "
-                "model_version = excluded.model_version, stats = excluded.stats, facts = excluded.facts, "
+                "model_version = excluded.model_version, "
+                "stats = CASE WHEN excluded.stats = '{}' THEN devices.stats ELSE excluded.stats END, facts = excluded.facts, "
                 "last_error = excluded.last_error, updated_at = excluded.updated_at", sorted(rows, key=lambda r: r[0]))
         return len(rows)
 

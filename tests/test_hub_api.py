@@ -156,6 +156,10 @@ def test_a_device_report_keeps_the_latest_state_of_each_device(hub):
     assert devices["cam-1"]["model_version"] == "v2" and devices["cam-1"]["stats"] == {"frames_this_model": 3}
     assert devices["cam-1"]["relay_id"] == "relay-r" and devices["cam-1"]["status"] == "online"
     assert devices["cam-2"]["status"] == "offline" and devices["cam-2"]["model_version"] is None
+    will = {"device_id": "cam-1", "status": "offline"}  # what the broker sends for an agent that died: no stats
+    assert post_json(hub, "/api/v1/reports", {**body, "devices": [will]}) == (200, {"stored": 1})
+    cam1 = {d["device_id"]: d for d in reported(hub, "site-r")}["cam-1"]
+    assert cam1["status"] == "offline" and cam1["stats"] == {"frames_this_model": 3}  # its counts stay
 
 
 @pytest.mark.parametrize("body, status, names", [
