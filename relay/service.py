@@ -22,13 +22,12 @@ import time
 
 import aiohttp
 from aiohttp import web
-
 from edgeloop.shared import topics
 from edgeloop.shared.errors import EdgeloopError, ProtocolError, StorageError
 from edgeloop.shared.mqtt import Connection
-from edgeloop.shared.protocol import (MAX_BATCH, MAX_ITEMS, Campaign, CampaignSet, Candidate, DesiredModel,
-                                      DeviceState, Receipt, SampleBatch, ShadowModel, check_id, decode, encode)
-from edgeloop.shared.sampling import Observation, WindowedSelector, score
+from edgeloop.shared.protocol import (MAX_ITEMS, Campaign, CampaignSet, Candidate, DesiredModel, DeviceState,
+                                      SampleBatch, ShadowModel, check_id, decode, encode)
+from edgeloop.shared.sampling import WindowedSelector
 from edgeloop.shared.sampling.policy import (AUDIT, campaign_of, is_feedback, outside_budgets, priority_bonus,
                                              window_picker, window_pool_limit)
 from edgeloop.shared.sampling.privileges import Privileges
@@ -38,36 +37,13 @@ from .cache import ModelCache
 from .campaigns import campaigns_from_hub
 from .forwarder import HubForwarder
 from .inbox import Inbox
+from .ingest import Prepared, receipts, rescored
 from .settings import RelaySettings
 from .store import RelayStore
 
 log = logging.getLogger("edgeloop.relay")
 STORAGE_RETRY_S = 2.0  # how often messages the disk refused are tried again
 HOUSEKEEPING_S = 3600.0
-
-
-def receipts(relay_id: str, batches: list[tuple[str, SampleBatch]]) -> list[tuple[str, Receipt]]:
-    """(device, batch) stored together -> (device, receipt) to publish: one a device (more only past
-    MAX_BATCH ids), not one a message, since each is a QoS 1 round trip of its own."""
-    ids: dict[str, dict[str, None]] = {}
-    for device, batch in batches:  # an id once, though a resent batch and its first copy came together
-        ids.setdefault(device, {}).update(dict.fromkeys(c.sample_id for c in batch.samples))
-    return [(device, Receipt(relay_id, tuple(got[i:i + MAX_BATCH])))
-            for device, got in ((d, list(v)) for d, v in ids.items()) for i in range(0, len(got), MAX_BATCH)]
-
-
-@dataclasses.dataclass
-class _Prepared:
-    """Messages decoded, checked and scored by Relay._prepare, not stored yet."""
-
-    msgs: list  # every one, to ack once stored (a malformed one too: it never will be)
-    batches: list  # (msg, device, SampleBatch) of the well-formed sample messages among them
-    rescored: list  # their candidates, admitted and scored by the relay
-
-    @classmethod
-    def merged(cls, items: list[_Prepared]) -> _Prepared:
-        return cls([m for p in items for m in p.msgs], [b for p in items for b in p.batches],
-                   [c for p in items for c in p.rescored])
 
 
 def _device(c) -> str:
@@ -147,7 +123,7 @@ class Relay:
                 except Exception:  # noqa: BLE001 - unacked, the broker sends it again
                     log.exception("unexpected error handling %s", msg.topic)
 
-    def _store_group(self, prepared: list[_Prepared]) -> list:
+    def _store_group(self, prepared: list[Prepared]) -> list:
         """Store what queued up in one transaction -> the messages to ack (stored, or malformed).
         What the disk refused is held unacked, and the broker keeps it (and sends no more than its
         in-flight window meanwhile)."""
@@ -156,7 +132,7 @@ class Relay:
             self._unstored.extend(msgs)
             return []
         try:
-            self._store_prepared(_Prepared.merged(prepared))
+            self._store_prepared(Prepared.merged(prepared))
         except StorageError as exc:
             for msg in msgs:
                 self._store_later(msg, exc)
@@ -216,14 +192,11 @@ class Relay:
                 log.info("storage recovered: every held message is stored and acknowledged")
 
     def _receive(self, msg) -> None:
-        self._receive_many([msg])
+        """Decode, score and store one message (storage_retry's, once the disk has room); receipt it;
+        offer its new candidates to the windows. StorageError: nothing of it was stored."""
+        self._store_prepared(self._prepare([msg]))
 
-    def _receive_many(self, msgs: list) -> None:
-        """Decode, score and store (one transaction) the messages; receipt each batch; offer the new
-        candidates to the windows. StorageError: nothing of them was stored."""
-        self._store_prepared(self._prepare(msgs))
-
-    def _prepare(self, msgs: list) -> _Prepared:
+    def _prepare(self, msgs: list) -> Prepared:
         """Decode, check, admit and score the messages (no I/O but a device's desired state): what
         paho's thread does while the inbox's thread stores the previous ones. A malformed one is counted
         and logged here, and acked with the rest (it will never store)."""
@@ -243,32 +216,21 @@ class Relay:
                 continue
             batches.append((msg, device, batch))
         if not batches:
-            return _Prepared(list(msgs), [], [])
-        rescored = []
+            return Prepared(list(msgs), [], [])
         with self._lock:
             # Devices do not choose their own privileges: audit and feedback claims are checked here.
             admitted = [self.privileges.admit(self._admit_time(c), time.time())
                         for _, _, batch in batches for c in batch.samples]
             self.counts["privileges_refused"] = sum(self.privileges.refused.values())
-        for c in admitted:
-            # Stateless here (candidates of many agents, out of capture order): interval, novelty and
-            # every_nth score 0; the agent's own scores stay in c.scores.
-            value, scores, reasons = score(Observation.from_candidate(c), self.s.sampling.signals,
-                                           self.s.sampling.seed)
-            # Keep within the protocol's limits, or the hub would refuse the candidate.
-            merged_reasons = tuple(dict.fromkeys(c.reasons + reasons))[:MAX_ITEMS]
-            merged_scores = dict(list({**c.scores, **{f"relay_{k}": v for k, v in scores.items()}}.items())[:MAX_ITEMS])
-            rescored.append(Candidate(**{**c.__dict__, "value": value, "reasons": merged_reasons,
-                                         "scores": merged_scores}))
-        return _Prepared(list(msgs), batches, rescored)
+        return Prepared(list(msgs), batches, [rescored(c, self.s.sampling) for c in admitted])
 
-    def _store_prepared(self, p: _Prepared) -> None:
+    def _store_prepared(self, p: Prepared) -> None:
         """Store (one transaction), receipt, and offer to the windows what _prepare made of some
         messages. StorageError: nothing of them was stored."""
-        batches, rescored = p.batches, p.rescored
+        batches = p.batches
         if not batches:
             return
-        new = self.store.accept(rescored)  # on disk before we ack
+        new = self.store.accept(p.rescored)  # on disk before we ack
         # The agent deletes on this receipt, not on the broker's PUBACK (agent/uplink.py). Duplicates
         # are receipted too: it is the agent's copy of a send whose receipt was lost.
         for device, receipt in receipts(self.s.relay_id, [(device, batch) for _, device, batch in batches]):

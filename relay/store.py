@@ -28,7 +28,7 @@ from pathlib import Path
 import msgpack
 
 from edgeloop.shared.errors import StorageError
-from edgeloop.shared.outbox import SqliteOutbox
+from edgeloop.shared.outbox import IDS_A_STATEMENT, ROWS_A_STATEMENT, SqliteOutbox, chunks, marks
 from edgeloop.shared.protocol import Candidate
 from edgeloop.shared.sampling.policy import is_feedback
 from edgeloop.shared.wal import FALLBACK_PAGES, WalCheckpointer
@@ -40,13 +40,6 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS dead_letters (sample_id TEXT PRIMARY KEY, payload BLOB NOT NULL, value REAL NOT NULL,
                                          reason TEXT NOT NULL, at REAL NOT NULL);
 """
-
-
-ROWS_A_STATEMENT = 64  # rows a multi-row INSERT carries (7 values each, far under SQLite's 32,766)
-
-
-def _chunks(items: list, n: int):
-    return (items[i:i + n] for i in range(0, len(items), n))
 
 
 JOURNAL_COLUMNS = (("at", "REAL"), ("device_id", "TEXT"), ("captured_at", "REAL"), ("value", "REAL"),
@@ -144,13 +137,13 @@ class RelayStore:
         of each id only."""
         first = list({c.sample_id: c for c in reversed(cands)}.values())[::-1]
         seen: set[str] = set()
-        for part in _chunks([c.sample_id for c in first], ROWS_A_STATEMENT * 5):
+        for part in chunks([c.sample_id for c in first], IDS_A_STATEMENT):
             seen.update(r[0] for r in self._db.execute(
-                f"SELECT sample_id FROM {table} WHERE sample_id IN ({', '.join('?' * len(part))})", part))
+                f"SELECT sample_id FROM {table} WHERE sample_id IN ({marks(len(part))})", part))
         fresh = [c for c in first if c.sample_id not in seen]
-        for part in _chunks(fresh, ROWS_A_STATEMENT):
+        for part in chunks(fresh, ROWS_A_STATEMENT):
             self._db.execute(f"INSERT INTO {table} (sample_id, at, device_id, captured_at, value, nbytes, predicted) "
-                             f"VALUES {', '.join(['(?, ?, ?, ?, ?, ?, ?)'] * len(part))}",
+                             f"VALUES {marks(len(part), '(?, ?, ?, ?, ?, ?, ?)')}",
                              [v for c in part for v in (c.sample_id, now, c.device_id, c.captured_at, float(c.value),
                                                         c.nbytes, c.predicted)])
         return fresh
@@ -202,8 +195,8 @@ class RelayStore:
         for fate, sid, is_fb in fates:
             by.setdefault(("seen_feedback" if is_fb else "seen", fate), []).append(sid)
         for (table, fate), ids in by.items():
-            for part in _chunks(ids, 500):
-                self._db.execute(f"UPDATE {table} SET fate = ? WHERE sample_id IN ({', '.join('?' * len(part))})",
+            for part in chunks(ids, IDS_A_STATEMENT):
+                self._db.execute(f"UPDATE {table} SET fate = ? WHERE sample_id IN ({marks(len(part))})",
                                  [fate, *part])
 
     def windows_kept(self, since: float) -> list[Journaled]:

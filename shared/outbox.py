@@ -45,7 +45,18 @@ from .errors import ProtocolError, StorageError
 from .protocol import Candidate
 
 log = logging.getLogger(__name__)
-HOLD_ROWS = 64  # rows a multi-row INSERT of hold_many carries
+ROWS_A_STATEMENT = 64  # rows a multi-row INSERT carries (a few values each, far under SQLite's 32,766)
+IDS_A_STATEMENT = 500  # ids an `IN (...)` list carries
+
+
+def chunks(items: list, n: int):
+    """items in runs of n (the last shorter): one statement each."""
+    return (items[i:i + n] for i in range(0, len(items), n))
+
+
+def marks(n: int, row: str = "?") -> str:
+    """n `row`s joined by commas: the placeholders of an `IN (...)` list or a multi-row VALUES."""
+    return ", ".join([row] * n)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -237,10 +248,9 @@ class SqliteOutbox:
     def _held_rows(self, sample_ids: list[str]) -> dict[str, tuple[int, int]]:
         """sample_id -> (held, nbytes) of those held, in chunks of a few hundred ids."""
         out: dict[str, tuple[int, int]] = {}
-        for i in range(0, len(sample_ids), 500):
-            part = sample_ids[i:i + 500]
+        for part in chunks(sample_ids, IDS_A_STATEMENT):
             out.update((sid, (h, n)) for sid, h, n in self._db.execute(
-                f"SELECT sample_id, held, nbytes FROM outbox WHERE held = 1 AND sample_id IN ({', '.join('?' * len(part))})",
+                f"SELECT sample_id, held, nbytes FROM outbox WHERE held = 1 AND sample_id IN ({marks(len(part))})",
                 part))
         return out
 
@@ -388,18 +398,16 @@ class SqliteOutbox:
                 self.hold(sid, value, payload, replace=True)
             return
         now = time.time()
-        for i in range(0, len(rows), HOLD_ROWS):
-            part = rows[i:i + HOLD_ROWS]
+        for part in chunks(rows, ROWS_A_STATEMENT):
             self._db.execute("INSERT OR IGNORE INTO outbox (sample_id, value, nbytes, leased, created, payload, held) "
-                             f"VALUES {', '.join(['(?, ?, ?, 1, ?, ?, 1)'] * len(part))}",
+                             f"VALUES {marks(len(part), '(?, ?, ?, 1, ?, ?, 1)')}",
                              [v for sid, value, payload in part for v in (sid, float(value), len(payload), now, payload)])
 
     def drop_held(self, sample_ids: Iterable[str]) -> None:
         """Delete these samples' held rows (their window did not keep them); queued ones stay."""
         ids = list(sample_ids)
-        for i in range(0, len(ids), 500):
-            part = ids[i:i + 500]
-            self._db.execute(f"DELETE FROM outbox WHERE held = 1 AND sample_id IN ({', '.join('?' * len(part))})", part)
+        for part in chunks(ids, IDS_A_STATEMENT):
+            self._db.execute(f"DELETE FROM outbox WHERE held = 1 AND sample_id IN ({marks(len(part))})", part)
 
     def held(self) -> list[bytes]:
         """The held rows' payloads (packed Candidates), for a caller restarting its windows."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgeloop.relay.service import receipts
+from edgeloop.relay.ingest import receipts
 from edgeloop.shared.protocol import MAX_BATCH, Receipt, SampleBatch, decode, encode
 
 from factories import make_candidate
