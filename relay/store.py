@@ -170,7 +170,8 @@ class RelayStore:
             fates = [("refused" if c.sample_id in out else fate, c.sample_id, is_feedback(c.reasons)) for c in kept]
             self.forward.drop_held(dropped_ids)
             self._set_fates(fates + [("dropped", s, False) for s in dropped_ids])
-            self._db.executemany("UPDATE seen SET late = 1 WHERE sample_id = ?", [(i,) for i in late_ids])
+            for part in chunks(list(late_ids), IDS_A_STATEMENT):
+                self._db.execute(f"UPDATE seen SET late = 1 WHERE sample_id IN ({marks(len(part))})", part)
             if closed_until is not None and math.isfinite(closed_until):
                 self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('closed_until', ?)",
                                  (closed_until,))
@@ -185,8 +186,9 @@ class RelayStore:
         """The full forward queue gave these up for better ones (SqliteOutbox's on_evict)."""
         with self._lock:
             for table in ("seen", "seen_feedback"):
-                self._db.executemany(f"UPDATE {table} SET fate = 'evicted' WHERE sample_id = ? AND fate = 'kept'",
-                                     [(s,) for s in ids])
+                for part in chunks(ids, IDS_A_STATEMENT):
+                    self._db.execute(f"UPDATE {table} SET fate = 'evicted' WHERE sample_id IN ({marks(len(part))}) "
+                                     "AND fate = 'kept'", part)
 
     def _set_fates(self, fates: list[tuple[str, str, bool]]) -> None:
         """(fate, sample_id, feedback?) -> the journal (lock held): a statement a fate and a few

@@ -205,7 +205,10 @@ class SqliteOutbox:
                 # Only held rows are taken from it: nothing else in the batch can change them.
                 held = self._held_rows([c.sample_id for c, _, _ in items])
                 accepted = [0]
-                for c, v, replace in items:
+                released, used = self._release_held(items, held, used)
+                oks += [True] * released
+                accepted[0] += released
+                for c, v, replace in items[released:]:
                     ok, victims, used = self._put_in_tx(c.sample_id, float(v), lambda c=c: _pack(c), self.quota,
                                                         bool(replace), used, held.pop(c.sample_id, None), accepted)
                     oks.append(ok)
@@ -244,6 +247,31 @@ class SqliteOutbox:
             ok, victims, _ = self._put_in_tx(sample_id, value, payload, limit, replace)
             self._db.execute("COMMIT")
         return ok, victims
+
+    def _release_held(self, items: list[tuple[Candidate, float, bool]], held: dict[str, tuple[int, int]],
+                      used: int) -> tuple[int, int]:
+        """Queue the longest run of held rows at the head of `items` that fits the quota as it is, a
+        statement a few dozen rows (the caller's transaction; taken from `held`) -> (how many, the
+        queue's bytes after). Each would be accepted by _put_in_tx with nothing to evict, so the
+        answers are its own; a statement a row gave the GIL away a row, with the lock held."""
+        run = []
+        for c, v, _ in items:
+            row = held.get(c.sample_id)
+            if row is None or used + row[1] > self.quota:
+                break
+            run.append((c.sample_id, float(v)))
+            used += row[1]
+            del held[c.sample_id]
+        now = time.time()
+        for part in chunks(run, ROWS_A_STATEMENT):
+            cases = " ".join("WHEN ? THEN ?" for _ in part)
+            self._db.execute(f"UPDATE outbox SET leased = 0, held = NULL, created = ?, value = CASE sample_id {cases} "
+                             f"END WHERE sample_id IN ({marks(len(part))})",
+                             [now, *(x for row in part for x in row), *(sid for sid, _ in part)])
+            if self.journal:
+                self._db.execute(f"INSERT OR IGNORE INTO committed (sample_id, at) VALUES {marks(len(part), '(?, ?)')}",
+                                 [x for sid, _ in part for x in (sid, now)])
+        return len(run), used
 
     def _held_rows(self, sample_ids: list[str]) -> dict[str, tuple[int, int]]:
         """sample_id -> (held, nbytes) of those held, in chunks of a few hundred ids."""
@@ -350,7 +378,7 @@ class SqliteOutbox:
                     break
                 chosen.append((sid, payload))
                 used += n
-            self._db.executemany("UPDATE outbox SET leased = 1 WHERE sample_id = ?", [(s,) for s, _ in chosen])
+            self._set_leased(1, [sid for sid, _ in chosen], "")
         out, bad = [], []
         for sid, payload in chosen:
             try:
@@ -360,25 +388,31 @@ class SqliteOutbox:
                 log.error("outbox: dropping unreadable candidate %s (%s)", sid, exc)
         if bad:
             with self._lock:
-                self._db.executemany("DELETE FROM outbox WHERE sample_id = ?", [(s,) for s in bad])
+                self._db.execute("BEGIN IMMEDIATE")
+                for part in chunks(bad, IDS_A_STATEMENT):
+                    self._db.execute(f"DELETE FROM outbox WHERE sample_id IN ({marks(len(part))})", part)
                 self._bump("unreadable", len(bad))
+                self._db.execute("COMMIT")
         return out
 
     def ack(self, sample_ids: Iterable[str]) -> None:
-        ids = [(s,) for s in sample_ids]
+        ids = list(dict.fromkeys(sample_ids))
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             before = self._db.total_changes
-            self._db.executemany("DELETE FROM outbox WHERE sample_id = ? AND leased != 2 AND held IS NULL", ids)
+            for part in chunks(ids, IDS_A_STATEMENT):
+                self._db.execute(f"DELETE FROM outbox WHERE sample_id IN ({marks(len(part))}) AND leased != 2 "
+                                 "AND held IS NULL", part)
             self._bump("sent", self._db.total_changes - before)
             # Replaced while out: the peer has the old copy; the new one goes next.
-            self._db.executemany("UPDATE outbox SET leased = 0 WHERE sample_id = ? AND leased = 2", ids)
+            for part in chunks(ids, IDS_A_STATEMENT):
+                self._db.execute(f"UPDATE outbox SET leased = 0 WHERE sample_id IN ({marks(len(part))}) AND leased = 2",
+                                 part)
             self._db.execute("COMMIT")
 
     def release(self, sample_ids: Iterable[str]) -> None:
         with self._lock:
-            self._db.executemany("UPDATE outbox SET leased = 0 WHERE sample_id = ? AND held IS NULL",
-                                 [(s,) for s in sample_ids])
+            self._set_leased(0, list(sample_ids), " AND held IS NULL")
 
     # -- held rows (the caller's transaction, on a shared connection, under its lock) ------------
     def hold(self, sample_id: str, value: float, payload: bytes, replace: bool = False) -> None:
@@ -447,6 +481,22 @@ class SqliteOutbox:
         # From the (held, nbytes) index alone: a scan of the table reads a page per row, 20 KB
         # candidates having a leaf page each (15 % of a relay's settle with 4,000 queued).
         return self._db.execute("SELECT COALESCE(SUM(nbytes), 0) FROM outbox WHERE held IS NULL").fetchone()[0]
+
+    def _set_leased(self, leased: int, sample_ids: list[str], where: str) -> None:
+        """One transaction, a statement a few hundred ids (under the caller's lock): in autocommit a
+        statement a row was a commit and an fsync a row, with the lock held (a relay's lease of 128
+        while its hub was down held its ingest back for as long)."""
+        if not sample_ids:
+            return
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            for part in chunks(sample_ids, IDS_A_STATEMENT):
+                self._db.execute(f"UPDATE outbox SET leased = ? WHERE sample_id IN ({marks(len(part))}){where}",
+                                 [leased, *part])
+            self._db.execute("COMMIT")
+        except sqlite3.DatabaseError:
+            self._rollback()
+            raise
 
     def _bump(self, name: str, n: int) -> None:
         if n:
