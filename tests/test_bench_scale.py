@@ -46,6 +46,8 @@ def test_the_relay_part_stores_every_candidate_it_was_sent(tmp_path):
     report = _bench(tmp_path, "--parts", "relay", "--messages", "60")
     r = report["relay"]
     assert r["relay_received"] == 60 and r["relay_stored"] == 60
+    assert len(r["broker_raw_runs_per_s"]) == 2  # the bare subscriber before and after the relay
+    assert r["broker_raw_per_s"] == pytest.approx(2 / sum(1 / x for x in r["broker_raw_runs_per_s"]))
     assert report["sizing"]["fleets"][1]["relays"] >= 1
 
 
