@@ -28,9 +28,10 @@ from pathlib import Path
 import msgpack
 
 from edgeloop.shared.errors import StorageError
-from edgeloop.shared.outbox import IDS_A_STATEMENT, ROWS_A_STATEMENT, SqliteOutbox, chunks, marks
+from edgeloop.shared.outbox import SqliteOutbox
 from edgeloop.shared.protocol import Candidate
 from edgeloop.shared.sampling.policy import is_feedback
+from edgeloop.shared.sqlbatch import IDS_A_STATEMENT, ROWS_A_STATEMENT, chunks, marks
 from edgeloop.shared.wal import FALLBACK_PAGES, WalCheckpointer
 
 _SCHEMA = """

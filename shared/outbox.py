@@ -10,13 +10,7 @@
 that sample is out being sent, the replacement is sent after the peer acks the old copy: `leased`
 is 0 (waiting), 1 (out) or 2 (out, and replaced since: keep it after the ack and send it again).
 
-A row may also be held (`held` 1, and `leased` 1 so that nothing leases or evicts it): written on
-arrival but not queued yet, outside the quota, until a put of its sample releases it where it lies
-or `drop_held` deletes it. The relay holds each candidate so from its arrival until its selection
-window decides, so that a candidate's bytes are written once (`hold`, `put_many`, `held`). Release
-flips `held` 1 -> NULL and `leased` 1 -> 0, values SQLite stores in no bytes: the record keeps its
-size and is overwritten in place, its 20 KB of overflow pages untouched (any change of size rewrites
-them all: 4x the CPU per release, measured).
+A row may also be held: written on arrival, queued later (shared/outbox_held.py).
 
 When full (the quota, or the disk), the lowest-value unleased candidates go first, and are
 counted; the last evictions are kept in a small table. Each put is one
@@ -42,21 +36,11 @@ from typing import Protocol
 import msgpack
 
 from .errors import ProtocolError, StorageError
+from .outbox_held import HeldRows
 from .protocol import Candidate
+from .sqlbatch import IDS_A_STATEMENT, chunks, marks
 
 log = logging.getLogger(__name__)
-ROWS_A_STATEMENT = 64  # rows a multi-row INSERT carries (a few values each, far under SQLite's 32,766)
-IDS_A_STATEMENT = 500  # ids an `IN (...)` list carries
-
-
-def chunks(items: list, n: int):
-    """items in runs of n (the last shorter): one statement each."""
-    return (items[i:i + n] for i in range(0, len(items), n))
-
-
-def marks(n: int, row: str = "?") -> str:
-    """n `row`s joined by commas: the placeholders of an `IN (...)` list or a multi-row VALUES."""
-    return ", ".join([row] * n)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -118,7 +102,7 @@ class Outbox(Protocol):
     def release(self, sample_ids: Iterable[str]) -> None: ...
 
 
-class SqliteOutbox:
+class SqliteOutbox(HeldRows):
     def __init__(self, path: str | Path, quota_bytes: int, on_evict=None, journal: bool = False,
                  evict_on_full_disk: bool = True,
                  shared: tuple[sqlite3.Connection, threading.Lock] | None = None):
@@ -248,40 +232,6 @@ class SqliteOutbox:
             self._db.execute("COMMIT")
         return ok, victims
 
-    def _release_held(self, items: list[tuple[Candidate, float, bool]], held: dict[str, tuple[int, int]],
-                      used: int) -> tuple[int, int]:
-        """Queue the longest run of held rows at the head of `items` that fits the quota as it is, a
-        statement a few dozen rows (the caller's transaction; taken from `held`) -> (how many, the
-        queue's bytes after). Each would be accepted by _put_in_tx with nothing to evict, so the
-        answers are its own; a statement a row gave the GIL away a row, with the lock held."""
-        run = []
-        for c, v, _ in items:
-            row = held.get(c.sample_id)
-            if row is None or used + row[1] > self.quota:
-                break
-            run.append((c.sample_id, float(v)))
-            used += row[1]
-            del held[c.sample_id]
-        now = time.time()
-        for part in chunks(run, ROWS_A_STATEMENT):
-            cases = " ".join("WHEN ? THEN ?" for _ in part)
-            self._db.execute(f"UPDATE outbox SET leased = 0, held = NULL, created = ?, value = CASE sample_id {cases} "
-                             f"END WHERE sample_id IN ({marks(len(part))})",
-                             [now, *(x for row in part for x in row), *(sid for sid, _ in part)])
-            if self.journal:
-                self._db.execute(f"INSERT OR IGNORE INTO committed (sample_id, at) VALUES {marks(len(part), '(?, ?)')}",
-                                 [x for sid, _ in part for x in (sid, now)])
-        return len(run), used
-
-    def _held_rows(self, sample_ids: list[str]) -> dict[str, tuple[int, int]]:
-        """sample_id -> (held, nbytes) of those held, in chunks of a few hundred ids."""
-        out: dict[str, tuple[int, int]] = {}
-        for part in chunks(sample_ids, IDS_A_STATEMENT):
-            out.update((sid, (h, n)) for sid, h, n in self._db.execute(
-                f"SELECT sample_id, held, nbytes FROM outbox WHERE held = 1 AND sample_id IN ({marks(len(part))})",
-                part))
-        return out
-
     def _put_in_tx(self, sample_id: str, value: float, payload: bytes | Callable[[], bytes], limit: int,
                    replace: bool, used: int | None = None, row: tuple[int, int] | None = None,
                    accepted: list[int] | None = None) -> tuple[bool, list[str], int | None]:
@@ -388,65 +338,29 @@ class SqliteOutbox:
                 log.error("outbox: dropping unreadable candidate %s (%s)", sid, exc)
         if bad:
             with self._lock:
-                self._db.execute("BEGIN IMMEDIATE")
-                for part in chunks(bad, IDS_A_STATEMENT):
-                    self._db.execute(f"DELETE FROM outbox WHERE sample_id IN ({marks(len(part))})", part)
-                self._bump("unreadable", len(bad))
-                self._db.execute("COMMIT")
+                def drop() -> None:
+                    self._delete(bad)
+                    self._bump("unreadable", len(bad))
+                self._in_own_tx(drop)
         return out
 
     def ack(self, sample_ids: Iterable[str]) -> None:
         ids = list(dict.fromkeys(sample_ids))
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+
+        def write() -> None:
             before = self._db.total_changes
-            for part in chunks(ids, IDS_A_STATEMENT):
-                self._db.execute(f"DELETE FROM outbox WHERE sample_id IN ({marks(len(part))}) AND leased != 2 "
-                                 "AND held IS NULL", part)
+            self._delete(ids, " AND leased != 2 AND held IS NULL")
             self._bump("sent", self._db.total_changes - before)
             # Replaced while out: the peer has the old copy; the new one goes next.
             for part in chunks(ids, IDS_A_STATEMENT):
                 self._db.execute(f"UPDATE outbox SET leased = 0 WHERE sample_id IN ({marks(len(part))}) AND leased = 2",
                                  part)
-            self._db.execute("COMMIT")
+        with self._lock:
+            self._in_own_tx(write)
 
     def release(self, sample_ids: Iterable[str]) -> None:
         with self._lock:
             self._set_leased(0, list(sample_ids), " AND held IS NULL")
-
-    # -- held rows (the caller's transaction, on a shared connection, under its lock) ------------
-    def hold(self, sample_id: str, value: float, payload: bytes, replace: bool = False) -> None:
-        """Write a row that waits, held, for a put of its sample (put_many) or `drop_held`. A sample
-        queued or out already is left as it is; one held already is replaced only if `replace`."""
-        if replace:
-            if self._db.execute("UPDATE outbox SET value = ?, nbytes = ?, payload = ? WHERE sample_id = ? "
-                                "AND held = 1", (float(value), len(payload), payload, sample_id)).rowcount:
-                return
-        self._db.execute("INSERT OR IGNORE INTO outbox (sample_id, value, nbytes, leased, created, payload, held) "
-                         "VALUES (?, ?, ?, 1, ?, ?, 1)", (sample_id, float(value), len(payload), time.time(), payload))
-
-    def hold_many(self, rows: list[tuple[str, float, bytes]], replace: bool = False) -> None:
-        """`hold` each (sample_id, value, payload), as one statement a few dozen rows when not `replace`."""
-        if replace:
-            for sid, value, payload in rows:
-                self.hold(sid, value, payload, replace=True)
-            return
-        now = time.time()
-        for part in chunks(rows, ROWS_A_STATEMENT):
-            self._db.execute("INSERT OR IGNORE INTO outbox (sample_id, value, nbytes, leased, created, payload, held) "
-                             f"VALUES {marks(len(part), '(?, ?, ?, 1, ?, ?, 1)')}",
-                             [v for sid, value, payload in part for v in (sid, float(value), len(payload), now, payload)])
-
-    def drop_held(self, sample_ids: Iterable[str]) -> None:
-        """Delete these samples' held rows (their window did not keep them); queued ones stay."""
-        ids = list(sample_ids)
-        for part in chunks(ids, IDS_A_STATEMENT):
-            self._db.execute(f"DELETE FROM outbox WHERE held = 1 AND sample_id IN ({marks(len(part))})", part)
-
-    def held(self) -> list[bytes]:
-        """The held rows' payloads (packed Candidates), for a caller restarting its windows."""
-        with self._lock:
-            return [p for (p,) in self._db.execute("SELECT payload FROM outbox WHERE held = 1")]
 
     # -- reads -------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -484,15 +398,25 @@ class SqliteOutbox:
 
     def _set_leased(self, leased: int, sample_ids: list[str], where: str) -> None:
         """One transaction, a statement a few hundred ids (under the caller's lock): in autocommit a
-        statement a row was a commit and an fsync a row, with the lock held (a relay's lease of 128
-        while its hub was down held its ingest back for as long)."""
-        if not sample_ids:
-            return
-        try:
-            self._db.execute("BEGIN IMMEDIATE")
+        statement a row was a commit and an fsync a row, with the lock held (a relay's lease of 128,
+        released while its hub was down, held its ingest back for as long)."""
+        def write() -> None:
             for part in chunks(sample_ids, IDS_A_STATEMENT):
                 self._db.execute(f"UPDATE outbox SET leased = ? WHERE sample_id IN ({marks(len(part))}){where}",
                                  [leased, *part])
+        if sample_ids:
+            self._in_own_tx(write)
+
+    def _delete(self, sample_ids: list[str], where: str = "") -> None:
+        for part in chunks(sample_ids, IDS_A_STATEMENT):
+            self._db.execute(f"DELETE FROM outbox WHERE sample_id IN ({marks(len(part))}){where}", part)
+
+    def _in_own_tx(self, write: Callable[[], object]) -> None:
+        """write() in a transaction of its own (under the caller's lock), rolled back if it fails: on a
+        shared connection an open one would fail every later BEGIN. sqlite3's errors pass through."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            write()
             self._db.execute("COMMIT")
         except sqlite3.DatabaseError:
             self._rollback()

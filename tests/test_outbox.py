@@ -307,6 +307,17 @@ def test_a_lease_and_a_release_are_one_commit_each(box):
     assert [c.sample_id for c in box.lease(600, 1 << 30)] == leased  # released, all of them
 
 
+def test_a_lease_that_fails_leaves_no_transaction_open(box):
+    """On the relay's shared connection a transaction left open would fail every later BEGIN."""
+    box.put(make_candidate(sample_id=sid(0)), 0.5)
+    box._db.execute("CREATE TRIGGER refuse BEFORE UPDATE ON outbox BEGIN SELECT RAISE(ABORT, 'refused'); END")
+    with pytest.raises(sqlite3.IntegrityError):
+        box.lease(10, 1 << 20)
+    box._db.execute("DROP TRIGGER refuse")
+    assert box.put(make_candidate(sample_id=sid(1)), 0.7)  # a BEGIN of its own: none is open
+    assert [c.sample_id for c in box.lease(10, 1 << 20)] == [sid(1), sid(0)]  # the failed lease left sid(0)
+
+
 def test_put_is_idempotent_by_sample_id(box):
     c = make_candidate(value=0.3)
     assert box.put(c, 0.3) is True
