@@ -31,7 +31,7 @@ from edgeloop.shared.errors import StorageError
 from edgeloop.shared.outbox import SqliteOutbox
 from edgeloop.shared.protocol import Candidate
 from edgeloop.shared.sampling.policy import is_feedback
-from edgeloop.shared.sqlbatch import IDS_A_STATEMENT, ROWS_A_STATEMENT, chunks, marks
+from edgeloop.shared.sqlbatch import ROWS_A_STATEMENT, chunks, execute_in, marks
 from edgeloop.shared.wal import FALLBACK_PAGES, WalCheckpointer
 
 _SCHEMA = """
@@ -137,10 +137,8 @@ class RelayStore:
         """Journal those of `cands` not in `table` yet (in the caller's transaction) -> them, the first
         of each id only."""
         first = list({c.sample_id: c for c in reversed(cands)}.values())[::-1]
-        seen: set[str] = set()
-        for part in chunks([c.sample_id for c in first], IDS_A_STATEMENT):
-            seen.update(r[0] for r in self._db.execute(
-                f"SELECT sample_id FROM {table} WHERE sample_id IN ({marks(len(part))})", part))
+        seen = {r[0] for r in execute_in(self._db, f"SELECT sample_id FROM {table} WHERE sample_id IN ({{ids}})",
+                                          [c.sample_id for c in first])}
         fresh = [c for c in first if c.sample_id not in seen]
         for part in chunks(fresh, ROWS_A_STATEMENT):
             self._db.execute(f"INSERT INTO {table} (sample_id, at, device_id, captured_at, value, nbytes, predicted) "
@@ -171,8 +169,7 @@ class RelayStore:
             fates = [("refused" if c.sample_id in out else fate, c.sample_id, is_feedback(c.reasons)) for c in kept]
             self.forward.drop_held(dropped_ids)
             self._set_fates(fates + [("dropped", s, False) for s in dropped_ids])
-            for part in chunks(list(late_ids), IDS_A_STATEMENT):
-                self._db.execute(f"UPDATE seen SET late = 1 WHERE sample_id IN ({marks(len(part))})", part)
+            execute_in(self._db, "UPDATE seen SET late = 1 WHERE sample_id IN ({ids})", late_ids)
             if closed_until is not None and math.isfinite(closed_until):
                 self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('closed_until', ?)",
                                  (closed_until,))
@@ -187,9 +184,8 @@ class RelayStore:
         """The full forward queue gave these up for better ones (SqliteOutbox's on_evict)."""
         with self._lock:
             for table in ("seen", "seen_feedback"):
-                for part in chunks(ids, IDS_A_STATEMENT):
-                    self._db.execute(f"UPDATE {table} SET fate = 'evicted' WHERE sample_id IN ({marks(len(part))}) "
-                                     "AND fate = 'kept'", part)
+                execute_in(self._db, f"UPDATE {table} SET fate = 'evicted' WHERE sample_id IN ({{ids}}) "
+                           "AND fate = 'kept'", ids)
 
     def _set_fates(self, fates: list[tuple[str, str, bool]]) -> None:
         """(fate, sample_id, feedback?) -> the journal (lock held): a statement a fate and a few
@@ -198,9 +194,7 @@ class RelayStore:
         for fate, sid, is_fb in fates:
             by.setdefault(("seen_feedback" if is_fb else "seen", fate), []).append(sid)
         for (table, fate), ids in by.items():
-            for part in chunks(ids, IDS_A_STATEMENT):
-                self._db.execute(f"UPDATE {table} SET fate = ? WHERE sample_id IN ({marks(len(part))})",
-                                 [fate, *part])
+            execute_in(self._db, f"UPDATE {table} SET fate = ? WHERE sample_id IN ({{ids}})", ids, [fate])
 
     def windows_kept(self, since: float) -> list[Journaled]:
         """What windows kept, captured since `since`: for a restarted relay to judge late candidates

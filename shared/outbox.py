@@ -24,6 +24,7 @@ device's journal would grow for as long as it runs.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import threading
@@ -38,7 +39,7 @@ import msgpack
 from .errors import ProtocolError, StorageError
 from .outbox_held import HeldRows
 from .protocol import Candidate
-from .sqlbatch import IDS_A_STATEMENT, chunks, marks
+from .sqlbatch import execute_in
 
 log = logging.getLogger(__name__)
 
@@ -217,11 +218,9 @@ class SqliteOutbox(HeldRows):
     def _in_tx(self, write: Callable[[list[bool]], None], oks: list[bool]) -> None:
         with self._lock:
             try:
-                self._db.execute("BEGIN IMMEDIATE")
-                write(oks)
-                self._db.execute("COMMIT")
+                with self._transaction():
+                    write(oks)
             except sqlite3.DatabaseError as exc:
-                self._rollback()
                 raise StorageError(f"{self.path}: write failed ({exc})") from exc
 
     def _put_once(self, sample_id: str, value: float, payload: bytes, limit: int, replace: bool
@@ -328,7 +327,10 @@ class SqliteOutbox(HeldRows):
                     break
                 chosen.append((sid, payload))
                 used += n
-            self._set_leased(1, [sid for sid, _ in chosen], "")
+            if chosen:
+                with self._transaction():  # not a commit, an fsync, a row with the lock held
+                    execute_in(self._db, "UPDATE outbox SET leased = 1 WHERE sample_id IN ({ids})",
+                               [sid for sid, _ in chosen])
         out, bad = [], []
         for sid, payload in chosen:
             try:
@@ -337,30 +339,25 @@ class SqliteOutbox(HeldRows):
                 bad.append(sid)  # unsendable forever: drop it, count it, never block the queue behind it
                 log.error("outbox: dropping unreadable candidate %s (%s)", sid, exc)
         if bad:
-            with self._lock:
-                def drop() -> None:
-                    self._delete(bad)
-                    self._bump("unreadable", len(bad))
-                self._in_own_tx(drop)
+            with self._lock, self._transaction():
+                execute_in(self._db, "DELETE FROM outbox WHERE sample_id IN ({ids})", bad)
+                self._bump("unreadable", len(bad))
         return out
 
     def ack(self, sample_ids: Iterable[str]) -> None:
         ids = list(dict.fromkeys(sample_ids))
-
-        def write() -> None:
+        with self._lock, self._transaction():
             before = self._db.total_changes
-            self._delete(ids, " AND leased != 2 AND held IS NULL")
+            execute_in(self._db, "DELETE FROM outbox WHERE sample_id IN ({ids}) AND leased != 2 AND held IS NULL", ids)
             self._bump("sent", self._db.total_changes - before)
             # Replaced while out: the peer has the old copy; the new one goes next.
-            for part in chunks(ids, IDS_A_STATEMENT):
-                self._db.execute(f"UPDATE outbox SET leased = 0 WHERE sample_id IN ({marks(len(part))}) AND leased = 2",
-                                 part)
-        with self._lock:
-            self._in_own_tx(write)
+            execute_in(self._db, "UPDATE outbox SET leased = 0 WHERE sample_id IN ({ids}) AND leased = 2", ids)
 
     def release(self, sample_ids: Iterable[str]) -> None:
-        with self._lock:
-            self._set_leased(0, list(sample_ids), " AND held IS NULL")
+        ids = list(sample_ids)
+        if ids:
+            with self._lock, self._transaction():
+                execute_in(self._db, "UPDATE outbox SET leased = 0 WHERE sample_id IN ({ids}) AND held IS NULL", ids)
 
     # -- reads -------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -396,27 +393,15 @@ class SqliteOutbox(HeldRows):
         # candidates having a leaf page each (15 % of a relay's settle with 4,000 queued).
         return self._db.execute("SELECT COALESCE(SUM(nbytes), 0) FROM outbox WHERE held IS NULL").fetchone()[0]
 
-    def _set_leased(self, leased: int, sample_ids: list[str], where: str) -> None:
-        """One transaction, a statement a few hundred ids (under the caller's lock): in autocommit a
-        statement a row was a commit and an fsync a row, with the lock held (a relay's lease of 128,
-        released while its hub was down, held its ingest back for as long)."""
-        def write() -> None:
-            for part in chunks(sample_ids, IDS_A_STATEMENT):
-                self._db.execute(f"UPDATE outbox SET leased = ? WHERE sample_id IN ({marks(len(part))}){where}",
-                                 [leased, *part])
-        if sample_ids:
-            self._in_own_tx(write)
-
-    def _delete(self, sample_ids: list[str], where: str = "") -> None:
-        for part in chunks(sample_ids, IDS_A_STATEMENT):
-            self._db.execute(f"DELETE FROM outbox WHERE sample_id IN ({marks(len(part))}){where}", part)
-
-    def _in_own_tx(self, write: Callable[[], object]) -> None:
-        """write() in a transaction of its own (under the caller's lock), rolled back if it fails: on a
-        shared connection an open one would fail every later BEGIN. sqlite3's errors pass through."""
+    @contextlib.contextmanager
+    def _transaction(self):
+        """A transaction of its own (under the caller's lock), rolled back if a write fails: on the
+        relay's shared connection an open one would fail every later BEGIN. Errors pass through.
+        One for a batch, not autocommit's commit and fsync a statement (a relay's lease of 128,
+        released while its hub was down, had held its ingest back for as long)."""
         self._db.execute("BEGIN IMMEDIATE")
         try:
-            write()
+            yield
             self._db.execute("COMMIT")
         except sqlite3.DatabaseError:
             self._rollback()

@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterable
 
 from .protocol import Candidate
-from .sqlbatch import IDS_A_STATEMENT, ROWS_A_STATEMENT, chunks, marks
+from .sqlbatch import ROWS_A_STATEMENT, chunks, execute_in, marks
 
 
 class HeldRows:
@@ -47,9 +47,7 @@ class HeldRows:
 
     def drop_held(self, sample_ids: Iterable[str]) -> None:
         """Delete these samples' held rows (their window did not keep them); queued ones stay."""
-        ids = list(sample_ids)
-        for part in chunks(ids, IDS_A_STATEMENT):
-            self._db.execute(f"DELETE FROM outbox WHERE held = 1 AND sample_id IN ({marks(len(part))})", part)
+        execute_in(self._db, "DELETE FROM outbox WHERE held = 1 AND sample_id IN ({ids})", sample_ids)
 
     def held(self) -> list[bytes]:
         """The held rows' payloads (packed Candidates), for a caller restarting its windows."""
@@ -83,9 +81,5 @@ class HeldRows:
 
     def _held_rows(self, sample_ids: list[str]) -> dict[str, tuple[int, int]]:
         """sample_id -> (held, nbytes) of those held, in chunks of a few hundred ids."""
-        out: dict[str, tuple[int, int]] = {}
-        for part in chunks(sample_ids, IDS_A_STATEMENT):
-            out.update((sid, (h, n)) for sid, h, n in self._db.execute(
-                f"SELECT sample_id, held, nbytes FROM outbox WHERE held = 1 AND sample_id IN ({marks(len(part))})",
-                part))
-        return out
+        return {sid: (h, n) for sid, h, n in execute_in(
+            self._db, "SELECT sample_id, held, nbytes FROM outbox WHERE held = 1 AND sample_id IN ({ids})", sample_ids)}

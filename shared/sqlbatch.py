@@ -2,11 +2,14 @@
 hundred rows a statement instead of a statement a row (each of which gives the GIL away and waits to
 take it back: README, "Throughput and sizing").
 
-    for part in chunks(ids, IDS_A_STATEMENT):
-        db.execute(f"DELETE FROM t WHERE id IN ({marks(len(part))})", part)
+    execute_in(db, "DELETE FROM t WHERE id IN ({ids}) AND kind = ?", ids, ["old"])
+    db.execute(f"INSERT INTO t (id, kind) VALUES {marks(len(rows), '(?, ?)')}", [v for r in rows for v in r])
 """
 
 from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
 
 ROWS_A_STATEMENT = 64  # rows a multi-row INSERT carries (a few values each, far under SQLite's 32,766)
 IDS_A_STATEMENT = 500  # ids an `IN (...)` list carries
@@ -20,3 +23,11 @@ def chunks(items: list, n: int):
 def marks(n: int, row: str = "?") -> str:
     """n `row`s joined by commas: the placeholders of an `IN (...)` list or a multi-row VALUES."""
     return ", ".join([row] * n)
+
+
+def execute_in(db: sqlite3.Connection, sql: str, ids: Iterable, params: Iterable = ()) -> list[tuple]:
+    """Run `sql`, whose `{ids}` stands for an `IN (...)` list's placeholders, over `ids` a few hundred
+    at a time (`params` bound before them each time) -> the rows it answered, if any."""
+    ids, params = list(ids), list(params)
+    return [row for part in chunks(ids, IDS_A_STATEMENT)
+            for row in db.execute(sql.format(ids=marks(len(part))), [*params, *part])]
