@@ -31,7 +31,7 @@ from edgeloop.shared.errors import StorageError
 from edgeloop.shared.outbox import SqliteOutbox
 from edgeloop.shared.protocol import Candidate
 from edgeloop.shared.sampling.policy import is_feedback
-from edgeloop.shared.sqlbatch import ROWS_A_STATEMENT, chunks, execute_in, marks
+from edgeloop.shared.sqlbatch import ROWS_A_STATEMENT, chunks, execute_in, marks, transaction
 from edgeloop.shared.wal import FALLBACK_PAGES, WalCheckpointer
 
 _SCHEMA = """
@@ -96,12 +96,11 @@ class RelayStore:
         with self._lock:
             if not self._db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'pending'").fetchone():
                 return
-            self._db.execute("BEGIN IMMEDIATE")
-            for sid, payload in self._db.execute("SELECT sample_id, payload FROM pending").fetchall():
-                value = Candidate.from_wire(msgpack.unpackb(payload, raw=False)).value
-                self.forward.hold(sid, value, payload, replace=True)
-            self._db.execute("DROP TABLE pending")
-            self._db.execute("COMMIT")
+            with transaction(self._db):
+                for sid, payload in self._db.execute("SELECT sample_id, payload FROM pending").fetchall():
+                    value = Candidate.from_wire(msgpack.unpackb(payload, raw=False)).value
+                    self.forward.hold(sid, value, payload, replace=True)
+                self._db.execute("DROP TABLE pending")
 
     def accept(self, cands: list[Candidate]) -> list[Candidate]:
         """Record candidates not seen before, held in the forward queue until their window decides;
@@ -114,16 +113,13 @@ class RelayStore:
         now, new_ids = time.time(), set()
         with self._lock:
             try:
-                self._db.execute("BEGIN IMMEDIATE")
-                for table, feedback in (("seen", False), ("seen_feedback", True)):
-                    fresh = self._journal_new(table, [c for c in cands if is_feedback(c.reasons) == feedback], now)
-                    self.forward.hold_many([(c.sample_id, c.value, msgpack.packb(c.to_wire(), use_bin_type=True))
-                                            for c in fresh], replace=feedback)
-                    new_ids.update((c.sample_id, feedback) for c in fresh)
-                self._db.execute("COMMIT")
+                with transaction(self._db):
+                    for table, feedback in (("seen", False), ("seen_feedback", True)):
+                        fresh = self._journal_new(table, [c for c in cands if is_feedback(c.reasons) == feedback], now)
+                        self.forward.hold_many([(c.sample_id, c.value, msgpack.packb(c.to_wire(), use_bin_type=True))
+                                                for c in fresh], replace=feedback)
+                        new_ids.update((c.sample_id, feedback) for c in fresh)
             except sqlite3.DatabaseError as exc:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
                 raise StorageError(f"relay store: {exc}") from exc
         new = []
         for c in cands:  # the first of each id (a resent batch may come with its first copy)

@@ -39,7 +39,7 @@ import msgpack
 from .errors import ProtocolError, StorageError
 from .outbox_held import HeldRows
 from .protocol import Candidate
-from .sqlbatch import execute_in
+from .sqlbatch import execute_in, transaction
 
 log = logging.getLogger(__name__)
 
@@ -154,8 +154,6 @@ class SqliteOutbox(HeldRows):
             try:
                 ok, victims = self._put_once(c.sample_id, value, payload, limit, replace)
             except sqlite3.OperationalError as exc:
-                with self._lock:
-                    self._rollback()
                 if getattr(exc, "sqlite_errorcode", None) != sqlite3.SQLITE_FULL or not self.evict_on_full_disk:
                     raise StorageError(f"{self.path}: outbox write failed ({exc})") from exc
                 # The disk is full before the quota is: shrink the quota below what is stored now.
@@ -180,8 +178,7 @@ class SqliteOutbox(HeldRows):
         no transaction of its own), committed with the batch."""
         oks, evicted = [], []
         try:
-            with self._lock:
-                self._db.execute("BEGIN IMMEDIATE")
+            with self._lock, transaction(self._db):
                 # The queue's bytes once, then kept up to date: summing every row for every put made a
                 # batch quadratic in the queue's length (py-spy: 60 % of the relay's settle thread).
                 used = self._used()
@@ -201,10 +198,7 @@ class SqliteOutbox(HeldRows):
                 self._bump("accepted", accepted[0])
                 if also:
                     also(oks)
-                self._db.execute("COMMIT")
         except sqlite3.DatabaseError as exc:
-            with self._lock:
-                self._rollback()
             if not isinstance(exc, sqlite3.OperationalError):  # not the disk: alone would fail the same
                 raise StorageError(f"{self.path}: outbox write failed ({exc})") from exc
             oks = [self.put(c, v, r) for c, v, r in items]
@@ -218,17 +212,15 @@ class SqliteOutbox(HeldRows):
     def _in_tx(self, write: Callable[[list[bool]], None], oks: list[bool]) -> None:
         with self._lock:
             try:
-                with self._transaction():
+                with transaction(self._db):
                     write(oks)
             except sqlite3.DatabaseError as exc:
                 raise StorageError(f"{self.path}: write failed ({exc})") from exc
 
     def _put_once(self, sample_id: str, value: float, payload: bytes, limit: int, replace: bool
                   ) -> tuple[bool, list[str]]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+        with self._lock, transaction(self._db):
             ok, victims, _ = self._put_in_tx(sample_id, value, payload, limit, replace)
-            self._db.execute("COMMIT")
         return ok, victims
 
     def _put_in_tx(self, sample_id: str, value: float, payload: bytes | Callable[[], bytes], limit: int,
@@ -307,13 +299,8 @@ class SqliteOutbox(HeldRows):
         self._bump("evicted", len(victims))
 
     def _count_safely(self, name: str) -> None:
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                self._bump(name, 1)
-                self._db.execute("COMMIT")
-            except sqlite3.OperationalError:
-                self._rollback()
+        with self._lock, contextlib.suppress(sqlite3.OperationalError), transaction(self._db):
+            self._bump(name, 1)
 
     def lease(self, max_items: int, max_bytes: int) -> list[Candidate]:
         """Up to max_items unleased candidates, highest value first, within max_bytes (at least one)."""
@@ -328,7 +315,7 @@ class SqliteOutbox(HeldRows):
                 chosen.append((sid, payload))
                 used += n
             if chosen:
-                with self._transaction():  # not a commit, an fsync, a row with the lock held
+                with transaction(self._db):  # not a commit, an fsync, a row with the lock held
                     execute_in(self._db, "UPDATE outbox SET leased = 1 WHERE sample_id IN ({ids})",
                                [sid for sid, _ in chosen])
         out, bad = [], []
@@ -339,14 +326,14 @@ class SqliteOutbox(HeldRows):
                 bad.append(sid)  # unsendable forever: drop it, count it, never block the queue behind it
                 log.error("outbox: dropping unreadable candidate %s (%s)", sid, exc)
         if bad:
-            with self._lock, self._transaction():
+            with self._lock, transaction(self._db):
                 execute_in(self._db, "DELETE FROM outbox WHERE sample_id IN ({ids})", bad)
                 self._bump("unreadable", len(bad))
         return out
 
     def ack(self, sample_ids: Iterable[str]) -> None:
         ids = list(dict.fromkeys(sample_ids))
-        with self._lock, self._transaction():
+        with self._lock, transaction(self._db):
             before = self._db.total_changes
             execute_in(self._db, "DELETE FROM outbox WHERE sample_id IN ({ids}) AND leased != 2 AND held IS NULL", ids)
             self._bump("sent", self._db.total_changes - before)
@@ -356,7 +343,7 @@ class SqliteOutbox(HeldRows):
     def release(self, sample_ids: Iterable[str]) -> None:
         ids = list(sample_ids)
         if ids:
-            with self._lock, self._transaction():
+            with self._lock, transaction(self._db):
                 execute_in(self._db, "UPDATE outbox SET leased = 0 WHERE sample_id IN ({ids}) AND held IS NULL", ids)
 
     # -- reads -------------------------------------------------------------------------------
@@ -393,27 +380,7 @@ class SqliteOutbox(HeldRows):
         # candidates having a leaf page each (15 % of a relay's settle with 4,000 queued).
         return self._db.execute("SELECT COALESCE(SUM(nbytes), 0) FROM outbox WHERE held IS NULL").fetchone()[0]
 
-    @contextlib.contextmanager
-    def _transaction(self):
-        """A transaction of its own (under the caller's lock), rolled back if a write fails: on the
-        relay's shared connection an open one would fail every later BEGIN. Errors pass through.
-        One for a batch, not autocommit's commit and fsync a statement (a relay's lease of 128,
-        released while its hub was down, had held its ingest back for as long)."""
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-            self._db.execute("COMMIT")
-        except sqlite3.DatabaseError:
-            self._rollback()
-            raise
-
     def _bump(self, name: str, n: int) -> None:
         if n:
             self._db.execute("INSERT INTO counters (name, n) VALUES (?, ?) "
                              "ON CONFLICT(name) DO UPDATE SET n = n + excluded.n", (name, n))
-
-    def _rollback(self) -> None:
-        try:
-            self._db.execute("ROLLBACK")
-        except sqlite3.OperationalError:
-            pass

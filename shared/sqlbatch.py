@@ -2,12 +2,14 @@
 hundred rows a statement instead of a statement a row (each of which gives the GIL away and waits to
 take it back: README, "Throughput and sizing").
 
-    execute_in(db, "DELETE FROM t WHERE id IN ({ids}) AND kind = ?", ids, ["old"])
-    db.execute(f"INSERT INTO t (id, kind) VALUES {marks(len(rows), '(?, ?)')}", [v for r in rows for v in r])
+    with transaction(db):
+        execute_in(db, "DELETE FROM t WHERE id IN ({ids}) AND kind = ?", ids, ["old"])
+        db.execute(f"INSERT INTO t (id, kind) VALUES {marks(len(rows), '(?, ?)')}", [v for r in rows for v in r])
 """
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Iterable
 
@@ -31,3 +33,19 @@ def execute_in(db: sqlite3.Connection, sql: str, ids: Iterable, params: Iterable
     ids, params = list(ids), list(params)
     return [row for part in chunks(ids, IDS_A_STATEMENT)
             for row in db.execute(sql.format(ids=marks(len(part))), [*params, *part])]
+
+
+@contextlib.contextmanager
+def transaction(db: sqlite3.Connection):
+    """BEGIN IMMEDIATE ... COMMIT on an autocommit connection (isolation_level=None), rolled back if
+    anything in it fails: on a connection shared by several writers an open one would fail every later
+    BEGIN. Errors pass through. One for a batch, not autocommit's commit and fsync a statement."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            with contextlib.suppress(sqlite3.OperationalError):  # SQLite may have ended it already
+                db.execute("ROLLBACK")
+        raise
