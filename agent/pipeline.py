@@ -248,6 +248,7 @@ class FramePipeline:
         self.on_commit = on_commit
         self.recent = recent  # RecentFrames for application feedback, or None
         self.frames = self.corrupt = self.kept = self.raw_bytes = 0
+        self.model_seconds = 0.0  # the model's runs for those frames (session.run, in whichever thread)
         # The active model's figures; whoever swaps the model sets new ones (else the first step does).
         self.figures: ModelFigures | None = None
         self.last_error = ""
@@ -278,14 +279,17 @@ class FramePipeline:
         try:
             if item.raw is not None and item.raw.runtime is rt:
                 batch, pred = item.batch, rt.decode(item.raw, [frame.image])[0]
+                run_s = item.raw.seconds
             else:  # no model when it was captured, a model swapped since, or its run failed: here, again
                 batch = item.batch if item.spec is rt.manifest.input else rt.prepare([frame.image])
                 pred = rt.infer(batch, [frame.image])[0]
+                run_s = pred.latency_ms / 1000
         except ImageError as exc:
             self.corrupt += 1
             self.last_error = str(exc)
             return True
         self.frames += 1
+        self.model_seconds += run_s
         self.last_index = frame.index
         self.raw_bytes += frame.image.nbytes
         figures = self.figures
@@ -326,6 +330,7 @@ class PipelineStats:
     sampling_seconds: float
     kept: int
     corrupt: int
+    model_seconds: float = 0.0  # of `seconds`, the model's runs (in the inference thread, beside the others)
 
 
 def run_pipeline(source, runtime: ModelRuntime, sampling: SamplingConfig, outbox: SqliteOutbox,
@@ -341,4 +346,5 @@ def run_pipeline(source, runtime: ModelRuntime, sampling: SamplingConfig, outbox
         pipe.flush()
     finally:
         pipe.stop()
-    return PipelineStats(pipe.frames, time.perf_counter() - t0, pipe.sampler.seconds, pipe.kept, pipe.corrupt)
+    return PipelineStats(pipe.frames, time.perf_counter() - t0, pipe.sampler.seconds, pipe.kept, pipe.corrupt,
+                         pipe.model_seconds)

@@ -62,6 +62,11 @@ def test_the_json_has_every_figure_and_they_agree(tmp_path):
     assert report["ratio"] == pytest.approx(report["pipeline_fps"] / report["bare_fps"])
     assert (report["bare_fps"], report["pipeline_fps"]) == (run["bare"]["fps"], run["pipeline"]["fps"])
     assert report["sampling_us_per_frame"] > 0 and report["outbox_inserts_per_s"] > 0
+    # The pipeline's frame time split: the model's runs happen one after another inside the run.
+    f = report["frame_ms"]
+    assert f["pipeline"] == pytest.approx(1e3 / report["pipeline_fps"]) and f["bare"] == pytest.approx(1e3 / report["bare_fps"])
+    assert 0 < f["pipeline_model"] <= f["pipeline"] and f["pipeline_other"] == pytest.approx(f["pipeline"] - f["pipeline_model"])
+    assert "a frame = the model" in result.output
     assert report["rss_mb"] > 0 and report["bare_rss_mb"] > 0
     # An arm's memory is its own (the runner's process is not counted in it), and a process that
     # loads python, numpy and onnxruntime holds tens of MB.

@@ -48,6 +48,10 @@ def test_the_relay_part_stores_every_candidate_it_was_sent(tmp_path):
     assert r["relay_received"] == 60 and r["relay_stored"] == 60
     assert len(r["broker_raw_runs_per_s"]) == 2  # the bare subscriber before and after the relay
     assert r["broker_raw_per_s"] == pytest.approx(2 / sum(1 / x for x in r["broker_raw_runs_per_s"]))
+    # how busy the box was in each pass (None only where a pass fell between two readings)
+    assert set(r["box"]) == {"raw_before", "relay", "raw_after"}
+    assert all(u is None or 0 <= u["steal"] <= u["busy"] <= 1 for u in r["box"].values())
+    assert 0 < r["relay_box_share"] <= 1.05  # of all the box's cores (/proc's ticks round)
     assert report["sizing"]["fleets"][1]["relays"] >= 1
 
 

@@ -9,7 +9,11 @@ Parts (`--parts`, all by default):
   (bench/scale_ingest.py);
 - `hub`: samples/s hub processes store from relay batches, on SQLite and PostgreSQL, vs. a bare loop
   writing the same rows and blobs (bench/scale_hub.py);
-- `agent`: `bench agent`'s pipeline / bare onnxruntime ratio and memory.
+- `agent`: `bench agent`'s pipeline / bare onnxruntime ratio and memory, and where the pipeline's
+  frame time goes (the model's runs beside the capture thread, against the bare loop's).
+
+Beside each ingest ratio, how busy the whole box was in each pass (bench/cpu_use.py): on a shared
+2-core box that, with the CPU each arm spent, is what says why a ratio misses its target.
 """
 
 from __future__ import annotations
@@ -130,16 +134,17 @@ def scale(out, parts, sizes, ks, messages, hub_samples, agent_frames) -> None:
         report["hub"] = hub_ingest(hub_samples, out / "scale-work")
         lines += hub_lines(report["hub"], TARGETS)
     if "agent" in chosen:
-        from .agent import run_agent_bench
+        from .agent import frame_time, run_agent_bench
 
         echo("  agent: two arms ...")
         a = run_agent_bench(out / "scale-agent", frames=agent_frames)
-        report["agent"] = {k: a[k] for k in ("bare_fps", "pipeline_fps", "ratio", "rss_mb", "bare_rss_mb")}
+        report["agent"] = {k: a[k] for k in ("bare_fps", "pipeline_fps", "ratio", "rss_mb", "bare_rss_mb", "frame_ms")}
         rss_x = a["rss_mb"] / a["bare_rss_mb"]
         lines.append(f"agent: pipeline/bare {a['ratio']:.3f}x ({a['pipeline_fps']:.1f} / {a['bare_fps']:.1f} fps; "
                      f"target >= {TARGETS['agent_ratio']}: {_mark(a['ratio'] >= TARGETS['agent_ratio'])}), "
                      f"peak RSS {rss_x:.2f}x bare ({a['rss_mb']:.0f} / {a['bare_rss_mb']:.0f} MB; "
-                     f"target <= {TARGETS['agent_rss_x']}: {_mark(rss_x <= TARGETS['agent_rss_x'])})")
+                     f"target <= {TARGETS['agent_rss_x']}: {_mark(rss_x <= TARGETS['agent_rss_x'])}); "
+                     f"{frame_time(a)}")
     report["sizing"] = {"assumptions": scale_sizing.ASSUMPTIONS, "fleets": sizing(report)}
     lines += scale_sizing.lines(report["sizing"]["fleets"])
     report["machine"]["loadavg_1min_end"] = os.getloadavg()[0]

@@ -9,6 +9,8 @@ Per engine (SQLite: DATA/hub.sqlite; PostgreSQL: a throwaway durable server, ben
 - `hub_raw_per_s`: the limit: CLIENTS threads in this process calling the hub's store
   (`HubStore.ingest`: blobs, each fsynced, then rows in one transaction per batch) on a fresh folder
   and database with the same batches: no HTTP, no msgpack, no auth, no event loop.
+Each pass also says how busy the box was meanwhile (`box`): a second hub process gains only what
+the first left idle.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from edgeloop.broker import free_port
 from edgeloop.procs import Service
 from edgeloop.shared.protocol import SampleBatch, encode
 
+from .cpu_use import BoxMeter, describe
 from .scale_data import candidates, jpeg
 
 BATCH = 128
@@ -37,8 +40,9 @@ def _batches(n: int, seed: int) -> list[list]:
     return [cands[i:i + BATCH] for i in range(0, n, BATCH)]
 
 
-def _raw(batches, data: Path, db: str | None) -> float:
-    """CLIENTS threads (as many as post to the hubs) calling the store directly -> samples/s."""
+def _raw(batches, data: Path, db: str | None, spans: dict, key: str) -> float:
+    """CLIENTS threads (as many as post to the hubs) calling the store directly -> samples/s; when,
+    in spans[key] (wall clock)."""
     from edgeloop.hub.store import HubStore
 
     store = HubStore(data, db)
@@ -54,22 +58,29 @@ def _raw(batches, data: Path, db: str | None) -> float:
             with lock:
                 stored[0] += n
     try:
-        t0 = time.perf_counter()
-        threads = [threading.Thread(target=loop) for _ in range(CLIENTS)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        return stored[0] / (time.perf_counter() - t0)
+        seconds = _timed(loop, spans, key)
+        return stored[0] / seconds
     finally:
         store.close()
 
 
-def _post_all(urls: list[str], bodies: list[bytes]) -> float:
+def _timed(work, spans: dict, key: str) -> float:
+    """work() in CLIENTS threads at once -> seconds until all ended; when, in spans[key]."""
+    threads = [threading.Thread(target=work) for _ in range(CLIENTS)]
+    t0, wall0 = time.perf_counter(), time.time()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    spans[key] = (wall0, time.time())
+    return time.perf_counter() - t0
+
+
+def _post_all(urls: list[str], bodies: list[bytes], spans: dict, key: str) -> float:
     stored, lock, errors = [0], threading.Lock(), []
     todo = list(enumerate(bodies))
 
-    def client(k: int) -> None:
+    def client() -> None:
         while True:
             with lock:
                 if not todo:
@@ -85,15 +96,10 @@ def _post_all(urls: list[str], bodies: list[bytes]) -> float:
                 return
             with lock:
                 stored[0] += n
-    t0 = time.perf_counter()
-    threads = [threading.Thread(target=client, args=(k,)) for k in range(CLIENTS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    seconds = _timed(client, spans, key)
     if errors:
         raise RuntimeError(f"posting to the hub failed: {errors[0]}")
-    return stored[0] / (time.perf_counter() - t0)
+    return stored[0] / seconds
 
 
 def _hubs(n: int, data: Path, db: str | None, logs: Path) -> list[Service]:
@@ -110,12 +116,12 @@ def _hubs(n: int, data: Path, db: str | None, logs: Path) -> list[Service]:
     return out
 
 
-def _hub_rate(processes: int, batches, data: Path, db: str | None, logs: Path) -> float:
+def _hub_rate(processes: int, batches, data: Path, db: str | None, logs: Path, spans: dict, key: str) -> float:
     hubs = _hubs(processes, data, db, logs)
     try:
         urls = [h.wait_ready(120)["url"] for h in hubs]
         bodies = [encode(SampleBatch(source="relay-s", site="site-s", samples=tuple(b))) for b in batches]
-        return _post_all(urls, bodies)
+        return _post_all(urls, bodies, spans, key)
     finally:
         for h in hubs:
             h.stop()
@@ -126,22 +132,32 @@ def hub_ingest(samples: int, work: Path, seed: int = 0, engines=("sqlite", "post
     logs = work / "logs"
     out: dict = {"batch": BATCH, "clients": CLIENTS}
     arms = [(_batches(samples, seed + k), k) for k in range(4)]  # fresh ids for every arm
-    if "sqlite" in engines:
-        out["sqlite"] = {"hub_raw_per_s": _raw(arms[0][0], work / "sqlite-raw", None),
-                         "hub_per_s": _hub_rate(1, arms[1][0], work / "sqlite-hub", None, logs)}
-    if "postgresql" in engines:
-        from .scale_pg import Postgres
-
-        pg = Postgres().start()
-        try:
-            raw = _raw(arms[0][0], work / "pg-raw", pg.create("raw"))
-            one = _hub_rate(1, arms[1][0], work / "pg-one", pg.create("one"), logs)
-            two = _hub_rate(2, arms[2][0], work / "pg-two", pg.create("two"), logs)
-        finally:
-            pg.stop()
-        out["postgresql"] = {"hub_raw_per_s": raw, "hub_per_s": one, "two_hubs_per_s": two}
+    # How busy the box was in each pass: two hub processes gain only what one left idle.
+    with BoxMeter() as meter:
+        spans: dict = {}
+        if "sqlite" in engines:
+            out["sqlite"] = {"hub_raw_per_s": _raw(arms[0][0], work / "sqlite-raw", None, spans, "sqlite_raw"),
+                             "hub_per_s": _hub_rate(1, arms[1][0], work / "sqlite-hub", None, logs, spans, "sqlite_one")}
+        if "postgresql" in engines:
+            out["postgresql"] = _postgres(arms, work, logs, spans)
+    for engine in ("sqlite", "postgresql"):
+        if engine in out:
+            out[engine]["box"] = {k.split("_", 1)[1]: meter.use(*v) for k, v in spans.items() if k.startswith(engine)}
     out["samples"] = samples
     return out
+
+
+def _postgres(arms, work: Path, logs: Path, spans: dict) -> dict:
+    from .scale_pg import Postgres
+
+    pg = Postgres().start()
+    try:
+        raw = _raw(arms[0][0], work / "pg-raw", pg.create("raw"), spans, "postgresql_raw")
+        one = _hub_rate(1, arms[1][0], work / "pg-one", pg.create("one"), logs, spans, "postgresql_one")
+        two = _hub_rate(2, arms[2][0], work / "pg-two", pg.create("two"), logs, spans, "postgresql_two")
+    finally:
+        pg.stop()
+    return {"hub_raw_per_s": raw, "hub_per_s": one, "two_hubs_per_s": two}
 
 
 def hub_lines(r: dict, targets: dict) -> list[str]:
@@ -153,11 +169,14 @@ def hub_lines(r: dict, targets: dict) -> list[str]:
         ratio = e["hub_per_s"] / e["hub_raw_per_s"]
         target = f"; target >= {targets['hub_sqlite_x_raw']}x: {'met' if ratio >= targets['hub_sqlite_x_raw'] else 'NOT met'}" \
             if engine == "sqlite" else ""
+        box = e.get("box", {})
         lines.append(f"hub ingest {engine}: hub/raw {ratio:.2f}x ({e['hub_per_s']:.0f} / {e['hub_raw_per_s']:.0f} "
-                     f"samples/s{target})")
+                     f"samples/s{target}); the box {describe(box.get('one'))} with the hub, "
+                     f"{describe(box.get('raw'))} with the bare store")
         if "two_hubs_per_s" in e:
             two = e["two_hubs_per_s"] / e["hub_per_s"]
             lines.append(f"hub ingest {engine}: two hubs / one {two:.2f}x ({e['two_hubs_per_s']:.0f} / "
                          f"{e['hub_per_s']:.0f} samples/s; target >= {targets['two_hubs_x_one']}x: "
-                         f"{'met' if two >= targets['two_hubs_x_one'] else 'NOT met'})")
+                         f"{'met' if two >= targets['two_hubs_x_one'] else 'NOT met'}); the box "
+                         f"{describe(box.get('two'))} with two hubs, {describe(box.get('one'))} with one")
     return lines

@@ -13,7 +13,9 @@ the time its journal gives the last candidate it stored). Each arm's CPU seconds
 read from /proc while it runs (the relay) or told by the process (the subscriber): a figure this
 shared box's load moves less than a rate. The relay runs as deployed (`edgeloop relay run`, default
 sampling) with its SQLite commit before each PUBACK and its receipt per batch; its hub is
-unreachable, so forwarding only retries: the figure is ingest alone.
+unreachable, so forwarding only retries: the figure is ingest alone. How busy the box was in each
+pass (`box`) and the relay's share of it (`relay_box_share`) say whether a pass was bound by the
+box's two cores or by the relay process itself.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from edgeloop.procs import Service, mosquitto_service, wait_port
 from edgeloop.shared import topics
 from edgeloop.shared.protocol import SampleBatch, encode
 
+from .cpu_use import BoxMeter, describe
 from .scale_data import candidates, jpeg
 
 SITE = "site-s"
@@ -47,8 +50,8 @@ def _payloads(n: int, seed: int, site: str = SITE) -> list[tuple[str, bytes]]:
             for dev, c in candidates(n, DEVICES, image, seed, site)]
 
 
-def _bare_pass(port: int, payloads: list[tuple[str, bytes]]) -> tuple[float, float]:
-    """Publish to a bare subscriber that only counts -> (seconds from the first publish to the last
+def _bare_pass(port: int, payloads: list[tuple[str, bytes]]) -> tuple[float, float, float]:
+    """Publish to a bare subscriber that only counts -> (wall clock of the first publish, of the last
     message counted, its CPU seconds)."""
     counter = subprocess.Popen([sys.executable, "-m", "edgeloop.bench.scale_ingest", "count", str(port),
                                 f"{topics.ROOT}/{RAW_SITE}/+/samples", str(len(payloads))],
@@ -61,7 +64,7 @@ def _bare_pass(port: int, payloads: list[tuple[str, bytes]]) -> tuple[float, flo
     finally:
         if counter.poll() is None:
             counter.kill()
-    return t_last - t0, cpu_s
+    return t0, t_last, cpu_s
 
 
 def _publish(port: int, payloads: list[tuple[str, bytes]]) -> float:
@@ -94,38 +97,44 @@ def relay_ingest(messages: int, work: Path, seed: int = 0) -> dict:
     broker = mosquitto_service(port, work / "mosquitto", logs).start()
     services = [broker]
     try:
-        wait_port(port)
-        raw_msgs, relay_msgs = _payloads(messages, seed, RAW_SITE), _payloads(messages, seed)
-        raw = [_bare_pass(port, raw_msgs)]  # -- the limit, before the relay (and again after it)
-        # -- the relay, as deployed
-        relay = Service.edgeloop("relay", ["relay", "run", "--id", "relay-s", "--site", SITE, "--broker",
-                                           f"mqtt://127.0.0.1:{port}", "--hub", f"http://127.0.0.1:{free_port()}",
-                                           "--token", "bench", "--data", str(work / "relay"), "--port", "0"],
-                                 logs, ready=True).start()
-        services.append(relay)
-        url = relay.wait_ready(60)["url"]
-        deadline = time.monotonic() + 60
-        while not _status(url)["connected"] and time.monotonic() < deadline:
-            time.sleep(0.05)
-        cpu0 = _cpu_s(relay.proc.pid)
-        t0 = _publish(port, relay_msgs)
-        deadline = time.monotonic() + TIMEOUT_S
-        while (got := _status(url)["counts"]["received"]) < messages and time.monotonic() < deadline:
-            time.sleep(0.5)  # /status counts rows: asking often would slow the relay it measures
-        relay_cpu_s = _cpu_s(relay.proc.pid) - cpu0  # a little of it the polls' and the retries'
-        status = _status(url)
-        relay_s = _last_stored(work / "relay" / "relay.sqlite") - t0
-        relay.stop()  # not beside the second bare pass
-        raw.append(_bare_pass(port, raw_msgs))
+        with BoxMeter() as meter:  # how busy the box was in each pass
+            wait_port(port)
+            raw_msgs, relay_msgs = _payloads(messages, seed, RAW_SITE), _payloads(messages, seed)
+            raw = [_bare_pass(port, raw_msgs)]  # -- the limit, before the relay (and again after it)
+            # -- the relay, as deployed
+            relay = Service.edgeloop("relay", ["relay", "run", "--id", "relay-s", "--site", SITE, "--broker",
+                                               f"mqtt://127.0.0.1:{port}", "--hub", f"http://127.0.0.1:{free_port()}",
+                                               "--token", "bench", "--data", str(work / "relay"), "--port", "0"],
+                                     logs, ready=True).start()
+            services.append(relay)
+            url = relay.wait_ready(60)["url"]
+            deadline = time.monotonic() + 60
+            while not _status(url)["connected"] and time.monotonic() < deadline:
+                time.sleep(0.05)
+            cpu0 = _cpu_s(relay.proc.pid)
+            t0 = _publish(port, relay_msgs)
+            deadline = time.monotonic() + TIMEOUT_S
+            while (got := _status(url)["counts"]["received"]) < messages and time.monotonic() < deadline:
+                time.sleep(0.5)  # /status counts rows: asking often would slow the relay it measures
+            relay_cpu_s = _cpu_s(relay.proc.pid) - cpu0  # a little of it the polls' and the retries'
+            status = _status(url)
+            t_stored = _last_stored(work / "relay" / "relay.sqlite")
+            relay.stop()  # not beside the second bare pass
+            raw.append(_bare_pass(port, raw_msgs))
     finally:
         for svc in reversed(services):
             svc.stop()
-    raw_per_s = 2 * messages / sum(t for t, _ in raw)
+    relay_s = t_stored - t0
+    raw_per_s = 2 * messages / sum(t1 - t0 for t0, t1, _ in raw)
     return {"messages": messages, "payload_bytes": len(relay_msgs[0][1]), "devices": DEVICES,
-            "broker_raw_per_s": raw_per_s, "broker_raw_runs_per_s": [messages / t for t, _ in raw],
+            "broker_raw_per_s": raw_per_s, "broker_raw_runs_per_s": [messages / (t1 - t0) for t0, t1, _ in raw],
             "relay_per_s": got / relay_s, "relay_received": got, "relay_stored": status["seen"],
             "ratio": (got / relay_s) / raw_per_s, "relay_cpu_us": relay_cpu_s / max(got, 1) * 1e6,
-            "raw_cpu_us": sum(c for _, c in raw) / (2 * messages) * 1e6}
+            "raw_cpu_us": sum(c for _, _, c in raw) / (2 * messages) * 1e6,
+            "box": {"raw_before": meter.use(*raw[0][:2]), "relay": meter.use(t0, t_stored),
+                    "raw_after": meter.use(*raw[1][:2])},
+            # the relay's share of all the box's cores in its pass (the rest: the publisher, mosquitto)
+            "relay_box_share": relay_cpu_s / (relay_s * (os.cpu_count() or 1))}
 
 
 def _cpu_s(pid: int) -> float:
@@ -143,9 +152,12 @@ def _last_stored(db: Path) -> float:
 def relay_line(r: dict, target: float) -> str:
     ok = "met" if r["ratio"] >= target else "NOT met"
     runs = " and ".join(f"{x:.0f}" for x in r["broker_raw_runs_per_s"])
+    box = r.get("box", {})
     return (f"relay ingest: relay/raw {r['ratio']:.2f}x ({r['relay_per_s']:.0f} / {r['broker_raw_per_s']:.0f} "
             f"candidates/s of {r['payload_bytes'] / 1024:.0f} KB, QoS 1, the bare subscriber {runs} before and after; "
-            f"target >= {target}x: {ok}); CPU per candidate {r['relay_cpu_us']:.0f} / {r['raw_cpu_us']:.0f} us")
+            f"target >= {target}x: {ok}); CPU per candidate {r['relay_cpu_us']:.0f} / {r['raw_cpu_us']:.0f} us; "
+            f"the box {describe(box.get('relay'))} in the relay's pass (the relay {r['relay_box_share']:.0%} of it), "
+            f"{describe(box.get('raw_before'))} and {describe(box.get('raw_after'))} in the bare passes")
 
 
 def count(port: int, topic: str, n: int) -> None:
