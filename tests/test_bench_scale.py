@@ -55,6 +55,19 @@ def test_the_relay_part_stores_every_candidate_it_was_sent(tmp_path):
     assert report["sizing"]["fleets"][1]["relays"] >= 1
 
 
+@pytest.mark.e2e
+def test_the_hub_part_posts_to_a_hub_process_and_says_how_busy_the_box_was(tmp_path):
+    from edgeloop.bench.scale_hub import hub_ingest, hub_lines
+
+    r = hub_ingest(300, tmp_path, engines=("sqlite",))  # PostgreSQL's arms: the full bench, not the suite
+    e = r["sqlite"]
+    assert e["hub_per_s"] > 0 and e["hub_raw_per_s"] > 0 and "postgresql" not in r
+    assert set(e["box"]) == {"raw", "one"}
+    assert all(u is None or 0 <= u["steal"] <= u["busy"] <= 1 for u in e["box"].values())
+    (line,) = hub_lines(r, {"hub_sqlite_x_raw": 0.5, "two_hubs_x_one": 1.5})
+    assert line.startswith("hub ingest sqlite: hub/raw") and "with the bare store" in line
+
+
 def test_an_unknown_part_is_refused(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "edgeloop", "bench", "scale", "--parts", "nope", "--out", str(tmp_path)],
                           capture_output=True, text=True, timeout=120)

@@ -22,15 +22,15 @@ def test_a_share_is_a_fraction_of_the_ticks_between_two_readings(before, step):
         return
     idle = step[3] + step[4]  # idle, iowait
     assert use["busy"] == round((sum(step) - idle) / sum(step), 3)
-    assert use["steal"] == round(step[7] / sum(step), 3)
+    assert use["steal"] == round(step[7] / sum(step), 3) and use["iowait"] == round(step[4] / sum(step), 3)
     assert 0 <= use["steal"] <= use["busy"] + 0.001 <= 1.001
 
 
 def test_without_readings_there_is_no_share():
     assert share(None, [1] * 8) is None and share([1] * 8, None) is None
     assert describe(None) == "busy: unknown"
-    assert describe({"busy": 0.953, "steal": 0.0}) == "95% busy"
-    assert describe({"busy": 0.5, "steal": 0.02}) == "50% busy, 2% stolen"
+    assert describe({"busy": 0.953, "iowait": 0.0, "steal": 0.0}) == "95% busy"
+    assert describe({"busy": 0.5, "iowait": 0.1, "steal": 0.02}) == "50% busy, 10% waiting on the disk, 2% stolen"
 
 
 def test_a_core_kept_busy_shows_in_the_stretch_it_spun_and_not_outside_the_meter():

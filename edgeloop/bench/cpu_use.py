@@ -8,7 +8,7 @@ subscriber counted), not when this one noticed it.
 
     with BoxMeter() as meter:
         t0 = time.time(); ...; t1 = time.time()     # a timed pass
-    meter.use(t0, t1)              # {"busy": 0.95, "steal": 0.01}: fractions of all cores' time
+    meter.use(t0, t1)              # {"busy": 0.95, "iowait": 0.02, "steal": 0.01}: of all cores' time
 """
 
 from __future__ import annotations
@@ -32,16 +32,17 @@ def _ticks() -> list[int] | None:
 
 
 def share(before: list[int] | None, after: list[int] | None) -> dict | None:
-    """Two readings -> {"busy", "steal"}, fractions of all cores' time between them; None without
-    /proc/stat or with no tick between them. Busy is all but idle and iowait (steal included: those
-    cores were not ours to use)."""
+    """Two readings -> {"busy", "iowait", "steal"}, fractions of all cores' time between them; None
+    without /proc/stat or with no tick between them. Busy is all but idle and iowait (steal included:
+    those cores were not ours to use); iowait, idle with a read or write of ours outstanding (an fsync)."""
     if before is None or after is None:
         return None
     d = [b - a for a, b in zip(before, after)]
     total = sum(d)
     if total <= 0:
         return None
-    return {"busy": round((total - d[3] - d[4]) / total, 3), "steal": round(d[7] / total, 3)}
+    return {"busy": round((total - d[3] - d[4]) / total, 3), "iowait": round(d[4] / total, 3),
+            "steal": round(d[7] / total, 3)}
 
 
 class BoxMeter:
@@ -89,8 +90,10 @@ class BoxMeter:
 
 
 def describe(use: dict | None) -> str:
-    """{"busy", "steal"} -> '95% busy' (with the steal when there was any), or 'busy: unknown'."""
+    """{"busy", "iowait", "steal"} -> '95% busy' (with the disk wait and the steal when there was
+    any), or 'busy: unknown'."""
     if not use:
         return "busy: unknown"
-    steal = f", {use['steal']:.0%} stolen" if use.get("steal", 0) >= 0.005 else ""
-    return f"{use['busy']:.0%} busy{steal}"
+    more = [f"{use[k]:.0%} {what}" for k, what in (("iowait", "waiting on the disk"), ("steal", "stolen"))
+            if use.get(k, 0) >= 0.005]
+    return ", ".join([f"{use['busy']:.0%} busy", *more])

@@ -171,12 +171,12 @@ def hub_lines(r: dict, targets: dict) -> list[str]:
             if engine == "sqlite" else ""
         box = e.get("box", {})
         lines.append(f"hub ingest {engine}: hub/raw {ratio:.2f}x ({e['hub_per_s']:.0f} / {e['hub_raw_per_s']:.0f} "
-                     f"samples/s{target}); the box {describe(box.get('one'))} with the hub, "
-                     f"{describe(box.get('raw'))} with the bare store")
+                     f"samples/s{target}); the box with the hub: {describe(box.get('one'))}; "
+                     f"with the bare store: {describe(box.get('raw'))}")
         if "two_hubs_per_s" in e:
             two = e["two_hubs_per_s"] / e["hub_per_s"]
             lines.append(f"hub ingest {engine}: two hubs / one {two:.2f}x ({e['two_hubs_per_s']:.0f} / "
                          f"{e['hub_per_s']:.0f} samples/s; target >= {targets['two_hubs_x_one']}x: "
-                         f"{'met' if two >= targets['two_hubs_x_one'] else 'NOT met'}); the box "
-                         f"{describe(box.get('two'))} with two hubs, {describe(box.get('one'))} with one")
+                         f"{'met' if two >= targets['two_hubs_x_one'] else 'NOT met'}); the box with two hubs: "
+                         f"{describe(box.get('two'))}; with one: {describe(box.get('one'))}")
     return lines

@@ -156,8 +156,8 @@ def relay_line(r: dict, target: float) -> str:
     return (f"relay ingest: relay/raw {r['ratio']:.2f}x ({r['relay_per_s']:.0f} / {r['broker_raw_per_s']:.0f} "
             f"candidates/s of {r['payload_bytes'] / 1024:.0f} KB, QoS 1, the bare subscriber {runs} before and after; "
             f"target >= {target}x: {ok}); CPU per candidate {r['relay_cpu_us']:.0f} / {r['raw_cpu_us']:.0f} us; "
-            f"the box {describe(box.get('relay'))} in the relay's pass (the relay {r['relay_box_share']:.0%} of it), "
-            f"{describe(box.get('raw_before'))} and {describe(box.get('raw_after'))} in the bare passes")
+            f"the box in the relay's pass: {describe(box.get('relay'))} (the relay {r['relay_box_share']:.0%} of "
+            f"all its time); in the bare passes: {describe(box.get('raw_before'))}; {describe(box.get('raw_after'))}")
 
 
 def count(port: int, topic: str, n: int) -> None:
