@@ -51,7 +51,9 @@ def test_the_relay_part_stores_every_candidate_it_was_sent(tmp_path):
     # how busy the box was in each pass (None only where a pass fell between two readings)
     assert set(r["box"]) == {"raw_before", "relay", "raw_after"}
     assert all(u is None or 0 <= u["steal"] <= u["busy"] <= 1 for u in r["box"].values())
-    assert 0 < r["relay_box_share"] <= 1.05  # of all the box's cores (/proc's ticks round)
+    # the relay's own share of it (its arithmetic: tests/test_cpu_use.py); a 60-message pass may
+    # fall between two readings
+    assert r["relay_box_share"] is None or r["relay_box_share"] >= 0
     assert report["sizing"]["fleets"][1]["relays"] >= 1
 
 

@@ -35,10 +35,16 @@ def test_without_readings_there_is_no_share():
 
 def test_a_core_kept_busy_shows_in_the_stretch_it_spun_and_not_outside_the_meter():
     with BoxMeter(every_s=0.01) as meter:
+        meter.follow(os.getpid())
         t0 = time.time()
         while time.time() - t0 < 0.4:  # one core of os.cpu_count(), all the time
             pass
         t1 = time.time()
-    use = meter.use(t0, t1)
-    assert use is not None and use["busy"] >= 0.8 / (os.cpu_count() or 1)
+    use = meter.use(t0, t1, os.getpid())
+    cores = os.cpu_count() or 1
+    assert use is not None and use["busy"] >= 0.8 / cores
+    # this process's share: the spinning core, within the box's busy share (a tick of reading skew)
+    assert 0.8 / cores <= use["process"] <= use["busy"] + 0.05
+    assert meter.use(t0, t1)["busy"] == use["busy"] and "process" not in meter.use(t0, t1)
+    assert meter.use(t0, t1, pid=2**22 + 7)["process"] is None  # never followed
     assert meter.use(t0 - 60, t1) is None and meter.use(t0, t1 + 60) is None  # outside the readings

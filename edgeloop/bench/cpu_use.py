@@ -7,8 +7,10 @@ EVERY_S, so that a stretch can end at a time another process reports (the last m
 subscriber counted), not when this one noticed it.
 
     with BoxMeter() as meter:
+        meter.follow(pid)                           # a process of the pass (optional)
         t0 = time.time(); ...; t1 = time.time()     # a timed pass
-    meter.use(t0, t1)              # {"busy": 0.95, "iowait": 0.02, "steal": 0.01}: of all cores' time
+    meter.use(t0, t1, pid)         # {"busy": 0.95, "iowait": 0.02, "steal": 0.01, "process": 0.6}:
+                                   # fractions of all cores' time
 """
 
 from __future__ import annotations
@@ -29,6 +31,15 @@ def _ticks() -> list[int] | None:
     except (OSError, IndexError):
         return None
     return [int(v) for v in fields[1:9]] if fields[:1] == ["cpu"] and len(fields) >= 9 else None
+
+
+def _process_ticks(pid: int) -> int | None:
+    """utime + stime of a process, in the same clock ticks as /proc/stat; None once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return int(fields[11]) + int(fields[12])
 
 
 def share(before: list[int] | None, after: list[int] | None) -> dict | None:
@@ -52,16 +63,29 @@ class BoxMeter:
         self.every_s = every_s
         self._times: list[float] = []
         self._ticks: list[list[int]] = []
+        self._pids: list[int] = []  # processes followed (follow), read with every reading
+        self._procs: list[dict[int, int | None]] = []
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="box-meter", daemon=True)
 
     def _read(self) -> bool:
-        ticks = _ticks()
-        if ticks is None:
-            return False  # not Linux: every use() is None
-        self._times.append(time.time())
-        self._ticks.append(ticks)
-        return True
+        with self._lock:  # the meter's thread, and follow()'s caller
+            procs = {pid: _process_ticks(pid) for pid in self._pids}
+            ticks = _ticks()
+            if ticks is None:
+                return False  # not Linux: every use() is None
+            self._times.append(time.time())
+            self._procs.append(procs)
+            self._ticks.append(ticks)
+            return True
+
+    def follow(self, pid: int) -> None:
+        """Read this process's CPU time with every reading from now on (use(..., pid)), starting
+        with one at once."""
+        with self._lock:
+            self._pids.append(pid)
+        self._read()
 
     def _run(self) -> None:
         while not self._stop.wait(self.every_s) and self._read():
@@ -78,15 +102,22 @@ class BoxMeter:
         if self._thread.is_alive():
             self._thread.join()
 
-    def use(self, t0: float, t1: float) -> dict | None:
+    def use(self, t0: float, t1: float, pid: int | None = None) -> dict | None:
         """How busy the box was from wall-clock time t0 to t1 (time.time()), to within EVERY_S:
-        between the last reading at or before t0 and the first at or after t1."""
-        times, ticks = list(self._times), list(self._ticks)
+        between the last reading at or before t0 and the first at or after t1. With a followed pid,
+        also "process": its share of all cores' time then (None if it was not followed all along)."""
+        with self._lock:
+            times, ticks, procs = list(self._times), list(self._ticks), list(self._procs)
         i = bisect.bisect_right(times, t0) - 1
         j = bisect.bisect_left(times, t1)
         if i < 0 or j >= len(times) or j <= i:
             return None
-        return share(ticks[i], ticks[j])
+        out = share(ticks[i], ticks[j])
+        if out is not None and pid is not None:
+            a, b = procs[i].get(pid), procs[j].get(pid)
+            total = sum(ticks[j]) - sum(ticks[i])
+            out["process"] = None if a is None or b is None else round((b - a) / total, 3)
+        return out
 
 
 def describe(use: dict | None) -> str:

@@ -111,6 +111,7 @@ def relay_ingest(messages: int, work: Path, seed: int = 0) -> dict:
             deadline = time.monotonic() + 60
             while not _status(url)["connected"] and time.monotonic() < deadline:
                 time.sleep(0.05)
+            meter.follow(relay.proc.pid)
             cpu0 = _cpu_s(relay.proc.pid)
             t0 = _publish(port, relay_msgs)
             deadline = time.monotonic() + TIMEOUT_S
@@ -125,16 +126,16 @@ def relay_ingest(messages: int, work: Path, seed: int = 0) -> dict:
         for svc in reversed(services):
             svc.stop()
     relay_s = t_stored - t0
+    relay_use = meter.use(t0, t_stored, relay.proc.pid)
     raw_per_s = 2 * messages / sum(t1 - t0 for t0, t1, _ in raw)
     return {"messages": messages, "payload_bytes": len(relay_msgs[0][1]), "devices": DEVICES,
             "broker_raw_per_s": raw_per_s, "broker_raw_runs_per_s": [messages / (t1 - t0) for t0, t1, _ in raw],
             "relay_per_s": got / relay_s, "relay_received": got, "relay_stored": status["seen"],
             "ratio": (got / relay_s) / raw_per_s, "relay_cpu_us": relay_cpu_s / max(got, 1) * 1e6,
             "raw_cpu_us": sum(c for _, _, c in raw) / (2 * messages) * 1e6,
-            "box": {"raw_before": meter.use(*raw[0][:2]), "relay": meter.use(t0, t_stored),
-                    "raw_after": meter.use(*raw[1][:2])},
+            "box": {"raw_before": meter.use(*raw[0][:2]), "relay": relay_use, "raw_after": meter.use(*raw[1][:2])},
             # the relay's share of all the box's cores in its pass (the rest: the publisher, mosquitto)
-            "relay_box_share": relay_cpu_s / (relay_s * (os.cpu_count() or 1))}
+            "relay_box_share": (relay_use or {}).get("process")}
 
 
 def _cpu_s(pid: int) -> float:
@@ -156,8 +157,12 @@ def relay_line(r: dict, target: float) -> str:
     return (f"relay ingest: relay/raw {r['ratio']:.2f}x ({r['relay_per_s']:.0f} / {r['broker_raw_per_s']:.0f} "
             f"candidates/s of {r['payload_bytes'] / 1024:.0f} KB, QoS 1, the bare subscriber {runs} before and after; "
             f"target >= {target}x: {ok}); CPU per candidate {r['relay_cpu_us']:.0f} / {r['raw_cpu_us']:.0f} us; "
-            f"the box in the relay's pass: {describe(box.get('relay'))} (the relay {r['relay_box_share']:.0%} of "
-            f"all its time); in the bare passes: {describe(box.get('raw_before'))}; {describe(box.get('raw_after'))}")
+            f"the box in the relay's pass: {describe(box.get('relay'))} (the relay {_percent(r['relay_box_share'])} "
+            f"of all its time); in the bare passes: {describe(box.get('raw_before'))}; {describe(box.get('raw_after'))}")
+
+
+def _percent(x: float | None) -> str:
+    return "?" if x is None else f"{x:.0%}"
 
 
 def count(port: int, topic: str, n: int) -> None:
