@@ -33,7 +33,7 @@ def _ticks() -> list[int] | None:
     return [int(v) for v in fields[1:9]] if fields[:1] == ["cpu"] and len(fields) >= 9 else None
 
 
-def _process_ticks(pid: int) -> int | None:
+def process_ticks(pid: int) -> int | None:
     """utime + stime of a process, in the same clock ticks as /proc/stat; None once it is gone."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -71,7 +71,7 @@ class BoxMeter:
 
     def _read(self) -> bool:
         with self._lock:  # the meter's thread, and follow()'s caller
-            procs = {pid: _process_ticks(pid) for pid in self._pids}
+            procs = {pid: process_ticks(pid) for pid in self._pids}
             ticks = _ticks()
             if ticks is None:
                 return False  # not Linux: every use() is None

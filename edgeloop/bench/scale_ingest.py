@@ -35,7 +35,7 @@ from edgeloop.procs import Service, mosquitto_service, wait_port
 from edgeloop.shared import topics
 from edgeloop.shared.protocol import SampleBatch, encode
 
-from .cpu_use import BoxMeter, describe
+from .cpu_use import BoxMeter, describe, process_ticks
 from .scale_data import candidates, jpeg
 
 SITE = "site-s"
@@ -140,8 +140,10 @@ def relay_ingest(messages: int, work: Path, seed: int = 0) -> dict:
 
 def _cpu_s(pid: int) -> float:
     """User + system CPU seconds of a running process, from /proc (Linux)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    ticks = process_ticks(pid)
+    if ticks is None:
+        raise RuntimeError(f"process {pid} ended during the bench")
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _last_stored(db: Path) -> float:
